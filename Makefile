@@ -1,0 +1,34 @@
+# `make run` runs the whole system, `make test` the whole test suite; both
+# install what they need first, on a fresh Debian machine with Python 3.11.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+PROTOS := $(wildcard protos/*.proto)
+GENERATED := $(patsubst protos/%.proto,ridesync/pb/%_pb2.py,$(PROTOS))
+
+.PHONY: run test install rabbitmq bench clean
+
+run: install rabbitmq
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start --port $${PORT:-8081}
+
+test: install rabbitmq
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+install: $(VENV)/.installed $(GENERATED)
+
+$(VENV)/.installed: requirements.txt
+	scripts/make-venv $(PYTHON) $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+ridesync/pb/%_pb2.py: protos/%.proto $(VENV)/.installed
+	$(BIN)/python -m grpc_tools.protoc -Iridesync/pb=protos --python_out=. --grpc_python_out=. $<
+
+rabbitmq: $(VENV)/.installed
+	$(BIN)/python scripts/ensure_rabbitmq.py
+
+bench: install rabbitmq
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) ridesync/pb/*_pb2.py ridesync/pb/*_pb2_grpc.py

@@ -1,0 +1,29 @@
+"""gunicorn settings for the API gateway. No preload_app: every gRPC channel
+and AMQP connection is made inside a worker, after the fork."""
+import logging
+import os
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8081')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gevent"
+worker_connections = 20000
+graceful_timeout = 10
+timeout = 30
+accesslog = "-"
+control_socket_disable = True  # nothing on disk; several gateways may share a machine
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+
+
+def post_worker_init(worker):
+    # After gevent's monkey patching (done by the worker) and before any
+    # gRPC object exists (they are made lazily, on first use).
+    from grpc.experimental import gevent as grpc_gevent
+
+    grpc_gevent.init_gevent()
+
+
+def when_ready(server):
+    from ridesync.settings import Settings
+
+    if "*" in Settings.from_env().cors_origins:
+        server.log.warning("CORS allows every origin (CORS_ORIGINS=*); set CORS_ORIGINS to a list in production")

@@ -1,0 +1,1 @@
+"""RideSync: a ride-hailing backend (API gateway, trip, driver and payment services)."""

@@ -1,0 +1,54 @@
+"""The messaging contract shared by every process: exchange, routing keys,
+queues and the envelope. DESIGN.md, "RabbitMQ", is the source of these names."""
+import json
+
+TRIP_EXCHANGE = "trip"
+
+TRIP_CREATED = "trip.event.created"
+TRIP_DRIVER_ASSIGNED = "trip.event.driver_assigned"
+TRIP_NO_DRIVERS_FOUND = "trip.event.no_drivers_found"
+TRIP_DRIVER_NOT_INTERESTED = "trip.event.driver_not_interested"
+DRIVER_TRIP_REQUEST = "driver.cmd.trip_request"
+DRIVER_TRIP_ACCEPT = "driver.cmd.trip_accept"
+DRIVER_TRIP_DECLINE = "driver.cmd.trip_decline"
+DRIVER_LOCATION = "driver.cmd.location"
+DRIVER_REGISTER = "driver.cmd.register"
+PAYMENT_CREATE_SESSION = "payment.cmd.create_session"
+PAYMENT_SESSION_CREATED = "payment.event.session_created"
+
+# Service work queues: name -> routing keys bound to it.
+FIND_AVAILABLE_DRIVERS = "find_available_drivers"
+DRIVER_TRIP_RESPONSE = "driver_trip_response"
+PAYMENT_TRIP_RESPONSE = "payment_trip_response"
+WORK_QUEUES = {
+    FIND_AVAILABLE_DRIVERS: (TRIP_CREATED, TRIP_DRIVER_NOT_INTERESTED),
+    DRIVER_TRIP_RESPONSE: (DRIVER_TRIP_ACCEPT, DRIVER_TRIP_DECLINE),
+    PAYMENT_TRIP_RESPONSE: (PAYMENT_CREATE_SESSION,),
+}
+
+# Notification kinds the gateway delivers to one user's socket: kind -> routing key.
+RIDER_NOTIFICATIONS = {
+    "notify_trip_created": TRIP_CREATED,
+    "notify_driver_assign": TRIP_DRIVER_ASSIGNED,
+    "notify_driver_no_drivers_found": TRIP_NO_DRIVERS_FOUND,
+    "notify_payment_session_created": PAYMENT_SESSION_CREATED,
+}
+DRIVER_NOTIFICATIONS = {
+    "driver_cmd_trip_request": DRIVER_TRIP_REQUEST,
+}
+
+
+def envelope(owner_id, data):
+    """The JSON body of every message: who it is about, and what."""
+    return json.dumps({"ownerId": owner_id, "data": data}).encode()
+
+
+def open_envelope(body):
+    """(owner_id, data) of a message body; ValueError when it is not an envelope."""
+    message = json.loads(body)
+    if not isinstance(message, dict) or not isinstance(message.get("ownerId"), str):
+        raise ValueError("message is not an envelope with an ownerId")
+    data = message.get("data")
+    if not isinstance(data, dict):
+        raise ValueError("message data is not an object")
+    return message["ownerId"], data

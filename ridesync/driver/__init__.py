@@ -1,0 +1,1 @@
+"""DriverService: the pool of available drivers, and dispatch of trip requests."""

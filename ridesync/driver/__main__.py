@@ -1,0 +1,3 @@
+from ridesync.driver.server import main
+
+main()

@@ -1,0 +1,43 @@
+"""Reading and checking request bodies, before anything goes upstream."""
+import json
+
+from flask import request
+
+from ridesync.gateway.errors import invalid
+from ridesync.trip.model import Coordinate, InvalidArgument
+
+MAX_ID_LENGTH = 128
+
+
+def json_object():
+    """The body as a JSON object, whatever the Content-Type says (browsers
+    send text/plain for simple cross-origin requests)."""
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        raise invalid("the request body is empty; send a JSON object")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise invalid(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise invalid("the request body must be a JSON object")
+    return body
+
+
+def identifier(body, name):
+    value = body.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise invalid(f"{name} is required and must be a non-empty string")
+    if len(value) > MAX_ID_LENGTH:
+        raise invalid(f"{name} must be at most {MAX_ID_LENGTH} characters")
+    return value
+
+
+def coordinate(body, name):
+    value = body.get(name)
+    if not isinstance(value, dict):
+        raise invalid(f"{name} is required: an object with latitude and longitude")
+    try:
+        return Coordinate.checked(name, value.get("latitude"), value.get("longitude"))
+    except InvalidArgument as exc:
+        raise invalid(str(exc)) from None

@@ -1,0 +1,36 @@
+"""The gRPC channels of this worker process: one per service, made on first
+use (never before gunicorn forks), shared by every request."""
+import os
+
+import grpc
+
+from ridesync.pb import driver_pb2_grpc, trip_pb2_grpc
+
+CALL_DEADLINE = 5.0  # seconds, for every call that does not say otherwise
+
+
+class Upstream:
+    def __init__(self, settings):
+        self._settings = settings
+        self._pid = None
+        self._channels = {}
+
+    @property
+    def trips(self):
+        return trip_pb2_grpc.TripServiceStub(self.channel(self._settings.trip_service_addr))
+
+    @property
+    def drivers(self):
+        return driver_pb2_grpc.DriverServiceStub(self.channel(self._settings.driver_service_addr))
+
+    def channel(self, address):
+        if self._pid != os.getpid():  # a forked child never reuses its parent's channels
+            self._pid, self._channels = os.getpid(), {}
+        if address not in self._channels:
+            self._channels[address] = grpc.insecure_channel(address)
+        return self._channels[address]
+
+    def close(self):
+        for channel in self._channels.values():
+            channel.close()
+        self._channels = {}

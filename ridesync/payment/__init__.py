@@ -1,0 +1,1 @@
+"""Payment: consumes payment commands and creates payment sessions."""

@@ -1,0 +1,136 @@
+"""RabbitMQ plumbing shared by every process: connecting, the topology, and a
+publisher whose every publish is confirmed by the broker.
+
+pika is not thread-safe: a Publisher serialises its users behind a lock, and
+nothing else touches its connection."""
+import logging
+import threading
+
+import pika
+from pika.exceptions import AMQPConnectionError, AMQPChannelError, NackError, UnroutableError
+
+from ridesync import contract
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_EXCHANGE = "trip.dead"
+DEAD_LETTER_QUEUE = "dead_letters"
+HEARTBEAT = 30
+
+
+class PublishFailed(Exception):
+    """The broker did not take a message: it is not on any queue."""
+
+
+def connection_parameters(url, name):
+    params = pika.URLParameters(url)
+    params.heartbeat = HEARTBEAT
+    params.blocked_connection_timeout = 10
+    params.socket_timeout = 5
+    params.stack_timeout = 10
+    params.connection_attempts = 1
+    params.client_properties = {"connection_name": name}
+    return params
+
+
+def connect(url, name):
+    return pika.BlockingConnection(connection_parameters(url, name))
+
+
+def declare_topology(channel):
+    """The exchange, the service work queues and their dead-letter queue.
+    Every process declares it, so none depends on which one started first."""
+    channel.exchange_declare(contract.TRIP_EXCHANGE, "topic", durable=True)
+    channel.exchange_declare(DEAD_LETTER_EXCHANGE, "fanout", durable=True)
+    channel.queue_declare(DEAD_LETTER_QUEUE, durable=True)
+    channel.queue_bind(DEAD_LETTER_QUEUE, DEAD_LETTER_EXCHANGE)
+    for queue, keys in contract.WORK_QUEUES.items():
+        channel.queue_declare(
+            queue, durable=True, arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
+        )
+        for key in keys:
+            channel.queue_bind(queue, contract.TRIP_EXCHANGE, routing_key=key)
+
+
+def message_properties(routing_key, owner_id, headers=None):
+    """Persistent JSON, with the owner and type also as headers so that
+    per-user queues can be bound to them."""
+    return pika.BasicProperties(
+        content_type="application/json",
+        delivery_mode=pika.DeliveryMode.Persistent,
+        headers={"owner": owner_id, "type": routing_key, **(headers or {})},
+    )
+
+
+class Publisher:
+    """Publishes envelopes to the `trip` exchange with publisher confirms.
+
+    One connection, opened on first use and again after it is lost; a
+    background thread keeps its heartbeats going while it is idle."""
+
+    def __init__(self, url, name):
+        self._url = url
+        self._name = name
+        self._lock = threading.Lock()
+        self._connection = None
+        self._channel = None
+        self._stopped = threading.Event()
+        self._heartbeat = None
+
+    def publish(self, routing_key, owner_id, data, headers=None):
+        """Returns once the broker has confirmed the message; raises
+        PublishFailed when it was refused, unroutable, or the broker is down."""
+        body = contract.envelope(owner_id, data)
+        props = message_properties(routing_key, owner_id, headers)
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    self._open_channel().basic_publish(
+                        contract.TRIP_EXCHANGE, routing_key, body, props, mandatory=True
+                    )
+                    return
+                except (UnroutableError, NackError) as exc:
+                    raise PublishFailed(f"broker refused {routing_key}: {exc!r}") from exc
+                except (AMQPConnectionError, AMQPChannelError, OSError) as exc:
+                    self._drop()
+                    if attempt == 2:
+                        raise PublishFailed(f"broker unreachable for {routing_key}: {exc!r}") from exc
+                    log.warning("publisher %s lost its connection (%r); reconnecting", self._name, exc)
+
+    def close(self):
+        self._stopped.set()
+        with self._lock:
+            self._drop()
+
+    def _open_channel(self):
+        if self._channel is None or not self._channel.is_open:
+            self._drop()
+            self._connection = connect(self._url, self._name)
+            self._channel = self._connection.channel()
+            self._channel.confirm_delivery()
+            declare_topology(self._channel)
+            if self._heartbeat is None:
+                self._heartbeat = threading.Thread(
+                    target=self._keep_alive, name=f"{self._name}-heartbeat", daemon=True
+                )
+                self._heartbeat.start()
+        return self._channel
+
+    def _keep_alive(self):
+        while not self._stopped.wait(HEARTBEAT / 3):
+            with self._lock:
+                if self._connection is None or not self._connection.is_open:
+                    continue
+                try:
+                    self._connection.process_data_events(0)
+                except (AMQPConnectionError, AMQPChannelError, OSError) as exc:
+                    log.warning("publisher %s lost its connection while idle (%r)", self._name, exc)
+                    self._drop()
+
+    def _drop(self):
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except Exception:  # the connection is being thrown away either way
+                log.debug("closing a broken connection failed", exc_info=True)

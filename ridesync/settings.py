@@ -1,0 +1,40 @@
+"""Every setting of every process, read from the environment in one place."""
+import os
+from dataclasses import dataclass
+
+
+def _bool(value):
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    port: int
+    amqp_url: str
+    trip_service_addr: str
+    driver_service_addr: str
+    osrm_url: str
+    osrm_enabled: bool
+    osrm_timeout: float
+    osrm_breaker_failures: int
+    osrm_breaker_reset: float
+    cors_origins: tuple
+    fare_ttl: float
+
+    @classmethod
+    def from_env(cls, env=None):
+        env = os.environ if env is None else env
+        origins = env.get("CORS_ORIGINS", "*")
+        return cls(
+            port=int(env.get("PORT", "8081")),
+            amqp_url=env.get("AMQP_URL", "amqp://guest:guest@localhost:5672/"),
+            trip_service_addr=env.get("TRIP_SERVICE_ADDR", "localhost:9093"),
+            driver_service_addr=env.get("DRIVER_SERVICE_ADDR", "localhost:9092"),
+            osrm_url=env.get("OSRM_URL", "https://router.project-osrm.org").rstrip("/"),
+            osrm_enabled=_bool(env.get("OSRM_ENABLED", "true")),
+            osrm_timeout=float(env.get("OSRM_TIMEOUT", "10")),
+            osrm_breaker_failures=int(env.get("OSRM_BREAKER_FAILURES", "5")),
+            osrm_breaker_reset=float(env.get("OSRM_BREAKER_RESET", "30")),
+            cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
+            fare_ttl=float(env.get("FARE_TTL", "900")),
+        )

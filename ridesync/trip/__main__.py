@@ -1,0 +1,3 @@
+from ridesync.trip.server import main
+
+main()

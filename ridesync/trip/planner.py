@@ -1,0 +1,63 @@
+"""Choosing the route: OSRM when it is switched on and healthy, otherwise the
+great-circle estimate. A circuit breaker stops asking OSRM after repeated
+failures and tries it again after a pause."""
+import logging
+import threading
+
+from circuitbreaker import CircuitBreaker
+
+from ridesync.trip.routing import NoRoute, RouteUnavailable, estimate_route
+
+log = logging.getLogger(__name__)
+
+
+class RoutePlanner:
+    def __init__(self, fetch_route, enabled=True, failure_threshold=5, recovery_timeout=30):
+        """fetch_route(pickup, destination, **call) -> Route is the OSRM call."""
+        self._fetch_route = fetch_route
+        self._enabled = enabled
+        # circuitbreaker holds no lock across the call: previews reach OSRM concurrently.
+        self._breaker = CircuitBreaker(
+            failure_threshold=failure_threshold,
+            recovery_timeout=recovery_timeout,
+            expected_exception=RouteUnavailable,
+            name="osrm",
+        )
+        self._state_lock = threading.Lock()
+        self._reported_state = self._breaker.state
+        if not enabled:
+            log.warning("OSRM is switched off (OSRM_ENABLED=false): every route is an estimate")
+
+    @property
+    def breaker_state(self):
+        return self._breaker.state
+
+    def route(self, pickup, destination, **call):
+        if not self._enabled:
+            return estimate_route(pickup, destination)
+        if self._breaker.opened:
+            return estimate_route(pickup, destination)
+        self._report_state()  # open -> half_open shows here
+        try:
+            with self._breaker:
+                return self._fetch_route(pickup, destination, **call)
+        except (RouteUnavailable, NoRoute) as exc:
+            log.warning("route from (%s) to (%s) is estimated: %s", _fmt(pickup), _fmt(destination), exc)
+            return estimate_route(pickup, destination)
+        finally:
+            self._report_state()
+
+    def _report_state(self):
+        with self._state_lock:
+            state = self._breaker.state
+            if state == self._reported_state:
+                return
+            previous, self._reported_state = self._reported_state, state
+        log.warning(
+            "OSRM circuit breaker %s -> %s (%d consecutive failures; last: %s)",
+            previous, state, self._breaker.failure_count, self._breaker.last_failure,
+        )
+
+
+def _fmt(c):
+    return f"{c.latitude},{c.longitude}"

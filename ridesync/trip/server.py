@@ -1,0 +1,107 @@
+"""TripService over gRPC: a thin edge that translates to TripService."""
+import logging
+from contextlib import contextmanager
+
+import grpc
+from google.protobuf import json_format
+
+from ridesync import grpc_server, logs
+from ridesync.pb import trip_pb2, trip_pb2_grpc
+from ridesync.rabbit import PublishFailed, Publisher
+from ridesync.settings import Settings
+from ridesync.trip.model import Coordinate, InvalidArgument
+from ridesync.trip.osrm import OsrmClient
+from ridesync.trip.planner import RoutePlanner
+from ridesync.trip.service import TripService
+from ridesync.trip.store import FareNotFound, FareNotYours, FareUnavailable, TripStore
+
+log = logging.getLogger(__name__)
+REPLY_MARGIN = 0.5  # seconds kept back from the caller's deadline to answer with an estimate
+
+ERROR_CODES = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    FareNotFound: grpc.StatusCode.NOT_FOUND,
+    FareNotYours: grpc.StatusCode.PERMISSION_DENIED,
+    FareUnavailable: grpc.StatusCode.FAILED_PRECONDITION,
+    PublishFailed: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+class TripServicer(trip_pb2_grpc.TripServiceServicer):
+    def __init__(self, trips):
+        self._trips = trips
+
+    def PreviewTrip(self, request, context):
+        with _translated_errors(context):
+            _require(request.userID, "userID")
+            route, fares = self._trips.preview(
+                request.userID,
+                Coordinate.checked("startLocation", request.startLocation.latitude, request.startLocation.longitude),
+                Coordinate.checked("endLocation", request.endLocation.latitude, request.endLocation.longitude),
+                time_left=_time_left(context),
+                on_caller_gone=context.add_callback,
+            )
+            return json_format.ParseDict(
+                {"route": route.to_json(), "rideFares": [f.to_json() for f in fares]},
+                trip_pb2.PreviewTripResponse(),
+            )
+
+    def CreateTrip(self, request, context):
+        with _translated_errors(context):
+            _require(request.userID, "userID")
+            _require(request.rideFareID, "rideFareID")
+            trip = self._trips.create_trip(request.rideFareID, request.userID)
+            return json_format.ParseDict(
+                {"tripID": trip.id, "trip": trip.to_json()}, trip_pb2.CreateTripResponse()
+            )
+
+
+@contextmanager
+def _translated_errors(context):
+    """Turns the service's exceptions into gRPC status codes."""
+    try:
+        yield
+    except tuple(ERROR_CODES) as exc:
+        code = next(c for e, c in ERROR_CODES.items() if isinstance(exc, e))
+        if code is grpc.StatusCode.UNAVAILABLE:
+            log.error("trip call failed: %s", exc)
+        context.abort(code, str(exc))
+
+
+def _require(value, name):
+    if not value:
+        raise InvalidArgument(f"{name} is required")
+
+
+def _time_left(context):
+    remaining = context.time_remaining()
+    return None if remaining is None else remaining - REPLY_MARGIN
+
+
+def build(settings):
+    """The servicer and what it needs, from settings; and the publisher to close."""
+    publisher = Publisher(settings.amqp_url, "trip-service")
+    planner = RoutePlanner(
+        OsrmClient(settings.osrm_url, settings.osrm_timeout).fetch_route,
+        enabled=settings.osrm_enabled,
+        failure_threshold=settings.osrm_breaker_failures,
+        recovery_timeout=settings.osrm_breaker_reset,
+    )
+    service = TripService(planner, TripStore(), publisher, fare_ttl=settings.fare_ttl)
+    return TripServicer(service), publisher
+
+
+def main():
+    logs.configure("trip")
+    settings = Settings.from_env()
+    servicer, publisher = build(settings)
+    server = grpc_server.start(
+        settings.trip_service_addr,
+        lambda s: trip_pb2_grpc.add_TripServiceServicer_to_server(servicer, s),
+        ["trip.TripService"],
+    )
+    log.info("TripService listening on %s (OSRM %s)", settings.trip_service_addr, settings.osrm_url)
+    signame = grpc_server.wait_for_stop_signal()
+    log.info("TripService stopping on %s", signame)
+    server.stop(grpc_server.GRACE_SECONDS).wait()
+    publisher.close()
