@@ -134,3 +134,90 @@ class Publisher:
                 connection.close()
             except Exception:  # the connection is being thrown away either way
                 log.debug("closing a broken connection failed", exc_info=True)
+
+
+class Retry(Exception):
+    """The message could not be handled now; the broker should deliver it again."""
+
+
+class WorkQueueConsumer:
+    """Consumes one service work queue in a thread of its own, reconnecting
+    when the broker goes away. handle(routing_key, owner_id, data) does the
+    work; the message is acked only after it returns. A message that is not an
+    envelope, or whose handling fails for good, goes to the dead-letter queue;
+    Retry puts it back on the queue."""
+
+    RECONNECT_PAUSE = 1.0
+
+    def __init__(self, url, queue, handle, name):
+        self._url = url
+        self._queue = queue
+        self._handle = handle
+        self._name = name
+        self._stopped = threading.Event()
+        self._connection = None
+        self._channel = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self, timeout=10):
+        """Stops taking messages; the one in hand is finished and acked first."""
+        self._stopped.set()
+        connection, channel = self._connection, self._channel
+        if connection is not None and channel is not None:
+            try:
+                connection.add_callback_threadsafe(channel.stop_consuming)
+            except Exception:
+                log.debug("consumer %s already disconnected", self._name, exc_info=True)
+        self._thread.join(timeout)
+
+    def _run(self):
+        while not self._stopped.is_set():
+            try:
+                self._consume()
+            except (AMQPConnectionError, AMQPChannelError, OSError) as exc:
+                log.warning("consumer %s lost the broker (%r); reconnecting", self._name, exc)
+                self._stopped.wait(self.RECONNECT_PAUSE)
+            finally:
+                self._close()
+
+    def _consume(self):
+        self._connection = connect(self._url, self._name)
+        channel = self._channel = self._connection.channel()
+        declare_topology(channel)
+        channel.basic_qos(prefetch_count=1)
+        channel.basic_consume(self._queue, self._on_message)
+        if self._stopped.is_set():
+            return
+        log.info("consumer %s taking messages from %s", self._name, self._queue)
+        channel.start_consuming()
+
+    def _on_message(self, channel, method, properties, body):
+        try:
+            owner_id, data = contract.open_envelope(body)
+        except ValueError as exc:
+            log.error("consumer %s dead-letters an unreadable %s message: %s", self._name, method.routing_key, exc)
+            channel.basic_reject(method.delivery_tag, requeue=False)
+            return
+        try:
+            self._handle(method.routing_key, owner_id, data)
+        except Retry as exc:
+            log.warning("consumer %s will retry %s for %s: %s", self._name, method.routing_key, owner_id, exc)
+            self._stopped.wait(self.RECONNECT_PAUSE)
+            channel.basic_nack(method.delivery_tag, requeue=True)
+        except Exception:
+            log.exception("consumer %s dead-letters %s for %s: handling failed", self._name, method.routing_key, owner_id)
+            channel.basic_reject(method.delivery_tag, requeue=False)
+        else:
+            channel.basic_ack(method.delivery_tag)
+
+    def _close(self):
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except Exception:
+                log.debug("closing consumer %s connection failed", self._name, exc_info=True)

@@ -1,0 +1,246 @@
+"""Test helpers: real processes on loopback, an OSRM stand-in that is a real
+HTTP server, a tap on the RabbitMQ exchange, and waiting with deadlines."""
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+import pika
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ridesync import contract, rabbit
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition, timeout=10.0, interval=0.02, message="condition"):
+    """condition()'s first truthy value, polling until the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+class Process:
+    """A process of ours, started with its own environment and output file."""
+
+    def __init__(self, name, args, env, tmp_path):
+        self.name = name
+        self.log_path = tmp_path / f"{name}.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            args, cwd=ROOT, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def output(self):
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout=15):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+
+    def assert_running(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.output()}")
+
+
+def grpc_serving(address):
+    with grpc.insecure_channel(address) as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.RpcError:
+            return False
+    return answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def start_service(module, address, env, tmp_path, name=None):
+    """`python -m module` serving gRPC at address, once it answers."""
+    process = Process(name or module.rsplit(".", 1)[-1], [sys.executable, "-m", module], env, tmp_path)
+
+    def ready():
+        process.assert_running()
+        return grpc_serving(address)
+
+    wait_until(ready, timeout=20, message=f"{module} to serve at {address}")
+    return process
+
+
+def start_gateway(env, tmp_path, workers=1, name="gateway"):
+    """Real gunicorn with gevent workers; returns (process, base_url)."""
+    port = free_port()
+    process = Process(
+        name, [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
+        {**env, "PORT": str(port), "WEB_CONCURRENCY": str(workers)}, tmp_path,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def ready():
+        process.assert_running()
+        booted = process.output().count("Booting worker")
+        if booted < workers:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    wait_until(ready, timeout=20, message="gunicorn to listen")
+    return process, base
+
+
+class AmqpTap:
+    """A private queue bound to the `trip` exchange: what was published."""
+
+    def __init__(self, routing_keys=("#",)):
+        self._connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+        self._channel = self._connection.channel()
+        rabbit.declare_topology(self._channel)
+        self.queue = self._channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+        for key in routing_keys:
+            self._channel.queue_bind(self.queue, contract.TRIP_EXCHANGE, routing_key=key)
+
+    def next(self, timeout=10.0):
+        """(routing_key, headers, envelope) of the next message."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            method, props, body = self._channel.basic_get(self.queue, auto_ack=True)
+            if method is not None:
+                return method.routing_key, props.headers or {}, json.loads(body)
+            self._connection.sleep(0.02)
+        raise AssertionError(f"no message on the exchange within {timeout}s")
+
+    def empty(self):
+        method, _, _ = self._channel.basic_get(self.queue, auto_ack=False)
+        if method is not None:
+            self._channel.basic_nack(method.delivery_tag, requeue=True)
+        return method is None
+
+    def close(self):
+        if self._connection.is_open:
+            self._connection.close()
+
+
+def osrm_route_payload(path_lonlat, distance=4200.0, duration=600.0):
+    return {
+        "code": "Ok",
+        "routes": [{"distance": distance, "duration": duration,
+                    "geometry": {"type": "LineString", "coordinates": path_lonlat}}],
+    }
+
+
+class FakeOsrm:
+    """A real HTTP server on loopback standing in for OSRM. `mode` says how
+    it answers: "ok", "503", "garbage", "no_route", "hang" (until the client
+    goes away or `release()`), or "gather" (hold each request until
+    `gather_size` are in flight at once, then answer all)."""
+
+    def __init__(self):
+        self.mode = "ok"
+        self.gather_size = 1
+        self.requests = []
+        self.abandoned = []  # monotonic times at which a hanging request's client went away
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Condition()
+        self._released = threading.Event()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def release(self):
+        self._released.set()
+
+    def close(self):
+        self._released.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler_class(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                with fake._lock:
+                    fake.requests.append(self.path)
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                    fake._lock.notify_all()
+                try:
+                    fake._answer(self)
+                except OSError:
+                    pass
+                finally:
+                    with fake._lock:
+                        fake.in_flight -= 1
+
+        return Handler
+
+    def _answer(self, handler):
+        mode = self.mode
+        if mode == "hang":
+            self._hang(handler)
+            return
+        if mode == "gather":
+            with self._lock:
+                self._lock.wait_for(lambda: self.in_flight >= self.gather_size or self.max_in_flight >= self.gather_size, 10)
+            mode = "ok"
+        if mode == "503":
+            self._send(handler, 503, b'{"message": "overloaded"}')
+        elif mode == "garbage":
+            self._send(handler, 200, b"<html>surprise</html>")
+        elif mode == "no_route":
+            self._send(handler, 400, b'{"code": "NoRoute", "message": "Impossible route between points"}')
+        else:
+            coords = handler.path.split("/route/v1/driving/")[1].split("?")[0]
+            (lon1, lat1), (lon2, lat2) = [map(float, p.split(",")) for p in coords.split(";")]
+            path = [[lon1, lat1], [(lon1 + lon2) / 2, (lat1 + lat2) / 2 + 0.001], [lon2, lat2]]
+            self._send(handler, 200, json.dumps(osrm_route_payload(path)).encode())
+
+    def _hang(self, handler):
+        sock = handler.connection
+        while not self._released.is_set():
+            readable, _, _ = select.select([sock], [], [], 0.05)
+            if readable and not sock.recv(1, socket.MSG_PEEK):
+                self.abandoned.append(time.monotonic())
+                return
+
+    @staticmethod
+    def _send(handler, status, body):
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
