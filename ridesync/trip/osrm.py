@@ -9,7 +9,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from ridesync.trip.routing import NoRoute, RouteUnavailable, parse_osrm_route
+from ridesync.trip.routing import CallerGone, NoRoute, RouteUnavailable, parse_osrm_route
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,8 @@ class OsrmClient:
             f"{pickup.longitude},{pickup.latitude};{destination.longitude},{destination.latitude}"
         )
         call = _AbandonableCall()
-        if on_caller_gone is not None and not on_caller_gone(lambda: call.abandon("the caller went away")):
-            raise RouteUnavailable("the caller went away before OSRM was asked")
+        if on_caller_gone is not None and not on_caller_gone(lambda: call.abandon("the caller went away", CallerGone)):
+            raise CallerGone("the caller went away before OSRM was asked")
         timer = threading.Timer(budget, call.abandon, args=(f"no answer within {budget:.1f}s",))
         timer.start()
         try:
@@ -62,7 +62,7 @@ class _AbandonableCall:
     def __init__(self):
         self._lock = threading.Lock()
         self._sockets = []
-        self._abandoned = None
+        self._abandoned = None  # (exception class, message) once abandoned
 
     def get(self, url, params, timeout):
         _current.call = self
@@ -76,8 +76,10 @@ class _AbandonableCall:
                 ) as response:
                     return response.status_code, _read_capped(response)
         except (requests.RequestException, OSError) as exc:
-            reason = self._abandoned or f"OSRM unreachable: {exc.__class__.__name__}: {exc}"
-            raise RouteUnavailable(reason) from exc
+            if self._abandoned:
+                error, reason = self._abandoned
+                raise error(reason) from exc
+            raise RouteUnavailable(f"OSRM unreachable: {exc.__class__.__name__}: {exc}") from exc
         finally:
             _current.call = None
 
@@ -87,11 +89,11 @@ class _AbandonableCall:
             if self._abandoned:
                 _shut(sock)
 
-    def abandon(self, reason):
+    def abandon(self, reason, error=RouteUnavailable):
         with self._lock:
             if self._abandoned:
                 return
-            self._abandoned = f"OSRM call abandoned: {reason}"
+            self._abandoned = (error, f"OSRM call abandoned: {reason}")
             for sock in self._sockets:
                 _shut(sock)
 

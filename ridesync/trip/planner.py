@@ -6,7 +6,7 @@ import threading
 
 from circuitbreaker import CircuitBreaker
 
-from ridesync.trip.routing import NoRoute, RouteUnavailable, estimate_route
+from ridesync.trip.routing import CallerGone, NoRoute, RouteUnavailable, estimate_route
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +17,7 @@ class RoutePlanner:
         self._fetch_route = fetch_route
         self._enabled = enabled
         # circuitbreaker holds no lock across the call: previews reach OSRM concurrently.
-        self._breaker = CircuitBreaker(
+        self._breaker = _OsrmBreaker(
             failure_threshold=failure_threshold,
             recovery_timeout=recovery_timeout,
             expected_exception=RouteUnavailable,
@@ -41,6 +41,9 @@ class RoutePlanner:
         try:
             with self._breaker:
                 return self._fetch_route(pickup, destination, **call)
+        except CallerGone as exc:
+            log.info("route from (%s) to (%s) is estimated: %s", _fmt(pickup), _fmt(destination), exc)
+            return estimate_route(pickup, destination)
         except (RouteUnavailable, NoRoute) as exc:
             log.warning("route from (%s) to (%s) is estimated: %s", _fmt(pickup), _fmt(destination), exc)
             return estimate_route(pickup, destination)
@@ -57,6 +60,13 @@ class RoutePlanner:
             "OSRM circuit breaker %s -> %s (%d consecutive failures; last: %s)",
             previous, state, self._breaker.failure_count, self._breaker.last_failure,
         )
+
+
+class _OsrmBreaker(CircuitBreaker):
+    def __exit__(self, exc_type, exc_value, traceback):
+        if exc_type is not None and issubclass(exc_type, CallerGone):
+            return False  # neither a failure nor a success of OSRM: the breaker stays as it is
+        return super().__exit__(exc_type, exc_value, traceback)
 
 
 def _fmt(c):

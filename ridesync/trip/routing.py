@@ -18,6 +18,11 @@ class NoRoute(Exception):
     """OSRM answered properly that it knows no road route between the points."""
 
 
+class CallerGone(Exception):
+    """The caller left (cancelled, or its deadline passed) while OSRM was
+    asked: says nothing about OSRM, so it does not count for the breaker."""
+
+
 def great_circle_m(a, b):
     lat1, lat2 = math.radians(a.latitude), math.radians(b.latitude)
     dlat = lat2 - lat1
