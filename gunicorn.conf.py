@@ -19,7 +19,10 @@ def post_worker_init(worker):
     # gRPC object exists (they are made lazily, on first use).
     from grpc.experimental import gevent as grpc_gevent
 
+    from ridesync import logs
+
     grpc_gevent.init_gevent()
+    logs.configure("gateway")
 
 
 def when_ready(server):

@@ -1,5 +1,6 @@
 """The messaging contract shared by every process: exchange, routing keys,
 queues and the envelope. DESIGN.md, "RabbitMQ", is the source of these names."""
+import hashlib
 import json
 
 TRIP_EXCHANGE = "trip"
@@ -38,6 +39,22 @@ DRIVER_NOTIFICATIONS = {
 }
 
 
+# Inboxes: the gateway keeps one queue per notification kind and connected
+# user, named "<kind>.<userID>", living INBOX window seconds after the user
+# leaves. Every message is also routed (sender-selected distribution, the BCC
+# header) under inbox_routing_key(owner, type), which only that queue binds.
+GATEWAY_SESSIONS_EXCHANGE = "gateway.sessions"
+
+
+def inbox_queue(kind, user_id):
+    return f"{kind}.{user_id}"
+
+
+def inbox_routing_key(owner_id, routing_key):
+    # A digest, not the id itself: ids may hold the topic wildcards * and #.
+    return f"inbox.{hashlib.sha256(owner_id.encode()).hexdigest()[:40]}.{routing_key}"
+
+
 def envelope(owner_id, data):
     """The JSON body of every message: who it is about, and what."""
     return json.dumps({"ownerId": owner_id, "data": data}).encode()
@@ -52,3 +69,33 @@ def open_envelope(body):
     if not isinstance(data, dict):
         raise ValueError("message data is not an object")
     return message["ownerId"], data
+
+
+class MalformedMessage(ValueError):
+    """An envelope whose data lacks what its routing key promises."""
+
+
+def field(data, path, kind=str):
+    """The value at a dotted path of a message's data ("route.geometry.0"),
+    MalformedMessage naming the path when it is missing or not of kind
+    (str: a non-empty string; float: any number; list; dict)."""
+    value = data
+    for step in path.split("."):
+        try:
+            value = value[int(step)] if isinstance(value, list) else value[step]
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise MalformedMessage(f"data.{path} is missing") from None
+    if not _is_kind(value, kind):
+        raise MalformedMessage(f"data.{path} must be {_KIND_NAMES[kind]}")
+    return value
+
+
+_KIND_NAMES = {str: "a non-empty string", float: "a number", list: "a list", dict: "an object"}
+
+
+def _is_kind(value, kind):
+    if kind is str:
+        return isinstance(value, str) and value != ""
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind)

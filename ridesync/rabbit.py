@@ -5,6 +5,7 @@ pika is not thread-safe: a Publisher serialises its users behind a lock, and
 nothing else touches its connection."""
 import logging
 import threading
+import uuid
 
 import pika
 from pika.exceptions import AMQPConnectionError, AMQPChannelError, NackError, UnroutableError
@@ -20,6 +21,10 @@ HEARTBEAT = 30
 
 class PublishFailed(Exception):
     """The broker did not take a message: it is not on any queue."""
+
+
+class Unroutable(PublishFailed):
+    """No queue is bound for the message: no one is listening for it."""
 
 
 def connection_parameters(url, name):
@@ -42,6 +47,7 @@ def declare_topology(channel):
     Every process declares it, so none depends on which one started first."""
     channel.exchange_declare(contract.TRIP_EXCHANGE, "topic", durable=True)
     channel.exchange_declare(DEAD_LETTER_EXCHANGE, "fanout", durable=True)
+    channel.exchange_declare(contract.GATEWAY_SESSIONS_EXCHANGE, "fanout", durable=True)
     channel.queue_declare(DEAD_LETTER_QUEUE, durable=True)
     channel.queue_bind(DEAD_LETTER_QUEUE, DEAD_LETTER_EXCHANGE)
     for queue, keys in contract.WORK_QUEUES.items():
@@ -53,12 +59,18 @@ def declare_topology(channel):
 
 
 def message_properties(routing_key, owner_id, headers=None):
-    """Persistent JSON, with the owner and type also as headers so that
-    per-user queues can be bound to them."""
+    """Persistent JSON with the owner and type as headers; BCC also routes
+    it to its owner's inbox queue on the gateway, if there is one."""
     return pika.BasicProperties(
         content_type="application/json",
         delivery_mode=pika.DeliveryMode.Persistent,
-        headers={"owner": owner_id, "type": routing_key, **(headers or {})},
+        message_id=uuid.uuid4().hex,  # lets a socket drop a redelivered copy
+        headers={
+            "owner": owner_id,
+            "type": routing_key,
+            "BCC": [contract.inbox_routing_key(owner_id, routing_key)],
+            **(headers or {}),
+        },
     )
 
 
@@ -89,13 +101,24 @@ class Publisher:
                         contract.TRIP_EXCHANGE, routing_key, body, props, mandatory=True
                     )
                     return
-                except (UnroutableError, NackError) as exc:
+                except UnroutableError as exc:
+                    raise Unroutable(f"no queue takes {routing_key} for {owner_id}") from exc
+                except NackError as exc:
                     raise PublishFailed(f"broker refused {routing_key}: {exc!r}") from exc
                 except (AMQPConnectionError, AMQPChannelError, OSError) as exc:
                     self._drop()
                     if attempt == 2:
                         raise PublishFailed(f"broker unreachable for {routing_key}: {exc!r}") from exc
                     log.warning("publisher %s lost its connection (%r); reconnecting", self._name, exc)
+
+    def notify(self, routing_key, owner_id, data):
+        """Publishes an event for one user's socket. When no queue takes it
+        (the user is not connected anywhere, nor within the reconnect
+        window) it is logged and dropped: there is no one to tell."""
+        try:
+            self.publish(routing_key, owner_id, data)
+        except Unroutable:
+            log.info("nobody listens for %s of %s: dropped", routing_key, owner_id)
 
     def close(self):
         self._stopped.set()
@@ -144,8 +167,10 @@ class WorkQueueConsumer:
     """Consumes one service work queue in a thread of its own, reconnecting
     when the broker goes away. handle(routing_key, owner_id, data) does the
     work; the message is acked only after it returns. A message that is not an
-    envelope, or whose handling fails for good, goes to the dead-letter queue;
-    Retry puts it back on the queue."""
+    envelope, whose data lacks a field (MalformedMessage), whose handling
+    publishes what no queue takes (Unroutable), or whose handling fails for
+    good, goes to the dead-letter queue; Retry, or a publish the broker did
+    not confirm (PublishFailed), puts it back on the queue."""
 
     RECONNECT_PAUSE = 1.0
 
@@ -204,7 +229,10 @@ class WorkQueueConsumer:
             return
         try:
             self._handle(method.routing_key, owner_id, data)
-        except Retry as exc:
+        except (contract.MalformedMessage, Unroutable) as exc:
+            log.error("consumer %s dead-letters %s for %s: %s", self._name, method.routing_key, owner_id, exc)
+            channel.basic_reject(method.delivery_tag, requeue=False)
+        except (Retry, PublishFailed) as exc:
             log.warning("consumer %s will retry %s for %s: %s", self._name, method.routing_key, owner_id, exc)
             self._stopped.wait(self.RECONNECT_PAUSE)
             channel.basic_nack(method.delivery_tag, requeue=True)

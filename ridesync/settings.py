@@ -20,6 +20,8 @@ class Settings:
     osrm_breaker_reset: float
     cors_origins: tuple
     fare_ttl: float
+    reconnect_window: float
+    ws_ping_interval: float
 
     @classmethod
     def from_env(cls, env=None):
@@ -37,4 +39,6 @@ class Settings:
             osrm_breaker_reset=float(env.get("OSRM_BREAKER_RESET", "30")),
             cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
             fare_ttl=float(env.get("FARE_TTL", "900")),
+            reconnect_window=float(env.get("RECONNECT_WINDOW", "30")),
+            ws_ping_interval=float(env.get("WS_PING_INTERVAL", "25")),
         )

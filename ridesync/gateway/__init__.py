@@ -2,11 +2,13 @@
 from flask import Flask
 from flask_cors import CORS
 
-from ridesync.gateway import errors, health, trips
+from ridesync.gateway import errors, health, live, trips
 from ridesync.gateway.upstream import Upstream
+from ridesync.gateway.worker import Worker
 from ridesync.settings import Settings
 
 MAX_BODY_BYTES = 16 * 1024
+MAX_WEBSOCKET_MESSAGE = 1024 * 1024  # beyond it the socket is closed (1009); past 64 KiB a frame gets an error
 
 
 def create_app(settings=None):
@@ -14,7 +16,12 @@ def create_app(settings=None):
     app = Flask(__name__)
     app.config["RIDESYNC"] = settings
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["SOCK_SERVER_OPTIONS"] = {
+        "ping_interval": settings.ws_ping_interval,
+        "max_message_size": MAX_WEBSOCKET_MESSAGE,
+    }
     app.extensions["ridesync.upstream"] = Upstream(settings)
+    app.extensions["ridesync.worker"] = Worker(settings)
     CORS(
         app,
         origins=list(settings.cors_origins),
@@ -24,4 +31,5 @@ def create_app(settings=None):
     errors.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(trips.bp)
+    app.register_blueprint(live.bp)
     return app

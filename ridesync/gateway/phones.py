@@ -1,0 +1,139 @@
+"""The phones connected to this worker: each WebSocket with its one writer,
+and the register of who is connected, where a newer socket replaces an
+older one of the same user."""
+import json
+import logging
+import socket
+import uuid
+from collections import deque
+
+import gevent
+from gevent.lock import Semaphore
+from simple_websocket import ConnectionClosed
+
+log = logging.getLogger(__name__)
+
+REPLACED = (4000, "replaced by a newer connection")
+RECENT_MESSAGES = 64  # message ids remembered to drop redelivered copies
+
+
+class Phone:
+    def __init__(self, ws, role, user_id):
+        self.role, self.user_id = role, user_id
+        self.session = uuid.uuid4().hex
+        self.replaced = False
+        self._ws = ws
+        # simple-websocket writes from its reader thread too (pongs, close
+        # replies), with a bare send(): one lock and sendall keep frames whole.
+        ws.sock = _OneWriterSocket(ws.sock)
+        self._recent = deque(maxlen=RECENT_MESSAGES)
+
+    def send(self, kind, data):
+        """Raises ConnectionClosed when the socket is gone."""
+        self._ws.send(json.dumps({"type": kind, "data": data}))
+
+    def send_error(self, code, message):
+        self.send("error", {"code": code, "message": message})
+
+    def receive(self):
+        """The next frame, or None once the socket is closed."""
+        try:
+            return self._ws.receive()
+        except ConnectionClosed:
+            return None
+
+    def first_time(self, message_id):
+        """False for a message this socket was already given (a redelivery)."""
+        if message_id is None:
+            return True
+        if message_id in self._recent:
+            return False
+        self._recent.append(message_id)
+        return True
+
+    def close(self, code, reason):
+        try:
+            self._ws.close(code, reason)
+        except (ConnectionClosed, OSError):
+            pass
+        self._ws.event.set()  # wakes the handler waiting in receive()
+
+    @property
+    def close_code(self):
+        return self._ws.close_reason
+
+
+class Switchboard:
+    """Who is connected to this worker, by role and user."""
+
+    def __init__(self):
+        self._phones = {}
+
+    def connect(self, phone):
+        previous = self._phones.get((phone.role, phone.user_id))
+        self._phones[(phone.role, phone.user_id)] = phone
+        if previous is not None:
+            self._replace(previous)
+
+    def disconnect(self, phone):
+        if self._phones.get((phone.role, phone.user_id)) is phone:
+            del self._phones[(phone.role, phone.user_id)]
+
+    def take_over(self, role, user_id, session):
+        """A newer socket of this user opened on another worker."""
+        phone = self._phones.get((role, user_id))
+        if phone is not None and phone.session != session:
+            del self._phones[(role, user_id)]
+            self._replace(phone)
+
+    def __len__(self):
+        return len(self._phones)
+
+    def count(self, role):
+        return sum(1 for r, _ in self._phones if r == role)
+
+    def phones(self):
+        return list(self._phones.values())
+
+    @staticmethod
+    def _replace(phone):
+        log.info("%s %s reconnected; closing the older socket", phone.role, phone.user_id)
+        phone.replaced = True
+        gevent.spawn(phone.close, *REPLACED)
+
+
+def deliver(phone, inbox):
+    """Writes an inbox's deliveries to the phone, acking each once written.
+    Runs in a greenlet of its own until killed or the socket is gone."""
+    for delivery in inbox:
+        if phone.first_time(delivery.message_id):
+            try:
+                phone.send(delivery.type, delivery.data)
+            except (ConnectionClosed, OSError):
+                return  # left unacked: the broker keeps it for the next socket
+            log.info("%s -> %s %s", delivery.type, phone.role, phone.user_id)
+        inbox.ack(delivery)
+
+
+class _OneWriterSocket:
+    def __init__(self, sock):
+        self._sock = sock
+        self._lock = Semaphore()
+
+    def send(self, data):
+        with self._lock:
+            self._sock.sendall(data)
+        return len(data)
+
+    def recv(self, size):
+        return self._sock.recv(size)
+
+    def fileno(self):
+        return self._sock.fileno()
+
+    def close(self):
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
