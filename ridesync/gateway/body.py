@@ -19,6 +19,8 @@ def json_object():
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise invalid(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise invalid("the request body is not valid JSON: it is nested too deeply") from None
     if not isinstance(body, dict):
         raise invalid("the request body must be a JSON object")
     return body
