@@ -41,7 +41,11 @@ def register(app):
     @app.errorhandler(HTTPException)
     def http_error(exc):
         code = (exc.name or "error").lower().replace(" ", "_")
-        return error_response(exc.code, code, exc.description)
+        response, status = error_response(exc.code, code, exc.description)
+        for name, value in exc.get_headers():  # such as Allow on a 405
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response, status
 
     @app.errorhandler(grpc.RpcError)
     def upstream_error(exc):
