@@ -27,7 +27,9 @@ class OsrmClient:
 
         time_left: seconds the caller can still wait (its gRPC deadline);
         on_caller_gone: registers a callback to run if the caller leaves."""
-        budget = self._timeout if time_left is None else max(0.0, min(self._timeout, time_left))
+        budget = self._timeout if time_left is None else min(self._timeout, time_left)
+        if budget <= 0:
+            raise CallerGone("the caller's deadline leaves no time to ask OSRM")
         url = (
             f"{self._base_url}/route/v1/driving/"
             f"{pickup.longitude},{pickup.latitude};{destination.longitude},{destination.latitude}"
