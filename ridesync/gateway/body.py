@@ -2,6 +2,7 @@
 import json
 
 from flask import request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ridesync.gateway.errors import invalid
 from ridesync.trip.model import Coordinate, InvalidArgument
@@ -13,6 +14,9 @@ def json_object():
     """The body as a JSON object, whatever the Content-Type says (browsers
     send text/plain for simple cross-origin requests)."""
     raw = request.get_data(cache=False)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        raise RequestEntityTooLarge()  # werkzeug cuts a chunked body at the limit instead
     if not raw.strip():
         raise invalid("the request body is empty; send a JSON object")
     try:
