@@ -4,6 +4,7 @@ import logging
 import signal
 import threading
 from concurrent import futures
+from contextlib import contextmanager
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -39,3 +40,16 @@ def wait_for_stop_signal():
     signal.signal(signal.SIGINT, on_signal)
     stop.wait()
     return received[0]
+
+
+@contextmanager
+def status_codes(context, error_codes):
+    """Ends the call with the status error_codes ({exception class: code})
+    gives the exception raised inside, and its message."""
+    try:
+        yield
+    except tuple(error_codes) as exc:
+        code = next(c for e, c in error_codes.items() if isinstance(exc, e))
+        if code is grpc.StatusCode.UNAVAILABLE:
+            log.error("call failed: %s", exc)
+        context.abort(code, str(exc))

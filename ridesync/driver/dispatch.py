@@ -1,0 +1,81 @@
+"""Dispatch: which driver is asked to take a trip.
+
+A trip comes from `find_available_drivers` as trip.event.created (data:
+Trip) or trip.event.driver_not_interested (data: {"trip": Trip,
+"declinedDriverIDs": [...]}). Everything dispatch needs travels in the
+message, so any replica of DriverService can take any of them."""
+import logging
+from dataclasses import dataclass
+
+from ridesync import contract
+from ridesync.contract import field
+from ridesync.rabbit import Unroutable
+from ridesync.trip.model import Coordinate
+from ridesync.trip.routing import great_circle_m
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TripToDispatch:
+    trip: dict  # Trip JSON, passed on to the driver as it came
+    id: str
+    rider_id: str
+    package_slug: str
+    pickup: Coordinate
+    declined: frozenset  # ids of drivers who declined this trip
+
+
+def trip_to_dispatch(routing_key, data):
+    """The trip a find_available_drivers message asks a driver for;
+    MalformedMessage when a field dispatch needs is missing."""
+    if routing_key == contract.TRIP_DRIVER_NOT_INTERESTED:
+        trip = field(data, "trip", dict)
+        declined = field(data, "declinedDriverIDs", list)
+        if not all(isinstance(d, str) for d in declined):
+            raise contract.MalformedMessage("data.declinedDriverIDs must be a list of strings")
+    else:
+        trip, declined = data, []
+    pickup = field(trip, "route.geometry.0.coordinates.0", dict)
+    return TripToDispatch(
+        trip=trip,
+        id=field(trip, "id"),
+        rider_id=field(trip, "userID"),
+        package_slug=field(trip, "selectedFare.packageSlug"),
+        pickup=Coordinate(field(pickup, "latitude", float), field(pickup, "longitude", float)),
+        declined=frozenset(declined),
+    )
+
+
+def ranked_drivers(drivers, trip):
+    """The drivers who could take the trip, nearest to its pickup first:
+    of its package, and not among those who declined it."""
+    candidates = [d for d in drivers if d.package_slug == trip.package_slug and d.id not in trip.declined]
+    return sorted(candidates, key=lambda d: (great_circle_m(d.location, trip.pickup), d.id))
+
+
+class Dispatcher:
+    """Handles find_available_drivers: asks the nearest driver who could
+    take the trip, or tells the rider no one is left."""
+
+    def __init__(self, pool, publisher):
+        self._pool = pool
+        self._publisher = publisher
+
+    def handle(self, routing_key, _owner_id, data):
+        trip = trip_to_dispatch(routing_key, data)
+        for driver in ranked_drivers(self._pool.drivers(), trip):
+            try:
+                self._publisher.publish(contract.DRIVER_TRIP_REQUEST, driver.id, trip.trip)
+            except Unroutable:
+                log.warning("driver %s is not connected: not asked to take trip %s", driver.id, trip.id)
+                continue
+            log.info(
+                "asked driver %s, %.0f m from the pickup, to take %s trip %s of rider %s (%d declined it)",
+                driver.id, great_circle_m(driver.location, trip.pickup), trip.package_slug,
+                trip.id, trip.rider_id, len(trip.declined),
+            )
+            return
+        log.info("no %s driver left for trip %s of rider %s (%d declined it)",
+                 trip.package_slug, trip.id, trip.rider_id, len(trip.declined))
+        self._publisher.notify(contract.TRIP_NO_DRIVERS_FOUND, trip.rider_id, {"tripID": trip.id})

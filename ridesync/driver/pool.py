@@ -1,0 +1,103 @@
+"""The pool of available drivers, in this process's memory. Every driver
+gets a made-up profile and a starting place somewhere in San Francisco,
+both derived from the driver's id, so registering again gives the same."""
+import random
+import threading
+from dataclasses import dataclass, replace
+
+from ridesync.driver.geohash import encode as encode_geohash
+from ridesync.trip.fares import PACKAGES
+from ridesync.trip.model import Coordinate, InvalidArgument
+
+FIRST_NAMES = ("Alex", "Sam", "Jordan", "Maria", "Wei", "Priya", "Diego", "Fatima", "Liam", "Aiko")
+LAST_NAMES = ("Rivera", "Chen", "Okafor", "Novak", "Haddad", "Kim", "Silva", "Müller", "Patel", "Jones")
+SAN_FRANCISCO = Coordinate(latitude=37.7749, longitude=-122.4194)
+START_SPREAD = 0.03  # degrees either way, a few kilometres
+PORTRAITS = 10  # randomuser.me has lego portraits 0..9
+
+
+class DriverNotFound(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Driver:
+    id: str
+    name: str
+    profile_picture: str
+    car_plate: str
+    package_slug: str
+    location: Coordinate
+
+    @property
+    def geohash(self):
+        return encode_geohash(self.location.latitude, self.location.longitude)
+
+    def to_json(self):
+        """The JSON shape of driver.proto's Driver."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "profilePicture": self.profile_picture,
+            "carPlate": self.car_plate,
+            "packageSlug": self.package_slug,
+            "geohash": self.geohash,
+            "location": {"latitude": self.location.latitude, "longitude": self.location.longitude},
+        }
+
+
+def new_driver(driver_id, package_slug):
+    """A driver with a made-up profile; InvalidArgument for an empty id or an unknown package."""
+    if not driver_id:
+        raise InvalidArgument("driverID is required")
+    if package_slug not in PACKAGES:
+        raise InvalidArgument(f"packageSlug must be one of {', '.join(PACKAGES)}")
+    pick = random.Random(driver_id)
+    start = Coordinate(
+        latitude=round(SAN_FRANCISCO.latitude + pick.uniform(-START_SPREAD, START_SPREAD), 6),
+        longitude=round(SAN_FRANCISCO.longitude + pick.uniform(-START_SPREAD, START_SPREAD), 6),
+    )
+    letters = "".join(pick.choice("ABCDEFGHJKLMNPRSTUVWXYZ") for _ in range(3))
+    return Driver(
+        id=driver_id,
+        name=f"{pick.choice(FIRST_NAMES)} {pick.choice(LAST_NAMES)}",
+        profile_picture=f"https://randomuser.me/api/portraits/lego/{pick.randrange(PORTRAITS)}.jpg",
+        car_plate=f"{pick.randrange(1, 10)}{letters}{pick.randrange(1000):03d}",
+        package_slug=package_slug,
+        location=start,
+    )
+
+
+class DriverPool:
+    """Registered drivers by id; safe to use from any thread."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._drivers = {}
+
+    def register(self, driver_id, package_slug):
+        """The driver, new or replacing an earlier registration."""
+        driver = new_driver(driver_id, package_slug)
+        with self._lock:
+            self._drivers[driver_id] = driver
+        return driver
+
+    def unregister(self, driver_id):
+        """The driver that was registered, or None."""
+        with self._lock:
+            return self._drivers.pop(driver_id, None)
+
+    def move(self, driver_id, location):
+        """The driver now at location (a Coordinate); DriverNotFound if not registered."""
+        with self._lock:
+            driver = self._drivers.get(driver_id)
+            if driver is None:
+                raise DriverNotFound(f"driver {driver_id!r} is not registered")
+            moved = replace(driver, location=location)
+            self._drivers[driver_id] = moved
+            return moved
+
+    def drivers(self):
+        """Every registered driver, as they are now."""
+        with self._lock:
+            return list(self._drivers.values())

@@ -1,0 +1,101 @@
+"""Dispatch and the driver pool as plain Python: who is asked to take a trip."""
+import pytest
+
+from ridesync import contract
+from ridesync.contract import MalformedMessage
+from ridesync.driver import geohash
+from ridesync.driver.dispatch import ranked_drivers, trip_to_dispatch
+from ridesync.driver.pool import DriverNotFound, DriverPool
+from ridesync.trip.model import Coordinate, InvalidArgument
+from tests.service_support import PICKUP, trip_json
+
+
+def pool_with(*drivers):
+    """drivers: (id, package, metres north of the pickup)"""
+    pool = DriverPool()
+    for driver_id, package, north_m in drivers:
+        pool.register(driver_id, package)
+        pool.move(driver_id, Coordinate(PICKUP.latitude + north_m / 111_000, PICKUP.longitude))
+    return pool
+
+
+def ranked_ids(pool, routing_key, data):
+    return [d.id for d in ranked_drivers(pool.drivers(), trip_to_dispatch(routing_key, data))]
+
+
+def test_the_nearest_driver_of_the_package_comes_first():
+    pool = pool_with(("far", "sedan", 2000), ("near", "sedan", 100), ("suv", "suv", 10), ("mid", "sedan", 800))
+    assert ranked_ids(pool, contract.TRIP_CREATED, trip_json("sedan")) == ["near", "mid", "far"]
+
+
+def test_drivers_who_declined_are_not_asked_again():
+    pool = pool_with(("far", "sedan", 2000), ("near", "sedan", 100), ("mid", "sedan", 800))
+    data = {"trip": trip_json("sedan"), "declinedDriverIDs": ["near", "far"]}
+    assert ranked_ids(pool, contract.TRIP_DRIVER_NOT_INTERESTED, data) == ["mid"]
+
+
+def test_no_one_is_left_when_every_driver_of_the_package_declined():
+    pool = pool_with(("a", "sedan", 100), ("b", "van", 100))
+    data = {"trip": trip_json("sedan"), "declinedDriverIDs": ["a"]}
+    assert ranked_ids(pool, contract.TRIP_DRIVER_NOT_INTERESTED, data) == []
+
+
+def test_the_trip_is_read_from_the_created_event():
+    trip = trip_to_dispatch(contract.TRIP_CREATED, trip_json("van", trip_id="t9", rider="r9"))
+    assert (trip.id, trip.rider_id, trip.package_slug, trip.pickup, trip.declined) == ("t9", "r9", "van", PICKUP, frozenset())
+
+
+@pytest.mark.parametrize("routing_key, data, problem", [
+    (contract.TRIP_CREATED, {"id": "t1"}, "data.route.geometry.0.coordinates.0 is missing"),
+    (contract.TRIP_CREATED, {**trip_json(), "selectedFare": {}}, "data.selectedFare.packageSlug is missing"),
+    (contract.TRIP_CREATED, {**trip_json(), "userID": ""}, "data.userID must be a non-empty string"),
+    (contract.TRIP_DRIVER_NOT_INTERESTED, trip_json(), "data.trip is missing"),
+    (contract.TRIP_DRIVER_NOT_INTERESTED, {"trip": trip_json(), "declinedDriverIDs": [1]},
+     "data.declinedDriverIDs must be a list of strings"),
+])
+def test_a_message_without_what_dispatch_needs_is_malformed(routing_key, data, problem):
+    with pytest.raises(MalformedMessage, match=problem):
+        trip_to_dispatch(routing_key, data)
+
+
+def test_registering_again_replaces_and_gives_the_same_profile():
+    pool = DriverPool()
+    first = pool.register("d1", "sedan")
+    pool.move("d1", PICKUP)
+    again = pool.register("d1", "luxury")
+    assert (again.name, again.car_plate, again.location) == (first.name, first.car_plate, first.location)
+    assert [d.package_slug for d in pool.drivers()] == ["luxury"]
+
+
+def test_a_new_driver_starts_in_san_francisco_with_a_profile():
+    driver = DriverPool().register("d1", "suv").to_json()
+    assert driver["name"] and driver["carPlate"] and driver["profilePicture"].startswith("https://")
+    assert 37.7 < driver["location"]["latitude"] < 37.85 and -122.5 < driver["location"]["longitude"] < -122.35
+    assert driver["geohash"] == geohash.encode(driver["location"]["latitude"], driver["location"]["longitude"])
+    assert driver["geohash"].startswith("9q8")
+
+
+@pytest.mark.parametrize("driver_id, package, problem", [
+    ("", "sedan", "driverID is required"),
+    ("d1", "bike", "packageSlug must be one of suv, sedan, van, luxury"),
+])
+def test_registration_is_validated(driver_id, package, problem):
+    with pytest.raises(InvalidArgument, match=problem):
+        DriverPool().register(driver_id, package)
+
+
+def test_moving_updates_location_and_geohash_of_registered_drivers_only():
+    pool = DriverPool()
+    pool.register("d1", "van")
+    moved = pool.move("d1", Coordinate(57.64911, 10.40744))
+    assert moved.geohash == "u4pruydqq"  # the reference point of geohash.org
+    with pytest.raises(DriverNotFound):
+        pool.move("nobody", PICKUP)
+
+
+def test_unregistering_is_idempotent():
+    pool = DriverPool()
+    pool.register("d1", "van")
+    assert pool.unregister("d1").id == "d1"
+    assert pool.unregister("d1") is None
+    assert pool.drivers() == []

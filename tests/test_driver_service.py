@@ -1,0 +1,115 @@
+"""DriverService as a real process: gRPC registration, and dispatch of trips
+from find_available_drivers on a real RabbitMQ."""
+import uuid
+
+import grpc
+import pytest
+
+from ridesync import contract, rabbit
+from ridesync.pb import driver_pb2, driver_pb2_grpc
+from tests.service_support import (PICKUP, drain_queue, next_matching, publish_raw, publisher,  # noqa: F401 (a fixture)
+                                   purge_queues, trip_json)
+from tests.support import free_port, start_service, wait_until
+
+
+@pytest.fixture
+def driver_service(tmp_path):
+    purge_queues(contract.FIND_AVAILABLE_DRIVERS)
+    address = f"127.0.0.1:{free_port()}"
+    process = start_service("ridesync.driver", address, {"DRIVER_SERVICE_ADDR": address}, tmp_path)
+    channel = grpc.insecure_channel(address)
+    process.stub = driver_pb2_grpc.DriverServiceStub(channel)
+    yield process
+    channel.close()
+    process.stop()
+
+
+def unique(name):
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def register_at(stub, driver_id, package, north_m):
+    stub.RegisterDriver(driver_pb2.RegisterDriverRequest(driverID=driver_id, packageSlug=package), timeout=5)
+    location = driver_pb2.Location(latitude=PICKUP.latitude + north_m / 111_000, longitude=PICKUP.longitude)
+    return stub.UpdateLocation(driver_pb2.UpdateLocationRequest(driverID=driver_id, location=location), timeout=5)
+
+
+def about_trip(trip_id):
+    return lambda key, headers, message: (
+        message["data"].get("id") == trip_id or message["data"].get("tripID") == trip_id
+    )
+
+
+def test_register_update_and_unregister_over_grpc(driver_service):
+    stub = driver_service.stub
+    driver = stub.RegisterDriver(driver_pb2.RegisterDriverRequest(driverID="d1", packageSlug="luxury"), timeout=5).driver
+    assert (driver.id, driver.packageSlug) == ("d1", "luxury")
+    assert driver.name and driver.carPlate and driver.profilePicture and driver.geohash.startswith("9q8")
+
+    moved = stub.UpdateLocation(driver_pb2.UpdateLocationRequest(
+        driverID="d1", location=driver_pb2.Location(latitude=57.64911, longitude=10.40744)), timeout=5).driver
+    assert (moved.location.latitude, moved.geohash, moved.name) == (57.64911, "u4pruydqq", driver.name)
+
+    assert stub.UnregisterDriver(driver_pb2.RegisterDriverRequest(driverID="d1"), timeout=5).driver.id == "d1"
+    assert not stub.UnregisterDriver(driver_pb2.RegisterDriverRequest(driverID="d1"), timeout=5).HasField("driver")
+
+
+@pytest.mark.parametrize("call, request_, code, problem", [
+    ("RegisterDriver", driver_pb2.RegisterDriverRequest(driverID="d1", packageSlug="bike"),
+     grpc.StatusCode.INVALID_ARGUMENT, "packageSlug must be one of suv, sedan, van, luxury"),
+    ("RegisterDriver", driver_pb2.RegisterDriverRequest(packageSlug="van"),
+     grpc.StatusCode.INVALID_ARGUMENT, "driverID is required"),
+    ("UpdateLocation", driver_pb2.UpdateLocationRequest(driverID="nobody", location=driver_pb2.Location(latitude=1)),
+     grpc.StatusCode.NOT_FOUND, "driver 'nobody' is not registered"),
+    ("UpdateLocation", driver_pb2.UpdateLocationRequest(driverID="d1", location=driver_pb2.Location(latitude=91)),
+     grpc.StatusCode.INVALID_ARGUMENT, "location.latitude must be a number between -90 and 90"),
+    ("UpdateLocation", driver_pb2.UpdateLocationRequest(driverID="d1"),
+     grpc.StatusCode.INVALID_ARGUMENT, "location is required"),
+])
+def test_bad_requests_are_refused_with_a_reason(driver_service, call, request_, code, problem):
+    with pytest.raises(grpc.RpcError) as refused:
+        getattr(driver_service.stub, call)(request_, timeout=5)
+    assert (refused.value.code(), refused.value.details()) == (code, problem)
+
+
+def test_a_new_trip_goes_to_the_nearest_driver_and_on_to_the_next_after_declines(driver_service, amqp_tap, publisher):
+    near, mid, suv = unique("near"), unique("mid"), unique("suv")
+    register_at(driver_service.stub, near, "sedan", 100)
+    register_at(driver_service.stub, mid, "sedan", 900)
+    register_at(driver_service.stub, suv, "suv", 10)
+    trip_id, rider = unique("trip"), unique("rider")
+    trip = trip_json("sedan", trip_id=trip_id, rider=rider)
+    tap = amqp_tap(contract.DRIVER_TRIP_REQUEST, contract.TRIP_NO_DRIVERS_FOUND)
+
+    publisher.publish(contract.TRIP_CREATED, rider, trip)
+    key, headers, message = next_matching(tap, about_trip(trip_id))
+    assert (key, message["ownerId"], headers["owner"], message["data"]) == (contract.DRIVER_TRIP_REQUEST, near, near, trip)
+
+    publisher.publish(contract.TRIP_DRIVER_NOT_INTERESTED, rider, {"trip": trip, "declinedDriverIDs": [near]})
+    key, _, message = next_matching(tap, about_trip(trip_id))
+    assert (key, message["ownerId"]) == (contract.DRIVER_TRIP_REQUEST, mid)
+
+    publisher.publish(contract.TRIP_DRIVER_NOT_INTERESTED, rider, {"trip": trip, "declinedDriverIDs": [near, mid]})
+    key, headers, message = next_matching(tap, about_trip(trip_id))
+    assert (key, message["ownerId"], headers["owner"], message["data"]) == (
+        contract.TRIP_NO_DRIVERS_FOUND, rider, rider, {"tripID": trip_id})
+
+
+def test_an_unregistered_driver_is_not_asked(driver_service, amqp_tap, publisher):
+    gone, rider, trip_id = unique("gone"), unique("rider"), unique("trip")
+    register_at(driver_service.stub, gone, "van", 10)
+    driver_service.stub.UnregisterDriver(driver_pb2.RegisterDriverRequest(driverID=gone), timeout=5)
+    tap = amqp_tap(contract.DRIVER_TRIP_REQUEST, contract.TRIP_NO_DRIVERS_FOUND)
+
+    publisher.publish(contract.TRIP_CREATED, rider, trip_json("van", trip_id=trip_id, rider=rider))
+    key, _, message = next_matching(tap, about_trip(trip_id))
+    assert (key, message["ownerId"]) == (contract.TRIP_NO_DRIVERS_FOUND, rider)
+
+
+@pytest.mark.parametrize("body", [b"not json at all", b'{"ownerId": "r1", "data": {"id": "no route"}}'])
+def test_unreadable_or_incomplete_trips_are_dead_lettered(driver_service, body):
+    marker = unique("marker")
+    body = body.replace(b"r1", marker.encode()) if b"r1" in body else body + marker.encode()
+    publish_raw(contract.TRIP_CREATED, body)
+    wait_until(lambda: body in drain_queue(rabbit.DEAD_LETTER_QUEUE), message="the message in dead_letters")
+    driver_service.assert_running()
