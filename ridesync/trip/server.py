@@ -1,13 +1,14 @@
-"""TripService over gRPC: a thin edge that translates to TripService."""
+"""TripService over gRPC, and its consumer of drivers' answers: thin edges
+that translate to TripService."""
 import logging
-from contextlib import contextmanager
 
 import grpc
 from google.protobuf import json_format
 
-from ridesync import grpc_server, logs
+from ridesync import contract, grpc_server, logs
 from ridesync.pb import trip_pb2, trip_pb2_grpc
-from ridesync.rabbit import PublishFailed, Publisher
+from ridesync.rabbit import PublishFailed, Publisher, WorkQueueConsumer
+from ridesync.trip.answers import DriverAnswers
 from ridesync.settings import Settings
 from ridesync.trip.model import Coordinate, InvalidArgument
 from ridesync.trip.osrm import OsrmClient
@@ -32,7 +33,7 @@ class TripServicer(trip_pb2_grpc.TripServiceServicer):
         self._trips = trips
 
     def PreviewTrip(self, request, context):
-        with _translated_errors(context):
+        with grpc_server.status_codes(context, ERROR_CODES):
             _require(request.userID, "userID")
             route, fares = self._trips.preview(
                 request.userID,
@@ -47,25 +48,13 @@ class TripServicer(trip_pb2_grpc.TripServiceServicer):
             )
 
     def CreateTrip(self, request, context):
-        with _translated_errors(context):
+        with grpc_server.status_codes(context, ERROR_CODES):
             _require(request.userID, "userID")
             _require(request.rideFareID, "rideFareID")
             trip = self._trips.create_trip(request.rideFareID, request.userID)
             return json_format.ParseDict(
                 {"tripID": trip.id, "trip": trip.to_json()}, trip_pb2.CreateTripResponse()
             )
-
-
-@contextmanager
-def _translated_errors(context):
-    """Turns the service's exceptions into gRPC status codes."""
-    try:
-        yield
-    except tuple(ERROR_CODES) as exc:
-        code = next(c for e, c in ERROR_CODES.items() if isinstance(exc, e))
-        if code is grpc.StatusCode.UNAVAILABLE:
-            log.error("trip call failed: %s", exc)
-        context.abort(code, str(exc))
 
 
 def _require(value, name):
@@ -79,7 +68,7 @@ def _time_left(context):
 
 
 def build(settings):
-    """The servicer and what it needs, from settings; and the publisher to close."""
+    """The TripService, its publisher to close at the end, from settings."""
     publisher = Publisher(settings.amqp_url, "trip-service")
     planner = RoutePlanner(
         OsrmClient(settings.osrm_url, settings.osrm_timeout).fetch_route,
@@ -87,21 +76,24 @@ def build(settings):
         failure_threshold=settings.osrm_breaker_failures,
         recovery_timeout=settings.osrm_breaker_reset,
     )
-    service = TripService(planner, TripStore(), publisher, fare_ttl=settings.fare_ttl)
-    return TripServicer(service), publisher
+    return TripService(planner, TripStore(), publisher, fare_ttl=settings.fare_ttl), publisher
 
 
 def main():
     logs.configure("trip")
     settings = Settings.from_env()
-    servicer, publisher = build(settings)
+    trips, publisher = build(settings)
     server = grpc_server.start(
         settings.trip_service_addr,
-        lambda s: trip_pb2_grpc.add_TripServiceServicer_to_server(servicer, s),
+        lambda s: trip_pb2_grpc.add_TripServiceServicer_to_server(TripServicer(trips), s),
         ["trip.TripService"],
     )
+    answers = WorkQueueConsumer(
+        settings.amqp_url, contract.DRIVER_TRIP_RESPONSE, DriverAnswers(trips).handle, "trip-driver-answers"
+    ).start()
     log.info("TripService listening on %s (OSRM %s)", settings.trip_service_addr, settings.osrm_url)
     signame = grpc_server.wait_for_stop_signal()
     log.info("TripService stopping on %s", signame)
+    answers.stop()
     server.stop(grpc_server.GRACE_SECONDS).wait()
     publisher.close()

@@ -1,5 +1,5 @@
-"""What the trip service does, free of gRPC: previews priced per package,
-and trips started from a fare."""
+"""What the trip service does, free of gRPC and AMQP: previews priced per
+package, trips started from a fare, and drivers' answers to trip requests."""
 import logging
 import time
 import uuid
@@ -7,6 +7,7 @@ import uuid
 from ridesync import contract
 from ridesync.trip.fares import PACKAGES, price_in_cents
 from ridesync.trip.model import RideFare, Trip
+from ridesync.trip.store import TripTaken
 
 log = logging.getLogger(__name__)
 
@@ -56,3 +57,40 @@ class TripService:
             raise
         log.info("rider %s started trip %s (%s, %s cents)", user_id, trip.id, fare.package_slug, fare.total_price_in_cents)
         return trip
+
+    def accept(self, trip_id, driver):
+        """The first driver (TripDriver JSON) to accept gets the trip: the
+        rider is told and a payment session is asked for. Later accepts
+        change nothing. If the broker does not take both messages, the trip
+        is pending again and the error raised, so the accept can be retried."""
+        try:
+            trip = self._store.assign_driver(trip_id, driver)
+        except TripTaken as exc:
+            log.info("driver %s accepted too late: %s", driver["id"], exc)
+            return
+        try:
+            self._publisher.notify(contract.TRIP_DRIVER_ASSIGNED, trip.user_id, trip.to_json())
+            self._publisher.publish(contract.PAYMENT_CREATE_SESSION, trip.user_id, {
+                "tripID": trip.id,
+                "userID": trip.user_id,
+                "amount": round(trip.fare.total_price_in_cents),
+                "currency": "USD",
+            })
+        except Exception:
+            self._store.unassign_driver(trip_id)
+            raise
+        log.info("driver %s accepted trip %s of rider %s", driver["id"], trip.id, trip.user_id)
+
+    def decline(self, trip_id, driver_id):
+        """Sends the trip back to dispatch with every driver who declined it,
+        unless it already has a driver."""
+        try:
+            trip, declined = self._store.decline(trip_id, driver_id)
+        except TripTaken as exc:
+            log.info("driver %s declined a trip no longer pending: %s", driver_id, exc)
+            return
+        self._publisher.publish(contract.TRIP_DRIVER_NOT_INTERESTED, trip.user_id, {
+            "trip": trip.to_json(),
+            "declinedDriverIDs": list(declined),
+        })
+        log.info("driver %s declined trip %s of rider %s (%d declined it)", driver_id, trip.id, trip.user_id, len(declined))

@@ -1,6 +1,7 @@
 """Fares and trips, kept in this process's memory."""
 import threading
 import time
+from dataclasses import replace
 
 
 class FareNotFound(Exception):
@@ -15,6 +16,14 @@ class FareUnavailable(Exception):
     """The fare expired or was already used for a trip."""
 
 
+class TripNotFound(Exception):
+    pass
+
+
+class TripTaken(Exception):
+    """The trip already has a driver."""
+
+
 class TripStore:
     def __init__(self, clock=time.time):
         self._clock = clock
@@ -22,6 +31,7 @@ class TripStore:
         self._fares = {}
         self._used_fares = set()
         self._trips = {}
+        self._declined = {}  # trip id -> ids of drivers who declined it, in order
 
     def save_fares(self, fares):
         with self._lock:
@@ -55,10 +65,42 @@ class TripStore:
     def forget_trip(self, trip_id):
         with self._lock:
             self._trips.pop(trip_id, None)
+            self._declined.pop(trip_id, None)
 
     def trip(self, trip_id):
         with self._lock:
             return self._trips.get(trip_id)
+
+    def assign_driver(self, trip_id, driver):
+        """The trip, now accepted by driver (TripDriver JSON); TripTaken when
+        it already has one. unassign_driver undoes it."""
+        with self._lock:
+            trip = self._pending_trip(trip_id)
+            self._trips[trip_id] = replace(trip, status="accepted", driver=driver)
+            return self._trips[trip_id]
+
+    def unassign_driver(self, trip_id):
+        with self._lock:
+            trip = self._trips[trip_id]
+            self._trips[trip_id] = replace(trip, status="pending", driver=None)
+
+    def decline(self, trip_id, driver_id):
+        """(trip, ids of every driver who declined it so far); TripTaken when
+        the trip already has a driver. Declining twice counts once."""
+        with self._lock:
+            trip = self._pending_trip(trip_id)
+            declined = self._declined.setdefault(trip_id, [])
+            if driver_id not in declined:
+                declined.append(driver_id)
+            return trip, tuple(declined)
+
+    def _pending_trip(self, trip_id):
+        trip = self._trips.get(trip_id)
+        if trip is None:
+            raise TripNotFound(f"no trip {trip_id!r}")
+        if trip.driver is not None:
+            raise TripTaken(f"trip {trip_id} already has driver {trip.driver['id']}")
+        return trip
 
     def _forget_expired(self):
         # Expired, unused fares can never be taken again; used ones stay so

@@ -1,0 +1,94 @@
+"""TripService as a real process taking drivers' answers from
+driver_trip_response on a real RabbitMQ, for a trip started over gRPC."""
+import uuid
+
+import grpc
+import pytest
+
+from ridesync import contract, rabbit
+from ridesync.driver.pool import new_driver
+from ridesync.pb import trip_pb2, trip_pb2_grpc
+from tests.service_support import (drain_queue, next_matching, publish_raw, publisher,  # noqa: F401 (a fixture)
+                                   purge_queues)
+from tests.support import wait_until
+
+
+@pytest.fixture
+def trip_answers(osrm, tmp_path, request):
+    """The trip_service fixture, with driver_trip_response purged before it starts."""
+    purge_queues(contract.DRIVER_TRIP_RESPONSE)
+    service = request.getfixturevalue("trip_service")
+    channel = grpc.insecure_channel(service.address)
+    service.stub = trip_pb2_grpc.TripServiceStub(channel)
+    yield service
+    channel.close()
+
+
+def start_trip(stub, rider):
+    pickup = trip_pb2.Coordinate(latitude=37.77, longitude=-122.41)
+    destination = trip_pb2.Coordinate(latitude=37.79, longitude=-122.39)
+    preview = stub.PreviewTrip(trip_pb2.PreviewTripRequest(userID=rider, startLocation=pickup, endLocation=destination), timeout=10)
+    sedan = next(f for f in preview.rideFares if f.packageSlug == "sedan")
+    return stub.CreateTrip(trip_pb2.CreateTripRequest(rideFareID=sedan.id, userID=rider), timeout=10).trip, sedan
+
+
+def answer(publisher, routing_key, driver_id, trip_id, rider):
+    """What the gateway publishes for a driver's answer."""
+    driver = new_driver(driver_id, "sedan").to_json()
+    publisher.publish(routing_key, driver_id, {"tripID": trip_id, "riderID": rider, "driver": driver})
+    return driver
+
+
+def unique(name):
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def about(trip_id):
+    return lambda key, headers, message: trip_id in (
+        message["data"].get("id"), message["data"].get("tripID"), message["data"].get("trip", {}).get("id"))
+
+
+def test_decline_then_accept_then_a_late_accept(trip_answers, amqp_tap, publisher):
+    rider = unique("rider")
+    tap = amqp_tap(contract.TRIP_DRIVER_NOT_INTERESTED, contract.TRIP_DRIVER_ASSIGNED, contract.PAYMENT_CREATE_SESSION)
+    trip, fare = start_trip(trip_answers.stub, rider)
+
+    answer(publisher, contract.DRIVER_TRIP_DECLINE, "d-no", trip.id, rider)
+    key, headers, message = next_matching(tap, about(trip.id))
+    assert (key, headers["owner"], message["data"]["declinedDriverIDs"], message["data"]["trip"]["status"]) == (
+        contract.TRIP_DRIVER_NOT_INTERESTED, rider, ["d-no"], "pending")
+
+    driver = answer(publisher, contract.DRIVER_TRIP_ACCEPT, "d-yes", trip.id, rider)
+    key, headers, message = next_matching(tap, about(trip.id))
+    assert (key, headers["owner"], message["data"]["status"]) == (contract.TRIP_DRIVER_ASSIGNED, rider, "accepted")
+    assert message["data"]["driver"] == {k: driver[k] for k in ("id", "name", "profilePicture", "carPlate")}
+    key, headers, message = next_matching(tap, about(trip.id))
+    assert (key, headers["owner"], message["data"]) == (
+        contract.PAYMENT_CREATE_SESSION, rider,
+        {"tripID": trip.id, "userID": rider, "amount": round(fare.totalPriceInCents), "currency": "USD"})
+
+    answer(publisher, contract.DRIVER_TRIP_ACCEPT, "d-late", trip.id, rider)
+    answer(publisher, contract.DRIVER_TRIP_DECLINE, "d-late", trip.id, rider)
+    wait_until(lambda: "driver d-late declined a trip no longer pending" in trip_answers.output(),
+               message="the late answers to be handled")
+    assert "driver d-late accepted too late" in trip_answers.output()
+    assert tap.empty()
+
+
+def test_an_answer_about_an_unknown_trip_is_dropped(trip_answers, publisher):
+    trip_id = unique("trip")
+    answer(publisher, contract.DRIVER_TRIP_ACCEPT, "d1", trip_id, "r1")
+    wait_until(lambda: f"unknown trip {trip_id}: dropped" in trip_answers.output(), message="the answer to be dropped")
+    trip_answers.assert_running()
+
+
+@pytest.mark.parametrize("body", [
+    b"{not json",
+    b'{"ownerId": "d1", "data": {"tripID": "t1"}}',
+    b'{"ownerId": "d1", "data": {"tripID": "t1", "driver": {"id": "someone-else"}}}',
+])
+def test_unreadable_or_incomplete_answers_are_dead_lettered(trip_answers, body):
+    body = body.replace(b"t1", unique("trip").encode()) if b"t1" in body else body + unique("x").encode()
+    publish_raw(contract.DRIVER_TRIP_ACCEPT, body)
+    wait_until(lambda: body in drain_queue(rabbit.DEAD_LETTER_QUEUE), message="the answer in dead_letters")
+    trip_answers.assert_running()
