@@ -1,6 +1,8 @@
+import itertools
+
 import pytest
 
-from tests.support import AmqpTap, FakeOsrm, free_port, start_service
+from tests.support import AmqpTap, FakeOsrm, start_trip_service
 
 
 @pytest.fixture
@@ -27,13 +29,25 @@ def amqp_tap():
 @pytest.fixture
 def trip_service(osrm, tmp_path):
     """A real TripService on loopback, asking the OSRM stand-in."""
-    address = f"127.0.0.1:{free_port()}"
-    process = start_service(
-        "ridesync.trip", address,
-        {"TRIP_SERVICE_ADDR": address, "OSRM_URL": osrm.url, "OSRM_TIMEOUT": "2",
-         "OSRM_BREAKER_RESET": "1"},
-        tmp_path,
-    )
-    process.address = address
+    process = start_trip_service(osrm, tmp_path)
     yield process
     process.stop()
+
+
+@pytest.fixture
+def start_trip(osrm, tmp_path):
+    """Starts real TripServices asking the OSRM stand-in, with env overrides
+    (start_trip(OSRM_TIMEOUT="30")); stops them afterwards."""
+    names = itertools.count()
+    yield from made_by(
+        lambda **env: start_trip_service(osrm, tmp_path, name=f"trip-{next(names)}", **env), lambda p: p.stop()
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_vhost():
+    """This run's RabbitMQ vhost (tests/vhost.py), removed when the run ends."""
+    from tests import support, vhost
+
+    yield support.AMQP_URL
+    vhost.remove(support.AMQP_URL)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
@@ -16,9 +17,11 @@ import pika
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ridesync import contract, rabbit
+from tests import vhost
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/")
+AMQP_URL = vhost.private_url(os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/"))
+os.environ["AMQP_URL"] = AMQP_URL  # for every process a test starts
 
 
 def free_port():
@@ -167,6 +170,7 @@ class FakeOsrm:
         self.mode = "ok"
         self.gather_size = 1
         self.requests = []
+        self.answered_paths = []  # the [lon, lat] geometries it answered with, in order
         self.abandoned = []  # monotonic times at which a hanging request's client went away
         self.in_flight = 0
         self.max_in_flight = 0
@@ -227,6 +231,7 @@ class FakeOsrm:
             coords = handler.path.split("/route/v1/driving/")[1].split("?")[0]
             (lon1, lat1), (lon2, lat2) = [map(float, p.split(",")) for p in coords.split(";")]
             path = [[lon1, lat1], [(lon1 + lon2) / 2, (lat1 + lat2) / 2 + 0.001], [lon2, lat2]]
+            self.answered_paths.append(path)
             self._send(handler, 200, json.dumps(osrm_route_payload(path)).encode())
 
     def _hang(self, handler):
@@ -244,3 +249,115 @@ class FakeOsrm:
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         handler.wfile.write(body)
+
+
+# --- helpers shared by the trip-service and gateway tests ----------------------
+
+PICKUP_JSON = {"latitude": 37.77, "longitude": -122.41}
+DESTINATION_JSON = {"latitude": 37.79, "longitude": -122.39}
+
+
+def made_by(make, close):
+    """The body of a factory fixture (`yield from made_by(...)`): yields a
+    function that calls make and keeps what it made; closes each afterwards."""
+    made = []
+
+    def tracked(*args, **kwargs):
+        made.append(make(*args, **kwargs))
+        return made[-1]
+
+    yield tracked
+    for thing in made:
+        close(thing)
+
+
+def new_rider():
+    return f"rider-{uuid.uuid4().hex[:12]}"
+
+
+def start_trip_service(osrm, tmp_path, name="trip", **env):
+    """A real TripService on loopback asking the OSRM stand-in, with small
+    timeouts unless env says otherwise; `.address` is where it listens."""
+    address = f"127.0.0.1:{free_port()}"
+    process = start_service(
+        "ridesync.trip", address,
+        {"TRIP_SERVICE_ADDR": address, "OSRM_URL": osrm.url, "OSRM_TIMEOUT": "2",
+         "OSRM_BREAKER_RESET": "1", **env},
+        tmp_path, name=name,
+    )
+    process.address = address
+    return process
+
+
+def next_message_for(tap, owner_id, timeout=10.0):
+    """(routing_key, headers, envelope) of the next message about owner_id,
+    skipping what other tests running beside us publish."""
+    deadline = time.monotonic() + timeout
+    while True:
+        key, headers, message = tap.next(max(0.1, deadline - time.monotonic()))
+        if message.get("ownerId") == owner_id:
+            return key, headers, message
+
+
+def assert_trip_created_published(tap, trip):
+    """trip.event.created is on the exchange: owned by the trip's rider, with
+    the Trip as data, and owner/type headers."""
+    key, headers, message = next_message_for(tap, trip["userID"])
+    assert key == contract.TRIP_CREATED
+    assert (headers["owner"], headers["type"]) == (trip["userID"], contract.TRIP_CREATED)
+    assert message["data"]["id"] == trip["id"]
+    assert message["data"]["status"] == "pending"
+    assert message["data"]["selectedFare"] == trip["selectedFare"]
+    assert message["data"]["route"]["distance"] == trip["route"]["distance"]
+
+
+def assert_route_follows_osrm(route, osrm):
+    """The route is the stand-in's geometry, turned from [lon, lat] into
+    latitude/longitude objects, with its distance and duration."""
+    (answered,) = osrm.answered_paths[-1:]
+    points = route["geometry"][0]["coordinates"]
+    assert [[p["longitude"], p["latitude"]] for p in points] == answered
+    assert route["distance"] == 4200.0 and route["duration"] == 600.0
+    assert not route.get("estimated", False)
+
+
+def closed_port_address():
+    """host:port where nothing listens."""
+    return f"127.0.0.1:{free_port()}"
+
+
+class HangingTripService:
+    """A gRPC TripService on loopback that takes every call and never answers
+    (until closed): an upstream that hangs."""
+
+    def __init__(self):
+        from ridesync import grpc_server
+        from ridesync.pb import trip_pb2_grpc
+
+        self.release = threading.Event()
+        self.calls = []
+        hanging = self
+
+        class Servicer(trip_pb2_grpc.TripServiceServicer):
+            def PreviewTrip(self, request, context):
+                return hanging._hang(request, context)
+
+            def CreateTrip(self, request, context):
+                return hanging._hang(request, context)
+
+        self.address = f"127.0.0.1:{free_port()}"
+        self._server = grpc_server.start(
+            self.address, lambda s: trip_pb2_grpc.add_TripServiceServicer_to_server(Servicer(), s),
+            ["trip.TripService"], max_workers=8,
+        )
+
+    def _hang(self, request, context):
+        self.calls.append(request)
+        while context.is_active() and not self.release.wait(0.05):
+            pass
+        context.abort(grpc.StatusCode.UNAVAILABLE, "released")
+
+    def close(self):
+        self.release.set()
+        self._server.stop(0).wait()
+

@@ -122,6 +122,10 @@ class Inboxes:
             self._connection.close()
 
     @property
+    def open_count(self):
+        return len(self._inboxes)
+
+    @property
     def consuming(self):
         return sum(1 for inbox in self._inboxes.values() if inbox.ready.is_set())
 

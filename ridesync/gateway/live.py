@@ -1,16 +1,19 @@
 """The WebSockets: /ws/riders and /ws/drivers. A socket gets its user's
 notifications from their inboxes; a driver's socket also registers them with
 DriverService and forwards their answers to trip requests."""
+import gc
 import logging
+import os
 
 import gevent
+import greenlet
 import grpc
-from flask import Blueprint, current_app, request
+from flask import Blueprint, current_app, g, jsonify, request
 from flask_sock import Sock
 
 from ridesync import contract
 from ridesync.gateway import body
-from ridesync.gateway.errors import invalid
+from ridesync.gateway.errors import ApiError, invalid
 from ridesync.gateway.frames import DRIVER_FRAME_TYPES, RIDER_FRAME_TYPES, BadFrame, read_frame
 from ridesync.gateway.phones import Phone, deliver
 from ridesync.gateway.trips import to_json
@@ -26,81 +29,105 @@ INBOX_READY_TIMEOUT = 5.0
 
 
 @bp.before_request
-def refuse_without_identity():
-    """Before the upgrade: a clear 400 rather than a socket that hangs up."""
-    body.identifier(request.args, "userID")
-    if request.path == "/ws/drivers" and request.args.get("packageSlug") not in PACKAGES:
+def open_line():
+    """Before the upgrade: the identity is checked (a clear 400 rather than a
+    socket that hangs up), the user's inboxes are on the broker and a driver
+    is registered, so that once the socket is open nothing meant for it is missed."""
+    if not request.path.startswith("/ws/"):
+        return
+    user_id = body.identifier(request.args, "userID")
+    if request.path == "/ws/riders":
+        g.line = Line("rider", user_id, contract.RIDER_NOTIFICATIONS)
+        return
+    package = request.args.get("packageSlug")
+    if package not in PACKAGES:
         raise invalid(f"packageSlug is required and must be one of: {', '.join(PACKAGES)}")
+    g.line = Line("driver", user_id, contract.DRIVER_NOTIFICATIONS)
+    g.driver = _register(user_id, package)
+
+
+@bp.teardown_request
+def close_line(_exc):
+    """Every way a socket ends comes here: inboxes closed, driver unregistered."""
+    line = g.pop("line", None)
+    if line is None:
+        return
+    line.hang_up()
+    driver = g.pop("driver", None)
+    if driver is not None and not line.replaced:  # a newer socket holds the registration now
+        _unregister(driver)
 
 
 @sock.route("/ws/riders", bp=bp)
 def riders(ws):
-    phone = Phone(ws, "rider", request.args["userID"])
-    with Line(phone) as line:
-        line.follow(contract.RIDER_NOTIFICATIONS)
-        line.start_delivering()
-        for raw in line.frames():
-            _answer_bad_frame(phone, lambda: read_frame(raw, RIDER_FRAME_TYPES))
+    line = g.line
+    line.connect(ws)
+    for raw in line.frames():
+        _answer_bad_frame(line.phone, lambda: read_frame(raw, RIDER_FRAME_TYPES))
 
 
 @sock.route("/ws/drivers", bp=bp)
 def drivers(ws):
-    phone = Phone(ws, "driver", request.args["userID"])
-    package = request.args["packageSlug"]
-    with Line(phone) as line:
-        line.follow(contract.DRIVER_NOTIFICATIONS)  # before registering: requests may come at once
-        driver = _register(phone, package)
-        if driver is None:
-            return
-        try:
-            phone.send(contract.DRIVER_REGISTER, to_json(driver))
-            line.start_delivering()
-            for raw in line.frames():
-                _answer_bad_frame(phone, lambda: _handle_driver_frame(phone, raw))
-        finally:
-            if not phone.replaced:  # the newer socket holds the registration now
-                _unregister(phone, package)
+    line = g.line
+    line.connect(ws, first=(contract.DRIVER_REGISTER, to_json(g.driver)))
+    for raw in line.frames():
+        _answer_bad_frame(line.phone, lambda: _handle_driver_frame(line.phone, raw))
+
+
+@bp.get("/live/stats")
+def stats():
+    """What this worker holds for its sockets; for operators and leak tests."""
+    worker = _worker()
+    return jsonify(
+        pid=os.getpid(),
+        sockets={role: worker.switchboard.count(role) for role in ("rider", "driver")},
+        inboxes=worker.inboxes.open_count,
+        consuming=worker.inboxes.consuming,
+        greenlets=sum(1 for o in gc.get_objects() if isinstance(o, greenlet.greenlet) and not o.dead),
+    )
 
 
 class Line:
-    """A connected phone: on the switchboard, with its inboxes and the
-    greenlets writing them to the socket; all of it gone on exit."""
+    """One user's connection: their inboxes on the broker, then their socket
+    on the switchboard with a greenlet per inbox writing to it."""
 
-    def __init__(self, phone):
-        self.phone = phone
+    def __init__(self, role, user_id, kinds):
+        self.role, self.user_id = role, user_id
+        self.phone = None
         self._worker = _worker()
-        self._inboxes = []
         self._writers = []
-
-    def __enter__(self):
-        self._worker.switchboard.connect(self.phone)
-        self._worker.inboxes.announce(self.phone.role, self.phone.user_id, self.phone.session)
-        log.info("%s %s connected", self.phone.role, self.phone.user_id)
-        return self
-
-    def follow(self, kinds):
-        """Opens this user's inbox for each kind (kind -> routing key)."""
         inboxes = self._worker.inboxes
-        self._inboxes = [inboxes.open(self.phone.user_id, kind, key) for kind, key in kinds.items()]
+        self._inboxes = [inboxes.open(user_id, kind, key) for kind, key in kinds.items()]
         for inbox in self._inboxes:
             if not inbox.ready.wait(INBOX_READY_TIMEOUT):
                 log.warning("inbox %s is not on the broker yet; it will be when the broker answers", inbox.queue)
 
-    def start_delivering(self):
+    @property
+    def replaced(self):
+        return self.phone is not None and self.phone.replaced
+
+    def connect(self, ws, first=None):
+        """The socket is open: first, if given, is the (type, data) frame it gets before any other."""
+        self.phone = Phone(ws, self.role, self.user_id)
+        self._worker.switchboard.connect(self.phone)
+        self._worker.inboxes.announce(self.role, self.user_id, self.phone.session)
+        log.info("%s %s connected", self.role, self.user_id)
+        if first is not None:
+            self.phone.send(*first)
         self._writers = [gevent.spawn(deliver, self.phone, inbox) for inbox in self._inboxes]
 
     def frames(self):
         while (raw := self.phone.receive()) is not None:
             yield raw
 
-    def __exit__(self, *exc):
+    def hang_up(self):
         gevent.killall(self._writers)
         for inbox in self._inboxes:
             inbox.close()
-        self._worker.switchboard.disconnect(self.phone)
-        log.info("%s %s disconnected (close code %s%s)", self.phone.role, self.phone.user_id,
-                 self.phone.close_code, ", replaced" if self.phone.replaced else "")
-        return False
+        if self.phone is not None:
+            self._worker.switchboard.disconnect(self.phone)
+            log.info("%s %s disconnected (close code %s%s)", self.role, self.user_id,
+                     self.phone.close_code, ", replaced" if self.phone.replaced else "")
 
 
 def _answer_bad_frame(phone, handle):
@@ -134,26 +161,26 @@ def _handle_driver_frame(phone, raw):
     log.info("driver %s answered %s for trip %s", phone.user_id, kind, data["tripID"])
 
 
-def _register(phone, package):
+def _register(driver_id, package):
     try:
         answer = _upstream().drivers.RegisterDriver(
-            driver_pb2.RegisterDriverRequest(driverID=phone.user_id, packageSlug=package), timeout=CALL_DEADLINE
+            driver_pb2.RegisterDriverRequest(driverID=driver_id, packageSlug=package), timeout=CALL_DEADLINE
         )
     except grpc.RpcError as exc:
-        log.error("driver %s not registered: %s %s", phone.user_id, exc.code().name, exc.details())
-        phone.close(1011, "driver service unavailable; reconnect later")
-        return None
+        log.error("driver %s not registered: %s %s", driver_id, exc.code().name, exc.details())
+        raise ApiError(503, "unavailable", "the driver service is unavailable; reconnect shortly") from None
+    log.info("driver %s registered for %s", driver_id, package)
     return answer.driver
 
 
-def _unregister(phone, package):
+def _unregister(driver):
     try:
         _upstream().drivers.UnregisterDriver(
-            driver_pb2.RegisterDriverRequest(driverID=phone.user_id, packageSlug=package), timeout=CALL_DEADLINE
+            driver_pb2.RegisterDriverRequest(driverID=driver.id, packageSlug=driver.packageSlug), timeout=CALL_DEADLINE
         )
-        log.info("driver %s unregistered", phone.user_id)
+        log.info("driver %s unregistered", driver.id)
     except grpc.RpcError as exc:
-        log.error("driver %s not unregistered: %s %s", phone.user_id, exc.code().name, exc.details())
+        log.error("driver %s not unregistered: %s %s", driver.id, exc.code().name, exc.details())
 
 
 def _worker():

@@ -1,0 +1,56 @@
+"""A phone for tests: a real WebSocket client over a real socket."""
+import json
+import time
+
+import websocket
+
+
+class Phone:
+    def __init__(self, base_url, path):
+        self.url = base_url.replace("http://", "ws://") + path
+        self.ws = websocket.create_connection(self.url, timeout=10)
+        self.frames = []
+
+    def next(self, kind=None, timeout=10.0):
+        """The next frame (of this type, if given; others are kept in .frames)."""
+        frame = self.poll(kind, timeout)
+        if frame is None:
+            raise AssertionError(f"no {kind or 'frame'} within {timeout}s; got {[f['type'] for f in self.frames]}")
+        return frame
+
+    def poll(self, kind=None, timeout=0.05):
+        """The next frame (of this type) arriving within timeout, else None."""
+        for i, frame in enumerate(self.frames):
+            if kind is None or frame["type"] == kind:
+                return self.frames.pop(i)
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            self.ws.settimeout(remaining)
+            try:
+                frame = json.loads(self.ws.recv())
+            except websocket.WebSocketTimeoutException:
+                return None
+            if kind is None or frame["type"] == kind:
+                return frame
+            self.frames.append(frame)
+        return None
+
+    def send(self, kind, data):
+        self.ws.send(json.dumps({"type": kind, "data": data}))
+
+    def send_raw(self, text):
+        self.ws.send(text)
+
+    def closed_with(self, timeout=10.0):
+        """(code, reason) of the server's close frame."""
+        self.ws.settimeout(timeout)
+        while True:
+            opcode, data = self.ws.recv_data(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                return int.from_bytes(data[:2], "big"), data[2:].decode()
+
+    def close(self):
+        try:
+            self.ws.close(timeout=2)
+        except (websocket.WebSocketException, OSError):
+            pass

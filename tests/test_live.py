@@ -1,0 +1,232 @@
+"""The live side end to end: gunicorn with 2 gevent workers, the three
+services, real RabbitMQ, phones on real WebSockets."""
+import json
+import re
+import subprocess
+import sys
+import uuid
+
+import pytest
+import requests
+
+from ridesync import contract
+from ridesync.rabbit import Publisher
+from tests.phone import Phone
+from tests.support import AMQP_URL, Process, free_port, start_gateway, start_service, wait_until
+
+PICKUP = {"latitude": 37.77, "longitude": -122.41}
+DESTINATION = {"latitude": 37.79, "longitude": -122.39}
+
+
+@pytest.fixture
+def ride(osrm, tmp_path):
+    """Every process of a ride, started for one test."""
+    trip_addr, driver_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    env = {"TRIP_SERVICE_ADDR": trip_addr, "DRIVER_SERVICE_ADDR": driver_addr, "OSRM_URL": osrm.url,
+           "RECONNECT_WINDOW": "3", "AMQP_URL": AMQP_URL}
+    processes = [
+        start_service("ridesync.trip", trip_addr, env, tmp_path),
+        start_service("ridesync.driver", driver_addr, env, tmp_path),
+    ]
+    processes.append(Process("payment", [sys.executable, "-m", "ridesync.payment"], env, tmp_path))
+    gateway, base = start_gateway(env, tmp_path, workers=2)
+    processes.append(gateway)
+    phones = []
+
+    class Ride:
+        url = base
+
+        def phone(self, path, url=base):
+            phone = Phone(url, path)
+            phones.append(phone)
+            return phone
+
+        def rider(self, user_id=None, url=base):
+            return self.phone(f"/ws/riders?userID={user_id or new_id('rider')}", url)
+
+        def another_gateway(self):
+            """A second gateway replica, also with 2 workers; its base URL."""
+            replica, replica_url = start_gateway(env, tmp_path, workers=2, name="gateway-2")
+            processes.append(replica)
+            self.logs.append(replica)
+            return replica_url
+
+        def driver(self, package="sedan", user_id=None):
+            phone = self.phone(f"/ws/drivers?userID={user_id or new_id('driver')}&packageSlug={package}")
+            phone.driver = phone.next(contract.DRIVER_REGISTER)["data"]
+            return phone
+
+        def start_trip(self, rider_id, package="sedan"):
+            preview = requests.post(f"{base}/trip/preview", timeout=15, data=json.dumps(
+                {"userID": rider_id, "pickup": PICKUP, "destination": DESTINATION}))
+            assert preview.status_code == 201, preview.text
+            fare = next(f for f in preview.json()["data"]["rideFares"] if f["packageSlug"] == package)
+            start = requests.post(f"{base}/trip/start", timeout=15,
+                                  data=json.dumps({"rideFareID": fare["id"], "userID": rider_id}))
+            assert start.status_code == 201, start.text
+            return start.json()["data"]["trip"]
+
+        logs = [gateway]
+
+        def gateway_log(self):
+            return "".join(process.output() for process in self.logs)
+
+    yield Ride()
+    for phone in phones:
+        phone.close()
+    for process in reversed(processes):
+        process.stop()
+
+
+def new_id(role):
+    return f"{role}-{uuid.uuid4().hex[:10]}"
+
+
+def answer(driver, kind, trip):
+    driver.send(kind, {"tripID": trip["id"], "riderID": trip["userID"], "driver": driver.driver})
+
+
+def test_a_whole_ride(ride):
+    rider_id = new_id("rider")
+    rider = ride.rider(rider_id)
+    driver = ride.driver("sedan")
+    assert driver.driver["packageSlug"] == "sedan" and driver.driver["name"]
+
+    trip = ride.start_trip(rider_id, "sedan")
+    created = rider.next(contract.TRIP_CREATED)["data"]
+    assert created["id"] == trip["id"] and created["status"] == "pending"
+
+    request = driver.next(contract.DRIVER_TRIP_REQUEST)["data"]
+    assert request["id"] == trip["id"] and request["userID"] == rider_id
+    answer(driver, contract.DRIVER_TRIP_ACCEPT, request)
+
+    assigned = rider.next(contract.TRIP_DRIVER_ASSIGNED)["data"]
+    assert assigned["id"] == trip["id"]
+    assert assigned["driver"]["id"] == driver.driver["id"]
+    session = rider.next(contract.PAYMENT_SESSION_CREATED)["data"]
+    assert session["tripID"] == trip["id"] and session["sessionID"]
+    assert session["amount"] == trip["selectedFare"]["totalPriceInCents"]
+
+
+def test_a_decline_moves_the_request_to_the_next_driver(ride):
+    rider_id = new_id("rider")
+    rider = ride.rider(rider_id)
+    drivers = {ride.driver("van"), ride.driver("van")}
+    trip = ride.start_trip(rider_id, "van")
+
+    asked = []
+    while len(asked) < 2:
+        phone, request = wait_until(lambda: next_request(drivers - set(asked)), message="a driver to be asked")
+        assert request["id"] == trip["id"]
+        asked.append(phone)
+        answer(phone, contract.DRIVER_TRIP_DECLINE, request)
+    assert rider.next(contract.TRIP_NO_DRIVERS_FOUND)["data"]["tripID"] == trip["id"]
+
+
+def test_no_drivers_found(ride):
+    rider_id = new_id("rider")
+    rider = ride.rider(rider_id)
+    ride.driver("sedan")  # of another package
+    trip = ride.start_trip(rider_id, "luxury")
+    assert rider.next(contract.TRIP_NO_DRIVERS_FOUND)["data"]["tripID"] == trip["id"]
+
+
+def next_request(phones):
+    for phone in phones:
+        frame = phone.poll(contract.DRIVER_TRIP_REQUEST)
+        if frame is not None:
+            return phone, frame["data"]
+    return None
+
+
+def test_many_riders_over_several_gateway_processes_each_get_exactly_their_own_events(ride):
+    urls = [ride.url, ride.another_gateway()]
+    riders = {new_id("rider"): None for _ in range(40)}
+    for n, rider_id in enumerate(riders):
+        riders[rider_id] = ride.rider(rider_id, urls[n % 2])
+    workers = set(re.findall(r"gateway\[(\d+)\] ridesync.gateway.live: rider rider-\w+ connected", ride.gateway_log()))
+    assert len(workers) >= 2, "the riders should be spread over several gateway processes"
+
+    publisher = Publisher(AMQP_URL, "test")
+    try:
+        for n in range(3):
+            for rider_id in riders:
+                publisher.publish(contract.TRIP_CREATED, rider_id, {"id": f"{rider_id}/{n}"})
+        for rider_id, phone in riders.items():
+            got = [phone.next(contract.TRIP_CREATED)["data"]["id"] for _ in range(3)]
+            assert got == [f"{rider_id}/{n}" for n in range(3)]
+        # Exactly once: the next frame each rider sees is the last event, no copy before it.
+        for rider_id in riders:
+            publisher.publish(contract.TRIP_NO_DRIVERS_FOUND, rider_id, {"tripID": f"{rider_id}/last"})
+        for rider_id, phone in riders.items():
+            assert phone.next()["data"] == {"tripID": f"{rider_id}/last"}
+    finally:
+        publisher.close()
+
+
+def test_a_rider_who_reconnects_within_the_window_gets_what_was_missed_in_order(ride):
+    rider_id = new_id("rider")
+    ride.rider(rider_id).close()
+    publisher = Publisher(AMQP_URL, "test")
+    try:
+        for n in range(5):
+            publisher.publish(contract.TRIP_CREATED, rider_id, {"id": f"missed-{n}"})
+    finally:
+        publisher.close()
+    rider = ride.rider(rider_id)
+    assert [rider.next(contract.TRIP_CREATED)["data"]["id"] for _ in range(5)] == [f"missed-{n}" for n in range(5)]
+
+
+def test_a_newer_socket_replaces_the_older_one(ride):
+    rider_id = new_id("rider")
+    old = ride.rider(rider_id)
+    new = ride.rider(rider_id)
+    assert old.closed_with() == (4000, "replaced by a newer connection")
+    publisher = Publisher(AMQP_URL, "test")
+    try:
+        publisher.publish(contract.TRIP_CREATED, rider_id, {"id": "after-replacement"})
+    finally:
+        publisher.close()
+    assert new.next(contract.TRIP_CREATED)["data"]["id"] == "after-replacement"
+
+
+@pytest.mark.parametrize("path, problem", [
+    ("/ws/riders", "userID is required"),
+    ("/ws/drivers?userID=d1", "packageSlug is required"),
+    ("/ws/drivers?userID=d1&packageSlug=rocket", "packageSlug is required"),
+])
+def test_a_socket_without_identity_is_refused_before_the_upgrade(ride, path, problem):
+    import websocket
+
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(ride.url.replace("http", "ws") + path, timeout=5)
+    assert refused.value.status_code == 400
+    assert problem in json.loads(refused.value.resp_body)["error"]["message"]
+
+
+@pytest.mark.parametrize("raw, code", [
+    ("not json", "invalid_json"),
+    ("[1, 2]", "invalid_frame"),
+    (json.dumps({"type": "driver.cmd.teleport", "data": {}}), "unknown_type"),
+    (json.dumps({"type": contract.DRIVER_TRIP_ACCEPT, "data": {"tripID": "t"}}), "invalid_argument"),
+    (json.dumps({"type": contract.DRIVER_LOCATION, "data": {"location": {"latitude": 91, "longitude": 0}}}),
+     "invalid_argument"),
+    (json.dumps({"type": contract.DRIVER_LOCATION, "data": {"pad": "x" * 70_000}}), "frame_too_large"),
+])
+def test_a_bad_frame_gets_an_error_and_the_socket_stays_open(ride, raw, code):
+    driver = ride.driver()
+    driver.send_raw(raw)
+    error = driver.next("error")["data"]
+    assert error["code"] == code and error["message"]
+    driver.send(contract.DRIVER_LOCATION, {"location": {"latitude": 37.7, "longitude": -122.4}, "geohash": "9q8yy"})
+    driver.send_raw("still here?")
+    assert driver.next("error")["data"]["code"] == "invalid_json"
+
+
+def test_a_driver_who_leaves_is_unregistered(ride):
+    rider_id = new_id("rider")
+    rider = ride.rider(rider_id)
+    ride.driver("suv").close()
+    wait_until(lambda: "unregistered" in ride.gateway_log(), message="the driver to be unregistered")
+    ride.start_trip(rider_id, "suv")
+    rider.next(contract.TRIP_NO_DRIVERS_FOUND)
