@@ -1,6 +1,27 @@
+"""The payment process: a consumer of payment_trip_response until SIGTERM or SIGINT."""
 import logging
 
-from ridesync import grpc_server, logs
+from ridesync import contract, grpc_server, logs
+from ridesync.payment.providers import LocalProvider
+from ridesync.payment.sessions import SessionDesk
+from ridesync.rabbit import Publisher, WorkQueueConsumer
+from ridesync.settings import Settings
 
-logs.configure("payment")
-logging.getLogger(__name__).info("payment service up; stopping on %s", grpc_server.wait_for_stop_signal())
+log = logging.getLogger("ridesync.payment")
+
+
+def main():
+    logs.configure("payment")
+    settings = Settings.from_env()
+    publisher = Publisher(settings.amqp_url, "payment-service")
+    sessions = WorkQueueConsumer(
+        settings.amqp_url, contract.PAYMENT_TRIP_RESPONSE, SessionDesk(LocalProvider(), publisher).handle,
+        "payment-sessions",
+    ).start()
+    log.info("payment service up (local provider)")
+    log.info("payment service stopping on %s", grpc_server.wait_for_stop_signal())
+    sessions.stop()
+    publisher.close()
+
+
+main()

@@ -1,0 +1,35 @@
+"""Payment providers. A provider has one method,
+create_session(trip_id, user_id, amount, currency) -> PaymentSession, which
+is idempotent per trip: asking again for the same trip (a redelivered
+command) gives the same session. LocalProvider is the default; a Stripe
+provider would create a Checkout Session with the trip id as its
+idempotency key."""
+import threading
+import uuid
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PaymentSession:
+    id: str
+    trip_id: str
+    user_id: str
+    amount: int  # smallest unit of the currency: cents
+    currency: str
+
+
+class LocalProvider:
+    """Sessions made up and kept in this process's memory."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._sessions = {}  # trip id -> PaymentSession
+
+    def create_session(self, trip_id, user_id, amount, currency):
+        with self._lock:
+            if trip_id not in self._sessions:
+                self._sessions[trip_id] = PaymentSession(
+                    id=f"cs_local_{uuid.uuid4().hex}", trip_id=trip_id, user_id=user_id,
+                    amount=amount, currency=currency,
+                )
+            return self._sessions[trip_id]
