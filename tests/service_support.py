@@ -1,14 +1,19 @@
 """Helpers for the services' tests (issue 3). The services' work queues are
 durable and shared by every test: a test purges the ones it uses before its
 services start, and filters what it sees by its own fresh ids."""
+import sys
 import time
+import uuid
 
+import grpc
 import pika
 import pytest
 
 from ridesync import contract, rabbit
+from ridesync.driver.pool import new_driver
+from ridesync.pb import driver_pb2, driver_pb2_grpc, trip_pb2, trip_pb2_grpc
 from ridesync.trip.model import Coordinate, RideFare, Route, Trip
-from tests.support import AMQP_URL, wait_until
+from tests.support import AMQP_URL, Process, free_port, start_service, wait_until
 
 PICKUP = Coordinate(37.7749, -122.4194)
 
@@ -20,6 +25,75 @@ def publisher():
     publisher = rabbit.Publisher(AMQP_URL, "test")
     yield publisher
     publisher.close()
+
+
+@pytest.fixture
+def driver_service(tmp_path):
+    """A real DriverService; `.stub` calls it."""
+    purge_queues(contract.FIND_AVAILABLE_DRIVERS)
+    address = f"127.0.0.1:{free_port()}"
+    process = start_service("ridesync.driver", address, {"DRIVER_SERVICE_ADDR": address}, tmp_path)
+    channel = grpc.insecure_channel(address)
+    process.stub = driver_pb2_grpc.DriverServiceStub(channel)
+    yield process
+    channel.close()
+    process.stop()
+
+
+@pytest.fixture
+def payment_service(tmp_path):
+    """A real payment service, once it consumes."""
+    purge_queues(contract.PAYMENT_TRIP_RESPONSE)
+    process = Process("payment", [sys.executable, "-m", "ridesync.payment"], {}, tmp_path)
+    wait_until(lambda: process.assert_running() or "taking messages from payment_trip_response" in process.output(),
+               timeout=20, message="the payment service to consume")
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def trip_answers(osrm, tmp_path, request):
+    """The trip_service fixture, with driver_trip_response purged before it starts."""
+    purge_queues(contract.DRIVER_TRIP_RESPONSE)
+    service = request.getfixturevalue("trip_service")
+    channel = grpc.insecure_channel(service.address)
+    service.stub = trip_pb2_grpc.TripServiceStub(channel)
+    yield service
+    channel.close()
+
+
+def register_at(stub, driver_id, package, north_m):
+    """The Driver registered over gRPC and moved north_m metres north of PICKUP."""
+    stub.RegisterDriver(driver_pb2.RegisterDriverRequest(driverID=driver_id, packageSlug=package), timeout=5)
+    location = driver_pb2.Location(latitude=PICKUP.latitude + north_m / 111_000, longitude=PICKUP.longitude)
+    return stub.UpdateLocation(driver_pb2.UpdateLocationRequest(driverID=driver_id, location=location), timeout=5)
+
+
+def start_trip(stub, rider):
+    """(Trip, its sedan RideFare): a rider's preview and trip start over gRPC."""
+    pickup = trip_pb2.Coordinate(latitude=PICKUP.latitude, longitude=PICKUP.longitude)
+    destination = trip_pb2.Coordinate(latitude=37.79, longitude=-122.39)
+    preview = stub.PreviewTrip(trip_pb2.PreviewTripRequest(userID=rider, startLocation=pickup, endLocation=destination), timeout=10)
+    sedan = next(f for f in preview.rideFares if f.packageSlug == "sedan")
+    return stub.CreateTrip(trip_pb2.CreateTripRequest(rideFareID=sedan.id, userID=rider), timeout=10).trip, sedan
+
+
+def answer(publisher, routing_key, driver_id, trip_id, rider):
+    """What the gateway publishes for a driver's answer."""
+    driver = new_driver(driver_id, "sedan").to_json()
+    publisher.publish(routing_key, driver_id, {"tripID": trip_id, "riderID": rider, "driver": driver})
+    return driver
+
+
+def unique(name):
+    """A fresh id, so that a test sees only its own messages."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def about_trip(trip_id):
+    """A predicate for next_matching: is the message about this trip?"""
+    return lambda key, headers, message: trip_id in (
+        message["data"].get("id"), message["data"].get("tripID"), message["data"].get("trip", {}).get("id"))
 
 
 def purge_queues(*queues):

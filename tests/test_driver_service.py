@@ -1,43 +1,13 @@
 """DriverService as a real process: gRPC registration, and dispatch of trips
 from find_available_drivers on a real RabbitMQ."""
-import uuid
-
 import grpc
 import pytest
 
 from ridesync import contract, rabbit
-from ridesync.pb import driver_pb2, driver_pb2_grpc
-from tests.service_support import (PICKUP, drain_queue, next_matching, publish_raw, publisher,  # noqa: F401 (a fixture)
-                                   purge_queues, trip_json)
-from tests.support import free_port, start_service, wait_until
-
-
-@pytest.fixture
-def driver_service(tmp_path):
-    purge_queues(contract.FIND_AVAILABLE_DRIVERS)
-    address = f"127.0.0.1:{free_port()}"
-    process = start_service("ridesync.driver", address, {"DRIVER_SERVICE_ADDR": address}, tmp_path)
-    channel = grpc.insecure_channel(address)
-    process.stub = driver_pb2_grpc.DriverServiceStub(channel)
-    yield process
-    channel.close()
-    process.stop()
-
-
-def unique(name):
-    return f"{name}-{uuid.uuid4().hex[:8]}"
-
-
-def register_at(stub, driver_id, package, north_m):
-    stub.RegisterDriver(driver_pb2.RegisterDriverRequest(driverID=driver_id, packageSlug=package), timeout=5)
-    location = driver_pb2.Location(latitude=PICKUP.latitude + north_m / 111_000, longitude=PICKUP.longitude)
-    return stub.UpdateLocation(driver_pb2.UpdateLocationRequest(driverID=driver_id, location=location), timeout=5)
-
-
-def about_trip(trip_id):
-    return lambda key, headers, message: (
-        message["data"].get("id") == trip_id or message["data"].get("tripID") == trip_id
-    )
+from ridesync.pb import driver_pb2
+from tests.service_support import (PICKUP, about_trip, drain_queue, driver_service, next_matching,  # noqa: F401
+                                   publish_raw, publisher, register_at, trip_json, unique)
+from tests.support import wait_until
 
 
 def test_register_update_and_unregister_over_grpc(driver_service):

@@ -1,26 +1,14 @@
 """The payment service as a real process: payment.cmd.create_session in,
 payment.event.session_created out, on a real RabbitMQ."""
 import signal
-import sys
-import uuid
 
 import pytest
 
 from ridesync import contract, rabbit
 from ridesync.payment.providers import LocalProvider
-from tests.service_support import (drain_queue, next_matching, publish_raw, publisher,  # noqa: F401 (a fixture)
-                                   purge_queues)
-from tests.support import Process, wait_until
-
-
-@pytest.fixture
-def payment_service(tmp_path):
-    purge_queues(contract.PAYMENT_TRIP_RESPONSE)
-    process = Process("payment", [sys.executable, "-m", "ridesync.payment"], {}, tmp_path)
-    wait_until(lambda: process.assert_running() or "taking messages from payment_trip_response" in process.output(),
-               timeout=20, message="the payment service to consume")
-    yield process
-    process.stop()
+from tests.service_support import (about_trip, drain_queue, next_matching, payment_service,  # noqa: F401
+                                   publish_raw, publisher, unique)
+from tests.support import wait_until
 
 
 def create_session(publisher, trip_id, rider, amount=1054):
@@ -28,23 +16,19 @@ def create_session(publisher, trip_id, rider, amount=1054):
                       {"tripID": trip_id, "userID": rider, "amount": amount, "currency": "USD"})
 
 
-def about(trip_id):
-    return lambda key, headers, message: message["data"].get("tripID") == trip_id
-
-
 def test_a_session_is_created_for_the_rider_once_per_trip(payment_service, publisher, amqp_tap):
-    trip_id, rider = f"trip-{uuid.uuid4().hex[:8]}", f"rider-{uuid.uuid4().hex[:8]}"
+    trip_id, rider = unique("trip"), unique("rider")
     tap = amqp_tap(contract.PAYMENT_SESSION_CREATED)
 
     create_session(publisher, trip_id, rider)
-    key, headers, message = next_matching(tap, about(trip_id))
+    key, headers, message = next_matching(tap, about_trip(trip_id))
     session = message["data"]
     assert (key, headers["owner"], message["ownerId"]) == (contract.PAYMENT_SESSION_CREATED, rider, rider)
     assert session["sessionID"].startswith("cs_local_")
     assert session == {"tripID": trip_id, "sessionID": session["sessionID"], "amount": 1054, "currency": "USD"}
 
     create_session(publisher, trip_id, rider)  # a redelivered command
-    assert next_matching(tap, about(trip_id))[2]["data"] == session
+    assert next_matching(tap, about_trip(trip_id))[2]["data"] == session
 
 
 @pytest.mark.parametrize("body", [
@@ -53,7 +37,7 @@ def test_a_session_is_created_for_the_rider_once_per_trip(payment_service, publi
     b'{"ownerId": "r1", "data": {"tripID": "t1", "userID": "r1", "amount": 10.5, "currency": "USD"}}',
 ])
 def test_unreadable_or_incomplete_commands_are_dead_lettered(payment_service, body):
-    body = body.replace(b"t1", uuid.uuid4().hex.encode()) if b"t1" in body else body + uuid.uuid4().hex.encode()
+    body = body.replace(b"t1", unique("x").encode()) if b"t1" in body else body + unique("x").encode()
     publish_raw(contract.PAYMENT_CREATE_SESSION, body)
     wait_until(lambda: body in drain_queue(rabbit.DEAD_LETTER_QUEUE), message="the command in dead_letters")
     payment_service.assert_running()

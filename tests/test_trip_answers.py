@@ -1,14 +1,12 @@
 """Drivers' answers in TripService, in-process: the store's rules as plain
 Python, and what TripService publishes, seen on a real RabbitMQ."""
-import uuid
-
 import pytest
 
 from ridesync import contract, rabbit
 from ridesync.trip.answers import trip_driver
 from ridesync.trip.service import TripService
 from ridesync.trip.store import TripNotFound, TripStore, TripTaken
-from tests.service_support import next_matching, publisher, trip  # noqa: F401 (publisher is a fixture)
+from tests.service_support import about_trip, next_matching, publisher, trip, unique  # noqa: F401
 
 DRIVER = {"id": "d1", "name": "Sam Kim", "profilePicture": "https://p/1.jpg", "carPlate": "7ABC123",
           "packageSlug": "sedan", "geohash": "9q8yy", "location": {"latitude": 37.77, "longitude": -122.41}}
@@ -75,14 +73,9 @@ def trips(store, publisher):
 
 
 def new_trip(store):
-    t = trip(trip_id=f"trip-{uuid.uuid4().hex[:8]}", rider=f"rider-{uuid.uuid4().hex[:8]}", cents=1054.4)
+    t = trip(trip_id=unique("trip"), rider=unique("rider"), cents=1054.4)
     store.save_trip(t)
     return t
-
-
-def about(trip_id):
-    return lambda key, headers, message: trip_id in (
-        message["data"].get("id"), message["data"].get("tripID"), message["data"].get("trip", {}).get("id"))
 
 
 def test_accept_tells_the_rider_and_asks_for_payment_once(trips, store, amqp_tap):
@@ -90,12 +83,12 @@ def test_accept_tells_the_rider_and_asks_for_payment_once(trips, store, amqp_tap
     tap = amqp_tap(contract.TRIP_DRIVER_ASSIGNED, contract.PAYMENT_CREATE_SESSION)
 
     trips.accept(t.id, trip_driver(DRIVER))
-    key, headers, message = next_matching(tap, about(t.id))
+    key, headers, message = next_matching(tap, about_trip(t.id))
     assert (key, headers["owner"], message["ownerId"]) == (contract.TRIP_DRIVER_ASSIGNED, t.user_id, t.user_id)
     assert message["data"]["status"] == "accepted"
     assert message["data"]["driver"] == {"id": "d1", "name": "Sam Kim", "profilePicture": "https://p/1.jpg",
                                          "carPlate": "7ABC123"}
-    key, _, message = next_matching(tap, about(t.id))
+    key, _, message = next_matching(tap, about_trip(t.id))
     assert (key, message["ownerId"], message["data"]) == (
         contract.PAYMENT_CREATE_SESSION, t.user_id,
         {"tripID": t.id, "userID": t.user_id, "amount": 1054, "currency": "USD"})
@@ -110,7 +103,7 @@ def test_decline_sends_the_trip_back_with_everyone_who_declined(trips, store, am
     tap = amqp_tap(contract.TRIP_DRIVER_NOT_INTERESTED)
     trips.decline(t.id, "d1")
     trips.decline(t.id, "d2")
-    seen = [next_matching(tap, about(t.id)) for _ in range(2)]
+    seen = [next_matching(tap, about_trip(t.id)) for _ in range(2)]
     assert [(m["ownerId"], m["data"]["declinedDriverIDs"]) for _, _, m in seen] == [
         (t.user_id, ["d1"]), (t.user_id, ["d1", "d2"])]
     assert seen[1][2]["data"]["trip"] == t.to_json()

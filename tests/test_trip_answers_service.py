@@ -1,51 +1,11 @@
 """TripService as a real process taking drivers' answers from
 driver_trip_response on a real RabbitMQ, for a trip started over gRPC."""
-import uuid
-
-import grpc
 import pytest
 
 from ridesync import contract, rabbit
-from ridesync.driver.pool import new_driver
-from ridesync.pb import trip_pb2, trip_pb2_grpc
-from tests.service_support import (drain_queue, next_matching, publish_raw, publisher,  # noqa: F401 (a fixture)
-                                   purge_queues)
+from tests.service_support import (about_trip, answer, drain_queue, next_matching, publish_raw,  # noqa: F401
+                                   publisher, start_trip, trip_answers, unique)
 from tests.support import wait_until
-
-
-@pytest.fixture
-def trip_answers(osrm, tmp_path, request):
-    """The trip_service fixture, with driver_trip_response purged before it starts."""
-    purge_queues(contract.DRIVER_TRIP_RESPONSE)
-    service = request.getfixturevalue("trip_service")
-    channel = grpc.insecure_channel(service.address)
-    service.stub = trip_pb2_grpc.TripServiceStub(channel)
-    yield service
-    channel.close()
-
-
-def start_trip(stub, rider):
-    pickup = trip_pb2.Coordinate(latitude=37.77, longitude=-122.41)
-    destination = trip_pb2.Coordinate(latitude=37.79, longitude=-122.39)
-    preview = stub.PreviewTrip(trip_pb2.PreviewTripRequest(userID=rider, startLocation=pickup, endLocation=destination), timeout=10)
-    sedan = next(f for f in preview.rideFares if f.packageSlug == "sedan")
-    return stub.CreateTrip(trip_pb2.CreateTripRequest(rideFareID=sedan.id, userID=rider), timeout=10).trip, sedan
-
-
-def answer(publisher, routing_key, driver_id, trip_id, rider):
-    """What the gateway publishes for a driver's answer."""
-    driver = new_driver(driver_id, "sedan").to_json()
-    publisher.publish(routing_key, driver_id, {"tripID": trip_id, "riderID": rider, "driver": driver})
-    return driver
-
-
-def unique(name):
-    return f"{name}-{uuid.uuid4().hex[:8]}"
-
-
-def about(trip_id):
-    return lambda key, headers, message: trip_id in (
-        message["data"].get("id"), message["data"].get("tripID"), message["data"].get("trip", {}).get("id"))
 
 
 def test_decline_then_accept_then_a_late_accept(trip_answers, amqp_tap, publisher):
@@ -54,15 +14,15 @@ def test_decline_then_accept_then_a_late_accept(trip_answers, amqp_tap, publishe
     trip, fare = start_trip(trip_answers.stub, rider)
 
     answer(publisher, contract.DRIVER_TRIP_DECLINE, "d-no", trip.id, rider)
-    key, headers, message = next_matching(tap, about(trip.id))
+    key, headers, message = next_matching(tap, about_trip(trip.id))
     assert (key, headers["owner"], message["data"]["declinedDriverIDs"], message["data"]["trip"]["status"]) == (
         contract.TRIP_DRIVER_NOT_INTERESTED, rider, ["d-no"], "pending")
 
     driver = answer(publisher, contract.DRIVER_TRIP_ACCEPT, "d-yes", trip.id, rider)
-    key, headers, message = next_matching(tap, about(trip.id))
+    key, headers, message = next_matching(tap, about_trip(trip.id))
     assert (key, headers["owner"], message["data"]["status"]) == (contract.TRIP_DRIVER_ASSIGNED, rider, "accepted")
     assert message["data"]["driver"] == {k: driver[k] for k in ("id", "name", "profilePicture", "carPlate")}
-    key, headers, message = next_matching(tap, about(trip.id))
+    key, headers, message = next_matching(tap, about_trip(trip.id))
     assert (key, headers["owner"], message["data"]) == (
         contract.PAYMENT_CREATE_SESSION, rider,
         {"tripID": trip.id, "userID": rider, "amount": round(fare.totalPriceInCents), "currency": "USD"})
