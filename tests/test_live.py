@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -44,15 +45,15 @@ def ride(osrm, tmp_path):
         def rider(self, user_id=None, url=base):
             return self.phone(f"/ws/riders?userID={user_id or new_id('rider')}", url)
 
-        def another_gateway(self):
-            """A second gateway replica, also with 2 workers; its base URL."""
-            replica, replica_url = start_gateway(env, tmp_path, workers=2, name="gateway-2")
+        def another_gateway(self, workers=2):
+            """A second gateway replica; its base URL."""
+            replica, replica_url = start_gateway(env, tmp_path, workers=workers, name="gateway-2")
             processes.append(replica)
             self.logs.append(replica)
             return replica_url
 
-        def driver(self, package="sedan", user_id=None):
-            phone = self.phone(f"/ws/drivers?userID={user_id or new_id('driver')}&packageSlug={package}")
+        def driver(self, package="sedan", user_id=None, url=base):
+            phone = self.phone(f"/ws/drivers?userID={user_id or new_id('driver')}&packageSlug={package}", url)
             phone.driver = phone.next(contract.DRIVER_REGISTER)["data"]
             return phone
 
@@ -230,3 +231,92 @@ def test_a_driver_who_leaves_is_unregistered(ride):
     wait_until(lambda: "unregistered" in ride.gateway_log(), message="the driver to be unregistered")
     ride.start_trip(rider_id, "suv")
     rider.next(contract.TRIP_NO_DRIVERS_FOUND)
+
+
+def rabbitmqctl(*args):
+    out = subprocess.run(["rabbitmqctl", "-q", *args, "--formatter", "json"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    return json.loads(out)
+
+
+def gateway_connections():
+    """[(process name, channels, connection)] of the gateway processes' broker connections."""
+    rows = rabbitmqctl("list_connections", "name", "client_properties", "channels")
+    named = [(_connection_name(row["client_properties"]), row["channels"], row["name"]) for row in rows]
+    return sorted(row for row in named if row[0] and row[0].startswith("gateway-"))
+
+
+def close_connections(names):
+    """Closes these connections from the broker's side, as a broker restart would."""
+    listing = subprocess.run(["rabbitmqctl", "-q", "list_connections", "name", "pid"],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    pids = dict(line.rsplit("\t", 1) for line in listing.splitlines() if "\t" in line)
+    for name in names:
+        subprocess.run(["rabbitmqctl", "-q", "close_connection", pids[name], "test drops the gateway"],
+                       check=True, capture_output=True, timeout=60)
+
+
+def _connection_name(client_properties):
+    # rabbitmqctl renders the AMQP table as [[key, type, value], ...]
+    return next((value for key, _type, value in client_properties if key == "connection_name"), None)
+
+
+def inbox_queues(user_ids):
+    vhost = urlsplit(AMQP_URL).path.lstrip("/") or "/"
+    names = [row["name"] for row in rabbitmqctl("list_queues", "-p", vhost, "name")]
+    return [name for name in names if name.split(".", 1)[-1] in user_ids]
+
+
+def test_a_user_who_leaves_leaves_nothing_behind(ride):
+    url = ride.another_gateway(workers=1)
+    stats = lambda: requests.get(f"{url}/live/stats", timeout=5).json()  # noqa: E731
+    # The worker's broker connection and gRPC channel, and their greenlets, exist from here on.
+    ride.rider(url=url).close()
+    ride.driver(url=url).close()
+    idle = wait_until(lambda: (s := stats())["inboxes"] == 0 and s, message="an idle worker")
+    connections_before = gateway_connections()
+
+    user_ids = {new_id("rider") for _ in range(30)} | {new_id("driver") for _ in range(5)}
+    riders = [ride.rider(user_id, url=url) for user_id in user_ids if user_id.startswith("rider")]
+    drivers = [ride.driver(user_id=user_id, url=url) for user_id in user_ids if user_id.startswith("driver")]
+    busy = stats()
+    assert busy["sockets"] == {"rider": 30, "driver": 5}
+    assert busy["consuming"] == 30 * 4 + 5
+    assert gateway_connections() == connections_before, "sockets share their worker's connections and channels"
+    assert len(inbox_queues(user_ids)) == 30 * 4 + 5
+
+    for phone in riders + drivers:
+        phone.close()
+    after = wait_until(lambda: (s := stats())["inboxes"] == 0 and s["greenlets"] <= idle["greenlets"] and s,
+                       message="every socket's inboxes and greenlets to be gone")
+    assert after["sockets"] == {"rider": 0, "driver": 0} and after["consuming"] == 0
+    assert gateway_connections() == connections_before
+    # After the reconnect window (3 s here) the broker holds nothing of theirs.
+    wait_until(lambda: not inbox_queues(user_ids), timeout=20, interval=0.5, message="the inbox queues to expire")
+
+
+def test_the_broker_dropping_the_gateway_loses_nothing_and_keeps_sockets_open(ride):
+    rider_id = new_id("rider")
+    rider = ride.rider(rider_id)
+    driver = ride.driver("luxury")
+    publisher = Publisher(AMQP_URL, "test")
+    try:
+        publisher.publish(contract.TRIP_CREATED, rider_id, {"id": "before"})
+        assert rider.next(contract.TRIP_CREATED)["data"]["id"] == "before"
+
+        dropped = gateway_connections()
+        close_connections(name for *_, name in dropped)
+        publisher.publish(contract.TRIP_CREATED, rider_id, {"id": "during"})
+        wait_until(lambda: len(now := gateway_connections()) >= len(dropped) and
+                   not {c for *_, c in now} & {c for *_, c in dropped},
+                   timeout=20, interval=0.5, message="the gateway to reconnect")
+        publisher.publish(contract.TRIP_CREATED, rider_id, {"id": "after"})
+    finally:
+        publisher.close()
+    assert [rider.next(contract.TRIP_CREATED)["data"]["id"] for _ in range(2)] == ["during", "after"]
+
+    # The sockets stayed open, and a driver's answer still gets through.
+    trip = ride.start_trip(rider_id, "luxury")
+    request = driver.next(contract.DRIVER_TRIP_REQUEST)["data"]
+    answer(driver, contract.DRIVER_TRIP_ACCEPT, request)
+    assert rider.next(contract.TRIP_DRIVER_ASSIGNED)["data"]["id"] == trip["id"]
