@@ -2,7 +2,7 @@ import itertools
 
 import pytest
 
-from tests.support import AmqpTap, FakeOsrm, start_trip_service
+from tests.support import AmqpTap, FakeOsrm, made_by, start_trip_service
 
 
 @pytest.fixture
