@@ -5,7 +5,7 @@ import os
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8081')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gevent"
+worker_class = "ridesync.gateway.gunicorn_worker.GatewayWorker"
 worker_connections = 20000
 graceful_timeout = 10
 timeout = 30

@@ -2,6 +2,7 @@
 HTTP server, a tap on the RabbitMQ exchange, and waiting with deadlines."""
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -120,6 +121,10 @@ def start_gateway(env, tmp_path, workers=1, name="gateway"):
     return process, base
 
 
+def gunicorn_worker_pids(process):
+    return [int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)", process.output())]
+
+
 class AmqpTap:
     """A private queue bound to the `trip` exchange: what was published."""
 
@@ -163,12 +168,14 @@ def osrm_route_payload(path_lonlat, distance=4200.0, duration=600.0):
 class FakeOsrm:
     """A real HTTP server on loopback standing in for OSRM. `mode` says how
     it answers: "ok", "503", "garbage", "no_route", "hang" (until the client
-    goes away or `release()`), or "gather" (hold each request until
-    `gather_size` are in flight at once, then answer all)."""
+    goes away or `release()`), "slow" (answer after `delay` seconds), or
+    "gather" (hold each request until `gather_size` are in flight at once,
+    then answer all)."""
 
     def __init__(self):
         self.mode = "ok"
         self.gather_size = 1
+        self.delay = 0.0
         self.requests = []
         self.answered_paths = []  # the [lon, lat] geometries it answered with, in order
         self.abandoned = []  # monotonic times at which a hanging request's client went away
@@ -217,6 +224,9 @@ class FakeOsrm:
         if mode == "hang":
             self._hang(handler)
             return
+        if mode == "slow":
+            self._released.wait(self.delay)
+            mode = "ok"
         if mode == "gather":
             with self._lock:
                 self._lock.wait_for(lambda: self.in_flight >= self.gather_size or self.max_in_flight >= self.gather_size, 10)

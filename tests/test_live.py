@@ -3,8 +3,6 @@ services, real RabbitMQ, phones on real WebSockets."""
 import json
 import re
 import subprocess
-import sys
-import uuid
 from urllib.parse import urlsplit
 
 import pytest
@@ -12,79 +10,8 @@ import requests
 
 from ridesync import contract
 from ridesync.rabbit import Publisher
-from tests.phone import Phone
-from tests.support import AMQP_URL, Process, free_port, start_gateway, start_service, wait_until
-
-PICKUP = {"latitude": 37.77, "longitude": -122.41}
-DESTINATION = {"latitude": 37.79, "longitude": -122.39}
-
-
-@pytest.fixture
-def ride(osrm, tmp_path):
-    """Every process of a ride, started for one test."""
-    trip_addr, driver_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    env = {"TRIP_SERVICE_ADDR": trip_addr, "DRIVER_SERVICE_ADDR": driver_addr, "OSRM_URL": osrm.url,
-           "RECONNECT_WINDOW": "3", "AMQP_URL": AMQP_URL}
-    processes = [
-        start_service("ridesync.trip", trip_addr, env, tmp_path),
-        start_service("ridesync.driver", driver_addr, env, tmp_path),
-    ]
-    processes.append(Process("payment", [sys.executable, "-m", "ridesync.payment"], env, tmp_path))
-    gateway, base = start_gateway(env, tmp_path, workers=2)
-    processes.append(gateway)
-    phones = []
-
-    class Ride:
-        url = base
-
-        def phone(self, path, url=base):
-            phone = Phone(url, path)
-            phones.append(phone)
-            return phone
-
-        def rider(self, user_id=None, url=base):
-            return self.phone(f"/ws/riders?userID={user_id or new_id('rider')}", url)
-
-        def another_gateway(self, workers=2):
-            """A second gateway replica; its base URL."""
-            replica, replica_url = start_gateway(env, tmp_path, workers=workers, name="gateway-2")
-            processes.append(replica)
-            self.logs.append(replica)
-            return replica_url
-
-        def driver(self, package="sedan", user_id=None, url=base):
-            phone = self.phone(f"/ws/drivers?userID={user_id or new_id('driver')}&packageSlug={package}", url)
-            phone.driver = phone.next(contract.DRIVER_REGISTER)["data"]
-            return phone
-
-        def start_trip(self, rider_id, package="sedan"):
-            preview = requests.post(f"{base}/trip/preview", timeout=15, data=json.dumps(
-                {"userID": rider_id, "pickup": PICKUP, "destination": DESTINATION}))
-            assert preview.status_code == 201, preview.text
-            fare = next(f for f in preview.json()["data"]["rideFares"] if f["packageSlug"] == package)
-            start = requests.post(f"{base}/trip/start", timeout=15,
-                                  data=json.dumps({"rideFareID": fare["id"], "userID": rider_id}))
-            assert start.status_code == 201, start.text
-            return start.json()["data"]["trip"]
-
-        logs = [gateway]
-
-        def gateway_log(self):
-            return "".join(process.output() for process in self.logs)
-
-    yield Ride()
-    for phone in phones:
-        phone.close()
-    for process in reversed(processes):
-        process.stop()
-
-
-def new_id(role):
-    return f"{role}-{uuid.uuid4().hex[:10]}"
-
-
-def answer(driver, kind, trip):
-    driver.send(kind, {"tripID": trip["id"], "riderID": trip["userID"], "driver": driver.driver})
+from tests.ride import answer, new_id, ride  # noqa: F401,F811 (ride is a fixture)
+from tests.support import AMQP_URL, wait_until
 
 
 def test_a_whole_ride(ride):

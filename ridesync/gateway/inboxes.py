@@ -15,7 +15,6 @@ import uuid
 from collections import namedtuple
 
 import gevent
-import pika
 from gevent.event import Event
 from gevent.queue import Queue
 from pika.adapters.gevent_connection import GeventConnection
@@ -120,6 +119,10 @@ class Inboxes:
             self.close(inbox)
         if self._connection is not None and self._connection.is_open:
             self._connection.close()
+
+    @property
+    def stopped(self):
+        return self._stopping and (self._connection is None or self._connection.is_closed)
 
     @property
     def open_count(self):

@@ -35,6 +35,8 @@ def open_line():
     is registered, so that once the socket is open nothing meant for it is missed."""
     if not request.path.startswith("/ws/"):
         return
+    if _worker().draining:
+        raise ApiError(503, "unavailable", "this gateway is shutting down; reconnect")
     user_id = body.identifier(request.args, "userID")
     if request.path == "/ws/riders":
         g.line = Line("rider", user_id, contract.RIDER_NOTIFICATIONS)
@@ -56,6 +58,7 @@ def close_line(_exc):
     driver = g.pop("driver", None)
     if driver is not None and not line.replaced:  # a newer socket holds the registration now
         _unregister(driver)
+    _worker().lines.discard(line)
 
 
 @sock.route("/ws/riders", bp=bp)
@@ -95,6 +98,7 @@ class Line:
         self.role, self.user_id = role, user_id
         self.phone = None
         self._worker = _worker()
+        self._worker.lines.add(self)
         self._writers = []
         inboxes = self._worker.inboxes
         self._inboxes = [inboxes.open(user_id, kind, key) for kind, key in kinds.items()]

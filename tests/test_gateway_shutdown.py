@@ -1,0 +1,51 @@
+"""Stopping the gateway with real gunicorn and real signals: in-flight HTTP
+requests get their answers, sockets get 1001 at once, drivers are
+unregistered, and the worker leaves nothing on the broker."""
+import json
+import signal
+import threading
+
+import pytest
+import requests
+
+from ridesync import contract
+from tests.ride import PICKUP, DESTINATION, new_id, ride  # noqa: F401,F811 (ride is a fixture)
+from tests.support import gunicorn_worker_pids, start_gateway, wait_until
+from tests.test_live import gateway_connections
+
+# "Promptly": far inside the 10 s graceful timeout, with room for a loaded CI machine.
+PROMPTLY = 3.0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopping_gateway_answers_in_flight_requests_and_closes_sockets_going_away(ride, osrm, tmp_path, signum):
+    gateway, url = start_gateway(ride.process_env, tmp_path, workers=2, name=f"stopping-{signum.name}")
+    rider = ride.rider(url=url)
+    driver = ride.driver("luxury", url=url)
+    workers = {f"gateway-{pid}" for pid in gunicorn_worker_pids(gateway)}
+    assert {name for name, *_ in gateway_connections()} & workers, "the sockets' worker is on the broker"
+
+    osrm.mode, osrm.delay = "slow", 3.0
+    preview = {}
+    in_flight = threading.Thread(target=lambda: preview.update(response=requests.post(
+        f"{url}/trip/preview", timeout=15,
+        data=json.dumps({"userID": new_id("rider"), "pickup": PICKUP, "destination": DESTINATION}))))
+    in_flight.start()
+    wait_until(lambda: osrm.requests, message="the preview to reach OSRM")
+
+    gateway.signal(signum)
+    assert rider.closed_with(timeout=PROMPTLY) == (1001, "server shutting down; reconnect")
+    assert driver.closed_with(timeout=PROMPTLY) == (1001, "server shutting down; reconnect")
+
+    in_flight.join(15)
+    if signum is signal.SIGTERM:  # a quick stop (SIGINT) does not wait for slow requests
+        assert preview["response"].status_code == 201
+    assert gateway.proc.wait(10) == 0
+    assert not {name for name, *_ in gateway_connections()} & workers, "the worker left connections behind"
+
+    # The driver is gone from DriverService: a trip for their package finds no one.
+    rider_id = new_id("rider")
+    rider = ride.rider(rider_id)
+    osrm.mode = "ok"
+    ride.start_trip(rider_id, "luxury")
+    assert rider.next(contract.TRIP_NO_DRIVERS_FOUND)
