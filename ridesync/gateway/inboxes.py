@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 PREFETCH = 16  # unacked deliveries per inbox consumer: bounds memory for slow sockets
 RECONNECT_PAUSE = 1.0
 
-Delivery = namedtuple("Delivery", "channel tag message_id type data")
+Delivery = namedtuple("Delivery", "channel tag message_id type data headers")
 
 
 class Inbox:
@@ -152,7 +152,7 @@ class Inboxes:
     def _on_channel_open(self, channel):
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_cancel_callback(lambda frame: self._on_broker_cancel(channel, frame))
-        channel.exchange_declare(contract.GATEWAY_SESSIONS_EXCHANGE, "fanout", durable=True)
+        rabbit.declare_topology(channel)  # the gateway may be the first process up
         channel.queue_declare("", exclusive=True, auto_delete=True,
                               callback=lambda ok: self._on_session_queue(channel, ok.method.queue))
 
@@ -172,7 +172,11 @@ class Inboxes:
             return
         self._lost_channel()
         if not self._stopping and self._connection is not None and self._connection.is_open:
-            log.warning("inbox channel closed (%s); reopening", reason)
+            log.warning("inbox channel closed (%s); reopening in %.0fs", reason, RECONNECT_PAUSE)
+            gevent.spawn_later(RECONNECT_PAUSE, self._reopen_channel)
+
+    def _reopen_channel(self):
+        if not self._stopping and self._connection is not None and self._connection.is_open:
             self._connection.channel(on_open_callback=self._on_channel_open)
 
     def _lost_channel(self):
@@ -215,7 +219,7 @@ class Inboxes:
             channel.basic_ack(method.delivery_tag)
             return
         kind = (props.headers or {}).get("type") or method.routing_key
-        inbox._take(Delivery(channel, method.delivery_tag, props.message_id, kind, data))
+        inbox._take(Delivery(channel, method.delivery_tag, props.message_id, kind, data, props.headers or {}))
 
     def _on_session_notice(self, _channel, _method, _props, body):
         try:

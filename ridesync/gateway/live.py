@@ -11,8 +11,8 @@ import grpc
 from flask import Blueprint, current_app, g, jsonify, request
 from flask_sock import Sock
 
-from ridesync import contract
-from ridesync.gateway import body
+from ridesync import contract, metrics
+from ridesync.gateway import body, observed
 from ridesync.gateway.errors import ApiError, invalid
 from ridesync.gateway.frames import DRIVER_FRAME_TYPES, RIDER_FRAME_TYPES, BadFrame, read_frame
 from ridesync.gateway.phones import Phone, deliver
@@ -102,8 +102,11 @@ class Line:
         self._writers = []
         inboxes = self._worker.inboxes
         self._inboxes = [inboxes.open(user_id, kind, key) for kind, key in kinds.items()]
+        with gevent.Timeout(INBOX_READY_TIMEOUT, False):
+            for inbox in self._inboxes:
+                inbox.ready.wait()
         for inbox in self._inboxes:
-            if not inbox.ready.wait(INBOX_READY_TIMEOUT):
+            if not inbox.ready.is_set():
                 log.warning("inbox %s is not on the broker yet; it will be when the broker answers", inbox.queue)
 
     @property
@@ -114,6 +117,7 @@ class Line:
         """The socket is open: first, if given, is the (type, data) frame it gets before any other."""
         self.phone = Phone(ws, self.role, self.user_id)
         self._worker.switchboard.connect(self.phone)
+        metrics.socket_opened(self.role)
         self._worker.inboxes.announce(self.role, self.user_id, self.phone.session)
         log.info("%s %s connected", self.role, self.user_id)
         if first is not None:
@@ -130,6 +134,7 @@ class Line:
             inbox.close()
         if self.phone is not None:
             self._worker.switchboard.disconnect(self.phone)
+            metrics.socket_closed(self.role)
             log.info("%s %s disconnected (close code %s%s)", self.role, self.user_id,
                      self.phone.close_code, ", replaced" if self.phone.replaced else "")
 
@@ -139,6 +144,7 @@ def _answer_bad_frame(phone, handle):
         handle()
     except BadFrame as exc:
         log.info("%s %s sent a bad frame: %s", phone.role, phone.user_id, exc.message)
+        metrics.FRAMES_REJECTED.labels(exc.code).inc()
         phone.send_error(exc.code, exc.message)
 
 
@@ -157,12 +163,13 @@ def _handle_driver_frame(phone, raw):
         except grpc.RpcError as exc:
             raise BadFrame(exc.code().name.lower(), f"{kind} not applied: {exc.details()}") from None
         return
-    try:
-        _worker().publisher.publish(kind, phone.user_id, data)
-    except PublishFailed as exc:
-        log.error("driver %s: %s not forwarded: %s", phone.user_id, kind, exc)
-        raise BadFrame("unavailable", f"{kind} could not be forwarded; send it again") from None
-    log.info("driver %s answered %s for trip %s", phone.user_id, kind, data["tripID"])
+    with observed.answering(phone.user_id, data["tripID"]):
+        try:
+            _worker().publisher.publish(kind, phone.user_id, data)
+        except PublishFailed as exc:
+            log.error("driver %s: %s not forwarded: %s", phone.user_id, kind, exc)
+            raise BadFrame("unavailable", f"{kind} could not be forwarded; send it again") from None
+        log.info("driver %s answered %s for trip %s", phone.user_id, kind, data["tripID"])
 
 
 def _register(driver_id, package):

@@ -11,6 +11,8 @@ import gevent
 from gevent.lock import Semaphore
 from simple_websocket import ConnectionClosed
 
+from ridesync.gateway import observed
+
 log = logging.getLogger(__name__)
 
 REPLACED = (4000, "replaced by a newer connection")
@@ -108,10 +110,11 @@ def deliver(phone, inbox):
     for delivery in inbox:
         if phone.first_time(delivery.message_id):
             try:
-                phone.send(delivery.type, delivery.data)
+                with observed.delivering(phone, delivery):
+                    phone.send(delivery.type, delivery.data)
+                    log.info("%s -> %s %s", delivery.type, phone.role, phone.user_id)
             except (ConnectionClosed, OSError):
                 return  # left unacked: the broker keeps it for the next socket
-            log.info("%s -> %s %s", delivery.type, phone.role, phone.user_id)
         inbox.ack(delivery)
 
 

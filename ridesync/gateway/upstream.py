@@ -2,8 +2,7 @@
 use (never before gunicorn forks), shared by every request."""
 import os
 
-import grpc
-
+from ridesync import grpc_telemetry
 from ridesync.pb import driver_pb2_grpc, trip_pb2_grpc
 
 CALL_DEADLINE = 5.0  # seconds, for every call that does not say otherwise
@@ -27,7 +26,7 @@ class Upstream:
         if self._pid != os.getpid():  # a forked child never reuses its parent's channels
             self._pid, self._channels = os.getpid(), {}
         if address not in self._channels:
-            self._channels[address] = grpc.insecure_channel(address)
+            self._channels[address] = grpc_telemetry.channel(address)
         return self._channels[address]
 
     def close(self):
