@@ -19,10 +19,29 @@ def post_worker_init(worker):
     # gRPC object exists (they are made lazily, on first use).
     from grpc.experimental import gevent as grpc_gevent
 
-    from ridesync import logs
+    from ridesync import logs, telemetry
 
     grpc_gevent.init_gevent()
     logs.configure("gateway")
+    telemetry.start_gateway(worker.wsgi)
+
+
+def on_starting(server):
+    from ridesync import multiproc
+
+    multiproc.start()  # before any worker imports prometheus_client
+
+
+def child_exit(server, worker):
+    from ridesync import multiproc
+
+    multiproc.worker_gone(worker.pid)
+
+
+def on_exit(server):
+    from ridesync import multiproc
+
+    multiproc.stop()
 
 
 def when_ready(server):

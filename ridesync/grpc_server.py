@@ -9,13 +9,15 @@ from contextlib import contextmanager
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from ridesync import grpc_telemetry
+
 log = logging.getLogger(__name__)
 GRACE_SECONDS = 10
 
 
 def start(address, add_servicers, service_names, max_workers=64):
     """A started server; add_servicers(server) registers the services."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=grpc_telemetry.server_interceptors())
     add_servicers(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -10,7 +10,7 @@ import uuid
 import pika
 from pika.exceptions import AMQPConnectionError, AMQPChannelError, NackError, UnroutableError
 
-from ridesync import contract
+from ridesync import contract, telemetry
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ def message_properties(routing_key, owner_id, headers=None):
             "owner": owner_id,
             "type": routing_key,
             "BCC": [contract.inbox_routing_key(owner_id, routing_key)],
+            **telemetry.message_headers(),
             **(headers or {}),
         },
     )
@@ -89,6 +90,7 @@ class Publisher:
         self._stopped = threading.Event()
         self._heartbeat = None
 
+    @telemetry.published
     def publish(self, routing_key, owner_id, data, headers=None):
         """Returns once the broker has confirmed the message; raises
         PublishFailed when it was refused, unroutable, or the broker is down."""
@@ -220,6 +222,7 @@ class WorkQueueConsumer:
         log.info("consumer %s taking messages from %s", self._name, self._queue)
         channel.start_consuming()
 
+    @telemetry.consumed
     def _on_message(self, channel, method, properties, body):
         try:
             owner_id, data = contract.open_envelope(body)

@@ -2,7 +2,7 @@
 from flask import Flask
 from flask_cors import CORS
 
-from ridesync.gateway import errors, health, live, trips
+from ridesync.gateway import errors, health, live, observed, trips
 from ridesync.gateway.upstream import Upstream
 from ridesync.gateway.worker import Worker
 from ridesync.settings import Settings
@@ -26,8 +26,10 @@ def create_app(settings=None):
         app,
         origins=list(settings.cors_origins),
         methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
-        allow_headers=["Content-Type", "Authorization"],
+        allow_headers=["Content-Type", "Authorization", "X-Request-ID", "traceparent", "tracestate"],
+        expose_headers=["X-Request-ID"],
     )
+    observed.register(app)
     errors.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(trips.bp)

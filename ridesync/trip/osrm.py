@@ -9,6 +9,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from ridesync import metrics
 from ridesync.trip.routing import CallerGone, NoRoute, RouteUnavailable, parse_osrm_route
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ class OsrmClient:
         self._base_url = base_url
         self._timeout = timeout
 
+    @metrics.osrm_call
     def fetch_route(self, pickup, destination, time_left=None, on_caller_gone=None):
         """The road route, or RouteUnavailable / NoRoute.
 

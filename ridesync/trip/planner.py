@@ -6,6 +6,7 @@ import threading
 
 from circuitbreaker import CircuitBreaker
 
+from ridesync import metrics
 from ridesync.trip.routing import CallerGone, NoRoute, RouteUnavailable, estimate_route
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ class RoutePlanner:
         )
         self._state_lock = threading.Lock()
         self._reported_state = self._breaker.state
+        metrics.breaker_state(self._reported_state)
         if not enabled:
             log.warning("OSRM is switched off (OSRM_ENABLED=false): every route is an estimate")
 
@@ -56,6 +58,7 @@ class RoutePlanner:
             if state == self._reported_state:
                 return
             previous, self._reported_state = self._reported_state, state
+        metrics.breaker_state(state)
         log.warning(
             "OSRM circuit breaker %s -> %s (%d consecutive failures; last: %s)",
             previous, state, self._breaker.failure_count, self._breaker.last_failure,
