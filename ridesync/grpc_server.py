@@ -17,7 +17,9 @@ GRACE_SECONDS = 10
 
 def start(address, add_servicers, service_names, max_workers=64):
     """A started server; add_servicers(server) registers the services."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=grpc_telemetry.server_interceptors())
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=grpc_telemetry.server_interceptors()
+    )
     add_servicers(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -1,0 +1,70 @@
+"""What the gateway shows of itself: GET /metrics, each request's id (the
+X-Request-ID header, or a new one) in its log lines, its answer and
+whatever it causes, and its latency; and the trace and request id of each
+trip request a driver was sent, which their answer continues."""
+import time
+from collections import OrderedDict
+from contextlib import ExitStack, contextmanager
+
+from flask import Blueprint, Response, g, request
+
+from ridesync import contract, logs, metrics, telemetry
+
+bp = Blueprint("observed", __name__)
+ASKED_MEMORY = 4096  # trip requests remembered per worker for the drivers' answers
+
+_asked = OrderedDict()  # (driver id, trip id) -> message headers of the delivery
+
+
+def register(app):
+    app.before_request(_begin)
+    app.after_request(_answer)
+    app.teardown_request(_end)
+    app.register_blueprint(bp)
+
+
+@bp.get("/metrics")
+def exposition():
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)
+
+
+def _begin():
+    g.started = time.perf_counter()
+    g.request_log = ExitStack()
+    request_id = logs.request_id_from(request.headers.get(logs.REQUEST_ID_HEADER))
+    g.request_log.enter_context(logs.bound(request_id=request_id))
+
+
+def _answer(response):
+    response.headers[logs.REQUEST_ID_HEADER] = logs.ride_field("request_id")
+    if not request.path.startswith("/ws/"):  # a socket's lifetime is no latency
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.http_request(request.method, endpoint, response.status_code, g.started)
+    return response
+
+
+def _end(_exc):
+    request_log = g.pop("request_log", None)
+    if request_log is not None:
+        request_log.close()
+
+
+@contextmanager
+def delivering(phone, delivery):
+    """An inbox delivery on its way to a phone: traced and logged as the
+    message's, counted once written."""
+    with telemetry.received(delivery.type, delivery.headers, phone.user_id, delivery.data):
+        yield
+        metrics.EVENTS_DELIVERED.labels(delivery.type).inc()
+        if delivery.type == contract.DRIVER_TRIP_REQUEST:
+            _asked[(phone.user_id, telemetry.trip_of(delivery.data))] = telemetry.message_headers()
+            while len(_asked) > ASKED_MEMORY:
+                _asked.popitem(last=False)
+
+
+@contextmanager
+def answering(driver_id, trip_id):
+    """A driver's answer to a trip request: in the trace of that request."""
+    with telemetry.resumed(_asked.get((driver_id, trip_id), {})):
+        yield

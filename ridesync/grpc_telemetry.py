@@ -1,0 +1,72 @@
+"""What every gRPC call carries and records, on both sides: its span
+(OpenTelemetry's interceptors, when tracing is on), the request id in its
+metadata, and its outcome in metrics."""
+import grpc
+
+from ridesync import logs, metrics, telemetry
+
+
+def channel(address):
+    """An insecure channel to address whose calls are observed."""
+    observed = grpc.intercept_channel(grpc.insecure_channel(address), _ClientSide())
+    if not telemetry.tracing_on():
+        return observed
+    from opentelemetry.instrumentation.grpc import client_interceptor
+    from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
+
+    return intercept_channel(observed, client_interceptor(filter_=_not_health_checks()))
+
+
+def server_interceptors():
+    observed = [_ServerSide()]
+    if not telemetry.tracing_on():
+        return observed
+    from opentelemetry.instrumentation.grpc import server_interceptor
+
+    return [server_interceptor(filter_=_not_health_checks()), *observed]
+
+
+def _not_health_checks():
+    from opentelemetry.instrumentation.grpc import filters
+
+    return filters.negate(filters.health_check())
+
+
+class _ClientSide(grpc.UnaryUnaryClientInterceptor):
+    def intercept_unary_unary(self, continuation, details, request):
+        request_id = logs.ride_field("request_id")
+        if request_id:
+            details = details._replace(metadata=[*(details.metadata or ()), (logs.REQUEST_ID_HEADER, request_id)])
+        call = continuation(details, request)
+        call.add_done_callback(lambda done: metrics.grpc_call("client", details.method, done.code()))
+        return call
+
+
+class _ServerSide(grpc.ServerInterceptor):
+    """Each call's log lines carry its request id (the caller's, or a new
+    one) and its user; its outcome is counted."""
+
+    def intercept_service(self, continuation, details):
+        handler = continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        request_id = logs.request_id_from(dict(details.invocation_metadata).get(logs.REQUEST_ID_HEADER))
+        answer = handler.unary_unary
+
+        def observed(request, context):
+            with logs.bound(request_id=request_id, user=_user_of(request)):
+                try:
+                    response = answer(request, context)
+                except Exception:
+                    metrics.grpc_call("server", details.method, context.code() or grpc.StatusCode.UNKNOWN)
+                    raise
+            metrics.grpc_call("server", details.method, context.code() or grpc.StatusCode.OK)
+            return response
+
+        return grpc.unary_unary_rpc_method_handler(
+            observed, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
+
+
+def _user_of(request):
+    return getattr(request, "userID", None) or getattr(request, "driverID", None)
