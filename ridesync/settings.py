@@ -7,6 +7,10 @@ def _bool(value):
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _port(value):
+    return int(value) if value else None
+
+
 @dataclass(frozen=True)
 class Settings:
     port: int
@@ -22,6 +26,9 @@ class Settings:
     fare_ttl: float
     reconnect_window: float
     ws_ping_interval: float
+    trip_metrics_port: int | None  # None: the service serves no metrics
+    driver_metrics_port: int | None
+    payment_metrics_port: int | None
 
     @classmethod
     def from_env(cls, env=None):
@@ -41,4 +48,7 @@ class Settings:
             fare_ttl=float(env.get("FARE_TTL", "900")),
             reconnect_window=float(env.get("RECONNECT_WINDOW", "30")),
             ws_ping_interval=float(env.get("WS_PING_INTERVAL", "25")),
+            trip_metrics_port=_port(env.get("TRIP_METRICS_PORT")),
+            driver_metrics_port=_port(env.get("DRIVER_METRICS_PORT")),
+            payment_metrics_port=_port(env.get("PAYMENT_METRICS_PORT")),
         )

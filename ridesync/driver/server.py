@@ -5,7 +5,7 @@ import logging
 import grpc
 from google.protobuf import json_format
 
-from ridesync import contract, grpc_server, logs
+from ridesync import contract, grpc_server, logs, telemetry
 from ridesync.driver.dispatch import Dispatcher
 from ridesync.driver.pool import DriverNotFound, DriverPool
 from ridesync.pb import driver_pb2, driver_pb2_grpc
@@ -56,6 +56,7 @@ def _message(driver):
 def main():
     logs.configure("driver")
     settings = Settings.from_env()
+    telemetry.start("driver", settings.driver_metrics_port)
     pool = DriverPool()
     publisher = Publisher(settings.amqp_url, "driver-service")
     server = grpc_server.start(

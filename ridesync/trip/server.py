@@ -5,7 +5,7 @@ import logging
 import grpc
 from google.protobuf import json_format
 
-from ridesync import contract, grpc_server, logs
+from ridesync import contract, grpc_server, logs, telemetry
 from ridesync.pb import trip_pb2, trip_pb2_grpc
 from ridesync.rabbit import PublishFailed, Publisher, WorkQueueConsumer
 from ridesync.trip.answers import DriverAnswers
@@ -82,6 +82,7 @@ def build(settings):
 def main():
     logs.configure("trip")
     settings = Settings.from_env()
+    telemetry.start("trip", settings.trip_metrics_port)
     trips, publisher = build(settings)
     server = grpc_server.start(
         settings.trip_service_addr,
