@@ -54,12 +54,12 @@ def ride(osrm, tmp_path):
             phone.driver = phone.next(contract.DRIVER_REGISTER)["data"]
             return phone
 
-        def start_trip(self, rider_id, package="sedan"):
-            preview = requests.post(f"{base}/trip/preview", timeout=15, data=json.dumps(
+        def start_trip(self, rider_id, package="sedan", headers=None):
+            preview = requests.post(f"{base}/trip/preview", timeout=15, headers=headers, data=json.dumps(
                 {"userID": rider_id, "pickup": PICKUP, "destination": DESTINATION}))
             assert preview.status_code == 201, preview.text
             fare = next(f for f in preview.json()["data"]["rideFares"] if f["packageSlug"] == package)
-            start = requests.post(f"{base}/trip/start", timeout=15,
+            start = requests.post(f"{base}/trip/start", timeout=15, headers=headers,
                                   data=json.dumps({"rideFareID": fare["id"], "userID": rider_id}))
             assert start.status_code == 201, start.text
             return start.json()["data"]["trip"]
