@@ -168,9 +168,15 @@ def rabbitmqctl(*args):
 
 def gateway_connections():
     """[(process name, channels, connection)] of the gateway processes' broker connections."""
-    rows = rabbitmqctl("list_connections", "name", "client_properties", "channels")
-    named = [(_connection_name(row["client_properties"]), row["channels"], row["name"]) for row in rows]
-    return sorted(row for row in named if row[0] and row[0].startswith("gateway-"))
+    return [row for row in our_connections() if row[0].startswith("gateway-")]
+
+
+def our_connections():
+    """[(process name, channels, connection)] of every connection to this test run's vhost."""
+    vhost = urlsplit(AMQP_URL).path.lstrip("/") or "/"
+    rows = rabbitmqctl("list_connections", "name", "vhost", "client_properties", "channels")
+    return sorted((_connection_name(row["client_properties"]) or "", row["channels"], row["name"])
+                  for row in rows if row["vhost"] == vhost)
 
 
 def close_connections(names):
@@ -179,8 +185,9 @@ def close_connections(names):
                              capture_output=True, text=True, timeout=60, check=True).stdout
     pids = dict(line.rsplit("\t", 1) for line in listing.splitlines() if "\t" in line)
     for name in names:
-        subprocess.run(["rabbitmqctl", "-q", "close_connection", pids[name], "test drops the gateway"],
-                       check=True, capture_output=True, timeout=60)
+        if name in pids:  # one that closed meanwhile needs no closing
+            subprocess.run(["rabbitmqctl", "-q", "close_connection", pids[name], "test drops the connection"],
+                           capture_output=True, timeout=60)
 
 
 def _connection_name(client_properties):
@@ -224,7 +231,7 @@ def test_a_user_who_leaves_leaves_nothing_behind(ride):
     wait_until(lambda: not inbox_queues(user_ids), timeout=20, interval=0.5, message="the inbox queues to expire")
 
 
-def test_the_broker_dropping_the_gateway_loses_nothing_and_keeps_sockets_open(ride):
+def test_the_broker_dropping_every_connection_loses_nothing_and_keeps_sockets_open(ride):
     rider_id = new_id("rider")
     rider = ride.rider(rider_id)
     driver = ride.driver("luxury")
@@ -234,7 +241,7 @@ def test_the_broker_dropping_the_gateway_loses_nothing_and_keeps_sockets_open(ri
         assert rider.next(contract.TRIP_CREATED)["data"]["id"] == "before"
 
         dropped = gateway_connections()
-        close_connections(name for *_, name in dropped)
+        close_connections(name for *_, name in our_connections())  # gateway, services, this test
         publisher.publish(contract.TRIP_CREATED, rider_id, {"id": "during"})
         wait_until(lambda: len(now := gateway_connections()) >= len(dropped) and
                    not {c for *_, c in now} & {c for *_, c in dropped},
@@ -244,8 +251,25 @@ def test_the_broker_dropping_the_gateway_loses_nothing_and_keeps_sockets_open(ri
         publisher.close()
     assert [rider.next(contract.TRIP_CREATED)["data"]["id"] for _ in range(2)] == ["during", "after"]
 
-    # The sockets stayed open, and a driver's answer still gets through.
+    # The sockets stayed open, and every service's consumers and publishers came back.
     trip = ride.start_trip(rider_id, "luxury")
     request = driver.next(contract.DRIVER_TRIP_REQUEST)["data"]
     answer(driver, contract.DRIVER_TRIP_ACCEPT, request)
     assert rider.next(contract.TRIP_DRIVER_ASSIGNED)["data"]["id"] == trip["id"]
+    assert rider.next(contract.PAYMENT_SESSION_CREATED)["data"]["tripID"] == trip["id"]
+
+
+def test_a_phone_that_stops_answering_pings_is_dropped(ride):
+    url = ride.another_gateway(workers=1, WS_PING_INTERVAL="0.5")
+    riders = lambda: requests.get(f"{url}/live/stats", timeout=5).json()["sockets"]["rider"]  # noqa: E731
+    ride.rider(url=url)  # never reads, so never answers a ping
+    answering = ride.rider(url=url)
+    assert riders() == 2
+
+    def answering_reads_and_silent_is_gone():
+        assert answering.poll(timeout=0.1) is None  # reading answers the server's pings
+        return riders() == 1
+
+    wait_until(answering_reads_and_silent_is_gone, message="the silent phone to be dropped")
+    for _ in range(10):  # a few ping intervals on, the phone that answers is still there
+        assert answering_reads_and_silent_is_gone()
