@@ -3,6 +3,10 @@ and AMQP connection is made inside a worker, after the fork."""
 import logging
 import os
 
+from ridesync import multiproc
+
+multiproc.start()  # first: the worker class brings prometheus_client into the master
+
 bind = f"0.0.0.0:{os.environ.get('PORT', '8081')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "ridesync.gateway.gunicorn_worker.GatewayWorker"
@@ -26,21 +30,11 @@ def post_worker_init(worker):
     telemetry.start_gateway(worker.wsgi)
 
 
-def on_starting(server):
-    from ridesync import multiproc
-
-    multiproc.start()  # before any worker imports prometheus_client
-
-
 def child_exit(server, worker):
-    from ridesync import multiproc
-
     multiproc.worker_gone(worker.pid)
 
 
 def on_exit(server):
-    from ridesync import multiproc
-
     multiproc.stop()
 
 

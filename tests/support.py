@@ -157,6 +157,22 @@ class AmqpTap:
             self._connection.close()
 
 
+def serve_http(handler_class):
+    """A real HTTP server on loopback, serving from a thread of its own: (server, base URL)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def answer_http(handler, status, body, content_type="application/json"):
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 def osrm_route_payload(path_lonlat, distance=4200.0, duration=600.0):
     return {
         "code": "Ok",
@@ -183,10 +199,7 @@ class FakeOsrm:
         self.max_in_flight = 0
         self._lock = threading.Condition()
         self._released = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server, self.url = serve_http(self._handler_class())
 
     def release(self):
         self._released.set()
@@ -252,13 +265,7 @@ class FakeOsrm:
                 self.abandoned.append(time.monotonic())
                 return
 
-    @staticmethod
-    def _send(handler, status, body):
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
+    _send = staticmethod(answer_http)
 
 
 # --- helpers shared by the trip-service and gateway tests ----------------------
