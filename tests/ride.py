@@ -42,9 +42,9 @@ def ride(osrm, tmp_path):
         def rider(self, user_id=None, url=base):
             return self.phone(f"/ws/riders?userID={user_id or new_id('rider')}", url)
 
-        def another_gateway(self, workers=2):
-            """A second gateway replica; its base URL."""
-            replica, replica_url = start_gateway(env, tmp_path, workers=workers, name="gateway-2")
+        def another_gateway(self, workers=2, **settings):
+            """A second gateway replica, with these settings too; its base URL."""
+            replica, replica_url = start_gateway({**env, **settings}, tmp_path, workers=workers, name="gateway-2")
             processes.append(replica)
             self.logs.append(replica)
             return replica_url
