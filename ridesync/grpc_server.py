@@ -1,7 +1,7 @@
 """Running a gRPC service process: the server with its health service,
-started on an address and stopped gracefully on SIGTERM or SIGINT."""
+started on an address, counting its calls in flight so that a stop can say
+what it drained."""
 import logging
-import signal
 import threading
 from concurrent import futures
 from contextlib import contextmanager
@@ -12,13 +12,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from ridesync import grpc_telemetry
 
 log = logging.getLogger(__name__)
-GRACE_SECONDS = 10
 
 
 def start(address, add_servicers, service_names, max_workers=64):
-    """A started server; add_servicers(server) registers the services."""
+    """A started Server; add_servicers(server) registers the services."""
+    calls = CallsInFlight()
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=grpc_telemetry.server_interceptors()
+        futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=[*grpc_telemetry.server_interceptors(), calls]
     )
     add_servicers(server)
     health_servicer = health.HealthServicer()
@@ -28,22 +28,52 @@ def start(address, add_servicers, service_names, max_workers=64):
     if server.add_insecure_port(address) == 0:
         raise SystemExit(f"cannot listen on {address}")
     server.start()
-    return server
+    return Server(server, health_servicer, calls)
 
 
-def wait_for_stop_signal():
-    """Blocks until SIGTERM or SIGINT; returns the signal's name."""
-    received = []
-    stop = threading.Event()
+class Server:
+    """A started gRPC server and its health service."""
 
-    def on_signal(signum, _frame):
-        received.append(signal.Signals(signum).name)
-        stop.set()
+    def __init__(self, server, health_servicer, calls):
+        self._server = server
+        self._health = health_servicer
+        self.calls = calls
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    stop.wait()
-    return received[0]
+    def stop(self, grace):
+        """Health says NOT_SERVING and new calls are refused at once; the
+        calls in flight get grace seconds to finish. Returns an Event set
+        when they have (or were cut at the grace)."""
+        self._health.enter_graceful_shutdown()
+        return self._server.stop(grace)
+
+
+class CallsInFlight(grpc.ServerInterceptor):
+    """Counts the unary calls being handled."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def __len__(self):
+        return self._count
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        return handler._replace(unary_unary=self._counted(handler.unary_unary))
+
+    def _counted(self, behavior):
+        def counted(request, context):
+            with self._lock:
+                self._count += 1
+            try:
+                return behavior(request, context)
+            finally:
+                with self._lock:
+                    self._count -= 1
+
+        return counted
 
 
 @contextmanager

@@ -175,6 +175,7 @@ class WorkQueueConsumer:
     not confirm (PublishFailed), puts it back on the queue."""
 
     RECONNECT_PAUSE = 1.0
+    CLOSE_WAIT = 1.0  # seconds stop() gives the thread to close its connection cleanly
 
     def __init__(self, url, queue, handle, name):
         self._url = url
@@ -182,6 +183,10 @@ class WorkQueueConsumer:
         self._handle = handle
         self._name = name
         self._stopped = threading.Event()
+        self._handling = threading.Lock()  # held from delivery to ack
+        self._in_hand = None  # "routing key of owner" while a message is handled
+        self._drained = None  # the message that was in hand when stop() came, once finished
+        self._broker_lost = False  # warned once; quiet until connected again
         self._connection = None
         self._channel = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -191,22 +196,34 @@ class WorkQueueConsumer:
         return self
 
     def stop(self, timeout=10):
-        """Stops taking messages; the one in hand is finished and acked first."""
+        """Stops taking messages at once. The message in hand, if any, is
+        finished and acked within timeout, or else left unacked for the
+        broker to redeliver. Returns promptly when nothing is in hand, even
+        while the broker is unreachable. Returns what became of it."""
         self._stopped.set()
+        self._cancel_consuming()
+        if not self._handling.acquire(timeout=timeout):
+            return f"{self._queue}: {self._in_hand} still in hand after {timeout:.0f}s, left for redelivery"
+        self._thread.join(self.CLOSE_WAIT)
+        return f"{self._queue}: finished {self._drained}" if self._drained else f"{self._queue}: nothing in hand"
+
+    def _cancel_consuming(self):
         connection, channel = self._connection, self._channel
         if connection is not None and channel is not None:
             try:
                 connection.add_callback_threadsafe(channel.stop_consuming)
             except Exception:
                 log.debug("consumer %s already disconnected", self._name, exc_info=True)
-        self._thread.join(timeout)
 
     def _run(self):
         while not self._stopped.is_set():
             try:
                 self._consume()
             except (AMQPConnectionError, AMQPChannelError, OSError) as exc:
-                log.warning("consumer %s lost the broker (%r); reconnecting", self._name, exc)
+                if not self._broker_lost:
+                    log.warning("consumer %s lost the broker (%r); reconnecting every %ss",
+                                self._name, exc, self.RECONNECT_PAUSE)
+                self._broker_lost = True
                 self._stopped.wait(self.RECONNECT_PAUSE)
             finally:
                 self._close()
@@ -220,10 +237,23 @@ class WorkQueueConsumer:
         if self._stopped.is_set():
             return
         log.info("consumer %s taking messages from %s", self._name, self._queue)
+        self._broker_lost = False
         channel.start_consuming()
 
     @telemetry.consumed
     def _on_message(self, channel, method, properties, body):
+        with self._handling:
+            if self._stopped.is_set():
+                channel.basic_nack(method.delivery_tag, requeue=True)  # stopped: for another consumer
+                return
+            self._in_hand = f"{method.routing_key} of {(properties.headers or {}).get('owner', 'unknown')}"
+            self._settle(channel, method, body)
+            if self._stopped.is_set():
+                self._drained = self._in_hand
+            self._in_hand = None
+
+    def _settle(self, channel, method, body):
+        """Handles the message and acks, rejects or requeues it."""
         try:
             owner_id, data = contract.open_envelope(body)
         except ValueError as exc:

@@ -29,6 +29,7 @@ class Settings:
     trip_metrics_port: int | None  # None: the service serves no metrics
     driver_metrics_port: int | None
     payment_metrics_port: int | None
+    payment_local_latency: float
 
     @classmethod
     def from_env(cls, env=None):
@@ -51,4 +52,5 @@ class Settings:
             trip_metrics_port=_port(env.get("TRIP_METRICS_PORT")),
             driver_metrics_port=_port(env.get("DRIVER_METRICS_PORT")),
             payment_metrics_port=_port(env.get("PAYMENT_METRICS_PORT")),
+            payment_local_latency=float(env.get("PAYMENT_LOCAL_LATENCY", "0")),
         )

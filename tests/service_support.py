@@ -44,11 +44,17 @@ def driver_service(tmp_path):
 def payment_service(tmp_path):
     """A real payment service, once it consumes."""
     purge_queues(contract.PAYMENT_TRIP_RESPONSE)
-    process = Process("payment", [sys.executable, "-m", "ridesync.payment"], {}, tmp_path)
-    wait_until(lambda: process.assert_running() or "taking messages from payment_trip_response" in process.output(),
-               timeout=20, message="the payment service to consume")
+    process = start_payment(tmp_path)
     yield process
     process.stop()
+
+
+def start_payment(tmp_path, name="payment", **env):
+    """`python -m ridesync.payment` with env, once it consumes."""
+    process = Process(name, [sys.executable, "-m", "ridesync.payment"], env, tmp_path)
+    wait_until(lambda: process.assert_running() or "taking messages from payment_trip_response" in process.output(),
+               timeout=20, message="the payment service to consume")
+    return process
 
 
 @pytest.fixture

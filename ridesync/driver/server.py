@@ -5,7 +5,7 @@ import logging
 import grpc
 from google.protobuf import json_format
 
-from ridesync import contract, grpc_server, logs, telemetry
+from ridesync import contract, grpc_server, logs, shutdown, telemetry
 from ridesync.driver.dispatch import Dispatcher
 from ridesync.driver.pool import DriverNotFound, DriverPool
 from ridesync.pb import driver_pb2, driver_pb2_grpc
@@ -68,7 +68,4 @@ def main():
         settings.amqp_url, contract.FIND_AVAILABLE_DRIVERS, Dispatcher(pool, publisher).handle, "driver-dispatch"
     ).start()
     log.info("DriverService listening on %s", settings.driver_service_addr)
-    log.info("DriverService stopping on %s", grpc_server.wait_for_stop_signal())
-    dispatch.stop()
-    server.stop(grpc_server.GRACE_SECONDS).wait()
-    publisher.close()
+    shutdown.serve_until_signal("DriverService", server, [dispatch], [publisher])

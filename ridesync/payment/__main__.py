@@ -1,7 +1,7 @@
 """The payment process: a consumer of payment_trip_response until SIGTERM or SIGINT."""
 import logging
 
-from ridesync import contract, grpc_server, logs, telemetry
+from ridesync import contract, logs, shutdown, telemetry
 from ridesync.payment.providers import LocalProvider
 from ridesync.payment.sessions import SessionDesk
 from ridesync.rabbit import Publisher, WorkQueueConsumer
@@ -15,14 +15,12 @@ def main():
     settings = Settings.from_env()
     telemetry.start("payment", settings.payment_metrics_port)
     publisher = Publisher(settings.amqp_url, "payment-service")
+    desk = SessionDesk(LocalProvider(settings.payment_local_latency), publisher)
     sessions = WorkQueueConsumer(
-        settings.amqp_url, contract.PAYMENT_TRIP_RESPONSE, SessionDesk(LocalProvider(), publisher).handle,
-        "payment-sessions",
+        settings.amqp_url, contract.PAYMENT_TRIP_RESPONSE, desk.handle, "payment-sessions"
     ).start()
-    log.info("payment service up (local provider)")
-    log.info("payment service stopping on %s", grpc_server.wait_for_stop_signal())
-    sessions.stop()
-    publisher.close()
+    log.info("payment service up (local provider, %ss per session)", settings.payment_local_latency)
+    shutdown.serve_until_signal("payment service", consumers=[sessions], publishers=[publisher])
 
 
 main()

@@ -5,6 +5,7 @@ command) gives the same session. LocalProvider is the default; a Stripe
 provider would create a Checkout Session with the trip id as its
 idempotency key."""
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -19,13 +20,17 @@ class PaymentSession:
 
 
 class LocalProvider:
-    """Sessions made up and kept in this process's memory."""
+    """Sessions made up and kept in this process's memory, each after
+    `latency` seconds: the round trip to a real provider, to try slow
+    payments (timeouts, shutdowns) without one."""
 
-    def __init__(self):
+    def __init__(self, latency=0.0):
+        self._latency = latency
         self._lock = threading.Lock()
         self._sessions = {}  # trip id -> PaymentSession
 
     def create_session(self, trip_id, user_id, amount, currency):
+        time.sleep(self._latency)
         with self._lock:
             if trip_id not in self._sessions:
                 self._sessions[trip_id] = PaymentSession(

@@ -5,7 +5,7 @@ import logging
 import grpc
 from google.protobuf import json_format
 
-from ridesync import contract, grpc_server, logs, telemetry
+from ridesync import contract, grpc_server, logs, shutdown, telemetry
 from ridesync.pb import trip_pb2, trip_pb2_grpc
 from ridesync.rabbit import PublishFailed, Publisher, WorkQueueConsumer
 from ridesync.trip.answers import DriverAnswers
@@ -93,8 +93,4 @@ def main():
         settings.amqp_url, contract.DRIVER_TRIP_RESPONSE, DriverAnswers(trips).handle, "trip-driver-answers"
     ).start()
     log.info("TripService listening on %s (OSRM %s)", settings.trip_service_addr, settings.osrm_url)
-    signame = grpc_server.wait_for_stop_signal()
-    log.info("TripService stopping on %s", signame)
-    answers.stop()
-    server.stop(grpc_server.GRACE_SECONDS).wait()
-    publisher.close()
+    shutdown.serve_until_signal("TripService", server, [answers], [publisher])
