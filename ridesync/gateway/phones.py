@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 REPLACED = (4000, "replaced by a newer connection")
 RECENT_MESSAGES = 64  # message ids remembered to drop redelivered copies
+WRITE_TIMEOUT = 10.0  # seconds a write may wait on a phone that reads nothing
 
 
 class Phone:
@@ -124,8 +125,15 @@ class _OneWriterSocket:
         self._lock = Semaphore()
 
     def send(self, data):
+        """All of data or OSError; a phone that takes nothing for
+        WRITE_TIMEOUT seconds is dead and its socket is shut."""
         with self._lock:
-            self._sock.sendall(data)
+            try:
+                with gevent.Timeout(WRITE_TIMEOUT):
+                    self._sock.sendall(data)
+            except gevent.Timeout:
+                self.close()
+                raise OSError(f"the phone took nothing for {WRITE_TIMEOUT}s") from None
         return len(data)
 
     def recv(self, size):
