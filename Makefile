@@ -25,7 +25,7 @@ ridesync/pb/%_pb2.py: protos/%.proto $(VENV)/.installed
 	$(BIN)/python -m grpc_tools.protoc -Iridesync/pb=protos --python_out=. --grpc_python_out=. $<
 
 rabbitmq: $(VENV)/.installed
-	$(BIN)/python scripts/ensure_rabbitmq.py
+	$(BIN)/python -m scripts.ensure_rabbitmq
 
 bench: install rabbitmq
 	$(BIN)/python -m bench

@@ -42,6 +42,18 @@ def connect(url, name):
     return pika.BlockingConnection(connection_parameters(url, name))
 
 
+def broker_answers(url, timeout=2.0):
+    """True when a broker at url takes a connection within timeout seconds."""
+    params = pika.URLParameters(url)
+    params.socket_timeout = params.stack_timeout = timeout
+    params.connection_attempts = 1
+    try:
+        pika.BlockingConnection(params).close()
+        return True
+    except pika.exceptions.AMQPError:
+        return False
+
+
 def declare_topology(channel):
     """The exchange, the service work queues and their dead-letter queue.
     Every process declares it, so none depends on which one started first."""

@@ -9,19 +9,10 @@ import time
 
 import pika
 
+from ridesync.rabbit import broker_answers
+
 URL = os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/")
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
-
-
-def answers():
-    params = pika.URLParameters(URL)
-    params.socket_timeout = 2
-    params.connection_attempts = 1
-    try:
-        pika.BlockingConnection(params).close()
-        return True
-    except pika.exceptions.AMQPError:
-        return False
 
 
 def install():
@@ -37,7 +28,7 @@ def install():
 
 
 def main():
-    if answers():
+    if broker_answers(URL):
         return
     host = pika.URLParameters(URL).host
     if host not in LOCAL_HOSTS:
@@ -47,7 +38,7 @@ def main():
     subprocess.run(["rabbitmq-server", "-detached"], check=False)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if answers():
+        if broker_answers(URL):
             print("RabbitMQ answers", flush=True)
             return
         time.sleep(1)

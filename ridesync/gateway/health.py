@@ -1,10 +1,10 @@
 """GET /healthz (the process serves) and GET /readyz (what it depends on answers)."""
 import grpc
-import pika
 from flask import Blueprint, current_app, jsonify
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ridesync.gateway.errors import error_response
+from ridesync.rabbit import broker_answers
 
 bp = Blueprint("health", __name__)
 PROBE_TIMEOUT = 2.0
@@ -20,7 +20,7 @@ def readyz():
     settings = current_app.config["RIDESYNC"]
     upstream = current_app.extensions["ridesync.upstream"]
     checks = {
-        "rabbitmq": _rabbitmq_answers(settings.amqp_url),
+        "rabbitmq": broker_answers(settings.amqp_url, PROBE_TIMEOUT),
         "trip service": _grpc_serving(upstream.channel(settings.trip_service_addr)),
         "driver service": _grpc_serving(upstream.channel(settings.driver_service_addr)),
     }
@@ -29,18 +29,6 @@ def readyz():
         response, status = error_response(503, "unavailable", "not ready: " + ", ".join(down) + " not answering")
         return response, status
     return jsonify(status="ready", checks={name: "ok" for name in checks})
-
-
-def _rabbitmq_answers(url):
-    params = pika.URLParameters(url)
-    params.socket_timeout = PROBE_TIMEOUT
-    params.stack_timeout = PROBE_TIMEOUT
-    params.connection_attempts = 1
-    try:
-        pika.BlockingConnection(params).close()
-        return True
-    except pika.exceptions.AMQPError:
-        return False
 
 
 def _grpc_serving(channel):
