@@ -1,0 +1,23 @@
+"""`python -m bench` (`make bench`): both benchmarks with modest defaults,
+2,000 riders for capacity and 1,000 riders at 1,000 events/s for 5 s for
+fan-out. The full targets: `python -m bench.capacity` (10,000 riders) and
+`python -m bench.fanout` (10 s). Figures and their meaning: bench/RESULTS.md."""
+import argparse
+
+from bench import capacity, fanout
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--riders", type=int, default=2000, help="capacity: riders on one worker")
+    parser.add_argument("--fanout-riders", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=1000)
+    parser.add_argument("--seconds", type=float, default=5)
+    args = parser.parse_args()
+    capacity.run(args.riders, steps=2)
+    print()
+    fanout.run(args.fanout_riders, args.rate, args.seconds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""Fan-out latency: riders connected to the gateway, events published to
+random riders at a steady rate (Publisher-compatible: the `trip` exchange,
+trip.event.created, owner the rider, ridesync.rabbit.message_properties,
+mandatory, confirmed, the publish time in data), timed from publish to the
+rider's socket; and the floor, in the same run on the same broker: the same
+publishes taken by a raw pika consumer (bench/floor.py). Every event is
+checked to arrive exactly once, at its owner.
+
+    python -m bench.fanout --riders 1000 --rate 1000 --seconds 10
+"""
+import argparse
+import json
+import math
+import os
+import random
+import time
+from collections import Counter, deque
+
+import pika
+
+from bench.support import Bench, broker_counts, machine, read_json_line, wait_until
+from ridesync import contract, rabbit
+
+TARGET_RATIO = 3.0
+KINDS = 4
+
+
+def sample_trip(owner):
+    """A Trip of the usual size: what trip.event.created carries."""
+    return {
+        "id": "trip-0123456789abcdef", "userID": owner, "status": "pending",
+        "selectedFare": {"id": "fare-0123456789abcdef", "userID": owner, "packageSlug": "sedan",
+                         "totalPriceInCents": 1234.5},
+        "route": {"distance": 4200.0, "duration": 600.0,
+                  "geometry": [{"coordinates": [{"latitude": 37.77 + i / 1000, "longitude": -122.41 + i / 1000}
+                                                for i in range(20)]}]},
+    }
+
+
+class PacedPublisher:
+    """Publishes `rate` messages a second for `seconds`, pipelined: publisher
+    confirms are counted as they come instead of awaited one by one
+    (ridesync.rabbit.Publisher waits for each, which caps it near the round
+    trip rate). One SelectConnection, on this thread."""
+
+    def __init__(self, url, owners, rate, seconds, label):
+        self.url, self.owners, self.rate, self.label = url, owners, rate, label
+        self.total = int(rate * seconds)
+        self.owner_of = {}  # seq -> owner
+        self.confirmed, self.nacked, self.returned = set(), set(), set()
+        self._pending = deque()  # (delivery tag, seq), oldest first
+        self._channel = None
+        self._error = None
+        self.first = self.last = None
+
+    def run(self, timeout):
+        params = rabbit.connection_parameters(self.url, f"bench-publisher-{self.label}")
+        self._connection = pika.SelectConnection(
+            params, on_open_callback=lambda c: c.channel(on_open_callback=self._on_channel),
+            on_open_error_callback=self._on_failure, on_close_callback=lambda c, r: c.ioloop.stop())
+        self._connection.ioloop.call_later(timeout, lambda: self._stop(f"gave up after {timeout}s"))
+        self._connection.ioloop.start()
+        if self._error:
+            raise RuntimeError(f"publisher: {self._error}")
+        return self
+
+    def _on_failure(self, connection, reason):
+        self._error = reason
+        connection.ioloop.stop()
+
+    def _stop(self, error=None):
+        self._error = self._error or error
+        if self._connection.is_open:
+            self._connection.close()
+
+    def _on_channel(self, channel):
+        self._channel = channel
+        channel.add_on_return_callback(self._on_return)
+        channel.confirm_delivery(self._on_confirm, callback=lambda _ok: self._start())
+
+    def _start(self):
+        self._t0 = time.monotonic()
+        self._tag = 0
+        self._tick()
+
+    def _tick(self):
+        due = min(self.total, int((time.monotonic() - self._t0) * self.rate) + 1)
+        while len(self.owner_of) < due:
+            seq = len(self.owner_of)
+            owner = random.choice(self.owners)
+            self.owner_of[seq] = owner
+            now = time.time()
+            body = contract.envelope(owner, {"seq": seq, "t": now, "trip": sample_trip(owner)})
+            self._channel.basic_publish(contract.TRIP_EXCHANGE, contract.TRIP_CREATED, body,
+                                        rabbit.message_properties(contract.TRIP_CREATED, owner), mandatory=True)
+            self._tag += 1
+            self._pending.append((self._tag, seq))
+            self.first = self.first or now
+            self.last = now
+        if len(self.owner_of) < self.total:
+            self._connection.ioloop.call_later(0.001, self._tick)
+        else:
+            self._maybe_done()
+
+    def _on_confirm(self, frame):
+        method = frame.method
+        into = self.confirmed if isinstance(method, pika.spec.Basic.Ack) else self.nacked
+        if method.multiple:
+            while self._pending and self._pending[0][0] <= method.delivery_tag:
+                into.add(self._pending.popleft()[1])
+        else:
+            for i, (tag, seq) in enumerate(self._pending):
+                if tag == method.delivery_tag:
+                    del self._pending[i]
+                    into.add(seq)
+                    break
+        self._maybe_done()
+
+    def _on_return(self, _channel, _method, _props, body):
+        self.returned.add(json.loads(body)["data"]["seq"])
+
+    def _maybe_done(self):
+        if len(self.owner_of) == self.total and not self._pending:
+            self._stop()
+
+    @property
+    def achieved_rate(self):
+        return (len(self.owner_of) - 1) / (self.last - self.first) if len(self.owner_of) > 1 else 0.0
+
+    @property
+    def delivered(self):
+        """The seqs the broker took and routed: the ones that must arrive."""
+        return self.confirmed - self.returned
+
+
+def check(publisher, rows):
+    """Latencies (ms) and the exactly-once check of rows [user, seq, published, received]."""
+    counts = Counter(seq for _user, seq, _t, _r in rows)
+    wrong = sum(1 for user, seq, _t, _r in rows if publisher.owner_of.get(seq) != user)
+    expected = publisher.delivered
+    latencies = sorted((received - published) * 1000 for _u, _s, published, received in rows)
+    return {
+        "published": len(publisher.owner_of), "confirmed": len(publisher.confirmed),
+        "nacked": len(publisher.nacked), "unroutable": len(publisher.returned),
+        "received": len(rows), "lost": len(expected - set(counts)),
+        "duplicates": sum(n - 1 for n in counts.values() if n > 1),
+        "wrong_rider": wrong, "unexpected": len(set(counts) - expected),
+        "rate": publisher.achieved_rate,
+        "p50": percentile(latencies, 50), "p90": percentile(latencies, 90),
+        "p99": percentile(latencies, 99), "max": latencies[-1] if latencies else float("nan"),
+    }
+
+
+def percentile(ordered, p):
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered), max(1, math.ceil(p / 100 * len(ordered)))) - 1]  # nearest rank
+
+
+def show(name, r):
+    return (f"  {name}: p50 {r['p50']:.1f} ms, p90 {r['p90']:.1f} ms, p99 {r['p99']:.1f} ms, max {r['max']:.1f} ms; "
+            f"published {r['published']} at {r['rate']:.0f}/s, confirmed {r['confirmed']}, nacked {r['nacked']}, "
+            f"unroutable {r['unroutable']}, received {r['received']}, lost {r['lost']}, "
+            f"duplicates {r['duplicates']}, at the wrong rider {r['wrong_rider']}")
+
+
+def purge(url, queue):
+    with pika.BlockingConnection(pika.URLParameters(url)) as connection:
+        connection.channel().queue_purge(queue)
+
+
+def floor_phase(bench, owners, rate, seconds):
+    out = os.path.join(bench.tmp, "floor.json")
+    floor = bench.python("bench.floor", "--expect", str(int(rate * seconds)), "--out", out, name="floor")
+    if read_json_line(floor, 30).get("event") != "ready":
+        raise RuntimeError("the floor consumer did not start")
+    publisher = PacedPublisher(bench.amqp_url, owners, rate, seconds, "floor").run(seconds * 3 + 30)
+    done = read_json_line(floor, 60)
+    floor.wait(30)
+    with open(out) as f:
+        rows = json.load(f)
+    print(f"  floor consumer: {done}", flush=True)
+    return check(publisher, rows)
+
+
+def gateway_phase(bench, fleet, owners, rate, seconds, profile=None, workers=()):
+    spies = [bench.spy(pid, f"{profile}.{pid}.txt", seconds) for pid in workers] if profile else []
+    publisher = PacedPublisher(bench.amqp_url, owners, rate, seconds, "gateway").run(seconds * 3 + 30)
+    expected = len(publisher.delivered)
+    deadline, last, seen = time.monotonic() + 60, time.monotonic(), -1
+    while time.monotonic() < deadline:  # drain: until all arrived, or nothing more for 5 s
+        received = fleet.command("status")["received"]
+        if received >= expected:
+            break
+        if received != seen:
+            last, seen = time.monotonic(), received
+        elif time.monotonic() - last > 5:
+            break
+        time.sleep(0.2)
+    time.sleep(1)  # a late duplicate would show up here
+    for spy in spies:
+        spy.wait(30)
+    out = os.path.join(bench.tmp, "gateway.json")
+    fleet.command(f"dump {out}")
+    with open(out) as f:
+        rows = json.load(f)
+    return check(publisher, rows)
+
+
+def run(riders=1000, rate=1000, seconds=10, workers=1, profile=None):
+    print(f"fan-out: {riders} riders on {workers} gevent worker(s), {rate} events/s for {seconds} s; {machine()}",
+          flush=True)
+    with Bench("fanout") as bench:
+        gateway = bench.gunicorn("app:app", workers=workers, name="gateway", RECONNECT_WINDOW="10")
+        fleet = bench.clients(gateway.ws_base + "/ws/riders?userID=", "fan-", riders, name="clients")
+        report = fleet.wait_connected(600)
+        if report["open"] != riders:
+            raise RuntimeError(f"not every rider connected: {report}")
+        wait_until(lambda: broker_counts(bench.vhost)["consumers"] >= KINDS * riders, 120,
+                   "every rider's inboxes to consume", interval=1)
+        print(f"  {riders} riders connected and consuming", flush=True)
+
+        floor = floor_phase(bench, [f"floor-{n}" for n in range(riders)], rate, seconds)
+        print(show("floor (raw pika)", floor), flush=True)
+        purge(bench.amqp_url, contract.FIND_AVAILABLE_DRIVERS)
+
+        ours = gateway_phase(bench, fleet, [f"fan-{n}" for n in range(riders)], rate, seconds, profile,
+                             gateway.workers())
+        print(show("gateway (publish to socket)", ours), flush=True)
+        status = fleet.command("status")
+        purge(bench.amqp_url, contract.FIND_AVAILABLE_DRIVERS)
+
+    print()
+    print(f"fan-out results ({riders} riders, {workers} gevent worker(s), {rate}/s for {seconds} s)")
+    print(f"  gateway publish-to-socket: p50 {ours['p50']:.1f} ms, p99 {ours['p99']:.1f} ms")
+    print(f"  floor, raw pika publish-to-consume: p50 {floor['p50']:.1f} ms, p99 {floor['p99']:.1f} ms")
+    print(f"  ours/floor: p50 {ours['p50'] / floor['p50']:.2f}x, p99 {ours['p99'] / floor['p99']:.2f}x; "
+          f"target p99 within {TARGET_RATIO:.0f}x: {'met' if ours['p99'] <= TARGET_RATIO * floor['p99'] else 'MISSED'}")
+    print(f"  exactly once: lost {ours['lost']}, duplicates {ours['duplicates']}, at the wrong rider "
+          f"{ours['wrong_rider']} (of {ours['confirmed'] - ours['unroutable']} confirmed and routed); "
+          f"sockets still open {status['open']}, closed by the server {status['closed_by_server']}")
+    return {"gateway": ours, "floor": floor}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--riders", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=1000)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--workers", type=int, default=1, help="gateway gevent workers (WEB_CONCURRENCY)")
+    parser.add_argument("--profile", metavar="PREFIX",
+                        help="py-spy each worker during the gateway phase: PREFIX.<pid>.txt, collapsed stacks")
+    args = parser.parse_args()
+    run(args.riders, args.rate, args.seconds, args.workers, args.profile)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""The fan-out baseline's consumer: raw pika, one queue of an inbox's kind
+(durable, single active consumer, x-expires) bound to the `trip` exchange
+under trip.event.created, prefetch as the gateway's inboxes, each message
+timed on arrival and acked. Prints {"event": "ready"} once consuming; stops
+after --expect messages, --idle seconds without one (after the first), or
+--timeout; deletes its queue and writes [owner, seq, published, received]
+rows to --out.
+
+    python -m bench.floor --expect 10000 --out floor.json
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import pika
+
+from ridesync import contract, rabbit
+from ridesync.gateway.inboxes import PREFETCH
+
+QUEUE = "bench.floor"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--expect", type=int, required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--idle", type=float, default=10.0)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args()
+
+    connection = pika.BlockingConnection(rabbit.connection_parameters(os.environ["AMQP_URL"], "bench-floor"))
+    channel = connection.channel()
+    channel.queue_declare(QUEUE, durable=True, arguments={"x-expires": 60_000, "x-single-active-consumer": True})
+    channel.queue_bind(QUEUE, contract.TRIP_EXCHANGE, contract.TRIP_CREATED)
+    channel.basic_qos(prefetch_count=PREFETCH)
+    rows = []
+
+    def on_message(ch, method, _props, body):
+        received = time.time()
+        owner, data = contract.open_envelope(body)
+        rows.append((owner, data["seq"], data["t"], received))
+        ch.basic_ack(method.delivery_tag)
+
+    channel.basic_consume(QUEUE, on_message)
+    print(json.dumps({"event": "ready"}), flush=True)
+    deadline = time.monotonic() + args.timeout
+    last, seen = time.monotonic(), 0
+    try:
+        while len(rows) < args.expect and time.monotonic() < deadline:
+            connection.process_data_events(time_limit=0.2)
+            if len(rows) != seen:
+                last, seen = time.monotonic(), len(rows)
+            elif rows and time.monotonic() - last > args.idle:
+                break
+    finally:
+        channel.queue_delete(QUEUE)
+        connection.close()
+        with open(args.out, "w") as out:
+            json.dump(rows, out)
+    print(json.dumps({"event": "done", "received": len(rows)}), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

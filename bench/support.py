@@ -1,0 +1,285 @@
+"""What both benchmarks share: a private RabbitMQ vhost (tests/vhost.py),
+real gunicorn and client processes with raised descriptor limits, reading a
+process's memory, counting what the broker holds, and a cleanup stack that
+runs on success, failure, Ctrl-C and SIGTERM alike."""
+import json
+import os
+import platform
+import resource
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from urllib.parse import urlsplit
+
+import pika
+
+from ridesync import rabbit
+from tests import vhost
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASE_AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/")
+NOFILE = 65536
+
+
+class Bench:
+    """A context for one benchmark run: a temporary directory, a private
+    vhost, and everything started inside it stopped on the way out."""
+
+    def __init__(self, name):
+        self.name = name
+        self._cleanups = []
+        self.tmp = tempfile.mkdtemp(prefix=f"ridesync-{name}-")
+
+    def __enter__(self):
+        raise_nofile()
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        self.amqp_url = vhost.private_url(BASE_AMQP_URL)
+        if self.amqp_url == BASE_AMQP_URL:
+            raise SystemExit("rabbitmqctl is needed: the benchmark runs on a vhost of its own")
+        self.vhost = urlsplit(self.amqp_url).path.lstrip("/")
+        self.defer(lambda: vhost.remove(self.amqp_url))
+        with pika.BlockingConnection(pika.URLParameters(self.amqp_url)) as connection:
+            rabbit.declare_topology(connection.channel())
+        return self
+
+    def defer(self, cleanup):
+        self._cleanups.append(cleanup)
+
+    def __exit__(self, kind, *_):
+        if kind is None:  # the logs of a failed run stay for a look
+            self._cleanups.insert(0, lambda: shutil.rmtree(self.tmp, ignore_errors=True))
+        else:
+            print(f"{self.name}: logs in {self.tmp}", file=sys.stderr)
+        while self._cleanups:
+            cleanup = self._cleanups.pop()
+            try:
+                cleanup()
+            except BaseException as error:  # one failing cleanup must not skip the others
+                print(f"cleanup failed: {error!r}", file=sys.stderr)
+        return False
+
+    def log(self, name):
+        return os.path.join(self.tmp, f"{name}.log")
+
+    def gunicorn(self, app, workers=1, name="gateway", conf="gunicorn.conf.py", **env):
+        """gunicorn -c conf app on loopback; a Gunicorn once it listens."""
+        port = free_port()
+        log = open(self.log(name), "wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", conf, "--bind", f"127.0.0.1:{port}", app],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "AMQP_URL": self.amqp_url, "WEB_CONCURRENCY": str(workers),
+                 "PORT": str(port), "LOG_LEVEL": "WARNING", **env},
+        )
+        server = Gunicorn(proc, port, self.log(name))
+        self.defer(lambda: (server.stop(), log.close()))
+        server.wait_ready(workers)
+        return server
+
+    def clients(self, url, prefix, count, concurrency=100, name="clients"):
+        """A bench.clients process connecting count WebSockets; returns once all
+        handshakes are done, with its first report."""
+        clients = Clients(url, prefix, count, concurrency, self.log(name))
+        self.defer(clients.stop)
+        return clients
+
+    def python(self, module, *args, name):
+        log = open(self.log(name), "wb")
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=log, start_new_session=True, env={**os.environ, "AMQP_URL": self.amqp_url})
+        self.defer(lambda: (stop_process(proc), log.close()))
+        return proc
+
+
+    def spy(self, pid, out, seconds):
+        """py-spy record of a process for seconds, as collapsed stacks (pip install py-spy)."""
+        spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
+        proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
+                                 "--format", "raw", "--nonblocking", "--output", out],
+                                stdout=subprocess.DEVNULL, stderr=open(self.log("py-spy"), "ab"), start_new_session=True)
+        self.defer(lambda: stop_process(proc))
+        return proc
+
+
+class Gunicorn:
+    def __init__(self, proc, port, log_path):
+        self.proc, self.port, self.log_path = proc, port, log_path
+        self.base = f"http://127.0.0.1:{port}"
+        self.ws_base = f"ws://127.0.0.1:{port}"
+
+    def output(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def wait_ready(self, workers, timeout=30):
+        def ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}:\n{self.output()[-3000:]}")
+            if len(self.workers()) < workers:
+                return False
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        wait_until(ready, timeout, "gunicorn to listen")
+
+    def workers(self):
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                return [int(pid) for pid in f.read().split()]
+        except OSError:
+            return []
+
+    def get_json(self, path, timeout=60):
+        with urllib.request.urlopen(self.base + path, timeout=timeout) as answer:
+            return json.load(answer)
+
+    def stop(self, timeout=30):
+        stop_process(self.proc, timeout)
+
+
+class Clients:
+    def __init__(self, url, prefix, count, concurrency, log_path):
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.clients", "--url", url, "--prefix", prefix, "--count", str(count),
+             "--concurrency", str(concurrency)],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, start_new_session=True,
+        )
+        self.count = count
+
+    def wait_connected(self, timeout):
+        report = self._read(timeout)
+        if report.get("event") != "connected":
+            raise RuntimeError(f"clients: unexpected {report}")
+        return report
+
+    def command(self, command, timeout=60):
+        self.proc.stdin.write(command.encode() + b"\n")
+        self.proc.stdin.flush()
+        return self._read(timeout)
+
+    def _read(self, timeout):
+        return read_json_line(self.proc, timeout)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                self.command("quit", timeout=30)
+            except (OSError, RuntimeError, TimeoutError, ValueError):
+                pass
+        stop_process(self.proc)
+        self._log.close()
+
+
+def read_json_line(proc, timeout):
+    """The next JSON line a process of ours prints on its stdout (a pipe)."""
+    deadline = time.monotonic() + timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"{proc.args} said nothing within {timeout}s")
+        readable, _, _ = select.select([proc.stdout], [], [], remaining)
+        if readable:
+            byte = os.read(proc.stdout.fileno(), 1)
+            if not byte:
+                raise RuntimeError(f"{proc.args} exited with {proc.poll()}")
+            line += byte
+    return json.loads(line)
+
+
+def stop_process(proc, timeout=30):
+    """SIGTERM to the process's group, SIGKILL after timeout."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            pass
+    else:  # the leader is gone; make sure nothing of its group stays
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def raise_nofile(want=NOFILE):
+    """More descriptors for this process and every process it starts."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(want, soft), max(want, hard)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def _exit_on_sigterm(_signum, _frame):
+    raise SystemExit(143)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition, timeout, what, interval=0.1):
+    """condition()'s first truthy value; TimeoutError after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+    return value
+
+
+def rss_kib(pid):
+    """VmRSS of a process, in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def broker_counts(vhost_name, queues_of=""):
+    """Connections, channels and consumers the broker holds on this vhost,
+    and its queues whose name holds queues_of."""
+    def rows(*args):
+        out = subprocess.run(["rabbitmqctl", "-q", "--no-table-headers", *args], check=True,
+                             capture_output=True, text=True, timeout=300).stdout
+        return [line.split("\t") for line in out.splitlines() if line.strip()]
+
+    return {
+        "connections": sum(1 for row in rows("list_connections", "vhost") if row[0] == vhost_name),
+        "channels": sum(1 for row in rows("list_channels", "vhost") if row[0] == vhost_name),
+        "queues": sum(1 for row in rows("list_queues", "-p", vhost_name, "name") if queues_of in row[0]),
+        "consumers": len(rows("list_consumers", "-p", vhost_name, "queue_name")),
+    }
+
+
+def machine():
+    with open("/proc/meminfo") as f:
+        mem_gib = int(f.readline().split()[1]) / 2**20
+    model = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    broker = subprocess.run(["rabbitmqctl", "-q", "version"], capture_output=True, text=True, timeout=60).stdout.strip()
+    return (f"{os.cpu_count()} cores ({model}), {mem_gib:.0f} GiB, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, RabbitMQ {broker}")
+
