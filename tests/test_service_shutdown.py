@@ -16,7 +16,7 @@ from ridesync import contract
 from ridesync.pb import driver_pb2, driver_pb2_grpc, trip_pb2, trip_pb2_grpc
 from ridesync.shutdown import GRACE_SECONDS
 from tests.service_support import about_trip, next_matching, publisher, purge_queues, start_payment, unique  # noqa: F401
-from tests.support import AMQP_URL, free_port, start_service, start_trip_service, wait_until
+from tests.support import AMQP_URL, free_port, start_service, wait_until
 from tests.test_trip_service import preview_request
 
 EXIT_DEADLINE = GRACE_SECONDS + 3
@@ -75,9 +75,9 @@ def test_a_payment_still_in_hand_at_the_grace_goes_to_the_next_payment_service(p
     assert next_matching(tap, about_trip(trip_id))[2]["data"]["tripID"] == trip_id
 
 
-def test_a_preview_in_flight_at_the_signal_gets_its_answer_and_new_calls_are_refused(osrm, tmp_path):
+def test_a_preview_in_flight_at_the_signal_gets_its_answer_and_new_calls_are_refused(osrm, start_trip):
     osrm.mode = "hang"
-    trip = start_trip_service(osrm, tmp_path, OSRM_TIMEOUT="8")
+    trip = start_trip(OSRM_TIMEOUT="8")
     with grpc.insecure_channel(trip.address) as channel, ThreadPoolExecutor(1) as pool:
         stub = trip_pb2_grpc.TripServiceStub(channel)
         in_flight = pool.submit(stub.PreviewTrip, preview_request(unique("rider")), timeout=GRACE_SECONDS)
@@ -152,8 +152,8 @@ def broker_later():
 
 
 def test_the_trip_service_previews_without_a_broker_and_publishes_once_it_is_there(
-        osrm, tmp_path, broker_later, amqp_tap):
-    trip = start_trip_service(osrm, tmp_path, AMQP_URL=broker_later.url)
+        start_trip, broker_later, amqp_tap):
+    trip = start_trip(AMQP_URL=broker_later.url)
     rider = unique("rider")
     with grpc.insecure_channel(trip.address) as channel:
         stub = trip_pb2_grpc.TripServiceStub(channel)
@@ -176,11 +176,20 @@ def _start_trip(stub, rider):
         return None
 
 
-def test_the_driver_service_registers_drivers_without_a_broker_and_stops_on_sigterm(tmp_path):
+@pytest.fixture
+def lone_driver_service(tmp_path):
+    """A DriverService whose broker is nowhere: nothing listens at its AMQP_URL."""
     address = f"127.0.0.1:{free_port()}"
     nowhere = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
-    driver = start_service("ridesync.driver", address, {"DRIVER_SERVICE_ADDR": address, "AMQP_URL": nowhere}, tmp_path)
-    with grpc.insecure_channel(address) as channel:
+    process = start_service("ridesync.driver", address, {"DRIVER_SERVICE_ADDR": address, "AMQP_URL": nowhere}, tmp_path)
+    process.address = address
+    yield process
+    process.stop()
+
+
+def test_the_driver_service_registers_drivers_without_a_broker_and_stops_on_sigterm(lone_driver_service):
+    driver = lone_driver_service
+    with grpc.insecure_channel(driver.address) as channel:
         stub = driver_pb2_grpc.DriverServiceStub(channel)
         request = driver_pb2.RegisterDriverRequest(driverID=unique("driver"), packageSlug="van")
         assert stub.RegisterDriver(request, timeout=5).driver.packageSlug == "van"
