@@ -52,6 +52,7 @@ def _everything_answers(process, port, trip, driver):
 ], ids=["make run", "honcho start"])
 def test_ctrl_c_stops_every_procfile_process_and_leaves_none_behind(run_procfile, command):
     runner = run_procfile(command)
+    wait_until(lambda: runner.output().count("Booting worker") == 2, message="WEB_CONCURRENCY=2 gunicorn workers")
     tree = _descendants(runner.proc.pid)
     commands = " | ".join(line for _, _, line in tree)
     for module in ("gunicorn", *(f"ridesync.{name}" for name in SERVICES)):
