@@ -18,6 +18,10 @@ control_socket_disable = True  # nothing on disk; several gateways may share a m
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 
 
+def post_fork(server, worker):
+    worker.master_signal_queue = server.SIG_QUEUE  # see GatewayWorker.init_signals
+
+
 def post_worker_init(worker):
     # After gevent's monkey patching (done by the worker) and before any
     # gRPC object exists (they are made lazily, on first use).

@@ -49,3 +49,13 @@ def test_a_stopping_gateway_answers_in_flight_requests_and_closes_sockets_going_
     osrm.mode = "ok"
     ride.start_trip(rider_id, "luxury")
     assert rider.next(contract.TRIP_NO_DRIVERS_FOUND)
+
+
+def test_a_gateway_stopped_while_its_workers_boot_exits_without_waiting_out_the_grace(ride, tmp_path):
+    # A SIGTERM that reaches a worker before it installed its own handlers
+    # must still stop it, not leave it serving until the master's SIGKILL at 10 s.
+    for attempt in range(3):
+        gateway, _url = start_gateway(ride.process_env, tmp_path, workers=2, name=f"booting-{attempt}")
+        gateway.signal(signal.SIGTERM)
+        assert gateway.proc.wait(timeout=8) == 0
+        assert "Worker exiting" in gateway.output()

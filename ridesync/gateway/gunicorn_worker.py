@@ -6,6 +6,9 @@ never returns on its own, so every stop took the whole graceful_timeout and
 phones saw 1006. This worker starts the drain in the signal handler: every
 socket gets 1001 at once, its handler returns, and the worker exits as soon
 as in-flight HTTP requests have their answers."""
+import queue
+import signal
+
 import gevent
 from gunicorn.workers.ggevent import GeventWorker
 
@@ -16,6 +19,17 @@ class GatewayWorker(GeventWorker):
     def init_process(self):
         self._drain = None
         super().init_process()
+
+    def init_signals(self):
+        super().init_signals()
+        # A stop signal that came between the fork and now went to the
+        # master's handler, which this process inherited with the master's
+        # signal queue (gunicorn.conf.py's post_fork hands it over).
+        for sig in _emptied(getattr(self, "master_signal_queue", None)):
+            if sig == signal.SIGTERM:
+                self.handle_exit(sig, None)
+            elif sig in (signal.SIGINT, signal.SIGQUIT):
+                self.handle_quit(sig, None)
 
     def handle_exit(self, sig, frame):
         """SIGTERM: a graceful stop within graceful_timeout."""
@@ -33,15 +47,22 @@ class GatewayWorker(GeventWorker):
             self._drain.join(self.cfg.graceful_timeout)
 
     def _start_drain(self, timeout):
-        if self._drain is None:
+        if self._drain is None and hasattr(self, "wsgi"):  # still booting: nothing to drain
             self._drain = gevent.spawn(_gateway(self.wsgi).drain, timeout)
-        return self._drain
 
     def _quit(self):
         # run() sees alive is False within its one-second tick and returns
         # once the drained handlers have: well inside the master's 2 s.
         self.cfg.worker_int(self)
         self._start_drain(QUICK_DRAIN)
+
+
+def _emptied(signal_queue):
+    while signal_queue is not None:
+        try:
+            yield signal_queue.get_nowait()
+        except queue.Empty:
+            return
 
 
 def _gateway(app):
