@@ -139,7 +139,13 @@ def check(publisher, rows):
     wrong = sum(1 for user, seq, _t, _r in rows if publisher.owner_of.get(seq) != user)
     expected = publisher.delivered
     latencies = sorted((received - published) * 1000 for _u, _s, published, received in rows)
+    start = min((published for _u, _s, published, _r in rows), default=0.0)
+    by_second = {}
+    for _u, _s, published, received in rows:
+        by_second.setdefault(int(published - start), []).append((received - published) * 1000)
     return {
+        "by_second": [(second, percentile(sorted(v), 50), percentile(sorted(v), 99))
+                      for second, v in sorted(by_second.items())],
         "published": len(publisher.owner_of), "confirmed": len(publisher.confirmed),
         "nacked": len(publisher.nacked), "unroutable": len(publisher.returned),
         "received": len(rows), "lost": len(expected - set(counts)),
@@ -158,10 +164,12 @@ def percentile(ordered, p):
 
 
 def show(name, r):
+    seconds = " ".join(f"{second}s:{p50:.0f}/{p99:.0f}" for second, p50, p99 in r["by_second"])
     return (f"  {name}: p50 {r['p50']:.1f} ms, p90 {r['p90']:.1f} ms, p99 {r['p99']:.1f} ms, max {r['max']:.1f} ms; "
             f"published {r['published']} at {r['rate']:.0f}/s, confirmed {r['confirmed']}, nacked {r['nacked']}, "
             f"unroutable {r['unroutable']}, received {r['received']}, lost {r['lost']}, "
-            f"duplicates {r['duplicates']}, at the wrong rider {r['wrong_rider']}")
+            f"duplicates {r['duplicates']}, at the wrong rider {r['wrong_rider']}\n"
+            f"    p50/p99 ms by second of publishing: {seconds}")
 
 
 def purge(url, queue):
@@ -207,11 +215,11 @@ def gateway_phase(bench, fleet, owners, rate, seconds, profile=None, workers=())
     return check(publisher, rows)
 
 
-def run(riders=1000, rate=1000, seconds=10, workers=1, profile=None):
+def run(riders=1000, rate=1000, seconds=10, workers=1, profile=None, conf="gunicorn.conf.py"):
     print(f"fan-out: {riders} riders on {workers} gevent worker(s), {rate} events/s for {seconds} s; {machine()}",
           flush=True)
     with Bench("fanout") as bench:
-        gateway = bench.gunicorn("app:app", workers=workers, name="gateway", RECONNECT_WINDOW="10")
+        gateway = bench.gunicorn("app:app", workers=workers, name="gateway", conf=conf, RECONNECT_WINDOW="10")
         fleet = bench.clients(gateway.ws_base + "/ws/riders?userID=", "fan-", riders, name="clients")
         report = fleet.wait_connected(600)
         if report["open"] != riders:
@@ -224,6 +232,7 @@ def run(riders=1000, rate=1000, seconds=10, workers=1, profile=None):
         print(show("floor (raw pika)", floor), flush=True)
         purge(bench.amqp_url, contract.FIND_AVAILABLE_DRIVERS)
 
+        print(f"  gateway phase starts at {time.time():.3f}", flush=True)
         ours = gateway_phase(bench, fleet, [f"fan-{n}" for n in range(riders)], rate, seconds, profile,
                              gateway.workers())
         print(show("gateway (publish to socket)", ours), flush=True)
@@ -250,8 +259,9 @@ def main():
     parser.add_argument("--workers", type=int, default=1, help="gateway gevent workers (WEB_CONCURRENCY)")
     parser.add_argument("--profile", metavar="PREFIX",
                         help="py-spy each worker during the gateway phase: PREFIX.<pid>.txt, collapsed stacks")
+    parser.add_argument("--conf", default="gunicorn.conf.py", help="the gateway's gunicorn config file")
     args = parser.parse_args()
-    run(args.riders, args.rate, args.seconds, args.workers, args.profile)
+    run(args.riders, args.rate, args.seconds, args.workers, args.profile, args.conf)
 
 
 if __name__ == "__main__":
