@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 import uuid
 from contextlib import contextmanager
@@ -21,12 +22,14 @@ _ride = contextvars.ContextVar("ride", default={})
 
 
 def configure(process):
-    handler = logging.StreamHandler()
+    handler = logging.StreamHandler(sys.stdout)  # Procfile runners collect stdout
     handler.addFilter(_RideFilter())
     json_lines = os.environ.get("LOG_FORMAT", "text").lower() == "json"
     handler.setFormatter(_JsonFormatter(process) if json_lines else _TextFormatter(process))
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(), handlers=[handler], force=True)
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    # pika logs each failed connection attempt as several ERROR lines and a
+    # traceback; ridesync.rabbit says it once, with what it will do about it.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 @contextmanager

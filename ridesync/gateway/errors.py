@@ -15,6 +15,7 @@ GRPC_TO_HTTP = {
     grpc.StatusCode.FAILED_PRECONDITION: (409, "failed_precondition"),
     grpc.StatusCode.ALREADY_EXISTS: (409, "already_exists"),
     grpc.StatusCode.UNAVAILABLE: (503, "unavailable"),
+    grpc.StatusCode.CANCELLED: (503, "unavailable"),  # a service refusing calls while it stops
     grpc.StatusCode.DEADLINE_EXCEEDED: (504, "deadline_exceeded"),
 }
 
