@@ -4,17 +4,11 @@
 the worker also calls gc.freeze() once the app is loaded, which takes every
 object alive then (imported modules, the app) out of later collections."""
 import os
-import runpy
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-globals().update({k: v for k, v in runpy.run_path(os.path.join(_ROOT, "gunicorn.conf.py")).items()
-                  if not k.startswith("__")})
-_post_worker_init = globals().get("post_worker_init")
+from bench.gunicorn_extend import gateway_config
 
 
-def post_worker_init(worker):  # noqa: F811
-    if _post_worker_init is not None:
-        _post_worker_init(worker)
+def _watch_gc(_worker):
     import gc
     import time
 
@@ -38,3 +32,6 @@ def post_worker_init(worker):  # noqa: F811
         gc.collect()
         gc.freeze()
         out.write(f"{time.time():.3f} froze {gc.get_freeze_count()} objects\n")
+
+
+gateway_config(globals(), _watch_gc)

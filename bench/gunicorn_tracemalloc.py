@@ -2,17 +2,11 @@
 the worker snapshots its allocations whenever a file `take-<name>` appears
 in $MEMPROFILE_DIR, writing `<name>.snap` (tracemalloc.Snapshot.dump)."""
 import os
-import runpy
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-globals().update({k: v for k, v in runpy.run_path(os.path.join(_ROOT, "gunicorn.conf.py")).items()
-                  if not k.startswith("__")})
-_post_worker_init = globals().get("post_worker_init")
+from bench.gunicorn_extend import gateway_config
 
 
-def post_worker_init(worker):  # noqa: F811
-    if _post_worker_init is not None:
-        _post_worker_init(worker)
+def _start_tracing(_worker):
     import tracemalloc
 
     import gevent
@@ -36,3 +30,6 @@ def _take_snapshots(directory):
                 tracemalloc.take_snapshot().dump(os.path.join(directory, name + ".tmp"))
                 os.rename(os.path.join(directory, name + ".tmp"), os.path.join(directory, name + ".snap"))
                 os.remove(os.path.join(directory, request))
+
+
+gateway_config(globals(), _start_tracing)
