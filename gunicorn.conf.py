@@ -1,9 +1,15 @@
 """gunicorn settings for the API gateway. No preload_app: every gRPC channel
 and AMQP connection is made inside a worker, after the fork."""
-import logging
+import gc
 import os
 
+import gevent
+
 from ridesync import multiproc
+
+# gevent records which greenlet spawned which: ~6 KiB a socket, and most of
+# what a full garbage collection walks in a busy worker (bench/RESULTS.md).
+gevent.config.track_greenlet_tree = False
 
 multiproc.start()  # first: the worker class brings prometheus_client into the master
 
@@ -32,6 +38,7 @@ def post_worker_init(worker):
     grpc_gevent.init_gevent()
     logs.configure("gateway")
     telemetry.start_gateway(worker.wsgi)
+    gc.freeze()  # what the worker loaded stays: collections need not walk it again
 
 
 def child_exit(server, worker):

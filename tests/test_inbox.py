@@ -1,6 +1,6 @@
-"""An inbox's in-memory side, without a broker: what the hub hands it comes
-out to the socket's greenlet once, in order; a lost channel drops what was
-not handed out yet."""
+"""An inbox's in-memory side, without a broker: what the hub hands it is
+written to the socket once, in order, each acked after it was written; a
+greenlet runs only while there is something to write."""
 import gevent
 
 from ridesync import contract
@@ -20,6 +20,20 @@ class Channel:
         self.nacked.append((tag, requeue))
 
 
+class Socket:
+    """A phone's write: records what it wrote; `gone` makes it fail."""
+
+    def __init__(self):
+        self.written, self.gone = [], False
+
+    def write(self, delivery):
+        if self.gone:
+            return False
+        gevent.sleep(0)  # a real write switches greenlets
+        self.written.append(delivery.tag)
+        return True
+
+
 def new_inbox():
     return Inbox(None, "rider-1", "notify_trip_created", contract.TRIP_CREATED)
 
@@ -28,64 +42,64 @@ def delivery(channel, tag):
     return Delivery(channel, tag, f"message-{tag}", contract.TRIP_CREATED, {"n": tag}, {})
 
 
-def read(inbox, count):
-    """The next count deliveries, read by another greenlet as a socket's writer does."""
-    got = []
-
-    def reader():
-        for item in inbox:
-            got.append(item)
-            if len(got) == count:
-                return
-
-    greenlet = gevent.spawn(reader)
-    greenlet.join(timeout=2)
-    greenlet.kill()
-    return got
+def settle():
+    gevent.sleep(0.01)
 
 
-def test_a_waiting_reader_gets_every_delivery_once_in_order():
-    inbox, channel = new_inbox(), Channel()
-    got = []
-
-    def reader():
-        for item in inbox:
-            got.append(item.tag)
-
-    greenlet = gevent.spawn(reader)
-    gevent.sleep(0)  # the reader is waiting on an empty inbox
+def test_every_delivery_is_written_once_in_order_then_acked():
+    inbox, channel, socket = new_inbox(), Channel(), Socket()
+    inbox.write_to(socket.write)
     for tag in (1, 2, 3):
         inbox._take(delivery(channel, tag))
-    gevent.sleep(0.01)
+    settle()
     inbox._take(delivery(channel, 4))
-    gevent.sleep(0.01)
-    greenlet.kill()
-    assert got == [1, 2, 3, 4]
+    settle()
+    assert socket.written == [1, 2, 3, 4]
+    assert channel.acked == [1, 2, 3, 4]
 
 
-def test_deliveries_taken_before_anyone_reads_wait_for_the_reader():
-    inbox, channel = new_inbox(), Channel()
+def test_an_idle_inbox_holds_no_greenlet():
+    inbox, channel, socket = new_inbox(), Channel(), Socket()
+    inbox.write_to(socket.write)
+    assert inbox._writer is None
+    inbox._take(delivery(channel, 1))
+    assert inbox._writer is not None
+    settle()
+    assert inbox._writer is None and socket.written == [1]
+
+
+def test_deliveries_taken_before_the_socket_opened_wait_for_it():
+    inbox, channel, socket = new_inbox(), Channel(), Socket()
     for tag in (1, 2):
         inbox._take(delivery(channel, tag))
-    assert [d.tag for d in read(inbox, 2)] == [1, 2]
+    settle()
+    assert socket.written == [] and channel.acked == []
+    inbox.write_to(socket.write)
+    settle()
+    assert socket.written == [1, 2]
 
 
-def test_acked_deliveries_are_not_given_back():
-    inbox, channel = new_inbox(), Channel()
-    for tag in (1, 2, 3):
+def test_what_a_gone_socket_did_not_take_is_given_back_to_the_broker():
+    inbox, channel, socket = new_inbox(), Channel(), Socket()
+    inbox.write_to(socket.write)
+    inbox._take(delivery(channel, 1))
+    settle()
+    socket.gone = True
+    for tag in (2, 3):
         inbox._take(delivery(channel, tag))
-    first, _second = read(inbox, 2)
-    inbox.ack(first)
+    settle()
     inbox._give_back()
     assert channel.acked == [1]
-    assert channel.nacked == [(2, True), (3, True)]
+    assert sorted(channel.nacked) == [(2, True), (3, True)]
 
 
-def test_a_lost_channel_drops_what_was_not_handed_out():
-    inbox, channel = new_inbox(), Channel()
+def test_a_lost_channel_drops_what_was_not_written():
+    inbox, channel, socket = new_inbox(), Channel(), Socket()
     for tag in (1, 2):
         inbox._take(delivery(channel, tag))
     inbox._forget()  # the broker requeued them; they come again on the new channel
     inbox._take(delivery(channel, 7))
-    assert [d.tag for d in read(inbox, 1)] == [7]
+    inbox.write_to(socket.write)
+    settle()
+    assert socket.written == [7]
     assert not inbox.ready.is_set()

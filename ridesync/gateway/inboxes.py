@@ -29,11 +29,13 @@ Delivery = namedtuple("Delivery", "channel tag message_id type data headers")
 
 
 class Inbox:
-    """One user's queue for one kind of notification. Iterate it for its
-    deliveries; ack each once it is on the socket."""
+    """One user's queue for one kind of notification. Once given a writer
+    (write_to), its deliveries go to it one at a time, in order, each acked
+    once written: a greenlet of its own runs while there is something to
+    write, so an idle rider holds none (bench/RESULTS.md)."""
 
-    __slots__ = ("user_id", "kind", "routing_key", "queue", "tag", "ready", "_deliveries", "_arrived", "_unacked",
-                 "_owner")
+    __slots__ = ("user_id", "kind", "routing_key", "queue", "tag", "ready", "_deliveries", "_unacked",
+                 "_write", "_writer", "_owner")
 
     def __init__(self, owner, user_id, kind, routing_key):
         self._owner = owner
@@ -41,19 +43,14 @@ class Inbox:
         self.queue = contract.inbox_queue(kind, user_id)
         self.tag = f"{self.queue}#{uuid.uuid4().hex[:8]}"
         self.ready = Event()  # set while the consumer is on the broker
-        # Taken, not yet handed out, oldest first: at most PREFETCH. A list
-        # and an Event, not a gevent Queue: 0.4 KiB an inbox instead of 2.8
-        # (a Queue holds three deques), four inboxes a rider (bench/RESULTS.md).
-        self._deliveries = []
-        self._arrived = Event()
+        self._deliveries = []  # taken, not yet written, oldest first: at most PREFETCH
         self._unacked = {}  # delivery tag -> Delivery, on the current channel
+        self._write = None  # write(delivery) -> False once the socket is gone
+        self._writer = None  # the greenlet writing, while there is something to write
 
-    def __iter__(self):
-        while True:
-            while not self._deliveries:
-                self._arrived.clear()
-                self._arrived.wait()  # _take (in the hub) runs only while we wait here
-            yield self._deliveries.pop(0)
+    def write_to(self, write):
+        self._write = write
+        self._wake()
 
     def ack(self, delivery):
         if self._unacked.get(delivery.tag) is delivery:
@@ -62,12 +59,29 @@ class Inbox:
             delivery.channel.basic_ack(delivery.tag)
 
     def close(self):
+        if self._writer is not None:
+            self._writer.kill(block=False)
         self._owner.close(self)
 
     def _take(self, delivery):
         self._unacked[delivery.tag] = delivery
         self._deliveries.append(delivery)
-        self._arrived.set()
+        self._wake()
+
+    def _wake(self):
+        if self._write is not None and self._writer is None and self._deliveries:
+            self._writer = gevent.spawn(self._write_all)
+
+    def _write_all(self):
+        try:
+            while self._deliveries:
+                delivery = self._deliveries.pop(0)
+                if not self._write(delivery):
+                    self._write = None  # the socket is gone: the broker keeps what is unacked
+                    return
+                self.ack(delivery)
+        finally:
+            self._writer = None  # no switch since the list was seen empty: _take cannot slip in between
 
     def _give_back(self):
         """Returns what was delivered but not acked to the queue on the broker."""

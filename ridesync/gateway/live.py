@@ -15,7 +15,7 @@ from ridesync import contract, metrics
 from ridesync.gateway import body, observed
 from ridesync.gateway.errors import ApiError, invalid
 from ridesync.gateway.frames import DRIVER_FRAME_TYPES, RIDER_FRAME_TYPES, BadFrame, read_frame
-from ridesync.gateway.phones import Phone, deliver
+from ridesync.gateway.phones import Phone
 from ridesync.gateway.trips import to_json
 from ridesync.gateway.upstream import CALL_DEADLINE
 from ridesync.pb import driver_pb2
@@ -92,14 +92,13 @@ def stats():
 
 class Line:
     """One user's connection: their inboxes on the broker, then their socket
-    on the switchboard with a greenlet per inbox writing to it."""
+    on the switchboard, each inbox writing to it."""
 
     def __init__(self, role, user_id, kinds):
         self.role, self.user_id = role, user_id
         self.phone = None
         self._worker = _worker()
         self._worker.lines.add(self)
-        self._writers = []
         inboxes = self._worker.inboxes
         self._inboxes = [inboxes.open(user_id, kind, key) for kind, key in kinds.items()]
         with gevent.Timeout(INBOX_READY_TIMEOUT, False):
@@ -122,14 +121,14 @@ class Line:
         log.info("%s %s connected", self.role, self.user_id)
         if first is not None:
             self.phone.send(*first)
-        self._writers = [gevent.spawn(deliver, self.phone, inbox) for inbox in self._inboxes]
+        for inbox in self._inboxes:
+            inbox.write_to(self.phone.deliver)
 
     def frames(self):
         while (raw := self.phone.receive()) is not None:
             yield raw
 
     def hang_up(self):
-        gevent.killall(self._writers)
         for inbox in self._inboxes:
             inbox.close()
         if self.phone is not None:

@@ -35,6 +35,19 @@ class Phone:
         """Raises ConnectionClosed when the socket is gone."""
         self._ws.send(json.dumps({"type": kind, "data": data}))
 
+    def deliver(self, delivery):
+        """Writes an inbox's delivery unless this socket already had it;
+        False when the socket is gone."""
+        if not self.first_time(delivery.message_id):
+            return True
+        try:
+            with observed.delivering(self, delivery):
+                self.send(delivery.type, delivery.data)
+                log.info("%s -> %s %s", delivery.type, self.role, self.user_id)
+        except (ConnectionClosed, OSError):
+            return False
+        return True
+
     def send_error(self, code, message):
         self.send("error", {"code": code, "message": message})
 
@@ -103,20 +116,6 @@ class Switchboard:
         log.info("%s %s reconnected; closing the older socket", phone.role, phone.user_id)
         phone.replaced = True
         gevent.spawn(phone.close, *REPLACED)
-
-
-def deliver(phone, inbox):
-    """Writes an inbox's deliveries to the phone, acking each once written.
-    Runs in a greenlet of its own until killed or the socket is gone."""
-    for delivery in inbox:
-        if phone.first_time(delivery.message_id):
-            try:
-                with observed.delivering(phone, delivery):
-                    phone.send(delivery.type, delivery.data)
-                    log.info("%s -> %s %s", delivery.type, phone.role, phone.user_id)
-            except (ConnectionClosed, OSError):
-                return  # left unacked: the broker keeps it for the next socket
-        inbox.ack(delivery)
 
 
 class _OneWriterSocket:
