@@ -46,9 +46,12 @@ def test_one_ride_is_one_trace_and_one_request_id_across_the_four_processes(coll
         spans = collector.trace(trace_id)
         last = ("ridesync-gateway", f"{contract.PAYMENT_SESSION_CREATED} process")
         seen = {(s.service, s.name) for s in spans}
-        return spans if last in seen and {service for service, _ in seen} == PROCESSES else None
+        ids = {s.span_id for s in spans} | {phone_span}
+        connected = all(s.parent_id in ids for s in spans)  # a parent ends, and is exported, after its children
+        return spans if last in seen and {service for service, _ in seen} == PROCESSES and connected else None
 
-    spans = wait_until(whole_ride, timeout=15, message="spans of the four processes, to the ride's last delivery")
+    spans = wait_until(whole_ride, timeout=15,
+                       message="spans of the four processes, to the ride's last delivery, each with its parent")
     names = {s.name for s in spans}
     for step in ("POST /trip/preview", "POST /trip/start", "/trip.TripService/PreviewTrip", "GET",
                  f"{contract.TRIP_CREATED} process", f"{contract.DRIVER_TRIP_REQUEST} process",

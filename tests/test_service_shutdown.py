@@ -132,9 +132,12 @@ class BrokerLater:
 
 
 def _pipe(source, sink):
-    with source, sink:
+    with source, sink:  # the other direction may close them first
         while data := _receive(source):
-            sink.sendall(data)
+            try:
+                sink.sendall(data)
+            except OSError:
+                return
 
 
 def _receive(sock):
