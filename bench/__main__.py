@@ -1,10 +1,11 @@
-"""`python -m bench` (`make bench`): both benchmarks with modest defaults,
-2,000 riders for capacity and 1,000 riders at 1,000 events/s for 5 s for
-fan-out. The full targets: `python -m bench.capacity` (10,000 riders) and
-`python -m bench.fanout` (10 s). Figures and their meaning: bench/RESULTS.md."""
+"""`python -m bench` (`make bench`): every benchmark with modest defaults,
+2,000 riders for capacity, 1,000 riders at 1,000 events/s for 5 s for
+fan-out, 1,000 sockets for the shutdown drain. The full targets:
+`python -m bench.capacity` (10,000 riders) and `python -m bench.fanout`
+(10 s). Figures and their meaning: bench/RESULTS.md."""
 import argparse
 
-from bench import capacity, fanout
+from bench import capacity, drain, fanout
 
 
 def main():
@@ -17,6 +18,8 @@ def main():
     capacity.run(args.riders, steps=2)
     print()
     fanout.run(args.fanout_riders, args.rate, args.seconds)
+    print()
+    drain.run(1000)
 
 
 if __name__ == "__main__":
