@@ -167,3 +167,12 @@ def trip(package="sedan", pickup=PICKUP, trip_id="t1", rider="r1", cents=1234):
 def trip_json(package="sedan", pickup=PICKUP, trip_id="t1", rider="r1"):
     """The JSON of trip(), as trip.event.created carries it."""
     return trip(package, pickup, trip_id, rider).to_json()
+
+
+def assert_dead_lettered(routing_key, body, service):
+    """A copy of body made unique to this test, published raw, ends up in
+    dead_letters, and the service that refused it is still running."""
+    body = body.replace(b"t1", unique("trip").encode()) if b"t1" in body else body + unique("x").encode()
+    publish_raw(routing_key, body)
+    wait_until(lambda: body in drain_queue(rabbit.DEAD_LETTER_QUEUE), message=f"the {routing_key} in dead_letters")
+    service.assert_running()

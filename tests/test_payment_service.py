@@ -4,11 +4,10 @@ import signal
 
 import pytest
 
-from ridesync import contract, rabbit
+from ridesync import contract
 from ridesync.payment.providers import LocalProvider
-from tests.service_support import (about_trip, drain_queue, next_matching, payment_service,  # noqa: F401
-                                   publish_raw, publisher, unique)
-from tests.support import wait_until
+from tests.service_support import (about_trip, assert_dead_lettered, next_matching, payment_service,  # noqa: F401
+                                   publisher, unique)
 
 
 def create_session(publisher, trip_id, rider, amount=1054):
@@ -37,10 +36,7 @@ def test_a_session_is_created_for_the_rider_once_per_trip(payment_service, publi
     b'{"ownerId": "r1", "data": {"tripID": "t1", "userID": "r1", "amount": 10.5, "currency": "USD"}}',
 ])
 def test_unreadable_or_incomplete_commands_are_dead_lettered(payment_service, body):
-    body = body.replace(b"t1", unique("x").encode()) if b"t1" in body else body + unique("x").encode()
-    publish_raw(contract.PAYMENT_CREATE_SESSION, body)
-    wait_until(lambda: body in drain_queue(rabbit.DEAD_LETTER_QUEUE), message="the command in dead_letters")
-    payment_service.assert_running()
+    assert_dead_lettered(contract.PAYMENT_CREATE_SESSION, body, payment_service)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
