@@ -5,6 +5,7 @@ import re
 import subprocess
 from urllib.parse import urlsplit
 
+import pika
 import pytest
 import requests
 
@@ -273,3 +274,21 @@ def test_a_phone_that_stops_answering_pings_is_dropped(ride):
     wait_until(answering_reads_and_silent_is_gone, message="the silent phone to be dropped")
     for _ in range(10):  # a few ping intervals on, the phone that answers is still there
         assert answering_reads_and_silent_is_gone()
+
+
+def test_an_inbox_left_by_a_gateway_with_another_reconnect_window_still_delivers(ride):
+    rider_id, bystander_id = new_id("rider"), new_id("rider")
+    bystander = ride.rider(bystander_id)
+    with pika.BlockingConnection(pika.URLParameters(AMQP_URL)) as connection:  # an older deploy's inbox
+        connection.channel().queue_declare(
+            contract.inbox_queue("notify_trip_created", rider_id), durable=True,
+            arguments={"x-expires": 120_000, "x-single-active-consumer": True})
+    rider = ride.rider(rider_id)
+    publisher = Publisher(AMQP_URL, "test")
+    try:
+        publisher.publish(contract.TRIP_CREATED, rider_id, {"id": "for-the-rider"})
+        publisher.publish(contract.TRIP_CREATED, bystander_id, {"id": "for-the-bystander"})
+    finally:
+        publisher.close()
+    assert rider.next(contract.TRIP_CREATED)["data"]["id"] == "for-the-rider"
+    assert bystander.next(contract.TRIP_CREATED)["data"]["id"] == "for-the-bystander"

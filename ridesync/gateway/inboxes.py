@@ -11,6 +11,7 @@ goes (x-expires) and has a single active consumer, so a user who reconnects
 elsewhere gets the messages they missed, in order, once."""
 import json
 import logging
+import re
 import uuid
 from collections import namedtuple
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 PREFETCH = 16  # unacked deliveries per inbox consumer: bounds memory for slow sockets
 RECONNECT_PAUSE = 1.0
+_QUEUE_IN_ERROR = re.compile(r"queue '([^']+)'")
 
 Delivery = namedtuple("Delivery", "channel tag message_id type data headers")
 
@@ -107,6 +109,8 @@ class Inboxes:
         self._inboxes = {}  # consumer tag -> Inbox
         self._connection = None
         self._channel = None
+        self._opening = None  # the channel being set up, until it is ready
+        self._as_they_are = set()  # inbox queues to declare passively (see _learn_from)
         self._stopping = False
 
     def start(self):
@@ -171,6 +175,7 @@ class Inboxes:
         gevent.spawn_later(RECONNECT_PAUSE, self._connect)
 
     def _on_channel_open(self, channel):
+        self._opening = channel
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_cancel_callback(lambda frame: self._on_broker_cancel(channel, frame))
         rabbit.declare_topology(channel)  # the gateway may be the first process up
@@ -189,19 +194,35 @@ class Inboxes:
             self._subscribe(channel, inbox)
 
     def _on_channel_closed(self, channel, reason):
-        if channel is not self._channel:
-            return
+        if channel is not self._channel and channel is not self._opening:
+            return  # a channel of a connection already given up
         self._lost_channel()
-        if not self._stopping and self._connection is not None and self._connection.is_open:
+        self._learn_from(reason)
+        connection = self._connection
+        if not self._stopping and connection is not None and connection.is_open:
             log.warning("inbox channel closed (%s); reopening in %.0fs", reason, RECONNECT_PAUSE)
-            gevent.spawn_later(RECONNECT_PAUSE, self._reopen_channel)
+            gevent.spawn_later(RECONNECT_PAUSE, self._reopen_channel, connection)
 
-    def _reopen_channel(self):
-        if not self._stopping and self._connection is not None and self._connection.is_open:
-            self._connection.channel(on_open_callback=self._on_channel_open)
+    def _reopen_channel(self, connection):
+        if not self._stopping and connection is self._connection and connection.is_open:
+            connection.channel(on_open_callback=self._on_channel_open)
+
+    def _learn_from(self, reason):
+        """An inbox queue left by a gateway with another RECONNECT_WINDOW has
+        other arguments, and redeclaring it fails (406) for every socket on
+        the channel: such a queue is then declared passively, as it is."""
+        text = getattr(reason, "reply_text", "")
+        name = _QUEUE_IN_ERROR.search(text)
+        if name is None:
+            return
+        if getattr(reason, "reply_code", None) == 406:
+            log.warning("inbox %s exists with other arguments; using it as it is (%s)", name[1], text)
+            self._as_they_are.add(name[1])
+        elif getattr(reason, "reply_code", None) == 404:
+            self._as_they_are.discard(name[1])
 
     def _lost_channel(self):
-        self._channel = None
+        self._channel = self._opening = None
         for inbox in self._inboxes.values():
             inbox._forget()
 
@@ -219,7 +240,10 @@ class Inboxes:
             else:  # closed while subscribing
                 channel.basic_cancel(inbox.tag)
 
-        channel.queue_declare(inbox.queue, durable=True, arguments=self._queue_arguments, callback=declared)
+        if inbox.queue in self._as_they_are:
+            channel.queue_declare(inbox.queue, passive=True, callback=declared)
+        else:
+            channel.queue_declare(inbox.queue, durable=True, arguments=self._queue_arguments, callback=declared)
 
     def _on_broker_cancel(self, channel, frame):
         inbox = self._inboxes.get(frame.method.consumer_tag)
