@@ -292,3 +292,15 @@ def test_an_inbox_left_by_a_gateway_with_another_reconnect_window_still_delivers
         publisher.close()
     assert rider.next(contract.TRIP_CREATED)["data"]["id"] == "for-the-rider"
     assert bystander.next(contract.TRIP_CREATED)["data"]["id"] == "for-the-bystander"
+
+
+def test_riders_see_the_driver_as_registered_not_as_the_phone_claims(ride):
+    rider_id = new_id("rider")
+    rider = ride.rider(rider_id)
+    driver = ride.driver("suv")
+    ride.start_trip(rider_id, "suv")
+    request = driver.next(contract.DRIVER_TRIP_REQUEST)["data"]
+    driver.send(contract.DRIVER_TRIP_ACCEPT, {"tripID": request["id"], "riderID": rider_id,
+                                              "driver": {"id": driver.driver["id"], "name": "Not Me", "carPlate": "FAKE"}})
+    assigned = rider.next(contract.TRIP_DRIVER_ASSIGNED)["data"]["driver"]
+    assert (assigned["name"], assigned["carPlate"]) == (driver.driver["name"], driver.driver["carPlate"])

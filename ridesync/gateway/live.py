@@ -45,7 +45,7 @@ def open_line():
     if package not in PACKAGES:
         raise invalid(f"packageSlug is required and must be one of: {', '.join(PACKAGES)}")
     g.line = Line("driver", user_id, contract.DRIVER_NOTIFICATIONS)
-    g.driver = _register(user_id, package)
+    g.line.driver = _register(user_id, package)
 
 
 @bp.teardown_request
@@ -55,9 +55,8 @@ def close_line(_exc):
     if line is None:
         return
     line.hang_up()
-    driver = g.pop("driver", None)
-    if driver is not None and not line.replaced:  # a newer socket holds the registration now
-        _unregister(driver)
+    if line.driver is not None and not line.replaced:  # a newer socket holds the registration now
+        _unregister(line.driver)
     _worker().lines.discard(line)
 
 
@@ -72,9 +71,9 @@ def riders(ws):
 @sock.route("/ws/drivers", bp=bp)
 def drivers(ws):
     line = g.line
-    line.connect(ws, first=(contract.DRIVER_REGISTER, to_json(g.driver)))
+    line.connect(ws, first=(contract.DRIVER_REGISTER, line.driver))
     for raw in line.frames():
-        _answer_bad_frame(line.phone, lambda: _handle_driver_frame(line.phone, raw))
+        _answer_bad_frame(line.phone, lambda: _handle_driver_frame(line, raw))
 
 
 @bp.get("/live/stats")
@@ -97,6 +96,7 @@ class Line:
     def __init__(self, role, user_id, kinds):
         self.role, self.user_id = role, user_id
         self.phone = None
+        self.driver = None  # a driver's line: the Driver as DriverService registered it
         self._worker = _worker()
         self._worker.lines.add(self)
         inboxes = self._worker.inboxes
@@ -147,12 +147,13 @@ def _answer_bad_frame(phone, handle):
         phone.send_error(exc.code, exc.message)
 
 
-def _handle_driver_frame(phone, raw):
+def _handle_driver_frame(line, raw):
+    phone = line.phone
     kind, data = read_frame(raw, DRIVER_FRAME_TYPES)
     if kind == contract.DRIVER_LOCATION:
         location = data["location"]
         try:
-            _upstream().drivers.UpdateLocation(
+            moved = _upstream().drivers.UpdateLocation(
                 driver_pb2.UpdateLocationRequest(
                     driverID=phone.user_id, geohash=data.get("geohash", ""),
                     location=driver_pb2.Location(latitude=location["latitude"], longitude=location["longitude"]),
@@ -161,7 +162,11 @@ def _handle_driver_frame(phone, raw):
             )
         except grpc.RpcError as exc:
             raise BadFrame(exc.code().name.lower(), f"{kind} not applied: {exc.details()}") from None
+        line.driver = to_json(moved.driver)
         return
+    # The driver in an answer is the one DriverService registered for this
+    # socket, not what the phone says it is: riders see that name and plate.
+    data = {**data, "driver": line.driver}
     with observed.answering(phone.user_id, data["tripID"]):
         try:
             _worker().publisher.publish(kind, phone.user_id, data)
@@ -180,17 +185,18 @@ def _register(driver_id, package):
         log.error("driver %s not registered: %s %s", driver_id, exc.code().name, exc.details())
         raise ApiError(503, "unavailable", "the driver service is unavailable; reconnect shortly") from None
     log.info("driver %s registered for %s", driver_id, package)
-    return answer.driver
+    return to_json(answer.driver)
 
 
 def _unregister(driver):
     try:
         _upstream().drivers.UnregisterDriver(
-            driver_pb2.RegisterDriverRequest(driverID=driver.id, packageSlug=driver.packageSlug), timeout=CALL_DEADLINE
+            driver_pb2.RegisterDriverRequest(driverID=driver["id"], packageSlug=driver["packageSlug"]),
+            timeout=CALL_DEADLINE,
         )
-        log.info("driver %s unregistered", driver.id)
+        log.info("driver %s unregistered", driver["id"])
     except grpc.RpcError as exc:
-        log.error("driver %s not unregistered: %s %s", driver.id, exc.code().name, exc.details())
+        log.error("driver %s not unregistered: %s %s", driver["id"], exc.code().name, exc.details())
 
 
 def _worker():
