@@ -4,7 +4,7 @@ import pytest
 from ridesync import contract
 from ridesync.contract import MalformedMessage
 from ridesync.driver import geohash
-from ridesync.driver.dispatch import ranked_drivers, trip_to_dispatch
+from ridesync.driver.dispatch import Dispatcher, ranked_drivers, trip_to_dispatch
 from ridesync.driver.pool import DriverNotFound, DriverPool
 from ridesync.trip.model import Coordinate, InvalidArgument
 from tests.service_support import PICKUP, trip_json
@@ -99,3 +99,53 @@ def test_unregistering_is_idempotent():
     assert pool.unregister("d1").id == "d1"
     assert pool.unregister("d1") is None
     assert pool.drivers() == []
+
+
+class Publisher:
+    """Records what dispatch publishes, as ridesync.rabbit.Publisher would send it."""
+
+    def __init__(self):
+        self.sent = []
+
+    def publish(self, routing_key, owner_id, data):
+        self.sent.append((routing_key, owner_id, data["id"]))
+
+    def notify(self, routing_key, owner_id, data):
+        self.sent.append((routing_key, owner_id, data["tripID"]))
+
+
+def test_a_driver_asked_to_take_a_trip_is_not_asked_for_another_until_they_decline():
+    pool, publisher = pool_with(("near", "sedan", 100), ("far", "sedan", 2000)), Publisher()
+    dispatcher = Dispatcher(pool, publisher)
+    dispatcher.handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
+    dispatcher.handle(contract.TRIP_CREATED, "r2", trip_json("sedan", trip_id="t2", rider="r2"))
+    dispatcher.handle(contract.TRIP_CREATED, "r3", trip_json("sedan", trip_id="t3", rider="r3"))
+    assert publisher.sent == [
+        (contract.DRIVER_TRIP_REQUEST, "near", "t1"),
+        (contract.DRIVER_TRIP_REQUEST, "far", "t2"),
+        (contract.TRIP_NO_DRIVERS_FOUND, "r3", "t3"),
+    ]
+    declined = {"trip": trip_json("sedan", trip_id="t1", rider="r1"), "declinedDriverIDs": ["near"]}
+    dispatcher.handle(contract.TRIP_DRIVER_NOT_INTERESTED, "r1", declined)
+    dispatcher.handle(contract.TRIP_CREATED, "r4", trip_json("sedan", trip_id="t4", rider="r4"))
+    assert publisher.sent[3:] == [
+        (contract.TRIP_NO_DRIVERS_FOUND, "r1", "t1"),  # far is busy with t2, near declined t1
+        (contract.DRIVER_TRIP_REQUEST, "near", "t4"),  # near is free again
+    ]
+
+
+def test_a_redelivered_trip_goes_to_the_driver_already_asked():
+    pool, publisher = pool_with(("near", "sedan", 100), ("far", "sedan", 2000)), Publisher()
+    dispatcher = Dispatcher(pool, publisher)
+    for _ in range(2):
+        dispatcher.handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
+    assert [owner for _key, owner, _trip in publisher.sent] == ["near", "near"]
+
+
+def test_registering_again_makes_a_driver_free():
+    pool, publisher = pool_with(("near", "sedan", 100)), Publisher()
+    dispatcher = Dispatcher(pool, publisher)
+    dispatcher.handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
+    pool.register("near", "sedan")
+    dispatcher.handle(contract.TRIP_CREATED, "r2", trip_json("sedan", trip_id="t2", rider="r2"))
+    assert [owner for _key, owner, _trip in publisher.sent] == ["near", "near"]

@@ -55,8 +55,9 @@ def ranked_drivers(drivers, trip):
 
 
 class Dispatcher:
-    """Handles find_available_drivers: asks the nearest driver who could
-    take the trip, or tells the rider no one is left."""
+    """Handles find_available_drivers: asks the nearest free driver who
+    could take the trip, or tells the rider no one is left. A driver asked
+    is not asked for another trip unless they decline this one."""
 
     def __init__(self, pool, publisher):
         self._pool = pool
@@ -64,12 +65,15 @@ class Dispatcher:
 
     def handle(self, routing_key, _owner_id, data):
         trip = trip_to_dispatch(routing_key, data)
-        for driver in ranked_drivers(self._pool.drivers(), trip):
+        for declined in trip.declined:
+            self._pool.let_go(declined, trip.id)
+        for driver in ranked_drivers(self._pool.free_drivers(trip.id), trip):
             try:
                 self._publisher.publish(contract.DRIVER_TRIP_REQUEST, driver.id, trip.trip)
             except Unroutable:
                 log.warning("driver %s is not connected: not asked to take trip %s", driver.id, trip.id)
                 continue
+            self._pool.ask(driver.id, trip.id)
             log.info(
                 "asked driver %s, %.0f m from the pickup, to take %s trip %s of rider %s (%d declined it)",
                 driver.id, great_circle_m(driver.location, trip.pickup), trip.package_slug,

@@ -74,18 +74,35 @@ class DriverPool:
     def __init__(self):
         self._lock = threading.Lock()
         self._drivers = {}
+        self._asked = {}  # driver id -> the trip they were asked to take, until they decline it
 
     def register(self, driver_id, package_slug):
-        """The driver, new or replacing an earlier registration."""
+        """The driver, new or replacing an earlier registration, and free
+        (a driver's app registers again when they start a new shift)."""
         driver = new_driver(driver_id, package_slug)
         with self._lock:
             self._drivers[driver_id] = driver
+            self._asked.pop(driver_id, None)
         return driver
 
     def unregister(self, driver_id):
         """The driver that was registered, or None."""
         with self._lock:
+            self._asked.pop(driver_id, None)
             return self._drivers.pop(driver_id, None)
+
+    def ask(self, driver_id, trip_id):
+        """The driver was asked to take this trip: no other trip is offered
+        to them while they consider it, nor after they accept it."""
+        with self._lock:
+            if driver_id in self._drivers:
+                self._asked[driver_id] = trip_id
+
+    def let_go(self, driver_id, trip_id):
+        """The driver declined this trip: they are free again."""
+        with self._lock:
+            if self._asked.get(driver_id) == trip_id:
+                del self._asked[driver_id]
 
     def move(self, driver_id, location):
         """The driver now at location (a Coordinate); DriverNotFound if not registered."""
@@ -101,3 +118,9 @@ class DriverPool:
         """Every registered driver, as they are now."""
         with self._lock:
             return list(self._drivers.values())
+
+    def free_drivers(self, trip_id):
+        """The registered drivers who may be asked to take this trip: those
+        not asked to take another one."""
+        with self._lock:
+            return [d for d in self._drivers.values() if self._asked.get(d.id, trip_id) == trip_id]
