@@ -99,7 +99,7 @@ def run(riders=TARGET_RIDERS, steps=4, concurrency=100, bare_riders=None):
 
         gateway = bench.gunicorn("app:app", name="gateway", RECONNECT_WINDOW="10")
         ours = measure(bench, gateway, "gateway", riders, steps, concurrency,
-                       stats=lambda: gateway.get_json("/live/stats"), broker=True)
+                       stats=lambda: gateway.get_json("/live/stats?greenlets=1"), broker=True)
         gateway.stop()
 
     bare_kib = per_socket(bare, lambda r: r["rss_kib"])

@@ -204,7 +204,7 @@ def inbox_queues(user_ids):
 
 def test_a_user_who_leaves_leaves_nothing_behind(ride):
     url = ride.another_gateway(workers=1)
-    stats = lambda: requests.get(f"{url}/live/stats", timeout=5).json()  # noqa: E731
+    stats = lambda: requests.get(f"{url}/live/stats?greenlets=1", timeout=5).json()  # noqa: E731
     # The worker's broker connection and gRPC channel, and their greenlets, exist from here on.
     ride.rider(url=url).close()
     ride.driver(url=url).close()
