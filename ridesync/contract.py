@@ -21,10 +21,12 @@ PAYMENT_SESSION_CREATED = "payment.event.session_created"
 FIND_AVAILABLE_DRIVERS = "find_available_drivers"
 DRIVER_TRIP_RESPONSE = "driver_trip_response"
 PAYMENT_TRIP_RESPONSE = "payment_trip_response"
+DRIVER_TRIP_ASSIGNED = "driver_trip_assigned"  # ours, beyond DESIGN.md: dispatch learns who took a trip
 WORK_QUEUES = {
     FIND_AVAILABLE_DRIVERS: (TRIP_CREATED, TRIP_DRIVER_NOT_INTERESTED),
     DRIVER_TRIP_RESPONSE: (DRIVER_TRIP_ACCEPT, DRIVER_TRIP_DECLINE),
     PAYMENT_TRIP_RESPONSE: (PAYMENT_CREATE_SESSION,),
+    DRIVER_TRIP_ASSIGNED: (TRIP_DRIVER_ASSIGNED,),
 }
 
 # Notification kinds the gateway delivers to one user's socket: kind -> routing key.

@@ -30,6 +30,7 @@ class Settings:
     driver_metrics_port: int | None
     payment_metrics_port: int | None
     payment_local_latency: float
+    offer_timeout: float
 
     @classmethod
     def from_env(cls, env=None):
@@ -53,4 +54,5 @@ class Settings:
             driver_metrics_port=_port(env.get("DRIVER_METRICS_PORT")),
             payment_metrics_port=_port(env.get("PAYMENT_METRICS_PORT")),
             payment_local_latency=float(env.get("PAYMENT_LOCAL_LATENCY", "0")),
+            offer_timeout=float(env.get("OFFER_TIMEOUT", "30")),
         )

@@ -20,7 +20,7 @@ def ride(osrm, tmp_path):
     """Every process of a ride, started for one test."""
     trip_addr, driver_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     env = {"TRIP_SERVICE_ADDR": trip_addr, "DRIVER_SERVICE_ADDR": driver_addr, "OSRM_URL": osrm.url,
-           "RECONNECT_WINDOW": "3", "AMQP_URL": AMQP_URL}
+           "RECONNECT_WINDOW": "3", "OFFER_TIMEOUT": "2", "AMQP_URL": AMQP_URL}
     processes = [
         start_service("ridesync.trip", trip_addr, env, tmp_path),
         start_service("ridesync.driver", driver_addr, env, tmp_path),

@@ -42,7 +42,7 @@ def test_no_one_is_left_when_every_driver_of_the_package_declined():
 
 def test_the_trip_is_read_from_the_created_event():
     trip = trip_to_dispatch(contract.TRIP_CREATED, trip_json("van", trip_id="t9", rider="r9"))
-    assert (trip.id, trip.rider_id, trip.package_slug, trip.pickup, trip.declined) == ("t9", "r9", "van", PICKUP, frozenset())
+    assert (trip.id, trip.rider_id, trip.package_slug, trip.pickup, trip.declined) == ("t9", "r9", "van", PICKUP, ())
 
 
 @pytest.mark.parametrize("routing_key, data, problem", [
@@ -96,8 +96,8 @@ def test_moving_updates_location_and_geohash_of_registered_drivers_only():
 def test_unregistering_is_idempotent():
     pool = DriverPool()
     pool.register("d1", "van")
-    assert pool.unregister("d1").id == "d1"
-    assert pool.unregister("d1") is None
+    assert pool.unregister("d1")[0].id == "d1"
+    assert pool.unregister("d1") == (None, None)
     assert pool.drivers() == []
 
 
@@ -105,13 +105,15 @@ class Publisher:
     """Records what dispatch publishes, as ridesync.rabbit.Publisher would send it."""
 
     def __init__(self):
-        self.sent = []
+        self.sent, self.data = [], []
 
     def publish(self, routing_key, owner_id, data):
-        self.sent.append((routing_key, owner_id, data["id"]))
+        self.sent.append((routing_key, owner_id, data["id"] if "id" in data else data["trip"]["id"]))
+        self.data.append(data)
 
     def notify(self, routing_key, owner_id, data):
         self.sent.append((routing_key, owner_id, data["tripID"]))
+        self.data.append(data)
 
 
 def test_a_driver_asked_to_take_a_trip_is_not_asked_for_another_until_they_decline():
@@ -142,10 +144,57 @@ def test_a_redelivered_trip_goes_to_the_driver_already_asked():
     assert [owner for _key, owner, _trip in publisher.sent] == ["near", "near"]
 
 
-def test_registering_again_makes_a_driver_free():
+def test_a_driver_on_a_trip_is_not_asked_until_they_register_again():
     pool, publisher = pool_with(("near", "sedan", 100)), Publisher()
     dispatcher = Dispatcher(pool, publisher)
     dispatcher.handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
-    pool.register("near", "sedan")
+    dispatcher.handle_assigned(contract.TRIP_DRIVER_ASSIGNED, "r1", {"id": "t1", "driver": {"id": "near"}})
     dispatcher.handle(contract.TRIP_CREATED, "r2", trip_json("sedan", trip_id="t2", rider="r2"))
-    assert [owner for _key, owner, _trip in publisher.sent] == ["near", "near"]
+    pool.register("near", "sedan")  # a new shift
+    dispatcher.handle(contract.TRIP_CREATED, "r3", trip_json("sedan", trip_id="t3", rider="r3"))
+    assert [(key, owner) for key, owner, _trip in publisher.sent] == [
+        (contract.DRIVER_TRIP_REQUEST, "near"), (contract.TRIP_NO_DRIVERS_FOUND, "r2"),
+        (contract.DRIVER_TRIP_REQUEST, "near"),
+    ]
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_an_offer_left_unanswered_goes_to_the_next_driver_and_frees_the_first():
+    pool, publisher, clock = pool_with(("near", "sedan", 100), ("far", "sedan", 2000)), Publisher(), Clock()
+    dispatcher = Dispatcher(pool, publisher, offer_timeout=30, clock=clock)
+    dispatcher.handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
+    clock.now = 29
+    dispatcher.expire_offers()
+    assert len(publisher.sent) == 1
+    clock.now = 30
+    dispatcher.expire_offers()
+    passed_on = publisher.sent[1]
+    assert passed_on == (contract.TRIP_DRIVER_NOT_INTERESTED, "r1", "t1")
+    assert publisher.data[1]["declinedDriverIDs"] == ["near"]
+    dispatcher.handle(contract.TRIP_CREATED, "r2", trip_json("sedan", trip_id="t2", rider="r2"))
+    assert publisher.sent[2] == (contract.DRIVER_TRIP_REQUEST, "near", "t2")
+
+
+def test_an_assigned_trip_is_never_passed_on():
+    pool, publisher, clock = pool_with(("near", "sedan", 100), ("far", "sedan", 2000)), Publisher(), Clock()
+    dispatcher = Dispatcher(pool, publisher, offer_timeout=30, clock=clock)
+    dispatcher.handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
+    dispatcher.handle_assigned(contract.TRIP_DRIVER_ASSIGNED, "r1", {"id": "t1", "driver": {"id": "near"}})
+    clock.now = 60
+    dispatcher.expire_offers()
+    assert len(publisher.sent) == 1
+
+
+def test_a_driver_who_goes_offline_leaves_their_offer_behind():
+    pool = pool_with(("near", "sedan", 100))
+    Dispatcher(pool, Publisher()).handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
+    driver, unanswered = pool.unregister("near")
+    assert driver.id == "near" and unanswered.trip.id == "t1"
+    assert pool.unregister("near") == (None, None)

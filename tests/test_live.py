@@ -304,3 +304,20 @@ def test_riders_see_the_driver_as_registered_not_as_the_phone_claims(ride):
                                               "driver": {"id": driver.driver["id"], "name": "Not Me", "carPlate": "FAKE"}})
     assigned = rider.next(contract.TRIP_DRIVER_ASSIGNED)["data"]["driver"]
     assert (assigned["name"], assigned["carPlate"]) == (driver.driver["name"], driver.driver["carPlate"])
+
+
+@pytest.mark.parametrize("how", ["goes offline", "does not answer"])
+def test_a_driver_who_leaves_a_request_unanswered_passes_it_on(ride, how):
+    rider_id = new_id("rider")
+    rider = ride.rider(rider_id)
+    drivers = {ride.driver("van"), ride.driver("van")}
+    trip = ride.start_trip(rider_id, "van")
+    silent, request = wait_until(lambda: next_request(drivers), message="a driver to be asked")
+    if how == "goes offline":
+        silent.close()
+    # OFFER_TIMEOUT is 2 s in the ride: a driver who says nothing is passed over.
+    other = (drivers - {silent}).pop()
+    request = other.next(contract.DRIVER_TRIP_REQUEST)["data"]
+    assert request["id"] == trip["id"]
+    answer(other, contract.DRIVER_TRIP_ACCEPT, request)
+    assert rider.next(contract.TRIP_DRIVER_ASSIGNED)["data"]["driver"]["id"] == other.driver["id"]

@@ -5,11 +5,12 @@ Trip) or trip.event.driver_not_interested (data: {"trip": Trip,
 "declinedDriverIDs": [...]}). Everything dispatch needs travels in the
 message, so any replica of DriverService can take any of them."""
 import logging
+import time
 from dataclasses import dataclass
 
 from ridesync import contract
 from ridesync.contract import field
-from ridesync.rabbit import Unroutable
+from ridesync.rabbit import PublishFailed, Unroutable
 from ridesync.trip.model import Coordinate
 from ridesync.trip.routing import great_circle_m
 
@@ -23,7 +24,7 @@ class TripToDispatch:
     rider_id: str
     package_slug: str
     pickup: Coordinate
-    declined: frozenset  # ids of drivers who declined this trip
+    declined: tuple  # ids of drivers who declined this trip, in order
 
 
 def trip_to_dispatch(routing_key, data):
@@ -43,7 +44,7 @@ def trip_to_dispatch(routing_key, data):
         rider_id=field(trip, "userID"),
         package_slug=field(trip, "selectedFare.packageSlug"),
         pickup=Coordinate(field(pickup, "latitude", float), field(pickup, "longitude", float)),
-        declined=frozenset(declined),
+        declined=tuple(declined),
     )
 
 
@@ -56,12 +57,16 @@ def ranked_drivers(drivers, trip):
 
 class Dispatcher:
     """Handles find_available_drivers: asks the nearest free driver who
-    could take the trip, or tells the rider no one is left. A driver asked
-    is not asked for another trip unless they decline this one."""
+    could take the trip, or tells the rider no one is left. An offer stands
+    until the driver declines it, or its trip is assigned; one that the
+    driver leaves unanswered for offer_timeout seconds, or walks away from
+    (unregisters), goes to the next driver."""
 
-    def __init__(self, pool, publisher):
+    def __init__(self, pool, publisher, offer_timeout=30.0, clock=time.monotonic):
         self._pool = pool
         self._publisher = publisher
+        self._offer_timeout = offer_timeout
+        self._clock = clock
 
     def handle(self, routing_key, _owner_id, data):
         trip = trip_to_dispatch(routing_key, data)
@@ -73,7 +78,7 @@ class Dispatcher:
             except Unroutable:
                 log.warning("driver %s is not connected: not asked to take trip %s", driver.id, trip.id)
                 continue
-            self._pool.ask(driver.id, trip.id)
+            self._pool.ask(driver.id, Offer(trip, self._clock() + self._offer_timeout))
             log.info(
                 "asked driver %s, %.0f m from the pickup, to take %s trip %s of rider %s (%d declined it)",
                 driver.id, great_circle_m(driver.location, trip.pickup), trip.package_slug,
@@ -83,3 +88,33 @@ class Dispatcher:
         log.info("no %s driver left for trip %s of rider %s (%d declined it)",
                  trip.package_slug, trip.id, trip.rider_id, len(trip.declined))
         self._publisher.notify(contract.TRIP_NO_DRIVERS_FOUND, trip.rider_id, {"tripID": trip.id})
+
+    def handle_assigned(self, _routing_key, _owner_id, data):
+        """trip.event.driver_assigned: the driver is on that trip; its other offers are void."""
+        self._pool.assign(field(data, "driver.id"), field(data, "id"))
+
+    def expire_offers(self):
+        for driver_id, offer in self._pool.expired_offers(self._clock()):
+            if not self.pass_on(driver_id, offer, f"no answer within {self._offer_timeout:.0f}s"):
+                self._pool.ask(driver_id, offer)  # still expired: the next tick tries again
+
+    def pass_on(self, driver_id, offer, why):
+        """The trip goes to the next driver, as if this one had declined it;
+        False when the broker did not take that."""
+        trip = offer.trip
+        try:
+            self._publisher.publish(contract.TRIP_DRIVER_NOT_INTERESTED, trip.rider_id,
+                                    {"trip": trip.trip, "declinedDriverIDs": [*trip.declined, driver_id]})
+        except PublishFailed as exc:
+            log.error("trip %s of rider %s not passed on from driver %s (%s): %s",
+                      trip.id, trip.rider_id, driver_id, why, exc)
+            return False
+        log.info("driver %s left trip %s of rider %s unanswered (%s): asking the next driver",
+                 driver_id, trip.id, trip.rider_id, why)
+        return True
+
+
+@dataclass(frozen=True)
+class Offer:
+    trip: TripToDispatch
+    expires_at: float  # on the dispatcher's clock

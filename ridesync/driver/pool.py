@@ -69,40 +69,58 @@ def new_driver(driver_id, package_slug):
 
 
 class DriverPool:
-    """Registered drivers by id; safe to use from any thread."""
+    """Registered drivers by id, and what each was asked to do; safe to use
+    from any thread."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._drivers = {}
-        self._asked = {}  # driver id -> the trip they were asked to take, until they decline it
+        self._offers = {}  # driver id -> the Offer (dispatch.py) they have not answered yet
+        self._on_trip = {}  # driver id -> the trip they accepted
 
     def register(self, driver_id, package_slug):
-        """The driver, new or replacing an earlier registration, and free
-        (a driver's app registers again when they start a new shift)."""
+        """The driver, new or replacing an earlier registration. A driver
+        on a trip is free again (their app registers anew for the next
+        shift); an offer they have not answered still stands: a phone that
+        reconnects gets the request again from its inbox."""
         driver = new_driver(driver_id, package_slug)
         with self._lock:
             self._drivers[driver_id] = driver
-            self._asked.pop(driver_id, None)
+            self._on_trip.pop(driver_id, None)
         return driver
 
     def unregister(self, driver_id):
-        """The driver that was registered, or None."""
+        """(the driver that was registered or None, the offer they left unanswered or None)."""
         with self._lock:
-            self._asked.pop(driver_id, None)
-            return self._drivers.pop(driver_id, None)
+            self._on_trip.pop(driver_id, None)
+            return self._drivers.pop(driver_id, None), self._offers.pop(driver_id, None)
 
-    def ask(self, driver_id, trip_id):
-        """The driver was asked to take this trip: no other trip is offered
-        to them while they consider it, nor after they accept it."""
+    def ask(self, driver_id, offer):
         with self._lock:
             if driver_id in self._drivers:
-                self._asked[driver_id] = trip_id
+                self._offers[driver_id] = offer
 
     def let_go(self, driver_id, trip_id):
         """The driver declined this trip: they are free again."""
         with self._lock:
-            if self._asked.get(driver_id) == trip_id:
-                del self._asked[driver_id]
+            if self._offer_for(driver_id) == trip_id:
+                del self._offers[driver_id]
+
+    def assign(self, driver_id, trip_id):
+        """The driver took this trip: busy with it, and every offer of it is void."""
+        with self._lock:
+            for asked in [d for d in self._offers if self._offer_for(d) == trip_id]:
+                del self._offers[asked]
+            if driver_id in self._drivers:
+                self._on_trip[driver_id] = trip_id
+
+    def expired_offers(self, now):
+        """[(driver id, Offer)] of the offers unanswered by now, withdrawn."""
+        with self._lock:
+            expired = [(d, offer) for d, offer in self._offers.items() if offer.expires_at <= now]
+            for driver_id, _offer in expired:
+                del self._offers[driver_id]
+            return expired
 
     def move(self, driver_id, location):
         """The driver now at location (a Coordinate); DriverNotFound if not registered."""
@@ -120,7 +138,12 @@ class DriverPool:
             return list(self._drivers.values())
 
     def free_drivers(self, trip_id):
-        """The registered drivers who may be asked to take this trip: those
-        not asked to take another one."""
+        """The registered drivers who may be asked to take this trip: not on
+        a trip, and not considering another one."""
         with self._lock:
-            return [d for d in self._drivers.values() if self._asked.get(d.id, trip_id) == trip_id]
+            return [d for d in self._drivers.values()
+                    if d.id not in self._on_trip and self._offer_for(d.id, trip_id) == trip_id]
+
+    def _offer_for(self, driver_id, default=None):
+        offer = self._offers.get(driver_id)
+        return default if offer is None else offer.trip.id

@@ -1,6 +1,7 @@
 """DriverService over gRPC, and its consumer of find_available_drivers:
 thin edges over the pool and dispatch."""
 import logging
+import threading
 
 import grpc
 from google.protobuf import json_format
@@ -22,8 +23,9 @@ ERROR_CODES = {
 
 
 class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
-    def __init__(self, pool):
+    def __init__(self, pool, dispatcher):
         self._pool = pool
+        self._dispatcher = dispatcher
 
     def RegisterDriver(self, request, context):
         with grpc_server.status_codes(context, ERROR_CODES):
@@ -32,7 +34,9 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
             return driver_pb2.RegisterDriverResponse(driver=_message(driver))
 
     def UnregisterDriver(self, request, context):
-        driver = self._pool.unregister(request.driverID)
+        driver, unanswered = self._pool.unregister(request.driverID)
+        if unanswered is not None:
+            self._dispatcher.pass_on(request.driverID, unanswered, "the driver went offline")
         if driver is not None:
             log.info("driver %s unregistered", driver.id)
             return driver_pb2.RegisterDriverResponse(driver=_message(driver))
@@ -59,13 +63,43 @@ def main():
     telemetry.start("driver", settings.driver_metrics_port)
     pool = DriverPool()
     publisher = Publisher(settings.amqp_url, "driver-service")
+    dispatcher = Dispatcher(pool, publisher, settings.offer_timeout)
     server = grpc_server.start(
         settings.driver_service_addr,
-        lambda s: driver_pb2_grpc.add_DriverServiceServicer_to_server(DriverServicer(pool), s),
+        lambda s: driver_pb2_grpc.add_DriverServiceServicer_to_server(DriverServicer(pool, dispatcher), s),
         ["driver.DriverService"],
     )
-    dispatch = WorkQueueConsumer(
-        settings.amqp_url, contract.FIND_AVAILABLE_DRIVERS, Dispatcher(pool, publisher).handle, "driver-dispatch"
-    ).start()
+    intakes = [
+        WorkQueueConsumer(settings.amqp_url, contract.FIND_AVAILABLE_DRIVERS, dispatcher.handle, "driver-dispatch"),
+        WorkQueueConsumer(settings.amqp_url, contract.DRIVER_TRIP_ASSIGNED, dispatcher.handle_assigned,
+                          "driver-assignments"),
+        Ticker("offer-clock", dispatcher.expire_offers),
+    ]
+    for intake in intakes:
+        intake.start()
     log.info("DriverService listening on %s", settings.driver_service_addr)
-    shutdown.serve_until_signal("DriverService", server, [dispatch], [publisher])
+    shutdown.serve_until_signal("DriverService", server, intakes, [publisher])
+
+
+class Ticker:
+    """Calls tick() every second in a thread of its own, until stopped."""
+
+    def __init__(self, name, tick):
+        self._name, self._tick = name, tick
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self):
+        self._thread.start()
+
+    def stop(self, timeout):
+        self._stopped.set()
+        self._thread.join(timeout)
+        return f"{self._name}: stopped"
+
+    def _run(self):
+        while not self._stopped.wait(1.0):
+            try:
+                self._tick()
+            except Exception:  # the next tick tries again; a broker outage must not end the clock
+                log.exception("%s: tick failed", self._name)
