@@ -101,8 +101,8 @@ class Inbox:
 
 class Inboxes:
     def __init__(self, url, window_seconds, name, on_takeover):
-        """on_takeover(role, user_id, session) is called when a user's newer
-        socket opened on any gateway process."""
+        """on_takeover(role, user_id, session, since) is called when a
+        socket of a user opened on any gateway process."""
         self._params = rabbit.connection_parameters(url, name)
         self._queue_arguments = {"x-expires": int(window_seconds * 1000), "x-single-active-consumer": True}
         self._on_takeover = on_takeover
@@ -111,6 +111,7 @@ class Inboxes:
         self._channel = None
         self._opening = None  # the channel being set up, until it is ready
         self._as_they_are = set()  # inbox queues to declare passively (see _learn_from)
+        self._unannounced = {}  # (role, user id) -> session notice not yet published
         self._stopping = False
 
     def start(self):
@@ -132,11 +133,19 @@ class Inboxes:
         inbox._give_back()
         inbox.ready.clear()
 
-    def announce(self, role, user_id, session):
-        """Tells every gateway process that this user's newest socket is here."""
+    def announce(self, role, user_id, session, since):
+        """Tells every gateway process that this user has a socket here,
+        opened at `since` (unix time); older ones elsewhere are replaced. Told
+        once the broker is back when it is away."""
+        notice = json.dumps({"role": role, "userID": user_id, "session": session, "since": since})
+        self._unannounced[(role, user_id)] = notice
         if self._channel is not None:
-            body = json.dumps({"role": role, "userID": user_id, "session": session})
-            self._channel.basic_publish(contract.GATEWAY_SESSIONS_EXCHANGE, "", body)
+            self._announce_all(self._channel)
+
+    def _announce_all(self, channel):
+        for notice in self._unannounced.values():
+            channel.basic_publish(contract.GATEWAY_SESSIONS_EXCHANGE, "", notice)
+        self._unannounced.clear()
 
     def stop(self):
         self._stopping = True
@@ -189,6 +198,7 @@ class Inboxes:
 
     def _on_ready(self, channel):
         self._channel = channel
+        self._announce_all(channel)
         log.info("inboxes connected to the broker; %d to subscribe", len(self._inboxes))
         for inbox in list(self._inboxes.values()):
             self._subscribe(channel, inbox)
@@ -269,6 +279,6 @@ class Inboxes:
     def _on_session_notice(self, _channel, _method, _props, body):
         try:
             notice = json.loads(body)
-            self._on_takeover(notice["role"], notice["userID"], notice["session"])
+            self._on_takeover(notice["role"], notice["userID"], notice["session"], float(notice["since"]))
         except (ValueError, KeyError, TypeError):
             log.error("ignoring a malformed session notice: %r", body[:200])

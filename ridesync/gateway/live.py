@@ -18,6 +18,7 @@ from ridesync.gateway.frames import DRIVER_FRAME_TYPES, RIDER_FRAME_TYPES, BadFr
 from ridesync.gateway.phones import Phone
 from ridesync.gateway.trips import to_json
 from ridesync.gateway.upstream import CALL_DEADLINE
+from ridesync.gateway.worker import GOING_AWAY
 from ridesync.pb import driver_pb2
 from ridesync.rabbit import PublishFailed
 from ridesync.trip.fares import PACKAGES
@@ -121,8 +122,11 @@ class Line:
         self.phone = Phone(ws, self.role, self.user_id)
         self._worker.switchboard.connect(self.phone)
         metrics.socket_opened(self.role)
-        self._worker.inboxes.announce(self.role, self.user_id, self.phone.session)
+        self._worker.inboxes.announce(self.role, self.user_id, self.phone.session, self.phone.connected_at)
         log.info("%s %s connected", self.role, self.user_id)
+        if self._worker.draining:  # it got past the check while the drain took its snapshot
+            self.phone.close(*GOING_AWAY)
+            return
         if first is not None:
             self.phone.send(*first)
         for inbox in self._inboxes:

@@ -4,11 +4,12 @@ older one of the same user."""
 import json
 import logging
 import socket
+import time
 import uuid
 from collections import deque
 
 import gevent
-from gevent.lock import Semaphore
+from gevent.lock import RLock
 from simple_websocket import ConnectionClosed
 
 from ridesync.gateway import observed
@@ -24,16 +25,22 @@ class Phone:
     def __init__(self, ws, role, user_id):
         self.role, self.user_id = role, user_id
         self.session = uuid.uuid4().hex
+        self.connected_at = time.time()
         self.replaced = False
         self._ws = ws
         # simple-websocket writes from its reader thread too (pongs, close
         # replies), with a bare send(): one lock and sendall keep frames whole.
-        ws.sock = _OneWriterSocket(ws.sock)
+        self._sock = ws.sock = _OneWriterSocket(ws.sock)
         self._recent = deque(maxlen=RECENT_MESSAGES)
 
     def send(self, kind, data):
         """Raises ConnectionClosed when the socket is gone."""
-        self._ws.send(json.dumps({"type": kind, "data": data}))
+        frame = json.dumps({"type": kind, "data": data})
+        # Built and written under one lock: with permessage-deflate (every
+        # browser asks for it) each frame is compressed against the ones
+        # before it, so frames must leave in the order they were built.
+        with self._sock.lock:
+            self._ws.send(frame)
 
     def deliver(self, delivery):
         """Writes an inbox's delivery unless this socket already had it;
@@ -95,10 +102,11 @@ class Switchboard:
         if self._phones.get((phone.role, phone.user_id)) is phone:
             del self._phones[(phone.role, phone.user_id)]
 
-    def take_over(self, role, user_id, session):
-        """A newer socket of this user opened on another worker."""
+    def take_over(self, role, user_id, session, since):
+        """A socket of this user opened at `since` on some worker: it
+        replaces the one here if that one is older."""
         phone = self._phones.get((role, user_id))
-        if phone is not None and phone.session != session:
+        if phone is not None and phone.session != session and phone.connected_at <= since:
             del self._phones[(role, user_id)]
             self._replace(phone)
 
@@ -121,12 +129,12 @@ class Switchboard:
 class _OneWriterSocket:
     def __init__(self, sock):
         self._sock = sock
-        self._lock = Semaphore()
+        self.lock = RLock()
 
     def send(self, data):
         """All of data or OSError; a phone that takes nothing for
         WRITE_TIMEOUT seconds is dead and its socket is shut."""
-        with self._lock:
+        with self.lock:
             try:
                 with gevent.Timeout(WRITE_TIMEOUT):
                     self._sock.sendall(data)
