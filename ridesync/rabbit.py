@@ -216,6 +216,7 @@ class WorkQueueConsumer:
         self._cancel_consuming()
         if not self._handling.acquire(timeout=timeout):
             return f"{self._queue}: {self._in_hand} still in hand after {timeout:.0f}s, left for redelivery"
+        self._handling.release()  # a delivery already buffered may still come; it is requeued, not held
         self._thread.join(self.CLOSE_WAIT)
         return f"{self._queue}: finished {self._drained}" if self._drained else f"{self._queue}: nothing in hand"
 

@@ -108,7 +108,7 @@ class Publisher:
         self.sent, self.data = [], []
 
     def publish(self, routing_key, owner_id, data):
-        self.sent.append((routing_key, owner_id, data["id"] if "id" in data else data["trip"]["id"]))
+        self.sent.append((routing_key, owner_id, data.get("id") or data["tripID"]))
         self.data.append(data)
 
     def notify(self, routing_key, owner_id, data):
@@ -166,7 +166,7 @@ class Clock:
         return self.now
 
 
-def test_an_offer_left_unanswered_goes_to_the_next_driver_and_frees_the_first():
+def test_an_offer_left_unanswered_is_declined_for_the_driver_and_frees_them():
     pool, publisher, clock = pool_with(("near", "sedan", 100), ("far", "sedan", 2000)), Publisher(), Clock()
     dispatcher = Dispatcher(pool, publisher, offer_timeout=30, clock=clock)
     dispatcher.handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
@@ -175,9 +175,9 @@ def test_an_offer_left_unanswered_goes_to_the_next_driver_and_frees_the_first():
     assert len(publisher.sent) == 1
     clock.now = 30
     dispatcher.expire_offers()
-    passed_on = publisher.sent[1]
-    assert passed_on == (contract.TRIP_DRIVER_NOT_INTERESTED, "r1", "t1")
-    assert publisher.data[1]["declinedDriverIDs"] == ["near"]
+    # Declined on the driver's behalf: TripService keeps the declines and sends the trip on.
+    assert publisher.sent[1] == (contract.DRIVER_TRIP_DECLINE, "near", "t1")
+    assert publisher.data[1] == {"tripID": "t1", "riderID": "r1", "driver": {"id": "near"}}
     dispatcher.handle(contract.TRIP_CREATED, "r2", trip_json("sedan", trip_id="t2", rider="r2"))
     assert publisher.sent[2] == (contract.DRIVER_TRIP_REQUEST, "near", "t2")
 
@@ -198,3 +198,17 @@ def test_a_driver_who_goes_offline_leaves_their_offer_behind():
     driver, unanswered = pool.unregister("near")
     assert driver.id == "near" and unanswered.trip.id == "t1"
     assert pool.unregister("near") == (None, None)
+
+
+def test_a_driver_who_went_offline_while_being_asked_is_passed_over():
+    pool = pool_with(("near", "sedan", 100), ("far", "sedan", 2000))
+
+    class GoesOffline(Publisher):
+        def publish(self, routing_key, owner_id, data):
+            super().publish(routing_key, owner_id, data)
+            if owner_id == "near":
+                pool.unregister("near")
+
+    publisher = GoesOffline()
+    Dispatcher(pool, publisher).handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
+    assert [owner for _key, owner, _trip in publisher.sent] == ["near", "far"]

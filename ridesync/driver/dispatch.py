@@ -60,7 +60,7 @@ class Dispatcher:
     could take the trip, or tells the rider no one is left. An offer stands
     until the driver declines it, or its trip is assigned; one that the
     driver leaves unanswered for offer_timeout seconds, or walks away from
-    (unregisters), goes to the next driver."""
+    (unregisters), is declined on their behalf."""
 
     def __init__(self, pool, publisher, offer_timeout=30.0, clock=time.monotonic):
         self._pool = pool
@@ -78,7 +78,9 @@ class Dispatcher:
             except Unroutable:
                 log.warning("driver %s is not connected: not asked to take trip %s", driver.id, trip.id)
                 continue
-            self._pool.ask(driver.id, Offer(trip, self._clock() + self._offer_timeout))
+            if not self._pool.ask(driver.id, Offer(trip, self._clock() + self._offer_timeout)):
+                log.warning("driver %s went offline while asked to take trip %s", driver.id, trip.id)
+                continue
             log.info(
                 "asked driver %s, %.0f m from the pickup, to take %s trip %s of rider %s (%d declined it)",
                 driver.id, great_circle_m(driver.location, trip.pickup), trip.package_slug,
@@ -99,12 +101,13 @@ class Dispatcher:
                 self._pool.ask(driver_id, offer)  # still expired: the next tick tries again
 
     def pass_on(self, driver_id, offer, why):
-        """The trip goes to the next driver, as if this one had declined it;
-        False when the broker did not take that."""
+        """Declines the trip on the driver's behalf, so that TripService,
+        which keeps the trip's declines, sends it to the next driver; False
+        when the broker did not take that."""
         trip = offer.trip
         try:
-            self._publisher.publish(contract.TRIP_DRIVER_NOT_INTERESTED, trip.rider_id,
-                                    {"trip": trip.trip, "declinedDriverIDs": [*trip.declined, driver_id]})
+            self._publisher.publish(contract.DRIVER_TRIP_DECLINE, driver_id,
+                                    {"tripID": trip.id, "riderID": trip.rider_id, "driver": {"id": driver_id}})
         except PublishFailed as exc:
             log.error("trip %s of rider %s not passed on from driver %s (%s): %s",
                       trip.id, trip.rider_id, driver_id, why, exc)

@@ -96,9 +96,12 @@ class DriverPool:
             return self._drivers.pop(driver_id, None), self._offers.pop(driver_id, None)
 
     def ask(self, driver_id, offer):
+        """False when the driver is no longer registered: the offer is not theirs to answer."""
         with self._lock:
-            if driver_id in self._drivers:
-                self._offers[driver_id] = offer
+            if driver_id not in self._drivers:
+                return False
+            self._offers[driver_id] = offer
+            return True
 
     def let_go(self, driver_id, trip_id):
         """The driver declined this trip: they are free again."""

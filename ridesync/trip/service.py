@@ -69,13 +69,15 @@ class TripService:
             log.info("driver %s accepted too late: %s", driver["id"], exc)
             return
         try:
-            self._publisher.notify(contract.TRIP_DRIVER_ASSIGNED, trip.user_id, trip.to_json())
+            # The payment command first: a retry repeats it harmlessly (one
+            # session per trip), while a rider told of a driver stays told.
             self._publisher.publish(contract.PAYMENT_CREATE_SESSION, trip.user_id, {
                 "tripID": trip.id,
                 "userID": trip.user_id,
                 "amount": round(trip.fare.total_price_in_cents),
                 "currency": "USD",
             })
+            self._publisher.notify(contract.TRIP_DRIVER_ASSIGNED, trip.user_id, trip.to_json())
         except Exception:
             self._store.unassign_driver(trip_id)
             raise
