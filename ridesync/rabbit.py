@@ -6,6 +6,7 @@ nothing else touches its connection."""
 import logging
 import threading
 import uuid
+from collections import deque
 
 import pika
 from pika.exceptions import AMQPConnectionError, AMQPChannelError, NackError, UnroutableError
@@ -17,6 +18,7 @@ log = logging.getLogger(__name__)
 DEAD_LETTER_EXCHANGE = "trip.dead"
 DEAD_LETTER_QUEUE = "dead_letters"
 HEARTBEAT = 30
+HANDLED_MEMORY = 4096  # message ids a consumer remembers having handled
 
 
 class PublishFailed(Exception):
@@ -196,6 +198,9 @@ class WorkQueueConsumer:
         self._name = name
         self._stopped = threading.Event()
         self._handling = threading.Lock()  # held from delivery to ack
+        # A publisher that lost its connection before the confirm publishes
+        # again: the same message_id, handled once here.
+        self._handled = deque(maxlen=HANDLED_MEMORY)
         self._in_hand = None  # "routing key of owner" while a message is handled
         self._drained = None  # the message that was in hand when stop() came, once finished
         self._broker_lost = False  # warned once; quiet until connected again
@@ -260,13 +265,17 @@ class WorkQueueConsumer:
                 channel.basic_nack(method.delivery_tag, requeue=True)  # stopped: for another consumer
                 return
             self._in_hand = f"{method.routing_key} of {(properties.headers or {}).get('owner', 'unknown')}"
-            self._settle(channel, method, body)
+            self._settle(channel, method, properties, body)
             if self._stopped.is_set():
                 self._drained = self._in_hand
             self._in_hand = None
 
-    def _settle(self, channel, method, body):
+    def _settle(self, channel, method, properties, body):
         """Handles the message and acks, rejects or requeues it."""
+        if properties.message_id is not None and properties.message_id in self._handled:
+            log.info("consumer %s drops a second copy of %s %s", self._name, method.routing_key, properties.message_id)
+            channel.basic_ack(method.delivery_tag)
+            return
         try:
             owner_id, data = contract.open_envelope(body)
         except ValueError as exc:
@@ -287,6 +296,7 @@ class WorkQueueConsumer:
             channel.basic_reject(method.delivery_tag, requeue=False)
         else:
             channel.basic_ack(method.delivery_tag)
+            self._handled.append(properties.message_id)
 
     def _close(self):
         connection, self._connection, self._channel = self._connection, None, None

@@ -134,13 +134,14 @@ def drain_queue(queue):
         connection.close()
 
 
-def publish_raw(routing_key, body):
-    """A message on the `trip` exchange exactly as given: for bodies our Publisher would never send."""
+def publish_raw(routing_key, body, properties=None):
+    """A message on the `trip` exchange exactly as given: for bodies, or
+    copies, our Publisher would never send."""
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     try:
         channel = connection.channel()
         rabbit.declare_topology(channel)
-        channel.basic_publish(contract.TRIP_EXCHANGE, routing_key, body)
+        channel.basic_publish(contract.TRIP_EXCHANGE, routing_key, body, properties)
     finally:
         connection.close()
 

@@ -83,3 +83,20 @@ def test_unreadable_or_incomplete_trips_are_dead_lettered(driver_service, body):
     publish_raw(contract.TRIP_CREATED, body)
     wait_until(lambda: body in drain_queue(rabbit.DEAD_LETTER_QUEUE), message="the message in dead_letters")
     driver_service.assert_running()
+
+
+def test_a_trip_published_twice_with_one_message_id_is_dispatched_once(driver_service, amqp_tap):
+    driver, rider, trip_id = unique("driver"), unique("rider"), unique("trip")
+    register_at(driver_service.stub, driver, "van", 10)
+    tap = amqp_tap(contract.DRIVER_TRIP_REQUEST, contract.TRIP_NO_DRIVERS_FOUND)
+    copy = rabbit.message_properties(contract.TRIP_CREATED, rider)  # as a publisher retrying after a lost confirm
+    body = contract.envelope(rider, trip_json("van", trip_id=trip_id, rider=rider))
+    publish_raw(contract.TRIP_CREATED, body, copy)
+    publish_raw(contract.TRIP_CREATED, body, copy)
+    after, later_rider = unique("trip"), unique("rider")  # the driver is busy with the first: no one for this one
+    publish_raw(contract.TRIP_CREATED, contract.envelope(later_rider, trip_json("van", trip_id=after, rider=later_rider)))
+
+    ours = lambda *m: about_trip(trip_id)(*m) or about_trip(after)(*m)  # noqa: E731
+    seen = [next_matching(tap, ours)[0] for _ in range(2)]
+    assert seen == [contract.DRIVER_TRIP_REQUEST, contract.TRIP_NO_DRIVERS_FOUND]
+    assert "drops a second copy of trip.event.created" in driver_service.output()
