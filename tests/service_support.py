@@ -12,7 +12,7 @@ import pytest
 from ridesync import contract, rabbit
 from ridesync.driver.pool import new_driver
 from ridesync.pb import driver_pb2, driver_pb2_grpc, trip_pb2, trip_pb2_grpc
-from ridesync.trip.model import Coordinate, RideFare, Route, Trip
+from ridesync.ride.model import Coordinate, RideFare, Route, Trip
 from tests.support import AMQP_URL, Process, free_port, start_service, wait_until
 
 PICKUP = Coordinate(37.7749, -122.4194)

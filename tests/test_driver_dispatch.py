@@ -3,10 +3,10 @@ import pytest
 
 from ridesync import contract
 from ridesync.contract import MalformedMessage
-from ridesync.driver import geohash
+from ridesync.ride import geohash
 from ridesync.driver.dispatch import Dispatcher, ranked_drivers, trip_to_dispatch
 from ridesync.driver.pool import DriverNotFound, DriverPool
-from ridesync.trip.model import Coordinate, InvalidArgument
+from ridesync.ride.model import Coordinate, InvalidArgument
 from tests.service_support import PICKUP, trip_json
 
 

@@ -7,7 +7,7 @@ import pytest
 from ridesync import grpc_server
 from ridesync.gateway import create_app, trips as trips_module
 from ridesync.settings import Settings
-from ridesync.trip.fares import price_in_cents
+from ridesync.ride.fares import price_in_cents
 from tests.support import (
     AMQP_URL, DESTINATION_JSON, PICKUP_JSON, HangingTripService, assert_route_follows_osrm,
     assert_trip_created_published, closed_port_address, free_port, made_by, new_rider, wait_until,

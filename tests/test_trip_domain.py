@@ -8,11 +8,12 @@ import pytest
 
 from ridesync import contract
 from ridesync.settings import Settings
-from ridesync.trip.fares import PACKAGES, price_in_cents
-from ridesync.trip.model import Coordinate, InvalidArgument, RideFare, Route
+from ridesync.ride.fares import PACKAGES, price_in_cents
+from ridesync.ride.geo import great_circle_m
+from ridesync.ride.model import Coordinate, InvalidArgument, RideFare, Route
 from ridesync.trip.planner import RoutePlanner
 from ridesync.trip.routing import (
-    CITY_SPEED_M_PER_S, ROAD_FACTOR, CallerGone, NoRoute, RouteUnavailable, estimate_route, great_circle_m,
+    CITY_SPEED_M_PER_S, ROAD_FACTOR, CallerGone, NoRoute, RouteUnavailable, estimate_route,
     parse_osrm_route,
 )
 from ridesync.trip.service import TripService

@@ -4,7 +4,7 @@ import pytest
 
 from ridesync.gateway.trips import to_json
 from ridesync.pb import trip_pb2, trip_pb2_grpc
-from ridesync.trip.fares import price_in_cents
+from ridesync.ride.fares import price_in_cents
 from tests.support import (
     DESTINATION_JSON, PICKUP_JSON, assert_route_follows_osrm, assert_trip_created_published, closed_port_address,
     made_by, new_rider, wait_until,

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from ridesync import contract
 from ridesync.contract import field
 from ridesync.rabbit import PublishFailed, Unroutable
-from ridesync.trip.model import Coordinate
-from ridesync.trip.routing import great_circle_m
+from ridesync.ride.model import Coordinate
+from ridesync.ride.geo import great_circle_m
 
 log = logging.getLogger(__name__)
 

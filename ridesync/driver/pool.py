@@ -5,9 +5,9 @@ import random
 import threading
 from dataclasses import dataclass, replace
 
-from ridesync.driver.geohash import encode as encode_geohash
-from ridesync.trip.fares import PACKAGES
-from ridesync.trip.model import Coordinate, InvalidArgument
+from ridesync.ride.geohash import encode as encode_geohash
+from ridesync.ride.fares import PACKAGES
+from ridesync.ride.model import Coordinate, InvalidArgument
 
 FIRST_NAMES = ("Alex", "Sam", "Jordan", "Maria", "Wei", "Priya", "Diego", "Fatima", "Liam", "Aiko")
 LAST_NAMES = ("Rivera", "Chen", "Okafor", "Novak", "Haddad", "Kim", "Silva", "Müller", "Patel", "Jones")

@@ -12,7 +12,7 @@ from ridesync.driver.pool import DriverNotFound, DriverPool
 from ridesync.pb import driver_pb2, driver_pb2_grpc
 from ridesync.rabbit import Publisher, WorkQueueConsumer
 from ridesync.settings import Settings
-from ridesync.trip.model import Coordinate, InvalidArgument
+from ridesync.ride.model import Coordinate, InvalidArgument
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ridesync.gateway.errors import invalid
-from ridesync.trip.model import Coordinate, InvalidArgument
+from ridesync.ride.model import Coordinate, InvalidArgument
 
 MAX_ID_LENGTH = 128
 

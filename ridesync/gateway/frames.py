@@ -3,7 +3,7 @@ done with it. Plain logic: text in, (type, data) or BadFrame out."""
 import json
 
 from ridesync import contract
-from ridesync.trip.model import Coordinate, InvalidArgument
+from ridesync.ride.model import Coordinate, InvalidArgument
 
 MAX_FRAME_BYTES = 64 * 1024
 

@@ -21,7 +21,7 @@ from ridesync.gateway.upstream import CALL_DEADLINE
 from ridesync.gateway.worker import GOING_AWAY
 from ridesync.pb import driver_pb2
 from ridesync.rabbit import PublishFailed
-from ridesync.trip.fares import PACKAGES
+from ridesync.ride.fares import PACKAGES
 
 log = logging.getLogger(__name__)
 bp = Blueprint("live", __name__)

@@ -2,9 +2,9 @@
 OSRM is switched off, open-circuited, failing or too slow."""
 import math
 
-from ridesync.trip.model import Coordinate, Route
+from ridesync.ride.geo import great_circle_m
+from ridesync.ride.model import Coordinate, Route
 
-EARTH_RADIUS_M = 6_371_000
 ROAD_FACTOR = 1.3  # roads are longer than the straight line
 CITY_SPEED_M_PER_S = 30 * 1000 / 3600  # 30 km/h
 
@@ -21,14 +21,6 @@ class NoRoute(Exception):
 class CallerGone(Exception):
     """The caller left (cancelled, or its deadline passed) while OSRM was
     asked: says nothing about OSRM, so it does not count for the breaker."""
-
-
-def great_circle_m(a, b):
-    lat1, lat2 = math.radians(a.latitude), math.radians(b.latitude)
-    dlat = lat2 - lat1
-    dlon = math.radians(b.longitude - a.longitude)
-    h = math.sin(dlat / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin(dlon / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
 
 
 def estimate_route(pickup, destination):

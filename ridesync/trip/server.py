@@ -10,7 +10,7 @@ from ridesync.pb import trip_pb2, trip_pb2_grpc
 from ridesync.rabbit import PublishFailed, Publisher, WorkQueueConsumer
 from ridesync.trip.answers import DriverAnswers
 from ridesync.settings import Settings
-from ridesync.trip.model import Coordinate, InvalidArgument
+from ridesync.ride.model import Coordinate, InvalidArgument
 from ridesync.trip.osrm import OsrmClient
 from ridesync.trip.planner import RoutePlanner
 from ridesync.trip.service import TripService

@@ -5,8 +5,8 @@ import time
 import uuid
 
 from ridesync import contract
-from ridesync.trip.fares import PACKAGES, price_in_cents
-from ridesync.trip.model import RideFare, Trip
+from ridesync.ride.fares import PACKAGES, price_in_cents
+from ridesync.ride.model import RideFare, Trip
 from ridesync.trip.store import TripTaken
 
 log = logging.getLogger(__name__)
