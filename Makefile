@@ -6,12 +6,12 @@ BIN := $(VENV)/bin
 PROTOS := $(wildcard protos/*.proto)
 GENERATED := $(patsubst protos/%.proto,ridesync/pb/%_pb2.py,$(PROTOS))
 
-.PHONY: run test install rabbitmq bench clean
+.PHONY: run test install rabbitmq databases bench clean
 
 run: install rabbitmq
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start --port $${PORT:-8081}
 
-test: install rabbitmq
+test: install rabbitmq databases
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 install: $(VENV)/.installed $(GENERATED)
@@ -27,7 +27,12 @@ ridesync/pb/%_pb2.py: protos/%.proto $(VENV)/.installed
 rabbitmq: $(VENV)/.installed
 	$(BIN)/python -m scripts.ensure_rabbitmq
 
-bench: install rabbitmq
+# The tests' PostgreSQL and Redis (make run needs neither: a SQLite file, the pool in process).
+databases: $(VENV)/.installed
+	$(BIN)/python -m scripts.ensure_postgres
+	$(BIN)/python -m scripts.ensure_redis
+
+bench: install rabbitmq databases
 	$(BIN)/python -m bench
 
 clean:
