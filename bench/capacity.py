@@ -11,10 +11,11 @@ import argparse
 import time
 
 from bench.support import Bench, broker_counts, machine, rss_kib, wait_until
+from ridesync import contract
 
 TARGET_RIDERS = 10_000
 TARGET_KIB_PER_SOCKET = 50
-KINDS = 4  # a rider's inboxes: contract.RIDER_NOTIFICATIONS
+KINDS = len(contract.RIDER_NOTIFICATIONS)  # a rider's inboxes
 
 
 def measure(bench, server, label, riders, steps, concurrency, stats=None, broker=False):

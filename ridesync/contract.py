@@ -16,28 +16,51 @@ DRIVER_LOCATION = "driver.cmd.location"
 DRIVER_REGISTER = "driver.cmd.register"
 PAYMENT_CREATE_SESSION = "payment.cmd.create_session"
 PAYMENT_SESSION_CREATED = "payment.event.session_created"
+# The lifecycle (DESIGN.md, "Trip lifecycle").
+TRIP_DRIVER_ARRIVED = "trip.event.driver_arrived"
+TRIP_STARTED = "trip.event.started"
+TRIP_COMPLETED = "trip.event.completed"
+TRIP_CANCELLED = "trip.event.cancelled"
+DRIVER_TRIP_ARRIVED = "driver.cmd.trip_arrived"
+DRIVER_TRIP_STARTED = "driver.cmd.trip_started"
+DRIVER_TRIP_COMPLETED = "driver.cmd.trip_completed"
+DRIVER_TRIP_CANCEL = "driver.cmd.trip_cancel"
+DRIVER_TRIP_WITHDRAWN = "driver.cmd.trip_withdrawn"
+PAYMENT_VOID_SESSION = "payment.cmd.void_session"
+# Ours, beyond DESIGN.md: dispatch tells TripService it has no one left to
+# ask (owner: rider, data {"tripID"}), and TripService tells a driver's socket
+# that their accept or decline was refused (owner: driver, data {"tripID",
+# "code", "message"}; an `error` frame on a v2 socket).
+DISPATCH_NO_DRIVERS_LEFT = "dispatch.event.no_drivers_left"
+DRIVER_ANSWER_REFUSED = "driver.event.answer_refused"
 
 # Service work queues: name -> routing keys bound to it.
 FIND_AVAILABLE_DRIVERS = "find_available_drivers"
 DRIVER_TRIP_RESPONSE = "driver_trip_response"
 PAYMENT_TRIP_RESPONSE = "payment_trip_response"
-DRIVER_TRIP_ASSIGNED = "driver_trip_assigned"  # ours, beyond DESIGN.md: dispatch learns who took a trip
+DRIVER_AVAILABILITY = "driver_availability"  # ours, beyond DESIGN.md: dispatch learns who is busy
 WORK_QUEUES = {
     FIND_AVAILABLE_DRIVERS: (TRIP_CREATED, TRIP_DRIVER_NOT_INTERESTED),
-    DRIVER_TRIP_RESPONSE: (DRIVER_TRIP_ACCEPT, DRIVER_TRIP_DECLINE),
-    PAYMENT_TRIP_RESPONSE: (PAYMENT_CREATE_SESSION,),
-    DRIVER_TRIP_ASSIGNED: (TRIP_DRIVER_ASSIGNED,),
+    # TripService's one intake, in the order things happened: an offer
+    # (trip_request) is on it before the driver can answer it.
+    DRIVER_TRIP_RESPONSE: (DRIVER_TRIP_ACCEPT, DRIVER_TRIP_DECLINE, DRIVER_TRIP_REQUEST, DISPATCH_NO_DRIVERS_LEFT,
+                           PAYMENT_SESSION_CREATED),
+    PAYMENT_TRIP_RESPONSE: (PAYMENT_CREATE_SESSION, PAYMENT_VOID_SESSION),
+    DRIVER_AVAILABILITY: (TRIP_DRIVER_ASSIGNED, TRIP_COMPLETED, TRIP_CANCELLED, DRIVER_TRIP_WITHDRAWN),
 }
 
-# Notification kinds the gateway delivers to one user's socket: kind -> routing key.
+# Notification kinds the gateway delivers to one user's socket: kind ->
+# routing keys. One kind's messages reach the socket in the order published.
 RIDER_NOTIFICATIONS = {
-    "notify_trip_created": TRIP_CREATED,
-    "notify_driver_assign": TRIP_DRIVER_ASSIGNED,
-    "notify_driver_no_drivers_found": TRIP_NO_DRIVERS_FOUND,
-    "notify_payment_session_created": PAYMENT_SESSION_CREATED,
+    "notify_trip_created": (TRIP_CREATED,),
+    "notify_driver_assign": (TRIP_DRIVER_ASSIGNED,),
+    "notify_driver_no_drivers_found": (TRIP_NO_DRIVERS_FOUND,),
+    "notify_payment_session_created": (PAYMENT_SESSION_CREATED,),
+    "notify_trip_progress": (TRIP_DRIVER_ARRIVED, TRIP_STARTED, TRIP_COMPLETED, TRIP_CANCELLED),
 }
 DRIVER_NOTIFICATIONS = {
-    "driver_cmd_trip_request": DRIVER_TRIP_REQUEST,
+    "driver_cmd_trip_request": (DRIVER_TRIP_REQUEST, DRIVER_TRIP_WITHDRAWN, DRIVER_ANSWER_REFUSED),
+    "driver_trip_progress": (TRIP_DRIVER_ASSIGNED, TRIP_DRIVER_ARRIVED, TRIP_STARTED, TRIP_COMPLETED, TRIP_CANCELLED),
 }
 
 

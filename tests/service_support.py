@@ -68,6 +68,27 @@ def trip_answers(osrm, tmp_path, request):
     channel.close()
 
 
+class RecordingPublisher:
+    """Stands in for rabbit.Publisher where only what is published matters:
+    (routing key, owner, data) in order; `fails` makes every publish raise."""
+
+    def __init__(self, fails=False):
+        self.fails = fails
+        self.published = []
+
+    def publish(self, routing_key, owner_id, data, headers=None):
+        self.published.append((routing_key, owner_id, data))
+        if self.fails:
+            raise RuntimeError("the broker did not confirm")
+
+    notify = publish
+
+    def take(self):
+        """What was published since the last take."""
+        published, self.published = self.published, []
+        return published
+
+
 def register_at(stub, driver_id, package, north_m):
     """The Driver registered over gRPC and moved north_m metres north of PICKUP."""
     stub.RegisterDriver(driver_pb2.RegisterDriverRequest(driverID=driver_id, packageSlug=package), timeout=5)

@@ -125,13 +125,13 @@ def test_a_driver_asked_to_take_a_trip_is_not_asked_for_another_until_they_decli
     assert publisher.sent == [
         (contract.DRIVER_TRIP_REQUEST, "near", "t1"),
         (contract.DRIVER_TRIP_REQUEST, "far", "t2"),
-        (contract.TRIP_NO_DRIVERS_FOUND, "r3", "t3"),
+        (contract.DISPATCH_NO_DRIVERS_LEFT, "r3", "t3"),
     ]
     declined = {"trip": trip_json("sedan", trip_id="t1", rider="r1"), "declinedDriverIDs": ["near"]}
     dispatcher.handle(contract.TRIP_DRIVER_NOT_INTERESTED, "r1", declined)
     dispatcher.handle(contract.TRIP_CREATED, "r4", trip_json("sedan", trip_id="t4", rider="r4"))
     assert publisher.sent[3:] == [
-        (contract.TRIP_NO_DRIVERS_FOUND, "r1", "t1"),  # far is busy with t2, near declined t1
+        (contract.DISPATCH_NO_DRIVERS_LEFT, "r1", "t1"),  # far is busy with t2, near declined t1
         (contract.DRIVER_TRIP_REQUEST, "near", "t4"),  # near is free again
     ]
 
@@ -144,18 +144,63 @@ def test_a_redelivered_trip_goes_to_the_driver_already_asked():
     assert [owner for _key, owner, _trip in publisher.sent] == ["near", "near"]
 
 
-def test_a_driver_on_a_trip_is_not_asked_until_they_register_again():
+def assigned(trip_id, driver_id, rider="r1"):
+    return {"id": trip_id, "userID": rider, "driver": {"id": driver_id}}
+
+
+def test_a_driver_is_busy_from_the_accept_to_the_end_of_the_trip_whatever_their_socket_does():
     pool, publisher = pool_with(("near", "sedan", 100)), Publisher()
     dispatcher = Dispatcher(pool, publisher)
     dispatcher.handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
-    dispatcher.handle_assigned(contract.TRIP_DRIVER_ASSIGNED, "r1", {"id": "t1", "driver": {"id": "near"}})
+    dispatcher.handle_availability(contract.TRIP_DRIVER_ASSIGNED, "r1", assigned("t1", "near"))
+    dispatcher.handle_availability(contract.TRIP_DRIVER_ASSIGNED, "near", assigned("t1", "near"))
     dispatcher.handle(contract.TRIP_CREATED, "r2", trip_json("sedan", trip_id="t2", rider="r2"))
-    pool.register("near", "sedan")  # a new shift
+    pool.unregister("near")
+    pool.register("near", "sedan", session="s2")  # the app reconnects mid-trip
     dispatcher.handle(contract.TRIP_CREATED, "r3", trip_json("sedan", trip_id="t3", rider="r3"))
-    assert [(key, owner) for key, owner, _trip in publisher.sent] == [
-        (contract.DRIVER_TRIP_REQUEST, "near"), (contract.TRIP_NO_DRIVERS_FOUND, "r2"),
-        (contract.DRIVER_TRIP_REQUEST, "near"),
+    dispatcher.handle_availability(contract.TRIP_COMPLETED, "r1", assigned("t2", "near"))  # another trip's end
+    dispatcher.handle(contract.TRIP_CREATED, "r4", trip_json("sedan", trip_id="t4", rider="r4"))
+    dispatcher.handle_availability(contract.TRIP_COMPLETED, "r1", assigned("t1", "near"))
+    dispatcher.handle(contract.TRIP_CREATED, "r5", trip_json("sedan", trip_id="t5", rider="r5"))
+    assert [(key, owner, trip) for key, owner, trip in publisher.sent] == [
+        (contract.DRIVER_TRIP_REQUEST, "near", "t1"), (contract.DISPATCH_NO_DRIVERS_LEFT, "r2", "t2"),
+        (contract.DISPATCH_NO_DRIVERS_LEFT, "r3", "t3"), (contract.DISPATCH_NO_DRIVERS_LEFT, "r4", "t4"),
+        (contract.DRIVER_TRIP_REQUEST, "near", "t5"),
     ]
+
+
+def test_a_cancelled_trip_frees_its_driver_and_voids_its_offers():
+    pool, publisher = pool_with(("near", "sedan", 100), ("far", "sedan", 2000)), Publisher()
+    dispatcher = Dispatcher(pool, publisher)
+    dispatcher.handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
+    dispatcher.handle(contract.TRIP_CREATED, "r2", trip_json("sedan", trip_id="t2", rider="r2"))
+    dispatcher.handle_availability(contract.TRIP_DRIVER_ASSIGNED, "r1", assigned("t1", "near"))
+    dispatcher.handle_availability(contract.TRIP_CANCELLED, "r1", assigned("t1", "near"))
+    dispatcher.handle_availability(contract.TRIP_CANCELLED, "r2", {"id": "t2", "userID": "r2"})
+    assert {d.id for d in pool.free_drivers("t3")} == {"near", "far"}
+
+
+def test_a_withdrawn_offer_frees_its_driver_and_other_offers_of_a_taken_trip_are_withdrawn():
+    pool, publisher = pool_with(("near", "sedan", 100), ("far", "sedan", 2000)), Publisher()
+    dispatcher = Dispatcher(pool, publisher)
+    dispatcher.handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
+    dispatcher.handle_availability(contract.DRIVER_TRIP_WITHDRAWN, "near", {"tripID": "t1", "reason": "cancelled"})
+    assert {d.id for d in pool.free_drivers("t2")} == {"near", "far"}
+
+    dispatcher.handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
+    dispatcher.handle_availability(contract.TRIP_DRIVER_ASSIGNED, "r1", assigned("t1", "far"))
+    assert publisher.sent[-1] == (contract.DRIVER_TRIP_WITHDRAWN, "near", "t1")
+    assert publisher.data[-1] == {"tripID": "t1", "reason": "taken"}
+
+
+def test_only_the_session_that_registered_a_driver_unregisters_them():
+    pool = DriverPool()
+    pool.register("d1", "sedan", session="old")
+    pool.register("d1", "sedan", session="new")
+    assert pool.unregister("d1", session="old") == (None, None)
+    assert [d.id for d in pool.drivers()] == ["d1"]
+    assert pool.unregister("d1", session="new")[0].id == "d1"
+    assert pool.drivers() == []
 
 
 class Clock:
@@ -178,15 +223,17 @@ def test_an_offer_left_unanswered_is_declined_for_the_driver_and_frees_them():
     # Declined on the driver's behalf: TripService keeps the declines and sends the trip on.
     assert publisher.sent[1] == (contract.DRIVER_TRIP_DECLINE, "near", "t1")
     assert publisher.data[1] == {"tripID": "t1", "riderID": "r1", "driver": {"id": "near"}}
+    assert (publisher.sent[2], publisher.data[2]) == (
+        (contract.DRIVER_TRIP_WITHDRAWN, "near", "t1"), {"tripID": "t1", "reason": "expired"})
     dispatcher.handle(contract.TRIP_CREATED, "r2", trip_json("sedan", trip_id="t2", rider="r2"))
-    assert publisher.sent[2] == (contract.DRIVER_TRIP_REQUEST, "near", "t2")
+    assert publisher.sent[3] == (contract.DRIVER_TRIP_REQUEST, "near", "t2")
 
 
 def test_an_assigned_trip_is_never_passed_on():
     pool, publisher, clock = pool_with(("near", "sedan", 100), ("far", "sedan", 2000)), Publisher(), Clock()
     dispatcher = Dispatcher(pool, publisher, offer_timeout=30, clock=clock)
     dispatcher.handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
-    dispatcher.handle_assigned(contract.TRIP_DRIVER_ASSIGNED, "r1", {"id": "t1", "driver": {"id": "near"}})
+    dispatcher.handle_availability(contract.TRIP_DRIVER_ASSIGNED, "r1", assigned("t1", "near"))
     clock.now = 60
     dispatcher.expire_offers()
     assert len(publisher.sent) == 1

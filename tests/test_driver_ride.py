@@ -26,12 +26,13 @@ def test_a_decline_moves_the_request_to_the_next_driver_who_accepts_and_the_ride
     assert (key, message["ownerId"]) == (contract.DRIVER_TRIP_REQUEST, far)
     driver = answer(publisher, contract.DRIVER_TRIP_ACCEPT, far, trip.id, rider)
 
-    key, _, message = next_matching(tap, about_trip(trip.id))
-    assert (key, message["ownerId"], message["data"]["status"], message["data"]["driver"]["name"]) == (
-        contract.TRIP_DRIVER_ASSIGNED, rider, "accepted", driver["name"])
-    key, _, message = next_matching(tap, about_trip(trip.id))
-    assert (key, message["ownerId"], message["data"]["amount"], message["data"]["currency"]) == (
-        contract.PAYMENT_SESSION_CREATED, rider, round(fare.totalPriceInCents), "USD")
+    sent = {(key, message["ownerId"]): message["data"] for key, _, message in
+            (next_matching(tap, about_trip(trip.id)) for _ in range(3))}
+    for owner in (rider, far):
+        assigned = sent[(contract.TRIP_DRIVER_ASSIGNED, owner)]
+        assert (assigned["status"], assigned["driver"]["name"]) == ("accepted", driver["name"])
+    session = sent[(contract.PAYMENT_SESSION_CREATED, rider)]
+    assert (session["amount"], session["currency"]) == (round(fare.totalPriceInCents), "USD")
 
 
 def test_when_every_driver_declines_the_rider_is_told_no_drivers_were_found(
@@ -47,4 +48,5 @@ def test_when_every_driver_declines_the_rider_is_told_no_drivers_were_found(
     answer(publisher, contract.DRIVER_TRIP_DECLINE, only, trip.id, rider)
 
     key, _, message = next_matching(tap, about_trip(trip.id))
-    assert (key, message["ownerId"], message["data"]) == (contract.TRIP_NO_DRIVERS_FOUND, rider, {"tripID": trip.id})
+    assert (key, message["ownerId"], message["data"]["id"], message["data"]["status"]) == (
+        contract.TRIP_NO_DRIVERS_FOUND, rider, trip.id, "no_drivers_found")

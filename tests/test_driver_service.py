@@ -49,7 +49,7 @@ def test_a_new_trip_goes_to_the_nearest_driver_and_on_to_the_next_after_declines
     register_at(driver_service.stub, suv, "suv", 10)
     trip_id, rider = unique("trip"), unique("rider")
     trip = trip_json("sedan", trip_id=trip_id, rider=rider)
-    tap = amqp_tap(contract.DRIVER_TRIP_REQUEST, contract.TRIP_NO_DRIVERS_FOUND)
+    tap = amqp_tap(contract.DRIVER_TRIP_REQUEST, contract.DISPATCH_NO_DRIVERS_LEFT)
 
     publisher.publish(contract.TRIP_CREATED, rider, trip)
     key, headers, message = next_matching(tap, about_trip(trip_id))
@@ -62,18 +62,18 @@ def test_a_new_trip_goes_to_the_nearest_driver_and_on_to_the_next_after_declines
     publisher.publish(contract.TRIP_DRIVER_NOT_INTERESTED, rider, {"trip": trip, "declinedDriverIDs": [near, mid]})
     key, headers, message = next_matching(tap, about_trip(trip_id))
     assert (key, message["ownerId"], headers["owner"], message["data"]) == (
-        contract.TRIP_NO_DRIVERS_FOUND, rider, rider, {"tripID": trip_id})
+        contract.DISPATCH_NO_DRIVERS_LEFT, rider, rider, {"tripID": trip_id})
 
 
 def test_an_unregistered_driver_is_not_asked(driver_service, amqp_tap, publisher):
     gone, rider, trip_id = unique("gone"), unique("rider"), unique("trip")
     register_at(driver_service.stub, gone, "van", 10)
     driver_service.stub.UnregisterDriver(driver_pb2.RegisterDriverRequest(driverID=gone), timeout=5)
-    tap = amqp_tap(contract.DRIVER_TRIP_REQUEST, contract.TRIP_NO_DRIVERS_FOUND)
+    tap = amqp_tap(contract.DRIVER_TRIP_REQUEST, contract.DISPATCH_NO_DRIVERS_LEFT)
 
     publisher.publish(contract.TRIP_CREATED, rider, trip_json("van", trip_id=trip_id, rider=rider))
     key, _, message = next_matching(tap, about_trip(trip_id))
-    assert (key, message["ownerId"]) == (contract.TRIP_NO_DRIVERS_FOUND, rider)
+    assert (key, message["ownerId"]) == (contract.DISPATCH_NO_DRIVERS_LEFT, rider)
 
 
 @pytest.mark.parametrize("body", [b"not json at all", b'{"ownerId": "r1", "data": {"id": "no route"}}'])
@@ -88,7 +88,7 @@ def test_unreadable_or_incomplete_trips_are_dead_lettered(driver_service, body):
 def test_a_trip_published_twice_with_one_message_id_is_dispatched_once(driver_service, amqp_tap):
     driver, rider, trip_id = unique("driver"), unique("rider"), unique("trip")
     register_at(driver_service.stub, driver, "van", 10)
-    tap = amqp_tap(contract.DRIVER_TRIP_REQUEST, contract.TRIP_NO_DRIVERS_FOUND)
+    tap = amqp_tap(contract.DRIVER_TRIP_REQUEST, contract.DISPATCH_NO_DRIVERS_LEFT)
     copy = rabbit.message_properties(contract.TRIP_CREATED, rider)  # as a publisher retrying after a lost confirm
     body = contract.envelope(rider, trip_json("van", trip_id=trip_id, rider=rider))
     publish_raw(contract.TRIP_CREATED, body, copy)
@@ -98,5 +98,5 @@ def test_a_trip_published_twice_with_one_message_id_is_dispatched_once(driver_se
 
     ours = lambda *m: about_trip(trip_id)(*m) or about_trip(after)(*m)  # noqa: E731
     seen = [next_matching(tap, ours)[0] for _ in range(2)]
-    assert seen == [contract.DRIVER_TRIP_REQUEST, contract.TRIP_NO_DRIVERS_FOUND]
+    assert seen == [contract.DRIVER_TRIP_REQUEST, contract.DISPATCH_NO_DRIVERS_LEFT]
     assert "drops a second copy of trip.event.created" in driver_service.output()

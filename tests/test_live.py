@@ -49,7 +49,8 @@ def test_a_decline_moves_the_request_to_the_next_driver(ride):
         assert request["id"] == trip["id"]
         asked.append(phone)
         answer(phone, contract.DRIVER_TRIP_DECLINE, request)
-    assert rider.next(contract.TRIP_NO_DRIVERS_FOUND)["data"]["tripID"] == trip["id"]
+    unserved = rider.next(contract.TRIP_NO_DRIVERS_FOUND)["data"]
+    assert (unserved["id"], unserved["status"]) == (trip["id"], "no_drivers_found")
 
 
 def test_no_drivers_found(ride):
@@ -57,7 +58,8 @@ def test_no_drivers_found(ride):
     rider = ride.rider(rider_id)
     ride.driver("sedan")  # of another package
     trip = ride.start_trip(rider_id, "luxury")
-    assert rider.next(contract.TRIP_NO_DRIVERS_FOUND)["data"]["tripID"] == trip["id"]
+    unserved = rider.next(contract.TRIP_NO_DRIVERS_FOUND)["data"]
+    assert (unserved["id"], unserved["status"]) == (trip["id"], "no_drivers_found")
 
 
 def next_request(phones):
@@ -218,9 +220,10 @@ def test_a_user_who_leaves_leaves_nothing_behind(ride):
     drivers = [ride.driver(user_id=user_id, url=url) for user_id in user_ids if user_id.startswith("driver")]
     busy = stats()
     assert busy["sockets"] == {"rider": 30, "driver": 5}
-    assert busy["consuming"] == 30 * 4 + 5
+    inboxes = 30 * len(contract.RIDER_NOTIFICATIONS) + 5 * len(contract.DRIVER_NOTIFICATIONS)
+    assert busy["consuming"] == inboxes
     assert worker_connections() == connections_before, "sockets share their worker's connections and channels"
-    assert len(inbox_queues(user_ids)) == 30 * 4 + 5
+    assert len(inbox_queues(user_ids)) == inboxes
 
     for phone in riders + drivers:
         phone.close()

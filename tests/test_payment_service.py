@@ -1,6 +1,7 @@
 """The payment service as a real process: payment.cmd.create_session in,
 payment.event.session_created out, on a real RabbitMQ."""
 import signal
+from dataclasses import replace
 
 import pytest
 
@@ -8,6 +9,7 @@ from ridesync import contract
 from ridesync.payment.providers import LocalProvider
 from tests.service_support import (about_trip, assert_dead_lettered, next_matching, payment_service,  # noqa: F401
                                    publisher, unique)
+from tests.support import wait_until
 
 
 def create_session(publisher, trip_id, rider, amount=1054):
@@ -28,6 +30,16 @@ def test_a_session_is_created_for_the_rider_once_per_trip(payment_service, publi
 
     create_session(publisher, trip_id, rider)  # a redelivered command
     assert next_matching(tap, about_trip(trip_id))[2]["data"] == session
+
+
+def test_a_cancelled_trips_session_is_voided(payment_service, publisher, amqp_tap):
+    trip_id, rider = unique("trip"), unique("rider")
+    tap = amqp_tap(contract.PAYMENT_SESSION_CREATED)
+    create_session(publisher, trip_id, rider)
+    session_id = next_matching(tap, about_trip(trip_id))[2]["data"]["sessionID"]
+    publisher.publish(contract.PAYMENT_VOID_SESSION, rider, {"tripID": trip_id, "userID": rider})
+    wait_until(lambda: f"payment session {session_id} for trip {trip_id} of rider {rider} voided"
+               in payment_service.output(), message="the session to be voided")
 
 
 @pytest.mark.parametrize("body", [
@@ -52,3 +64,5 @@ def test_the_local_provider_keeps_amount_and_currency_and_one_session_per_trip()
     assert (first.trip_id, first.user_id, first.amount, first.currency) == ("t1", "r1", 1054, "USD")
     assert provider.create_session("t1", "r1", 1054, "USD") == first
     assert provider.create_session("t2", "r1", 1054, "USD").id != first.id
+    assert provider.void_session("t1") == replace(first, voided=True) == provider.void_session("t1")
+    assert provider.void_session("t3") is None

@@ -18,6 +18,7 @@ from ridesync.trip.routing import (
 )
 from ridesync.trip.service import TripService
 from ridesync.trip.store import FareNotFound, FareNotYours, FareUnavailable, TripStore
+from tests.service_support import RecordingPublisher
 from tests.support import osrm_route_payload, wait_until
 
 PICKUP = Coordinate(37.77, -122.41)
@@ -46,17 +47,6 @@ class FakeFetch:
         if isinstance(self.outcome, Exception):
             raise self.outcome
         return self.outcome
-
-
-class RecordingPublisher:
-    def __init__(self, fails=False):
-        self.fails = fails
-        self.published = []
-
-    def publish(self, routing_key, owner_id, data, headers=None):
-        self.published.append((routing_key, owner_id, data))
-        if self.fails:
-            raise RuntimeError("the broker did not confirm")
 
 
 def make_service(fetch=None, publisher=None, clock=None, fare_ttl=900):

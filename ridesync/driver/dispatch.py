@@ -57,8 +57,8 @@ def ranked_drivers(drivers, trip):
 
 class Dispatcher:
     """Handles find_available_drivers: asks the nearest free driver who
-    could take the trip, or tells the rider no one is left. An offer stands
-    until the driver declines it, or its trip is assigned; one that the
+    could take the trip, or tells TripService no one is left. An offer
+    stands until the driver declines it, or it is withdrawn; one that the
     driver leaves unanswered for offer_timeout seconds, or walks away from
     (unregisters), is declined on their behalf."""
 
@@ -89,16 +89,33 @@ class Dispatcher:
             return
         log.info("no %s driver left for trip %s of rider %s (%d declined it)",
                  trip.package_slug, trip.id, trip.rider_id, len(trip.declined))
-        self._publisher.notify(contract.TRIP_NO_DRIVERS_FOUND, trip.rider_id, {"tripID": trip.id})
+        self._publisher.publish(contract.DISPATCH_NO_DRIVERS_LEFT, trip.rider_id, {"tripID": trip.id})
 
-    def handle_assigned(self, _routing_key, _owner_id, data):
-        """trip.event.driver_assigned: the driver is on that trip; its other offers are void."""
-        self._pool.assign(field(data, "driver.id"), field(data, "id"))
+    def handle_availability(self, routing_key, owner_id, data):
+        """driver_availability: a driver is on a trip from its
+        driver_assigned until its completed or cancelled (each comes once
+        for the rider and once for the driver: the second changes nothing);
+        a withdrawn offer frees the driver it was made to."""
+        if routing_key == contract.DRIVER_TRIP_WITHDRAWN:
+            self._pool.let_go(owner_id, field(data, "tripID"))
+        elif routing_key == contract.TRIP_DRIVER_ASSIGNED:
+            trip_id, driver_id = field(data, "id"), field(data, "driver.id")
+            for other in self._pool.assign(driver_id, trip_id):
+                self._withdraw(other, trip_id, "taken")
+        else:
+            driver = data.get("driver")
+            self._pool.release(driver.get("id") if isinstance(driver, dict) else None, field(data, "id"))
 
     def expire_offers(self):
         for driver_id, offer in self._pool.expired_offers(self._clock()):
             if not self.pass_on(driver_id, offer, f"no answer within {self._offer_timeout:.0f}s"):
                 self._pool.ask(driver_id, offer)  # still expired: the next tick tries again
+                continue
+            self._withdraw(driver_id, offer.trip.id, "expired")
+
+    def _withdraw(self, driver_id, trip_id, reason):
+        self._publisher.publish(contract.DRIVER_TRIP_WITHDRAWN, driver_id, {"tripID": trip_id, "reason": reason})
+        log.info("trip %s withdrawn from driver %s: %s", trip_id, driver_id, reason)
 
     def pass_on(self, driver_id, offer, why):
         """Declines the trip on the driver's behalf, so that TripService,

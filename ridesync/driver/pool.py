@@ -69,31 +69,38 @@ def new_driver(driver_id, package_slug):
 
 
 class DriverPool:
-    """Registered drivers by id, and what each was asked to do; safe to use
-    from any thread."""
+    """Registered drivers by id, what each was asked to do, and who is on a
+    trip; safe to use from any thread. A registration belongs to the socket
+    that made it (its session): only that session's unregister removes it.
+    Being on a trip is the trip's, not the socket's: it lasts from the accept
+    to the trip's end, however often the driver's app reconnects."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._drivers = {}
+        self._sessions = {}  # driver id -> the session that registered them
         self._offers = {}  # driver id -> the Offer (dispatch.py) they have not answered yet
-        self._on_trip = {}  # driver id -> the trip they accepted
+        self._on_trip = {}  # driver id -> the trip they accepted, until it ends
 
-    def register(self, driver_id, package_slug):
-        """The driver, new or replacing an earlier registration. A driver
-        on a trip is free again (their app registers anew for the next
-        shift); an offer they have not answered still stands: a phone that
-        reconnects gets the request again from its inbox."""
+    def register(self, driver_id, package_slug, session=""):
+        """The driver, new or replacing an earlier registration (another
+        socket's). An offer they have not answered still stands: a phone
+        that reconnects gets the request again from its inbox."""
         driver = new_driver(driver_id, package_slug)
         with self._lock:
             self._drivers[driver_id] = driver
-            self._on_trip.pop(driver_id, None)
+            self._sessions[driver_id] = session
         return driver
 
-    def unregister(self, driver_id):
-        """(the driver that was registered or None, the offer they left unanswered or None)."""
+    def unregister(self, driver_id, session=""):
+        """(the driver that was registered or None, the offer they left
+        unanswered or None); (None, None) when the driver is registered by
+        another session now, whose registration stays."""
         with self._lock:
-            self._on_trip.pop(driver_id, None)
-            return self._drivers.pop(driver_id, None), self._offers.pop(driver_id, None)
+            if driver_id not in self._drivers or self._sessions[driver_id] != session:
+                return None, None
+            del self._sessions[driver_id]
+            return self._drivers.pop(driver_id), self._offers.pop(driver_id, None)
 
     def ask(self, driver_id, offer):
         """False when the driver is no longer registered: the offer is not theirs to answer."""
@@ -104,18 +111,28 @@ class DriverPool:
             return True
 
     def let_go(self, driver_id, trip_id):
-        """The driver declined this trip: they are free again."""
+        """The driver's offer of this trip is over (declined, withdrawn): they are free again."""
         with self._lock:
             if self._offer_for(driver_id) == trip_id:
                 del self._offers[driver_id]
 
     def assign(self, driver_id, trip_id):
-        """The driver took this trip: busy with it, and every offer of it is void."""
+        """The driver took this trip: on it until it ends, and every other
+        offer of it is void. The ids of the drivers whose offer was void."""
+        with self._lock:
+            voided = [d for d in self._offers if self._offer_for(d) == trip_id]
+            for asked in voided:
+                del self._offers[asked]
+            self._on_trip[driver_id] = trip_id
+            return [d for d in voided if d != driver_id]
+
+    def release(self, driver_id, trip_id):
+        """The trip ended: its driver (if any) is free again, and no offer of it stands."""
         with self._lock:
             for asked in [d for d in self._offers if self._offer_for(d) == trip_id]:
                 del self._offers[asked]
-            if driver_id in self._drivers:
-                self._on_trip[driver_id] = trip_id
+            if driver_id is not None and self._on_trip.get(driver_id) == trip_id:
+                del self._on_trip[driver_id]
 
     def expired_offers(self, now):
         """[(driver id, Offer)] of the offers unanswered by now, withdrawn."""

@@ -29,17 +29,18 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
 
     def RegisterDriver(self, request, context):
         with grpc_server.status_codes(context, ERROR_CODES):
-            driver = self._pool.register(request.driverID, request.packageSlug)
+            driver = self._pool.register(request.driverID, request.packageSlug, request.session)
             log.info("driver %s registered for %s as %s (%s)", driver.id, driver.package_slug, driver.name, driver.car_plate)
             return driver_pb2.RegisterDriverResponse(driver=_message(driver))
 
     def UnregisterDriver(self, request, context):
-        driver, unanswered = self._pool.unregister(request.driverID)
+        driver, unanswered = self._pool.unregister(request.driverID, request.session)
         if unanswered is not None:
             self._dispatcher.pass_on(request.driverID, unanswered, "the driver went offline")
         if driver is not None:
             log.info("driver %s unregistered", driver.id)
             return driver_pb2.RegisterDriverResponse(driver=_message(driver))
+        log.info("driver %s not unregistered: not registered by session %r", request.driverID, request.session)
         return driver_pb2.RegisterDriverResponse()
 
     def UpdateLocation(self, request, context):
@@ -71,8 +72,8 @@ def main():
     )
     intakes = [
         WorkQueueConsumer(settings.amqp_url, contract.FIND_AVAILABLE_DRIVERS, dispatcher.handle, "driver-dispatch"),
-        WorkQueueConsumer(settings.amqp_url, contract.DRIVER_TRIP_ASSIGNED, dispatcher.handle_assigned,
-                          "driver-assignments"),
+        WorkQueueConsumer(settings.amqp_url, contract.DRIVER_AVAILABILITY, dispatcher.handle_availability,
+                          "driver-availability"),
         Ticker("offer-clock", dispatcher.expire_offers),
     ]
     for intake in intakes:

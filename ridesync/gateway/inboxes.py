@@ -36,12 +36,12 @@ class Inbox:
     once written: a greenlet of its own runs while there is something to
     write, so an idle rider holds none (bench/RESULTS.md)."""
 
-    __slots__ = ("user_id", "kind", "routing_key", "queue", "tag", "ready", "_deliveries", "_unacked",
+    __slots__ = ("user_id", "kind", "routing_keys", "queue", "tag", "ready", "_deliveries", "_unacked",
                  "_write", "_writer", "_owner")
 
-    def __init__(self, owner, user_id, kind, routing_key):
+    def __init__(self, owner, user_id, kind, routing_keys):
         self._owner = owner
-        self.user_id, self.kind, self.routing_key = user_id, kind, routing_key
+        self.user_id, self.kind, self.routing_keys = user_id, kind, routing_keys
         self.queue = contract.inbox_queue(kind, user_id)
         self.tag = f"{self.queue}#{uuid.uuid4().hex[:8]}"
         self.ready = Event()  # set while the consumer is on the broker
@@ -118,8 +118,8 @@ class Inboxes:
         self._connect()
         return self
 
-    def open(self, user_id, kind, routing_key):
-        inbox = Inbox(self, user_id, kind, routing_key)
+    def open(self, user_id, kind, routing_keys):
+        inbox = Inbox(self, user_id, kind, routing_keys)
         self._inboxes[inbox.tag] = inbox
         if self._channel is not None:
             self._subscribe(self._channel, inbox)
@@ -237,12 +237,15 @@ class Inboxes:
             inbox._forget()
 
     def _subscribe(self, channel, inbox):
-        def declared(_ok):
-            channel.queue_bind(inbox.queue, contract.TRIP_EXCHANGE,
-                               contract.inbox_routing_key(inbox.user_id, inbox.routing_key), callback=bound)
+        def bind(keys):
+            if not keys:
+                channel.basic_consume(inbox.queue, self._on_delivery, consumer_tag=inbox.tag, callback=consuming)
+                return
+            channel.queue_bind(inbox.queue, contract.TRIP_EXCHANGE, contract.inbox_routing_key(inbox.user_id, keys[0]),
+                               callback=lambda _ok: bind(keys[1:]))
 
-        def bound(_ok):
-            channel.basic_consume(inbox.queue, self._on_delivery, consumer_tag=inbox.tag, callback=consuming)
+        def declared(_ok):
+            bind(inbox.routing_keys)
 
         def consuming(_ok):
             if inbox.tag in self._inboxes:

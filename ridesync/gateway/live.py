@@ -4,6 +4,7 @@ DriverService and forwards their answers to trip requests."""
 import gc
 import logging
 import os
+import uuid
 
 import gevent
 import greenlet
@@ -46,18 +47,19 @@ def open_line():
     if package not in PACKAGES:
         raise invalid(f"packageSlug is required and must be one of: {', '.join(PACKAGES)}")
     g.line = Line("driver", user_id, contract.DRIVER_NOTIFICATIONS)
-    g.line.driver = _register(user_id, package)
+    g.line.driver = _register(user_id, package, g.line.session)
 
 
 @bp.teardown_request
 def close_line(_exc):
-    """Every way a socket ends comes here: inboxes closed, driver unregistered."""
+    """Every way a socket ends comes here: inboxes closed, driver unregistered
+    (unless a newer socket registered them since: DriverService knows by the session)."""
     line = g.pop("line", None)
     if line is None:
         return
     line.hang_up()
-    if line.driver is not None and not line.replaced:  # a newer socket holds the registration now
-        _unregister(line.driver)
+    if line.driver is not None:
+        _unregister(line.driver, line.session)
     _worker().lines.discard(line)
 
 
@@ -100,22 +102,19 @@ class Line:
 
     def __init__(self, role, user_id, kinds):
         self.role, self.user_id = role, user_id
+        self.session = uuid.uuid4().hex  # what registers a driver with DriverService
         self.phone = None
         self.driver = None  # a driver's line: the Driver as DriverService registered it
         self._worker = _worker()
         self._worker.lines.add(self)
         inboxes = self._worker.inboxes
-        self._inboxes = [inboxes.open(user_id, kind, key) for kind, key in kinds.items()]
+        self._inboxes = [inboxes.open(user_id, kind, keys) for kind, keys in kinds.items()]
         with gevent.Timeout(INBOX_READY_TIMEOUT, False):
             for inbox in self._inboxes:
                 inbox.ready.wait()
         for inbox in self._inboxes:
             if not inbox.ready.is_set():
                 log.warning("inbox %s is not on the broker yet; it will be when the broker answers", inbox.queue)
-
-    @property
-    def replaced(self):
-        return self.phone is not None and self.phone.replaced
 
     def connect(self, ws, first=None):
         """The socket is open: first, if given, is the (type, data) frame it gets before any other."""
@@ -184,10 +183,11 @@ def _handle_driver_frame(line, raw):
         log.info("driver %s answered %s for trip %s", phone.user_id, kind, data["tripID"])
 
 
-def _register(driver_id, package):
+def _register(driver_id, package, session):
     try:
         answer = _upstream().drivers.RegisterDriver(
-            driver_pb2.RegisterDriverRequest(driverID=driver_id, packageSlug=package), timeout=CALL_DEADLINE
+            driver_pb2.RegisterDriverRequest(driverID=driver_id, packageSlug=package, session=session),
+            timeout=CALL_DEADLINE,
         )
     except grpc.RpcError as exc:
         log.error("driver %s not registered: %s %s", driver_id, exc.code().name, exc.details())
@@ -196,10 +196,10 @@ def _register(driver_id, package):
     return to_json(answer.driver)
 
 
-def _unregister(driver):
+def _unregister(driver, session):
     try:
         _upstream().drivers.UnregisterDriver(
-            driver_pb2.RegisterDriverRequest(driverID=driver["id"], packageSlug=driver["packageSlug"]),
+            driver_pb2.RegisterDriverRequest(driverID=driver["id"], packageSlug=driver["packageSlug"], session=session),
             timeout=CALL_DEADLINE,
         )
         log.info("driver %s unregistered", driver["id"])

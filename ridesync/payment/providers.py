@@ -1,13 +1,13 @@
-"""Payment providers. A provider has one method,
-create_session(trip_id, user_id, amount, currency) -> PaymentSession, which
-is idempotent per trip: asking again for the same trip (a redelivered
-command) gives the same session. LocalProvider is the default; a Stripe
-provider would create a Checkout Session with the trip id as its
-idempotency key."""
+"""Payment providers. A provider has two methods, both idempotent per trip:
+create_session(trip_id, user_id, amount, currency) -> PaymentSession (asking
+again for the same trip, a redelivered command, gives the same session), and
+void_session(trip_id) -> the PaymentSession now voided, or None when the trip
+has none. LocalProvider is the default; a Stripe provider would create a
+Checkout Session with the trip id as its idempotency key, and expire it."""
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,7 @@ class PaymentSession:
     user_id: str
     amount: int  # smallest unit of the currency: cents
     currency: str
+    voided: bool = False
 
 
 class LocalProvider:
@@ -38,3 +39,10 @@ class LocalProvider:
                     amount=amount, currency=currency,
                 )
             return self._sessions[trip_id]
+
+    def void_session(self, trip_id):
+        with self._lock:
+            session = self._sessions.get(trip_id)
+            if session is not None:
+                session = self._sessions[trip_id] = replace(session, voided=True)
+            return session

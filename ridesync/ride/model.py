@@ -65,11 +65,23 @@ class RideFare:
 
 @dataclass(frozen=True)
 class Trip:
+    """A trip's record, the truth of it (ride/lifecycle.py says how it moves).
+    offered_to and declined are dispatch's: kept with the trip, never shown."""
+
     id: str
     fare: RideFare
     user_id: str
     status: str = "pending"
     driver: dict = None  # TripDriver JSON, once a driver accepted
+    offered_to: str = None  # the driver asked to take it now, while pending
+    declined: tuple = ()  # ids of the drivers who declined it, in order
+    cancelled_by: str = None  # "rider" or "driver", once cancelled
+    reason: str = None  # why it was cancelled, as the canceller said
+    payment: dict = None  # {"sessionID", "amount", "currency"}, once a session exists
+
+    @property
+    def driver_id(self):
+        return self.driver["id"] if self.driver else None
 
     def to_json(self):
         trip = {
@@ -79,6 +91,7 @@ class Trip:
             "status": self.status,
             "userID": self.user_id,
         }
-        if self.driver:
-            trip["driver"] = self.driver
+        shown = {"driver": self.driver, "cancelledBy": self.cancelled_by, "reason": self.reason,
+                 "payment": self.payment}
+        trip.update({name: value for name, value in shown.items() if value})
         return trip

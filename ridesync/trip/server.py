@@ -8,13 +8,14 @@ from google.protobuf import json_format
 from ridesync import contract, grpc_server, logs, shutdown, telemetry
 from ridesync.pb import trip_pb2, trip_pb2_grpc
 from ridesync.rabbit import PublishFailed, Publisher, WorkQueueConsumer
-from ridesync.trip.answers import DriverAnswers
-from ridesync.settings import Settings
+from ridesync.ride import lifecycle
 from ridesync.ride.model import Coordinate, InvalidArgument
+from ridesync.settings import Settings
+from ridesync.trip.intake import Intake
 from ridesync.trip.osrm import OsrmClient
 from ridesync.trip.planner import RoutePlanner
 from ridesync.trip.service import TripService
-from ridesync.trip.store import FareNotFound, FareNotYours, FareUnavailable, TripStore
+from ridesync.trip.store import FareNotFound, FareNotYours, FareUnavailable, TripNotFound, TripStore
 
 log = logging.getLogger(__name__)
 REPLY_MARGIN = 0.5  # seconds kept back from the caller's deadline to answer with an estimate
@@ -25,7 +26,11 @@ ERROR_CODES = {
     FareNotYours: grpc.StatusCode.PERMISSION_DENIED,
     FareUnavailable: grpc.StatusCode.FAILED_PRECONDITION,
     PublishFailed: grpc.StatusCode.UNAVAILABLE,
+    TripNotFound: grpc.StatusCode.NOT_FOUND,
+    lifecycle.NotYours: grpc.StatusCode.PERMISSION_DENIED,
+    lifecycle.StepRefused: grpc.StatusCode.FAILED_PRECONDITION,
 }
+DRIVER_STEPS = (*lifecycle.DRIVER_STEPS, lifecycle.CANCELLED)
 
 
 class TripServicer(trip_pb2_grpc.TripServiceServicer):
@@ -55,6 +60,42 @@ class TripServicer(trip_pb2_grpc.TripServiceServicer):
             return json_format.ParseDict(
                 {"tripID": trip.id, "trip": trip.to_json()}, trip_pb2.CreateTripResponse()
             )
+
+
+    def GetTrip(self, request, context):
+        with grpc_server.status_codes(context, ERROR_CODES):
+            _require(request.tripID, "tripID")
+            _require(request.userID, "userID")
+            return _trip_response(self._trips.trip_for(request.tripID, request.userID))
+
+    def CurrentTrip(self, request, context):
+        with grpc_server.status_codes(context, ERROR_CODES):
+            _require(request.userID, "userID")
+            return _trip_response(self._trips.current_trip(request.userID))
+
+    def CancelTrip(self, request, context):
+        with grpc_server.status_codes(context, ERROR_CODES):
+            _require(request.tripID, "tripID")
+            _require(request.userID, "userID")
+            return _trip_response(self._trips.cancel(request.tripID, "rider", request.userID, request.reason))
+
+    def DriverStep(self, request, context):
+        with grpc_server.status_codes(context, ERROR_CODES):
+            _require(request.tripID, "tripID")
+            _require(request.driverID, "driverID")
+            if request.step not in DRIVER_STEPS:
+                raise InvalidArgument(f"step must be one of {', '.join(DRIVER_STEPS)}")
+            if request.step == lifecycle.CANCELLED:
+                trip = self._trips.cancel(request.tripID, "driver", request.driverID, request.reason)
+            else:
+                trip = self._trips.driver_step(request.tripID, request.driverID, request.step)
+            return _trip_response(trip)
+
+
+def _trip_response(trip):
+    if trip is None:
+        return trip_pb2.TripResponse()
+    return trip_pb2.TripResponse(trip=json_format.ParseDict(trip.to_json(), trip_pb2.Trip()))
 
 
 def _require(value, name):
@@ -90,7 +131,7 @@ def main():
         ["trip.TripService"],
     )
     answers = WorkQueueConsumer(
-        settings.amqp_url, contract.DRIVER_TRIP_RESPONSE, DriverAnswers(trips).handle, "trip-driver-answers"
+        settings.amqp_url, contract.DRIVER_TRIP_RESPONSE, Intake(trips).handle, "trip-intake"
     ).start()
     log.info("TripService listening on %s (OSRM %s)", settings.trip_service_addr, settings.osrm_url)
     shutdown.serve_until_signal("TripService", server, [answers], [publisher])

@@ -1,13 +1,16 @@
 """What the trip service does, free of gRPC and AMQP: previews priced per
-package, trips started from a fare, and drivers' answers to trip requests."""
+package, trips started from a fare, drivers' answers to trip requests, and
+every later step of a trip (ride/lifecycle.py decides which are allowed)."""
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 
 from ridesync import contract
+from ridesync.ride import lifecycle
 from ridesync.ride.fares import PACKAGES, price_in_cents
 from ridesync.ride.model import RideFare, Trip
-from ridesync.trip.store import TripTaken
+from ridesync.trip.store import TripNotFound
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +61,29 @@ class TripService:
         log.info("rider %s started trip %s (%s, %s cents)", user_id, trip.id, fare.package_slug, fare.total_price_in_cents)
         return trip
 
-    def accept(self, trip_id, driver):
-        """The first driver (TripDriver JSON) to accept gets the trip: the
-        rider is told and a payment session is asked for. Later accepts
-        change nothing. If the broker does not take both messages, the trip
-        is pending again and the error raised, so the accept can be retried."""
+    def record_offer(self, trip_id, driver_id):
+        """Dispatch asked this driver to take the trip: from now on only they
+        may answer it. An offer of a trip that is no longer pending is
+        withdrawn at once."""
         try:
-            trip = self._store.assign_driver(trip_id, driver)
-        except TripTaken as exc:
-            log.info("driver %s accepted too late: %s", driver["id"], exc)
+            self._step(trip_id, lambda t: lifecycle.offer(t, driver_id),
+                       lambda t: self._store.offer(trip_id, driver_id))
+        except lifecycle.StepRefused as exc:
+            reason = "taken" if self._store.trip(trip_id).driver_id else "cancelled"
+            self._publisher.publish(contract.DRIVER_TRIP_WITHDRAWN, driver_id, {"tripID": trip_id, "reason": reason})
+            log.info("driver %s was offered trip %s too late (%s): withdrawn", driver_id, trip_id, exc)
+
+    def accept(self, trip_id, driver):
+        """The driver (TripDriver JSON) the trip is offered to takes it: the
+        rider and the driver are told, and a payment session is asked for.
+        Anyone else is refused. If the broker does not take both messages,
+        the trip is offered to them again and the error raised, so the
+        accept can be retried."""
+        step = self._answer(trip_id, driver["id"], lambda t: lifecycle.accept(t, driver["id"]),
+                            lambda t: self._store.assign_driver(trip_id, driver))
+        if step is None or not step.changed:
             return
+        trip = step.trip
         try:
             # The payment command first: a retry repeats it harmlessly (one
             # session per trip), while a rider told of a driver stays told.
@@ -77,22 +93,132 @@ class TripService:
                 "amount": round(trip.fare.total_price_in_cents),
                 "currency": "USD",
             })
-            self._publisher.notify(contract.TRIP_DRIVER_ASSIGNED, trip.user_id, trip.to_json())
+            self._announce(contract.TRIP_DRIVER_ASSIGNED, trip)
         except Exception:
-            self._store.unassign_driver(trip_id)
+            self._store.unassign_driver(trip_id, driver["id"])
             raise
         log.info("driver %s accepted trip %s of rider %s", driver["id"], trip.id, trip.user_id)
 
     def decline(self, trip_id, driver_id):
-        """Sends the trip back to dispatch with every driver who declined it,
-        unless it already has a driver."""
-        try:
-            trip, declined = self._store.decline(trip_id, driver_id)
-        except TripTaken as exc:
-            log.info("driver %s declined a trip no longer pending: %s", driver_id, exc)
+        """The driver the trip is offered to passes: the trip goes back to
+        dispatch with every driver who declined it. Anyone else is refused,
+        and the trip stays where it is."""
+        step = self._answer(trip_id, driver_id, lambda t: lifecycle.decline(t, driver_id),
+                            lambda t: self._store.decline(trip_id, driver_id))
+        if step is None or not step.changed:
             return
+        trip = step.trip
         self._publisher.publish(contract.TRIP_DRIVER_NOT_INTERESTED, trip.user_id, {
             "trip": trip.to_json(),
-            "declinedDriverIDs": list(declined),
+            "declinedDriverIDs": list(trip.declined),
         })
-        log.info("driver %s declined trip %s of rider %s (%d declined it)", driver_id, trip.id, trip.user_id, len(declined))
+        log.info("driver %s declined trip %s of rider %s (%d declined it)",
+                 driver_id, trip.id, trip.user_id, len(trip.declined))
+
+    def driver_step(self, trip_id, driver_id, step_name):
+        """arrived, started or completed, by the trip's driver: the trip as
+        it is now; StepRefused or NotYours when the step is not theirs now."""
+        step = self._step(trip_id, lambda t: lifecycle.driver_step(t, driver_id, step_name),
+                          lambda t: self._store.advance(trip_id, t.status, lifecycle.DRIVER_STEPS[step_name][1]))
+        if step.changed:
+            self._announce(STEP_EVENTS[step_name], step.trip)
+            log.info("driver %s: trip %s of rider %s %s", driver_id, trip_id, step.trip.user_id, step_name)
+        return step.trip
+
+    def cancel(self, trip_id, by, user_id, reason=""):
+        """The trip cancelled by its "rider" or its "driver": both told, an
+        offer standing for it withdrawn, its payment session voided, its
+        fare usable again. The trip as it is now."""
+        step = self._step(trip_id, lambda t: lifecycle.cancel(t, by, user_id),
+                          lambda t: self._store.cancel(trip_id, t.status, by, reason))
+        if not step.changed:
+            return step.trip
+        trip, before = step.trip, step.before
+        if before.offered_to:
+            self._publisher.publish(contract.DRIVER_TRIP_WITHDRAWN, before.offered_to,
+                                    {"tripID": trip.id, "reason": "cancelled"})
+        if before.driver_id:  # a payment session was asked for at the accept
+            self._publisher.publish(contract.PAYMENT_VOID_SESSION, trip.user_id, {"tripID": trip.id, "userID": trip.user_id})
+        self._announce(contract.TRIP_CANCELLED, trip)
+        log.info("%s %s cancelled trip %s (was %s): %s", by, user_id, trip.id, before.status, reason or "no reason given")
+        return trip
+
+    def no_drivers_left(self, trip_id):
+        """Dispatch has no one left to ask: the trip ends, the rider is told,
+        and the fare is usable again. A trip no longer pending stays as it is."""
+        try:
+            step = self._step(trip_id, lifecycle.no_drivers_found, lambda t: self._store.end_unserved(trip_id))
+        except lifecycle.StepRefused as exc:
+            log.info("dispatch found no driver for trip %s, which needs none now: %s", trip_id, exc)
+            return
+        if step.changed:
+            self._publisher.notify(contract.TRIP_NO_DRIVERS_FOUND, step.trip.user_id, step.trip.to_json())
+            log.info("no driver for trip %s of rider %s: ended, fare %s usable again",
+                     trip_id, step.trip.user_id, step.trip.fare.id)
+
+    def attach_payment(self, trip_id, payment):
+        """The trip's payment session ({"sessionID", "amount", "currency"}), kept in its record."""
+        if self._trip(trip_id) and self._store.attach_payment(trip_id, payment) is not None:
+            log.info("trip %s has payment session %s", trip_id, payment["sessionID"])
+
+    def trip_for(self, trip_id, user_id):
+        """The trip, read by its rider or its driver; NotYours for anyone else."""
+        trip = self._trip(trip_id)
+        if not lifecycle.may_read(trip, user_id):
+            raise lifecycle.NotYours(f"trip {trip_id} is not {user_id}'s")
+        return trip
+
+    def current_trip(self, user_id):
+        """The trip this user rides or drives now, or None."""
+        trip = self._store.current_trip(user_id)
+        return trip if trip is not None and lifecycle.is_active(trip) else None
+
+    def _answer(self, trip_id, driver_id, decide, apply):
+        """A driver's accept or decline: the Step, or None when it was
+        refused and the driver told why."""
+        try:
+            return self._step(trip_id, decide, apply)
+        except (lifecycle.StepRefused, lifecycle.NotYours) as exc:
+            self._publisher.notify(contract.DRIVER_ANSWER_REFUSED, driver_id,
+                                   {"tripID": trip_id, "code": exc.code, "message": str(exc)})
+            log.warning("driver %s answered trip %s: refused (%s)", driver_id, trip_id, exc)
+            return None
+
+    def _step(self, trip_id, decide, apply):
+        """decide(trip) says whether the step changes the trip; apply(trip)
+        makes the change if the trip is still as it was read. Raises
+        TripNotFound, StepRefused, NotYours."""
+        for _ in range(STEP_ATTEMPTS):
+            before = self._trip(trip_id)
+            if decide(before) is None:
+                return Step(before, before, changed=False)
+            after = apply(before)
+            if after is not None:
+                return Step(before, after, changed=True)
+        raise lifecycle.StepRefused(f"trip {trip_id} kept changing; try again")
+
+    def _trip(self, trip_id):
+        trip = self._store.trip(trip_id)
+        if trip is None:
+            raise TripNotFound(f"no trip {trip_id!r}")
+        return trip
+
+    def _announce(self, event, trip):
+        """The event to the trip's rider and, once it has one, its driver."""
+        for user_id in filter(None, (trip.user_id, trip.driver_id)):
+            self._publisher.notify(event, user_id, trip.to_json())
+
+
+@dataclass(frozen=True)
+class Step:
+    before: Trip
+    trip: Trip  # as it is after the step
+    changed: bool
+
+
+STEP_ATTEMPTS = 5  # reads and compare-and-sets before a step that keeps racing is refused
+STEP_EVENTS = {
+    "arrived": contract.TRIP_DRIVER_ARRIVED,
+    "started": contract.TRIP_STARTED,
+    "completed": contract.TRIP_COMPLETED,
+}

@@ -3,6 +3,10 @@ import threading
 import time
 from dataclasses import replace
 
+from ridesync.ride.lifecycle import ACCEPTED, CANCELLED, NO_DRIVERS_FOUND, PENDING
+
+ANYONE = object()  # _change's offered_to when the offer does not matter
+
 
 class FareNotFound(Exception):
     pass
@@ -20,18 +24,20 @@ class TripNotFound(Exception):
     pass
 
 
-class TripTaken(Exception):
-    """The trip already has a driver."""
-
-
 class TripStore:
+    """Fares and trips. Every change of a trip is one method, shaped as a
+    compare-and-set: it happens only if the trip is (still) as the method
+    says, and returns the trip as it now is, or None when it was not (the
+    caller reads the trip again and decides anew). ride/lifecycle.py decides
+    which change a step makes; this only applies it, atomically."""
+
     def __init__(self, clock=time.time):
         self._clock = clock
         self._lock = threading.Lock()
         self._fares = {}
         self._used_fares = set()
         self._trips = {}
-        self._declined = {}  # trip id -> ids of drivers who declined it, in order
+        self._current = {}  # user id (rider or driver) -> id of their latest trip
 
     def save_fares(self, fares):
         with self._lock:
@@ -59,48 +65,93 @@ class TripStore:
             self._used_fares.discard(fare_id)
 
     def save_trip(self, trip):
+        """A new trip, now its rider's current one."""
         with self._lock:
             self._trips[trip.id] = trip
+            self._current[trip.user_id] = trip.id
 
     def forget_trip(self, trip_id):
         with self._lock:
-            self._trips.pop(trip_id, None)
-            self._declined.pop(trip_id, None)
+            trip = self._trips.pop(trip_id, None)
+            if trip is not None and self._current.get(trip.user_id) == trip_id:
+                del self._current[trip.user_id]
 
     def trip(self, trip_id):
         with self._lock:
             return self._trips.get(trip_id)
 
-    def assign_driver(self, trip_id, driver):
-        """The trip, now accepted by driver (TripDriver JSON); TripTaken when
-        it already has one. unassign_driver undoes it."""
+    def current_trip(self, user_id):
+        """The latest trip this user rides or drives, or None."""
         with self._lock:
-            trip = self._pending_trip(trip_id)
-            self._trips[trip_id] = replace(trip, status="accepted", driver=driver)
-            return self._trips[trip_id]
+            return self._trips.get(self._current.get(user_id))
 
-    def unassign_driver(self, trip_id):
+    def offer(self, trip_id, driver_id):
+        """pending: now offered to this driver."""
         with self._lock:
-            trip = self._trips[trip_id]
-            self._trips[trip_id] = replace(trip, status="pending", driver=None)
+            return self._change(trip_id, PENDING, to=dict(offered_to=driver_id))
+
+    def assign_driver(self, trip_id, driver):
+        """pending and offered to this driver (TripDriver JSON): accepted by them."""
+        with self._lock:
+            trip = self._change(trip_id, PENDING, offered_to=driver["id"],
+                                to=dict(status=ACCEPTED, driver=driver, offered_to=None))
+            if trip is not None:
+                self._current[driver["id"]] = trip_id
+            return trip
+
+    def unassign_driver(self, trip_id, driver_id):
+        """accepted by this driver: pending and offered to them again (an
+        accept undone when the broker did not take its announcement)."""
+        with self._lock:
+            trip = self._trips.get(trip_id)
+            if trip is None or trip.driver_id != driver_id:
+                return None
+            return self._change(trip_id, ACCEPTED, to=dict(status=PENDING, driver=None, offered_to=driver_id))
 
     def decline(self, trip_id, driver_id):
-        """(trip, ids of every driver who declined it so far); TripTaken when
-        the trip already has a driver. Declining twice counts once."""
+        """pending and offered to this driver: declined by them, offered to no one."""
         with self._lock:
-            trip = self._pending_trip(trip_id)
-            declined = self._declined.setdefault(trip_id, [])
-            if driver_id not in declined:
-                declined.append(driver_id)
-            return trip, tuple(declined)
+            trip = self._trips.get(trip_id)
+            declined = () if trip is None else trip.declined + (driver_id,)
+            return self._change(trip_id, PENDING, offered_to=driver_id,
+                                to=dict(declined=declined, offered_to=None))
 
-    def _pending_trip(self, trip_id):
-        trip = self._trips.get(trip_id)
-        if trip is None:
-            raise TripNotFound(f"no trip {trip_id!r}")
-        if trip.driver is not None:
-            raise TripTaken(f"trip {trip_id} already has driver {trip.driver['id']}")
+    def advance(self, trip_id, from_status, to_status):
+        """from_status: now to_status (a driver's step on the way)."""
+        with self._lock:
+            return self._change(trip_id, from_status, to=dict(status=to_status))
+
+    def cancel(self, trip_id, from_status, by, reason):
+        """from_status: cancelled by "rider" or "driver", and its fare usable again."""
+        with self._lock:
+            return self._end(trip_id, from_status, dict(status=CANCELLED, cancelled_by=by, reason=reason))
+
+    def end_unserved(self, trip_id):
+        """pending: no_drivers_found, and its fare usable again."""
+        with self._lock:
+            return self._end(trip_id, PENDING, dict(status=NO_DRIVERS_FOUND))
+
+    def attach_payment(self, trip_id, payment):
+        """A trip without a payment session: now with this one
+        ({"sessionID", "amount", "currency"})."""
+        with self._lock:
+            trip = self._trips.get(trip_id)
+            if trip is None or trip.payment is not None:
+                return None
+            return self._change(trip_id, trip.status, to=dict(payment=payment))
+
+    def _end(self, trip_id, from_status, changes):
+        trip = self._change(trip_id, from_status, to=dict(changes, offered_to=None))
+        if trip is not None:
+            self._used_fares.discard(trip.fare.id)
         return trip
+
+    def _change(self, trip_id, status, offered_to=ANYONE, *, to):
+        trip = self._trips.get(trip_id)
+        if trip is None or trip.status != status or offered_to not in (ANYONE, trip.offered_to):
+            return None
+        self._trips[trip_id] = replace(trip, **to)
+        return self._trips[trip_id]
 
     def _forget_expired(self):
         # Expired, unused fares can never be taken again; used ones stay so

@@ -1,0 +1,59 @@
+"""TripService's consumer of driver_trip_response, its one intake of
+messages, in the order they happened: drivers' answers (owner: the driver,
+data {"tripID", "riderID", "driver": Driver}), the offers dispatch made
+(driver.cmd.trip_request, owner: the driver asked, data: Trip), dispatch
+running out of drivers, and payment sessions created. Each becomes a call of
+TripService."""
+import logging
+
+from ridesync import contract
+from ridesync.contract import MalformedMessage, field
+from ridesync.trip.store import TripNotFound
+
+log = logging.getLogger(__name__)
+
+
+def trip_driver(driver):
+    """The TripDriver JSON of a Driver JSON: what the rider sees of the driver."""
+    return {
+        "id": driver["id"],
+        **{name: driver[name] for name in ("name", "profilePicture", "carPlate") if isinstance(driver.get(name), str)},
+    }
+
+
+class Intake:
+    def __init__(self, trips):
+        self._trips = trips
+        self._handlers = {
+            contract.DRIVER_TRIP_ACCEPT: self._answer,
+            contract.DRIVER_TRIP_DECLINE: self._answer,
+            contract.DRIVER_TRIP_REQUEST: lambda _key, owner_id, data: trips.record_offer(field(data, "id"), owner_id),
+            contract.DISPATCH_NO_DRIVERS_LEFT: lambda _key, _owner, data: trips.no_drivers_left(field(data, "tripID")),
+            contract.PAYMENT_SESSION_CREATED: self._payment,
+        }
+
+    def handle(self, routing_key, owner_id, data):
+        handler = self._handlers.get(routing_key)
+        if handler is None:
+            raise MalformedMessage(f"{routing_key} is not for TripService")
+        try:
+            handler(routing_key, owner_id, data)
+        except TripNotFound as exc:
+            log.warning("%s of %s dropped: %s", routing_key, owner_id, exc)
+
+    def _answer(self, routing_key, owner_id, data):
+        trip_id = field(data, "tripID")
+        driver = field(data, "driver", dict)
+        if field(data, "driver.id") != owner_id:
+            raise MalformedMessage(f"data.driver.id is not the driver {owner_id} who sent it")
+        if routing_key == contract.DRIVER_TRIP_ACCEPT:
+            self._trips.accept(trip_id, trip_driver(driver))
+        else:
+            self._trips.decline(trip_id, owner_id)
+
+    def _payment(self, _routing_key, _owner_id, data):
+        self._trips.attach_payment(field(data, "tripID"), {
+            "sessionID": field(data, "sessionID"),
+            "amount": field(data, "amount", float),
+            "currency": field(data, "currency"),
+        })
