@@ -6,10 +6,13 @@ import websocket
 
 
 class Phone:
-    def __init__(self, base_url, path):
+    """v2 asks for the ridesync.v2 dialect; without it the phone is a v1 client."""
+
+    def __init__(self, base_url, path, v2=False):
         self.url = base_url.replace("http://", "ws://") + path
-        self.ws = websocket.create_connection(self.url, timeout=10)
+        self.ws = websocket.create_connection(self.url, timeout=10, subprotocols=["ridesync.v2"] if v2 else None)
         self.frames = []
+        self.seen = []  # the type of every frame received, in order
 
     def next(self, kind=None, timeout=10.0):
         """The next frame (of this type, if given; others are kept in .frames)."""
@@ -30,6 +33,7 @@ class Phone:
                 frame = json.loads(self.ws.recv())
             except websocket.WebSocketTimeoutException:
                 return None
+            self.seen.append(frame["type"])
             if kind is None or frame["type"] == kind:
                 return frame
             self.frames.append(frame)

@@ -34,13 +34,17 @@ def ride(osrm, tmp_path):
         url = base
         process_env = env
 
-        def phone(self, path, url=base):
-            phone = Phone(url, path)
+        def phone(self, path, url=base, v2=False):
+            phone = Phone(url, path, v2)
             phones.append(phone)
             return phone
 
-        def rider(self, user_id=None, url=base):
-            return self.phone(f"/ws/riders?userID={user_id or new_id('rider')}", url)
+        def rider(self, user_id=None, url=base, v2=False):
+            """A rider's phone; a v2 one has read its first frame, `trip.state`, into .state."""
+            phone = self.phone(f"/ws/riders?userID={user_id or new_id('rider')}", url, v2)
+            if v2:
+                phone.state = phone.next("trip.state")["data"]
+            return phone
 
         def another_gateway(self, workers=2, **settings):
             """A second gateway replica, with these settings too; its base URL."""
@@ -49,22 +53,40 @@ def ride(osrm, tmp_path):
             self.logs.append(replica)
             return replica_url
 
-        def driver(self, package="sedan", user_id=None, url=base):
-            phone = self.phone(f"/ws/drivers?userID={user_id or new_id('driver')}&packageSlug={package}", url)
+        def driver(self, package="sedan", user_id=None, url=base, v2=False):
+            """A driver's phone, its Driver in .driver; a v2 one has read `trip.state` into .state."""
+            phone = self.phone(f"/ws/drivers?userID={user_id or new_id('driver')}&packageSlug={package}", url, v2)
             phone.driver = phone.next(contract.DRIVER_REGISTER)["data"]
+            if v2:
+                phone.state = phone.next("trip.state")["data"]
             return phone
 
-        def start_trip(self, rider_id, package="sedan", headers=None):
-            preview = requests.post(f"{base}/trip/preview", timeout=15, headers=headers, data=json.dumps(
-                {"userID": rider_id, "pickup": PICKUP, "destination": DESTINATION}))
-            assert preview.status_code == 201, preview.text
-            fare = next(f for f in preview.json()["data"]["rideFares"] if f["packageSlug"] == package)
+        def start_trip(self, rider_id, package="sedan", headers=None, fare_id=None):
+            """The trip started with a new fare of this package, or with fare_id."""
+            if fare_id is None:
+                preview = requests.post(f"{base}/trip/preview", timeout=15, headers=headers, data=json.dumps(
+                    {"userID": rider_id, "pickup": PICKUP, "destination": DESTINATION}))
+                assert preview.status_code == 201, preview.text
+                fare_id = next(f["id"] for f in preview.json()["data"]["rideFares"] if f["packageSlug"] == package)
             start = requests.post(f"{base}/trip/start", timeout=15, headers=headers,
-                                  data=json.dumps({"rideFareID": fare["id"], "userID": rider_id}))
+                                  data=json.dumps({"rideFareID": fare_id, "userID": rider_id}))
             assert start.status_code == 201, start.text
             return start.json()["data"]["trip"]
 
         logs = [gateway]
+
+        def process(self, name):
+            """One of the ride's processes by name: trip, driver, payment, gateway."""
+            return next(p for p in processes if p.name == name)
+
+        def get(self, path, user_id):
+            """GET path of the gateway as user_id: (status, JSON body)."""
+            answer = requests.get(f"{base}{path}", params={"userID": user_id}, timeout=15)
+            return answer.status_code, answer.json()
+
+        def post(self, path, body):
+            answer = requests.post(f"{base}{path}", data=json.dumps(body), timeout=15)
+            return answer.status_code, answer.json()
 
         def gateway_log(self):
             return "".join(process.output() for process in self.logs)

@@ -378,3 +378,55 @@ class HangingTripService:
         self.release.set()
         self._server.stop(0).wait()
 
+
+
+def forward_connections(listener, target, pipe):
+    """Until listener closes: each connection it accepts joined to a new one
+    to target (host, port), with pipe(source, sink) in a thread each way."""
+    while True:
+        try:
+            client, _ = listener.accept()
+        except OSError:
+            return
+        server = socket.create_connection(target, timeout=5)
+        server.settimeout(None)
+        for source, sink in ((client, server), (server, client)):
+            threading.Thread(target=pipe, args=(source, sink), daemon=True).start()
+
+
+class SilentProxy:
+    """A TCP forwarder on loopback to `target` (host, port) that can stop
+    forwarding without closing anything, as a proxy or a phone's network
+    that silently dies: what either side writes then stays in the kernel's
+    buffers, and neither side is told. `.url` leads through it."""
+
+    def __init__(self, target):
+        self._forwarding = threading.Event()
+        self._forwarding.set()
+        self._closed = False
+        self._sockets = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=forward_connections, args=(self._listener, target, self._pipe), daemon=True).start()
+
+    def stall(self):
+        self._forwarding.clear()
+
+    def close(self):
+        self._closed = True
+        self._forwarding.set()
+        self._listener.close()
+        for sock in self._sockets:
+            sock.close()
+
+    def _pipe(self, source, sink):
+        self._sockets.append(source)
+        while not self._closed:
+            try:
+                data = source.recv(65536)
+                self._forwarding.wait()
+                if not data or self._closed:
+                    return
+                sink.sendall(data)
+            except OSError:
+                return

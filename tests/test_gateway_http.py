@@ -205,7 +205,7 @@ def test_a_failing_osrm_still_gives_201_with_an_estimated_route(client, osrm, mo
 def test_unknown_routes_and_methods_are_json(make_client):
     client = make_client()
     assert_error(client.get("/nowhere"), 404, "not_found")
-    response = client.get("/trip/preview")
+    response = client.put("/trip/preview")  # GET /trip/preview reads the trip "preview" (GET /trip/<tripID>)
     assert_error(response, 405, "method_not_allowed")
     assert "POST" in response.headers.get("Allow", "")
 

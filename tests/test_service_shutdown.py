@@ -16,7 +16,7 @@ from ridesync import contract
 from ridesync.pb import driver_pb2, driver_pb2_grpc, trip_pb2, trip_pb2_grpc
 from ridesync.shutdown import GRACE_SECONDS
 from tests.service_support import about_trip, next_matching, publisher, purge_queues, start_payment, unique  # noqa: F401
-from tests.support import AMQP_URL, free_port, start_service, wait_until
+from tests.support import AMQP_URL, forward_connections, free_port, start_service, wait_until
 from tests.test_trip_service import preview_request
 
 EXIT_DEADLINE = GRACE_SECONDS + 3
@@ -114,21 +114,11 @@ class BrokerLater:
 
     def open(self):
         self._listener = socket.create_server(("127.0.0.1", self._port))
-        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=forward_connections, args=(self._listener, self._broker, _pipe), daemon=True).start()
 
     def close(self):
         if self._listener is not None:
             self._listener.close()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self._broker)
-            for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=_pipe, args=(source, sink), daemon=True).start()
 
 
 def _pipe(source, sink):

@@ -3,6 +3,7 @@ from flask import Flask
 from flask_cors import CORS
 
 from ridesync.gateway import errors, health, live, observed, trips
+from ridesync.gateway.frames import V2_SUBPROTOCOL
 from ridesync.gateway.upstream import Upstream
 from ridesync.gateway.worker import Worker
 from ridesync.settings import Settings
@@ -19,6 +20,7 @@ def create_app(settings=None):
     app.config["SOCK_SERVER_OPTIONS"] = {
         "ping_interval": settings.ws_ping_interval,
         "max_message_size": MAX_WEBSOCKET_MESSAGE,
+        "subprotocols": [V2_SUBPROTOCOL],
     }
     app.extensions["ridesync.upstream"] = Upstream(settings)
     app.extensions["ridesync.worker"] = Worker(settings)

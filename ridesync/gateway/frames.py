@@ -1,5 +1,6 @@
 """What a phone may send us over its WebSocket, checked before anything is
-done with it. Plain logic: text in, (type, data) or BadFrame out."""
+done with it (text in, (type, data) or BadFrame out); and what each dialect
+may be sent. Plain logic."""
 import json
 
 from ridesync import contract
@@ -49,6 +50,19 @@ def _location(kind, data):
     return data
 
 
+def _trip_id(kind, data):
+    if not isinstance(data.get("tripID"), str) or not data["tripID"]:
+        raise BadFrame("invalid_argument", f"{kind}: data.tripID is required and must be a non-empty string")
+    return data
+
+
+def _trip_cancel(kind, data):
+    _trip_id(kind, data)
+    if not isinstance(data.get("reason", ""), str):
+        raise BadFrame("invalid_argument", f"{kind}: data.reason must be a string")
+    return data
+
+
 def _trip_answer(kind, data):
     for name in ("tripID", "riderID"):
         if not isinstance(data.get(name), str) or not data[name]:
@@ -62,6 +76,39 @@ READERS = {
     contract.DRIVER_LOCATION: _location,
     contract.DRIVER_TRIP_ACCEPT: _trip_answer,
     contract.DRIVER_TRIP_DECLINE: _trip_answer,
+    contract.DRIVER_TRIP_ARRIVED: _trip_id,
+    contract.DRIVER_TRIP_STARTED: _trip_id,
+    contract.DRIVER_TRIP_COMPLETED: _trip_id,
+    contract.DRIVER_TRIP_CANCEL: _trip_cancel,
 }
 DRIVER_FRAME_TYPES = frozenset(READERS)
-RIDER_FRAME_TYPES = frozenset()
+# The v1 rider page sends its own position, on the rider socket, as a driver's location frame.
+RIDER_FRAME_TYPES = frozenset({contract.DRIVER_LOCATION})
+# A driver's step on the way -> the lifecycle's name for it (DriverStep's step).
+DRIVER_STEPS = {
+    contract.DRIVER_TRIP_ARRIVED: "arrived",
+    contract.DRIVER_TRIP_STARTED: "started",
+    contract.DRIVER_TRIP_COMPLETED: "completed",
+    contract.DRIVER_TRIP_CANCEL: "cancelled",
+}
+
+# Dialects (DESIGN.md, "WebSocket API"): a socket is v2 when the phone asks
+# for this subprotocol, else v1, the original web client, which takes any
+# type outside its list for a fatal error.
+V2_SUBPROTOCOL = "ridesync.v2"
+TRIP_STATE = "trip.state"
+V1_TYPES = frozenset({
+    contract.TRIP_CREATED, contract.TRIP_DRIVER_ASSIGNED, contract.TRIP_NO_DRIVERS_FOUND,
+    contract.TRIP_COMPLETED, contract.TRIP_CANCELLED, contract.PAYMENT_SESSION_CREATED,
+    contract.DRIVER_REGISTER, contract.DRIVER_TRIP_REQUEST,
+})
+
+
+def is_v2(subprotocol_header):
+    """Whether the phone asked for v2 in its Sec-WebSocket-Protocol header."""
+    return V2_SUBPROTOCOL in (p.strip() for p in (subprotocol_header or "").split(","))
+
+
+def sendable(v2, kind):
+    """Whether a frame of this type may be sent to a socket of that dialect."""
+    return v2 or kind in V1_TYPES

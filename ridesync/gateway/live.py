@@ -1,6 +1,9 @@
 """The WebSockets: /ws/riders and /ws/drivers. A socket gets its user's
-notifications from their inboxes; a driver's socket also registers them with
-DriverService and forwards their answers to trip requests."""
+notifications from their inboxes, as its dialect has them (v1 only the
+original client's types; v2 everything, `trip.state` first and `error`
+answers); a driver's socket also registers them with DriverService, forwards
+their answers to trip requests and takes their steps of a trip to
+TripService."""
 import gc
 import logging
 import os
@@ -15,14 +18,16 @@ from flask_sock import Sock
 from ridesync import contract, metrics
 from ridesync.gateway import body, observed
 from ridesync.gateway.errors import ApiError, invalid
-from ridesync.gateway.frames import DRIVER_FRAME_TYPES, RIDER_FRAME_TYPES, BadFrame, read_frame
+from ridesync.gateway.frames import (DRIVER_FRAME_TYPES, DRIVER_STEPS, RIDER_FRAME_TYPES, TRIP_STATE, BadFrame,
+                                     is_v2, read_frame, sendable)
 from ridesync.gateway.phones import Phone
 from ridesync.gateway.trips import to_json
 from ridesync.gateway.upstream import CALL_DEADLINE
 from ridesync.gateway.worker import GOING_AWAY
-from ridesync.pb import driver_pb2
+from ridesync.pb import driver_pb2, trip_pb2
 from ridesync.rabbit import PublishFailed
 from ridesync.ride.fares import PACKAGES
+from ridesync.ride.model import Coordinate
 
 log = logging.getLogger(__name__)
 bp = Blueprint("live", __name__)
@@ -33,21 +38,27 @@ INBOX_READY_TIMEOUT = 5.0
 @bp.before_request
 def open_line():
     """Before the upgrade: the identity is checked (a clear 400 rather than a
-    socket that hangs up), the user's inboxes are on the broker and a driver
-    is registered, so that once the socket is open nothing meant for it is missed."""
+    socket that hangs up), the user's inboxes are on the broker, a driver is
+    registered, and a v2 socket's trip read (after the inboxes: whatever
+    happens to the trip later is in them), so that once the socket is open
+    nothing meant for it is missed."""
     if not request.path.startswith("/ws/"):
         return
     if _worker().draining:
         raise ApiError(503, "unavailable", "this gateway is shutting down; reconnect")
     user_id = body.identifier(request.args, "userID")
+    v2 = is_v2(request.headers.get("Sec-WebSocket-Protocol"))
     if request.path == "/ws/riders":
-        g.line = Line("rider", user_id, contract.RIDER_NOTIFICATIONS)
-        return
-    package = request.args.get("packageSlug")
-    if package not in PACKAGES:
-        raise invalid(f"packageSlug is required and must be one of: {', '.join(PACKAGES)}")
-    g.line = Line("driver", user_id, contract.DRIVER_NOTIFICATIONS)
-    g.line.driver = _register(user_id, package, g.line.session)
+        line = g.line = Line("rider", user_id, contract.RIDER_NOTIFICATIONS, v2)
+    else:
+        package = request.args.get("packageSlug")
+        if package not in PACKAGES:
+            raise invalid(f"packageSlug is required and must be one of: {', '.join(PACKAGES)}")
+        line = g.line = Line("driver", user_id, contract.DRIVER_NOTIFICATIONS, v2)
+        line.driver = _register(user_id, package, line.session)
+        line.first.append((contract.DRIVER_REGISTER, line.driver))
+    if v2:
+        line.first.append((TRIP_STATE, _current_trip(user_id)))
 
 
 @bp.teardown_request
@@ -68,15 +79,15 @@ def riders(ws):
     line = g.line
     line.connect(ws)
     for raw in line.frames():
-        _answer_bad_frame(line.phone, lambda: read_frame(raw, RIDER_FRAME_TYPES))
+        _answer_bad_frame(line, lambda: _handle_rider_frame(line, raw))
 
 
 @sock.route("/ws/drivers", bp=bp)
 def drivers(ws):
     line = g.line
-    line.connect(ws, first=(contract.DRIVER_REGISTER, line.driver))
+    line.connect(ws)
     for raw in line.frames():
-        _answer_bad_frame(line.phone, lambda: _handle_driver_frame(line, raw))
+        _answer_bad_frame(line, lambda: _handle_driver_frame(line, raw))
 
 
 @bp.get("/live/stats")
@@ -100,11 +111,13 @@ class Line:
     """One user's connection: their inboxes on the broker, then their socket
     on the switchboard, each inbox writing to it."""
 
-    def __init__(self, role, user_id, kinds):
-        self.role, self.user_id = role, user_id
+    def __init__(self, role, user_id, kinds, v2):
+        self.role, self.user_id, self.v2 = role, user_id, v2
         self.session = uuid.uuid4().hex  # what registers a driver with DriverService
         self.phone = None
+        self.first = []  # (type, data) frames the socket gets before any other
         self.driver = None  # a driver's line: the Driver as DriverService registered it
+        self.position = None  # a rider's line: where the rider's phone last said they are
         self._worker = _worker()
         self._worker.lines.add(self)
         inboxes = self._worker.inboxes
@@ -116,20 +129,34 @@ class Line:
             if not inbox.ready.is_set():
                 log.warning("inbox %s is not on the broker yet; it will be when the broker answers", inbox.queue)
 
-    def connect(self, ws, first=None):
-        """The socket is open: first, if given, is the (type, data) frame it gets before any other."""
+    def connect(self, ws):
+        """The socket is open: its first frames, then its inboxes' deliveries."""
         self.phone = Phone(ws, self.role, self.user_id)
         self._worker.switchboard.connect(self.phone)
         metrics.socket_opened(self.role)
         self._worker.inboxes.announce(self.role, self.user_id, self.phone.session, self.phone.connected_at)
-        log.info("%s %s connected", self.role, self.user_id)
+        log.info("%s %s connected (%s)", self.role, self.user_id, "v2" if self.v2 else "v1")
         if self._worker.draining:  # it got past the check while the drain took its snapshot
             self.phone.close(*GOING_AWAY)
             return
-        if first is not None:
-            self.phone.send(*first)
+        for frame in self.first:
+            self.phone.send(*frame)
         for inbox in self._inboxes:
-            inbox.write_to(self.phone.deliver)
+            inbox.write_to(self._deliver)
+
+    def _deliver(self, delivery):
+        """An inbox's delivery as this socket's dialect has it: a refused
+        answer is an `error` frame on v2 (counted on both), and types the
+        original client does not know never reach a v1 socket."""
+        if delivery.type == contract.DRIVER_ANSWER_REFUSED:
+            code, message = str(delivery.data.get("code")), str(delivery.data.get("message"))
+            log.info("driver %s was refused: %s", self.user_id, message)
+            metrics.FRAMES_REJECTED.labels(code).inc()
+            delivery = delivery._replace(type="error", data={"code": code, "message": message})
+        if not sendable(self.v2, delivery.type):
+            log.debug("%s not sent to v1 %s %s", delivery.type, self.role, self.user_id)
+            return True
+        return self.phone.deliver(delivery)
 
     def frames(self):
         while (raw := self.phone.receive()) is not None:
@@ -145,42 +172,78 @@ class Line:
                      self.phone.close_code, ", replaced" if self.phone.replaced else "")
 
 
-def _answer_bad_frame(phone, handle):
+def _answer_bad_frame(line, handle):
+    """A bad or refused frame: an `error` answer on v2; on v1 only logged
+    and counted (the original client takes an unknown type for a fatal error)."""
     try:
         handle()
     except BadFrame as exc:
-        log.info("%s %s sent a bad frame: %s", phone.role, phone.user_id, exc.message)
+        log.info("%s %s sent a bad or refused frame: %s", line.role, line.user_id, exc.message)
         metrics.FRAMES_REJECTED.labels(exc.code).inc()
-        phone.send_error(exc.code, exc.message)
+        if line.v2:
+            line.phone.send_error(exc.code, exc.message)
+
+
+def _handle_rider_frame(line, raw):
+    _kind, data = read_frame(raw, RIDER_FRAME_TYPES)
+    location = data["location"]
+    line.position = Coordinate(location["latitude"], location["longitude"])
+    log.debug("rider %s is at %s", line.user_id, line.position)
 
 
 def _handle_driver_frame(line, raw):
-    phone = line.phone
     kind, data = read_frame(raw, DRIVER_FRAME_TYPES)
     if kind == contract.DRIVER_LOCATION:
-        location = data["location"]
-        try:
-            moved = _upstream().drivers.UpdateLocation(
-                driver_pb2.UpdateLocationRequest(
-                    driverID=phone.user_id, geohash=data.get("geohash", ""),
-                    location=driver_pb2.Location(latitude=location["latitude"], longitude=location["longitude"]),
-                ),
-                timeout=CALL_DEADLINE,
-            )
-        except grpc.RpcError as exc:
-            raise BadFrame(exc.code().name.lower(), f"{kind} not applied: {exc.details()}") from None
-        line.driver = to_json(moved.driver)
-        return
+        _move(line, kind, data)
+    elif kind in DRIVER_STEPS:
+        _step(line, kind, data)
+    else:
+        _forward_answer(line, kind, data)
+
+
+def _move(line, kind, data):
+    location = data["location"]
+    moved = _call(kind, lambda: _upstream().drivers.UpdateLocation(
+        driver_pb2.UpdateLocationRequest(
+            driverID=line.user_id, geohash=data.get("geohash", ""),
+            location=driver_pb2.Location(latitude=location["latitude"], longitude=location["longitude"]),
+        ),
+        timeout=CALL_DEADLINE,
+    ))
+    line.driver = to_json(moved.driver)
+
+
+def _step(line, kind, data):
+    """A driver's step of their trip, taken by TripService at once, so a
+    refused one is answered on this socket."""
+    trip = _call(kind, lambda: _upstream().trips.DriverStep(
+        trip_pb2.DriverStepRequest(tripID=data["tripID"], driverID=line.user_id, step=DRIVER_STEPS[kind],
+                                   reason=data.get("reason", "")),
+        timeout=CALL_DEADLINE,
+    )).trip
+    log.info("driver %s: %s for trip %s, now %s", line.user_id, kind, trip.id, trip.status)
+
+
+def _call(kind, call):
+    try:
+        return call()
+    except grpc.RpcError as exc:
+        raise BadFrame(exc.code().name.lower(), f"{kind} not applied: {exc.details()}") from None
+
+
+def _forward_answer(line, kind, data):
+    """An accept or decline, for TripService, which checks that the trip is
+    offered to this driver and answers on this socket if not."""
     # The driver in an answer is the one DriverService registered for this
     # socket, not what the phone says it is: riders see that name and plate.
     data = {**data, "driver": line.driver}
-    with observed.answering(phone.user_id, data["tripID"]):
+    with observed.answering(line.user_id, data["tripID"]):
         try:
-            _worker().publisher.publish(kind, phone.user_id, data)
+            _worker().publisher.publish(kind, line.user_id, data)
         except PublishFailed as exc:
-            log.error("driver %s: %s not forwarded: %s", phone.user_id, kind, exc)
+            log.error("driver %s: %s not forwarded: %s", line.user_id, kind, exc)
             raise BadFrame("unavailable", f"{kind} could not be forwarded; send it again") from None
-        log.info("driver %s answered %s for trip %s", phone.user_id, kind, data["tripID"])
+        log.info("driver %s answered %s for trip %s", line.user_id, kind, data["tripID"])
 
 
 def _register(driver_id, package, session):
@@ -194,6 +257,16 @@ def _register(driver_id, package, session):
         raise ApiError(503, "unavailable", "the driver service is unavailable; reconnect shortly") from None
     log.info("driver %s registered for %s", driver_id, package)
     return to_json(answer.driver)
+
+
+def _current_trip(user_id):
+    """The user's active trip (JSON) or None, for `trip.state`."""
+    try:
+        answer = _upstream().trips.CurrentTrip(trip_pb2.CurrentTripRequest(userID=user_id), timeout=CALL_DEADLINE)
+    except grpc.RpcError as exc:
+        log.error("%s's trip not read: %s %s", user_id, exc.code().name, exc.details())
+        raise ApiError(503, "unavailable", "the trip service is unavailable; reconnect shortly") from None
+    return to_json(answer.trip) if answer.HasField("trip") else None
 
 
 def _unregister(driver, session):

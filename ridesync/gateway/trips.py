@@ -1,8 +1,10 @@
-"""POST /trip/preview and POST /trip/start."""
+"""POST /trip/preview, POST /trip/start, POST /trip/cancel, GET
+/trip/current and GET /trip/<tripID>."""
 from flask import Blueprint, current_app, jsonify, request
 from google.protobuf import json_format
 
 from ridesync.gateway import body
+from ridesync.gateway.errors import ApiError, invalid
 from ridesync.gateway.rider_gone import cancel_if_rider_leaves
 from ridesync.gateway.upstream import CALL_DEADLINE
 from ridesync.pb import trip_pb2
@@ -40,6 +42,43 @@ def start():
         timeout=CALL_DEADLINE,
     )
     return _created(response)
+
+
+@bp.post("/trip/cancel")
+def cancel():
+    """The rider cancels their trip (until the ride starts)."""
+    data = body.json_object()
+    reason = data.get("reason", "")
+    if not isinstance(reason, str):
+        raise invalid("reason must be a string")
+    response = _upstream().trips.CancelTrip(
+        trip_pb2.CancelTripRequest(tripID=body.identifier(data, "tripID"), userID=body.identifier(data, "userID"),
+                                   reason=reason),
+        timeout=CALL_DEADLINE,
+    )
+    return jsonify(data=to_json(response.trip))
+
+
+@bp.get("/trip/current")
+def current():
+    """The trip the caller rides or drives now: what a phone reads to learn
+    what it missed."""
+    user_id = body.identifier(request.args, "userID")
+    response = _upstream().trips.CurrentTrip(trip_pb2.CurrentTripRequest(userID=user_id), timeout=CALL_DEADLINE)
+    if not response.HasField("trip"):
+        raise ApiError(404, "not_found", f"{user_id} has no active trip")
+    return jsonify(data=to_json(response.trip))
+
+
+@bp.get("/trip/<trip_id>")
+def read(trip_id):
+    """A trip, to its rider or its driver."""
+    response = _upstream().trips.GetTrip(
+        trip_pb2.GetTripRequest(tripID=body.identifier({"tripID": trip_id}, "tripID"),
+                                userID=body.identifier(request.args, "userID")),
+        timeout=CALL_DEADLINE,
+    )
+    return jsonify(data=to_json(response.trip))
 
 
 def _upstream():

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ridesync import contract
 from ridesync.ride import lifecycle
 from ridesync.ride.fares import PACKAGES, price_in_cents
-from ridesync.ride.model import RideFare, Trip
+from ridesync.ride.model import InvalidArgument, RideFare, Trip
 from ridesync.trip.store import TripNotFound
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,8 @@ class TripService:
         """The trip cancelled by its "rider" or its "driver": both told, an
         offer standing for it withdrawn, its payment session voided, its
         fare usable again. The trip as it is now."""
+        if len(reason) > MAX_REASON:
+            raise InvalidArgument(f"reason must be at most {MAX_REASON} characters")
         step = self._step(trip_id, lambda t: lifecycle.cancel(t, by, user_id),
                           lambda t: self._store.cancel(trip_id, t.status, by, reason))
         if not step.changed:
@@ -216,6 +218,7 @@ class Step:
     changed: bool
 
 
+MAX_REASON = 500  # characters of a cancellation's reason
 STEP_ATTEMPTS = 5  # reads and compare-and-sets before a step that keeps racing is refused
 STEP_EVENTS = {
     "arrived": contract.TRIP_DRIVER_ARRIVED,
