@@ -3,6 +3,9 @@ three services, real RabbitMQ, phones on real WebSockets (v2 unless a test
 says v1), HTTP for the rider's reads and cancel."""
 from urllib.parse import urlsplit
 
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
 from ridesync import contract
 from ridesync.gateway.frames import V1_TYPES
 from tests.ride import answer, new_id, ride  # noqa: F401 (ride is a fixture)
@@ -44,6 +47,9 @@ def test_a_whole_ride_to_completed_then_a_second_ride_on_the_same_socket(ride):
     assert (status, read["data"]["status"]) == (200, "completed")
     assert read["data"]["payment"] == {k: session[k] for k in ("sessionID", "amount", "currency")}
     assert ride.get("/trip/current", driver.driver["id"])[0] == 404
+    status, refused = ride.post("/trip/cancel", {"tripID": trip["id"], "userID": rider_id})
+    assert (status, refused["error"]["code"]) == (409, "failed_precondition")
+    assert ride.get("/trip/no-such-trip", rider_id)[0] == 404
 
     second = offered_and_accepted(ride, new_id("rider"), driver)
     assert second["id"] != trip["id"]
@@ -221,3 +227,8 @@ def test_the_original_clients_frames_through_whole_rides_get_only_types_it_knows
         while phone.poll(timeout=0.5) is not None:
             pass
         assert set(phone.seen) <= V1_TYPES, set(phone.seen) - V1_TYPES
+    # Not answered, but counted: the refused step and the frame that is not JSON.
+    rejected = {s.labels["reason"]: s.value for f in text_string_to_metric_families(
+        requests.get(f"{ride.url}/metrics", timeout=5).text) if f.name == "ridesync_gateway_frames_rejected"
+        for s in f.samples if s.name.endswith("_total")}
+    assert rejected.get("failed_precondition", 0) >= 1 and rejected.get("invalid_json", 0) >= 1

@@ -1,0 +1,126 @@
+"""A rider and a driver through a whole ride, against a running gateway in
+open mode (`make run`), printing each step:
+
+    python -m ridesync.demo [--url http://localhost:8081] [--package sedan]
+
+Both phones speak the v2 dialect (Sec-WebSocket-Protocol: ridesync.v2). The
+driver must be the one dispatch asks: on `make run` with no other driver of
+the package online, it is."""
+import argparse
+import json
+import sys
+import uuid
+
+import requests
+import websocket
+
+TIMEOUT = 15.0  # seconds for any one answer or frame
+PICKUP = {"latitude": 37.7749, "longitude": -122.4194}
+DESTINATION = {"latitude": 37.7897, "longitude": -122.3972}
+
+
+class DemoFailed(Exception):
+    pass
+
+
+class Phone:
+    def __init__(self, who, url):
+        self.who = who
+        self.ws = websocket.create_connection(url, timeout=TIMEOUT, subprotocols=["ridesync.v2"])
+
+    def send(self, kind, data):
+        print(f"{self.who:>6} -> {kind} {summary(data)}")
+        self.ws.send(json.dumps({"type": kind, "data": data}))
+
+    def expect(self, kind):
+        """The data of the next frame of this type; other frames are printed and passed over."""
+        while True:
+            try:
+                frame = json.loads(self.ws.recv())
+            except websocket.WebSocketTimeoutException:
+                raise DemoFailed(f"{self.who}: no {kind} within {TIMEOUT:.0f}s") from None
+            print(f"{self.who:>6} <- {frame['type']} {summary(frame['data'])}")
+            if frame["type"] == "error":
+                raise DemoFailed(f"{self.who} was refused: {frame['data']['message']}")
+            if frame["type"] == kind:
+                return frame["data"]
+
+    def close(self):
+        self.ws.close()
+
+
+def summary(data):
+    """What a person wants to see of a frame's data."""
+    if not isinstance(data, dict):
+        return json.dumps(data)
+    if "status" in data:
+        driver = data.get("driver", {}).get("name")
+        return f"trip {data['id'][:8]}: {data['status']}" + (f", driver {driver}" if driver else "")
+    if "carPlate" in data:
+        return f"{data['id']}: {data['name']}, {data['carPlate']}"
+    if "tripID" in data:
+        rest = {k: v for k, v in data.items() if k not in ("tripID", "riderID", "driver")}
+        return f"trip {data['tripID'][:8]}" + (f" {json.dumps(rest)}" if rest else "")
+    return json.dumps(data)
+
+
+def http(method, url, **body):
+    answer = requests.request(method, url, data=json.dumps(body) if body else None, timeout=TIMEOUT)
+    if answer.status_code >= 400:
+        raise DemoFailed(f"{method} {url}: {answer.status_code} {answer.text}")
+    return answer.json()["data"]
+
+
+def ride(base, package):
+    ws_base = base.replace("http", "ws", 1)
+    rider_id, driver_id = f"demo-rider-{uuid.uuid4().hex[:6]}", f"demo-driver-{uuid.uuid4().hex[:6]}"
+    driver = Phone("driver", f"{ws_base}/ws/drivers?userID={driver_id}&packageSlug={package}")
+    rider = Phone("rider", f"{ws_base}/ws/riders?userID={rider_id}")
+    try:
+        registered = driver.expect("driver.cmd.register")
+        driver.expect("trip.state")
+        rider.expect("trip.state")
+
+        preview = http("POST", f"{base}/trip/preview", userID=rider_id, pickup=PICKUP, destination=DESTINATION)
+        fare = next(f for f in preview["rideFares"] if f["packageSlug"] == package)
+        print(f" rider previews: {preview['route']['distance'] / 1000:.1f} km, {package} "
+              f"${fare['totalPriceInCents'] / 100:.2f}")
+        trip = http("POST", f"{base}/trip/start", userID=rider_id, rideFareID=fare["id"])["trip"]
+        print(f" rider starts trip {trip['id']}")
+        rider.expect("trip.event.created")
+
+        request = driver.expect("driver.cmd.trip_request")
+        driver.send("driver.cmd.trip_accept", {"tripID": request["id"], "riderID": rider_id, "driver": registered})
+        driver.expect("trip.event.driver_assigned")
+        rider.expect("trip.event.driver_assigned")
+        rider.expect("payment.event.session_created")
+        for step, event in (("arrived", "trip.event.driver_arrived"), ("started", "trip.event.started"),
+                            ("completed", "trip.event.completed")):
+            driver.send(f"driver.cmd.trip_{step}", {"tripID": trip["id"]})
+            driver.expect(event)
+            rider.expect(event)
+        record = http("GET", f"{base}/trip/{trip['id']}?userID={rider_id}")
+        payment = record.get("payment", {})
+        print(f" rider reads GET /trip/{trip['id']}: {record['status']}, payment session "
+              f"{payment.get('sessionID', 'not recorded yet')}")
+    finally:
+        rider.close()
+        driver.close()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://localhost:8081", help="the gateway")
+    parser.add_argument("--package", default="sedan", choices=("suv", "sedan", "van", "luxury"))
+    args = parser.parse_args(argv)
+    try:
+        ride(args.url.rstrip("/"), args.package)
+    except (DemoFailed, OSError, websocket.WebSocketException, requests.RequestException) as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
+    print("done: a whole ride, from preview to completed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
