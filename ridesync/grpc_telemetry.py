@@ -1,14 +1,30 @@
 """What every gRPC call carries and records, on both sides: its span
 (OpenTelemetry's interceptors, when tracing is on), the request id in its
 metadata, and its outcome in metrics."""
+import json
+
 import grpc
 
 from ridesync import logs, metrics, telemetry
 
 
-def channel(address):
-    """An insecure channel to address whose calls are observed."""
-    observed = grpc.intercept_channel(grpc.insecure_channel(address), _ClientSide())
+# Calls go round the replicas a target names (dns:///name:port, ipv4:a:p,b:p);
+# one that finds its replica gone (UNAVAILABLE) is tried again on another.
+SERVICE_CONFIG = json.dumps({
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{
+        "name": [{"service": "trip.TripService"}, {"service": "driver.DriverService"}],
+        "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "0.5s",
+                        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
+    }],
+})
+
+
+def channel(target):
+    """An insecure channel to target, balanced round-robin over the
+    addresses it resolves to, whose calls are observed."""
+    options = [("grpc.service_config", SERVICE_CONFIG), ("grpc.enable_retries", 1)]
+    observed = grpc.intercept_channel(grpc.insecure_channel(target, options=options), _ClientSide())
     if not telemetry.tracing_on():
         return observed
     from opentelemetry.instrumentation.grpc import client_interceptor

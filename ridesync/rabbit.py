@@ -72,13 +72,13 @@ def declare_topology(channel):
             channel.queue_bind(queue, contract.TRIP_EXCHANGE, routing_key=key)
 
 
-def message_properties(routing_key, owner_id, headers=None):
+def message_properties(routing_key, owner_id, headers=None, message_id=None):
     """Persistent JSON with the owner and type as headers; BCC also routes
     it to its owner's inbox queue on the gateway, if there is one."""
     return pika.BasicProperties(
         content_type="application/json",
         delivery_mode=pika.DeliveryMode.Persistent,
-        message_id=uuid.uuid4().hex,  # lets a socket drop a redelivered copy
+        message_id=message_id or uuid.uuid4().hex,  # lets a socket or consumer drop a redelivered copy
         headers={
             "owner": owner_id,
             "type": routing_key,
@@ -105,11 +105,11 @@ class Publisher:
         self._heartbeat = None
 
     @telemetry.published
-    def publish(self, routing_key, owner_id, data, headers=None):
+    def publish(self, routing_key, owner_id, data, headers=None, message_id=None):
         """Returns once the broker has confirmed the message; raises
         PublishFailed when it was refused, unroutable, or the broker is down."""
         body = contract.envelope(owner_id, data)
-        props = message_properties(routing_key, owner_id, headers)
+        props = message_properties(routing_key, owner_id, headers, message_id)
         with self._lock:
             for attempt in (1, 2):
                 try:
@@ -127,12 +127,12 @@ class Publisher:
                         raise PublishFailed(f"broker unreachable for {routing_key}: {exc!r}") from exc
                     log.warning("publisher %s lost its connection (%r); reconnecting", self._name, exc)
 
-    def notify(self, routing_key, owner_id, data):
+    def notify(self, routing_key, owner_id, data, headers=None, message_id=None):
         """Publishes an event for one user's socket. When no queue takes it
         (the user is not connected anywhere, nor within the reconnect
         window) it is logged and dropped: there is no one to tell."""
         try:
-            self.publish(routing_key, owner_id, data)
+            self.publish(routing_key, owner_id, data, headers, message_id)
         except Unroutable:
             log.info("nobody listens for %s of %s: dropped", routing_key, owner_id)
 
@@ -179,6 +179,23 @@ class Retry(Exception):
     """The message could not be handled now; the broker should deliver it again."""
 
 
+class HandledInMemory:
+    """The message ids this process handled lately: enough for one replica
+    (a publisher that lost its connection before the confirm publishes
+    again, with the same message_id). Database.handle_once is the same for
+    replicas sharing a database."""
+
+    def __init__(self, size=HANDLED_MEMORY):
+        self._ids = deque(maxlen=size)
+
+    def handle_once(self, _consumer, message_id, work):
+        if message_id in self._ids:
+            return False
+        work()
+        self._ids.append(message_id)
+        return True
+
+
 class WorkQueueConsumer:
     """Consumes one service work queue in a thread of its own, reconnecting
     when the broker goes away. handle(routing_key, owner_id, data) does the
@@ -191,16 +208,14 @@ class WorkQueueConsumer:
     RECONNECT_PAUSE = 1.0
     CLOSE_WAIT = 1.0  # seconds stop() gives the thread to close its connection cleanly
 
-    def __init__(self, url, queue, handle, name):
+    def __init__(self, url, queue, handle, name, handled=None):
         self._url = url
         self._queue = queue
         self._handle = handle
         self._name = name
         self._stopped = threading.Event()
         self._handling = threading.Lock()  # held from delivery to ack
-        # A publisher that lost its connection before the confirm publishes
-        # again: the same message_id, handled once here.
-        self._handled = deque(maxlen=HANDLED_MEMORY)
+        self._handled = handled or HandledInMemory()  # handle_once(queue, message_id, work)
         self._in_hand = None  # "routing key of owner" while a message is handled
         self._drained = None  # the message that was in hand when stop() came, once finished
         self._broker_lost = False  # warned once; quiet until connected again
@@ -271,11 +286,7 @@ class WorkQueueConsumer:
             self._in_hand = None
 
     def _settle(self, channel, method, properties, body):
-        """Handles the message and acks, rejects or requeues it."""
-        if properties.message_id is not None and properties.message_id in self._handled:
-            log.info("consumer %s drops a second copy of %s %s", self._name, method.routing_key, properties.message_id)
-            channel.basic_ack(method.delivery_tag)
-            return
+        """Handles the message (once per message_id) and acks, rejects or requeues it."""
         try:
             owner_id, data = contract.open_envelope(body)
         except ValueError as exc:
@@ -283,7 +294,10 @@ class WorkQueueConsumer:
             channel.basic_reject(method.delivery_tag, requeue=False)
             return
         try:
-            self._handle(method.routing_key, owner_id, data)
+            if not self._handled.handle_once(self._queue, properties.message_id or uuid.uuid4().hex,
+                                             lambda: self._handle(method.routing_key, owner_id, data)):
+                log.info("consumer %s drops a second copy of %s %s",
+                         self._name, method.routing_key, properties.message_id)
         except (contract.MalformedMessage, Unroutable) as exc:
             log.error("consumer %s dead-letters %s for %s: %s", self._name, method.routing_key, owner_id, exc)
             channel.basic_reject(method.delivery_tag, requeue=False)
@@ -296,7 +310,6 @@ class WorkQueueConsumer:
             channel.basic_reject(method.delivery_tag, requeue=False)
         else:
             channel.basic_ack(method.delivery_tag)
-            self._handled.append(properties.message_id)
 
     def _close(self):
         connection, self._connection, self._channel = self._connection, None, None

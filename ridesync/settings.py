@@ -11,6 +11,15 @@ def _port(value):
     return int(value) if value else None
 
 
+def _listen_addr(target):
+    """Where a service listens when *_LISTEN_ADDR is unset: its
+    *_SERVICE_ADDR when that is a plain host:port; None when it is a target
+    naming replicas (dns:///..., ipv4:a:p,b:p)."""
+    if target.startswith(("dns:", "ipv4:", "ipv6:", "unix:")) or "," in target or "/" in target:
+        return None
+    return target
+
+
 @dataclass(frozen=True)
 class Settings:
     port: int
@@ -31,16 +40,22 @@ class Settings:
     payment_metrics_port: int | None
     payment_local_latency: float
     offer_timeout: float
+    database_url: str
+    redis_url: str | None  # None: the driver pool lives in the DriverService process
+    trip_listen_addr: str | None  # None: TRIP_SERVICE_ADDR names replicas, and no TRIP_LISTEN_ADDR was given
+    driver_listen_addr: str | None
 
     @classmethod
     def from_env(cls, env=None):
         env = os.environ if env is None else env
         origins = env.get("CORS_ORIGINS", "*")
+        trip_service_addr = env.get("TRIP_SERVICE_ADDR", "localhost:9093")
+        driver_service_addr = env.get("DRIVER_SERVICE_ADDR", "localhost:9092")
         return cls(
             port=int(env.get("PORT", "8081")),
             amqp_url=env.get("AMQP_URL", "amqp://guest:guest@localhost:5672/"),
-            trip_service_addr=env.get("TRIP_SERVICE_ADDR", "localhost:9093"),
-            driver_service_addr=env.get("DRIVER_SERVICE_ADDR", "localhost:9092"),
+            trip_service_addr=trip_service_addr,
+            driver_service_addr=driver_service_addr,
             osrm_url=env.get("OSRM_URL", "https://router.project-osrm.org").rstrip("/"),
             osrm_enabled=_bool(env.get("OSRM_ENABLED", "true")),
             osrm_timeout=float(env.get("OSRM_TIMEOUT", "10")),
@@ -55,4 +70,8 @@ class Settings:
             payment_metrics_port=_port(env.get("PAYMENT_METRICS_PORT")),
             payment_local_latency=float(env.get("PAYMENT_LOCAL_LATENCY", "0")),
             offer_timeout=float(env.get("OFFER_TIMEOUT", "30")),
+            database_url=env.get("DATABASE_URL", "sqlite:///var/ridesync.db"),
+            redis_url=env.get("REDIS_URL") or None,
+            trip_listen_addr=env.get("TRIP_LISTEN_ADDR") or _listen_addr(trip_service_addr),
+            driver_listen_addr=env.get("DRIVER_LISTEN_ADDR") or _listen_addr(driver_service_addr),
         )

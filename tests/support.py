@@ -50,6 +50,8 @@ class Process:
         self.name = name
         self.log_path = tmp_path / f"{name}.log"
         self._log = open(self.log_path, "wb")
+        # The processes of one test share a SQLite file of their own, as make run's do.
+        env = {"DATABASE_URL": f"sqlite:///{tmp_path}/ridesync.db", **env}
         self.proc = subprocess.Popen(
             args, cwd=ROOT, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -6,6 +6,7 @@ from dataclasses import replace
 import pytest
 
 from ridesync import contract
+from ridesync.database import Database
 from ridesync.payment.providers import LocalProvider
 from tests.service_support import (about_trip, assert_dead_lettered, next_matching, payment_service,  # noqa: F401
                                    publisher, unique)
@@ -59,7 +60,7 @@ def test_it_stops_gracefully_on_a_signal(payment_service, sig):
 
 
 def test_the_local_provider_keeps_amount_and_currency_and_one_session_per_trip():
-    provider = LocalProvider()
+    provider = LocalProvider(Database("sqlite://"))
     first = provider.create_session("t1", "r1", 1054, "USD")
     assert (first.trip_id, first.user_id, first.amount, first.currency) == ("t1", "r1", 1054, "USD")
     assert provider.create_session("t1", "r1", 1054, "USD") == first

@@ -226,39 +226,6 @@ def test_the_planner_holds_no_lock_across_the_osrm_call():
     assert routes == [OSRM_ROUTE] * 5
 
 
-# --- store -------------------------------------------------------------------------
-
-def fare(fare_id="f1", user_id="r1", expires_at=1_000_900.0):
-    return RideFare(fare_id, user_id, "sedan", 1054, expires_at, route=OSRM_ROUTE)
-
-
-def test_a_fare_is_taken_once_by_its_rider_before_it_expires():
-    clock = Clock()
-    store = TripStore(clock=clock)
-    store.save_fares([fare()])
-    with pytest.raises(FareNotFound):
-        store.take_fare("nope", "r1")
-    with pytest.raises(FareNotYours):
-        store.take_fare("f1", "r2")
-    assert store.take_fare("f1", "r1").id == "f1"
-    with pytest.raises(FareUnavailable, match="already used"):
-        store.take_fare("f1", "r1")
-    store.give_back_fare("f1")
-    assert store.take_fare("f1", "r1").id == "f1"
-
-
-def test_an_expired_fare_is_unavailable_then_forgotten():
-    clock = Clock()
-    store = TripStore(clock=clock)
-    store.save_fares([fare(expires_at=clock.now + 10)])
-    clock.now += 10
-    with pytest.raises(FareUnavailable, match="expired"):
-        store.take_fare("f1", "r1")
-    store.save_fares([fare("f2", expires_at=clock.now + 10)])
-    with pytest.raises(FareNotFound):
-        store.take_fare("f1", "r1")
-
-
 # --- service -----------------------------------------------------------------------
 
 def test_a_preview_saves_one_fare_per_package_for_the_rider():

@@ -1,6 +1,6 @@
 """TripService's steps of a trip, in-process with the in-memory store and a
 recording publisher: who may take each step, what it changes in the record,
-and what it announces. The store's compare-and-set rules are tested first."""
+and what it announces. The store's own rules: tests/test_trip_store.py."""
 import pytest
 
 from ridesync import contract
@@ -13,91 +13,6 @@ from tests.service_support import RecordingPublisher, trip
 DRIVER = {"id": "d1", "name": "Sam Kim", "profilePicture": "https://p/1.jpg", "carPlate": "7ABC123",
           "packageSlug": "sedan", "geohash": "9q8yy", "location": {"latitude": 37.77, "longitude": -122.41}}
 D1 = trip_driver(DRIVER)
-
-
-def store_with(*trips):
-    store = TripStore()
-    for t in trips:
-        store.save_trip(t)
-    return store
-
-
-# --- the store: compare-and-set ----------------------------------------------------
-
-def test_only_the_driver_a_pending_trip_is_offered_to_gets_it():
-    store = store_with(trip(trip_id="t1"))
-    assert store.assign_driver("t1", D1) is None  # offered to no one yet
-    assert store.offer("t1", "d1").offered_to == "d1"
-    assert store.assign_driver("t1", {"id": "d2"}) is None
-    accepted = store.assign_driver("t1", D1)
-    assert (accepted.status, accepted.driver, accepted.offered_to) == ("accepted", D1, None)
-    assert store.offer("t1", "d2") is None
-    assert store.current_trip("d1") == accepted == store.current_trip("r1")
-
-
-def test_an_accept_is_undone_back_to_the_offer():
-    store = store_with(trip(trip_id="t1"))
-    store.offer("t1", "d1")
-    store.assign_driver("t1", D1)
-    assert store.unassign_driver("t1", "d2") is None
-    undone = store.unassign_driver("t1", "d1")
-    assert (undone.status, undone.driver, undone.offered_to) == ("pending", None, "d1")
-
-
-def test_a_decline_counts_for_the_driver_offered_the_trip_only():
-    store = store_with(trip(trip_id="t1"))
-    store.offer("t1", "d1")
-    assert store.decline("t1", "d2") is None
-    declined = store.decline("t1", "d1")
-    assert (declined.declined, declined.offered_to) == (("d1",), None)
-    assert store.decline("t1", "d1") is None
-    store.offer("t1", "d2")
-    assert store.decline("t1", "d2").declined == ("d1", "d2")
-
-
-def test_a_step_happens_only_from_the_status_it_expects():
-    store = store_with(trip(trip_id="t1"))
-    assert store.advance("t1", "accepted", "arrived") is None
-    store.offer("t1", "d1")
-    store.assign_driver("t1", D1)
-    assert store.advance("t1", "accepted", "arrived").status == "arrived"
-    assert store.advance("t1", "accepted", "arrived") is None
-
-
-def test_cancelling_and_ending_unserved_give_the_fare_back():
-    store = TripStore()
-    t = trip(trip_id="t1")
-    store.save_fares([t.fare])
-    store.take_fare(t.fare.id, "r1")
-    store.save_trip(t)
-    assert store.cancel("t1", "accepted", "rider", "") is None
-    cancelled = store.cancel("t1", "pending", "rider", "changed my mind")
-    assert (cancelled.status, cancelled.cancelled_by, cancelled.reason) == ("cancelled", "rider", "changed my mind")
-    assert store.take_fare(t.fare.id, "r1") == t.fare
-
-    t2 = trip(trip_id="t2")
-    store.save_fares([t2.fare])
-    store.take_fare(t2.fare.id, "r1")
-    store.save_trip(t2)
-    assert store.end_unserved("t2").status == "no_drivers_found"
-    assert store.end_unserved("t2") is None
-    assert store.take_fare(t2.fare.id, "r1") == t2.fare
-
-
-def test_a_trip_gets_one_payment_session():
-    store = store_with(trip(trip_id="t1"))
-    session = {"sessionID": "cs_1", "amount": 1234, "currency": "USD"}
-    assert store.attach_payment("t1", session).payment == session
-    assert store.attach_payment("t1", {**session, "sessionID": "cs_2"}) is None
-    assert store.attach_payment("nope", session) is None
-
-
-def test_the_current_trip_is_the_latest_a_user_rides_or_drives():
-    store = store_with(trip(trip_id="t1"), trip(trip_id="t2"))
-    assert store.current_trip("r1").id == "t2"
-    assert store.current_trip("d1") is None
-    store.forget_trip("t2")
-    assert store.current_trip("r1") is None
 
 
 # --- the service -------------------------------------------------------------------

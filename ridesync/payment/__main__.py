@@ -2,6 +2,8 @@
 import logging
 
 from ridesync import contract, logs, shutdown, telemetry
+from ridesync.database import Database
+from ridesync.outbox import Outbox
 from ridesync.payment.providers import LocalProvider
 from ridesync.payment.sessions import SessionDesk
 from ridesync.rabbit import Publisher, WorkQueueConsumer
@@ -15,12 +17,16 @@ def main():
     settings = Settings.from_env()
     telemetry.start("payment", settings.payment_metrics_port)
     publisher = Publisher(settings.amqp_url, "payment-service")
-    desk = SessionDesk(LocalProvider(settings.payment_local_latency), publisher)
+    database = Database(settings.database_url)
+    outbox = Outbox(database, publisher, "payment")
+    desk = SessionDesk(LocalProvider(database, settings.payment_local_latency), outbox)
     sessions = WorkQueueConsumer(
-        settings.amqp_url, contract.PAYMENT_TRIP_RESPONSE, desk.handle, "payment-sessions"
+        settings.amqp_url, contract.PAYMENT_TRIP_RESPONSE, desk.handle, "payment-sessions", handled=database,
     ).start()
+    outbox.start()
     log.info("payment service up (local provider, %ss per session)", settings.payment_local_latency)
-    shutdown.serve_until_signal("payment service", consumers=[sessions], publishers=[publisher])
+    shutdown.serve_until_signal("payment service", consumers=[sessions, outbox], publishers=[publisher])
+    database.close()
 
 
 main()

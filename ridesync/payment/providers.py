@@ -4,10 +4,13 @@ again for the same trip, a redelivered command, gives the same session), and
 void_session(trip_id) -> the PaymentSession now voided, or None when the trip
 has none. LocalProvider is the default; a Stripe provider would create a
 Checkout Session with the trip id as its idempotency key, and expire it."""
-import threading
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, update
+
+from ridesync.tables import payment_sessions
 
 
 @dataclass(frozen=True)
@@ -21,28 +24,31 @@ class PaymentSession:
 
 
 class LocalProvider:
-    """Sessions made up and kept in this process's memory, each after
-    `latency` seconds: the round trip to a real provider, to try slow
-    payments (timeouts, shutdowns) without one."""
+    """Sessions made up and kept in the database (one per trip, whichever
+    replica asks), each after `latency` seconds: the round trip to a real
+    provider, to try slow payments (timeouts, shutdowns) without one."""
 
-    def __init__(self, latency=0.0):
+    def __init__(self, database, latency=0.0):
+        self._db = database
         self._latency = latency
-        self._lock = threading.Lock()
-        self._sessions = {}  # trip id -> PaymentSession
 
     def create_session(self, trip_id, user_id, amount, currency):
         time.sleep(self._latency)
-        with self._lock:
-            if trip_id not in self._sessions:
-                self._sessions[trip_id] = PaymentSession(
-                    id=f"cs_local_{uuid.uuid4().hex}", trip_id=trip_id, user_id=user_id,
-                    amount=amount, currency=currency,
-                )
-            return self._sessions[trip_id]
+        with self._db.transaction() as conn:
+            row = conn.execute(select(payment_sessions).where(payment_sessions.c.trip_id == trip_id)).first()
+            if row is not None:
+                return _session(row)
+            session = PaymentSession(id=f"cs_local_{uuid.uuid4().hex}", trip_id=trip_id, user_id=user_id,
+                                     amount=amount, currency=currency)
+            conn.execute(insert(payment_sessions).values(**session.__dict__))
+            return session
 
     def void_session(self, trip_id):
-        with self._lock:
-            session = self._sessions.get(trip_id)
-            if session is not None:
-                session = self._sessions[trip_id] = replace(session, voided=True)
-            return session
+        with self._db.transaction() as conn:
+            voided = conn.execute(update(payment_sessions).where(payment_sessions.c.trip_id == trip_id)
+                                  .values(voided=True).returning(*payment_sessions.c)).first()
+            return None if voided is None else _session(voided)
+
+
+def _session(row):
+    return PaymentSession(**row._mapping)

@@ -6,6 +6,8 @@ import grpc
 from google.protobuf import json_format
 
 from ridesync import contract, grpc_server, logs, shutdown, telemetry
+from ridesync.database import Database
+from ridesync.outbox import Outbox
 from ridesync.pb import trip_pb2, trip_pb2_grpc
 from ridesync.rabbit import PublishFailed, Publisher, WorkQueueConsumer
 from ridesync.ride import lifecycle
@@ -15,7 +17,8 @@ from ridesync.trip.intake import Intake
 from ridesync.trip.osrm import OsrmClient
 from ridesync.trip.planner import RoutePlanner
 from ridesync.trip.service import TripService
-from ridesync.trip.store import FareNotFound, FareNotYours, FareUnavailable, TripNotFound, TripStore
+from ridesync.trip.sql_store import SqlTripStore
+from ridesync.trip.store import FareNotFound, FareNotYours, FareUnavailable, TripNotFound
 
 log = logging.getLogger(__name__)
 REPLY_MARGIN = 0.5  # seconds kept back from the caller's deadline to answer with an estimate
@@ -109,29 +112,37 @@ def _time_left(context):
 
 
 def build(settings):
-    """The TripService, its publisher to close at the end, from settings."""
+    """(the TripService, its database, its outbox, its publisher to close at the end), from settings."""
     publisher = Publisher(settings.amqp_url, "trip-service")
+    database = Database(settings.database_url)
+    outbox = Outbox(database, publisher, "trip")
     planner = RoutePlanner(
         OsrmClient(settings.osrm_url, settings.osrm_timeout).fetch_route,
         enabled=settings.osrm_enabled,
         failure_threshold=settings.osrm_breaker_failures,
         recovery_timeout=settings.osrm_breaker_reset,
     )
-    return TripService(planner, TripStore(), publisher, fare_ttl=settings.fare_ttl), publisher
+    trips = TripService(planner, SqlTripStore(database), outbox, fare_ttl=settings.fare_ttl)
+    return trips, database, outbox, publisher
 
 
 def main():
     logs.configure("trip")
     settings = Settings.from_env()
     telemetry.start("trip", settings.trip_metrics_port)
-    trips, publisher = build(settings)
+    if settings.trip_listen_addr is None:
+        raise SystemExit(f"TRIP_SERVICE_ADDR {settings.trip_service_addr!r} names replicas: set TRIP_LISTEN_ADDR")
+    trips, database, outbox, publisher = build(settings)
     server = grpc_server.start(
-        settings.trip_service_addr,
+        settings.trip_listen_addr,
         lambda s: trip_pb2_grpc.add_TripServiceServicer_to_server(TripServicer(trips), s),
         ["trip.TripService"],
     )
     answers = WorkQueueConsumer(
-        settings.amqp_url, contract.DRIVER_TRIP_RESPONSE, Intake(trips).handle, "trip-intake"
+        settings.amqp_url, contract.DRIVER_TRIP_RESPONSE, Intake(trips).handle, "trip-intake", handled=database,
     ).start()
-    log.info("TripService listening on %s (OSRM %s)", settings.trip_service_addr, settings.osrm_url)
-    shutdown.serve_until_signal("TripService", server, [answers], [publisher])
+    outbox.start()
+    log.info("TripService listening on %s (OSRM %s, database %s)",
+             settings.trip_listen_addr, settings.osrm_url, database.engine.url.render_as_string())
+    shutdown.serve_until_signal("TripService", server, [answers, outbox], [publisher])
+    database.close()

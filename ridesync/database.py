@@ -1,0 +1,144 @@
+"""The SQL database every service keeps its state in, at DATABASE_URL: a
+SQLite file by default (one replica of each service), PostgreSQL when
+replicas share it. Opening it applies the migrations (ridesync/migrations/).
+
+Transactions are per thread: `transaction()` opens one, and store methods
+called inside it join it, so a message's changes, the outbox rows they
+publish and the record that the message was handled commit together."""
+import logging
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, event, insert, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.pool import StaticPool
+
+from ridesync.rabbit import Retry
+from ridesync.tables import handled_messages
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
+MIGRATION_LOCK = 0x7269646573796E63  # "ridesync": replicas starting at once migrate one at a time
+CONNECT_TIMEOUT = 5  # seconds
+STATEMENT_TIMEOUT_MS = 10_000
+SQLITE_BUSY_TIMEOUT = 30  # seconds a writer waits for another to commit
+
+
+def engine_for(url):
+    """An Engine for url: postgresql:// is driven by psycopg 3; SQLite in WAL
+    mode, every transaction taking the write lock at BEGIN (two readers that
+    both upgrade to writers would otherwise fail with "database is locked")."""
+    url = make_url(url)
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() == "postgresql":
+        return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, pool_timeout=10,
+                             connect_args={"connect_timeout": CONNECT_TIMEOUT,
+                                           "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"})
+    if url.get_backend_name() != "sqlite":
+        raise ValueError(f"DATABASE_URL must be sqlite:// or postgresql://, not {url.drivername}://")
+    in_memory = url.database in (None, "", ":memory:")
+    if not in_memory:
+        os.makedirs(os.path.dirname(os.path.abspath(url.database)), exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT},
+                           **({"poolclass": StaticPool} if in_memory else {}))
+    event.listen(engine, "connect", _sqlite_connected)
+    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+    return engine
+
+
+def _sqlite_connected(dbapi_connection, _record):
+    dbapi_connection.isolation_level = None  # BEGIN is ours (above), not pysqlite's
+    dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+    # Turning a new file to WAL needs it alone, and SQLite answers "locked"
+    # at once, without waiting, to the others of replicas starting together.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT
+    while True:
+        try:
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+class Database:
+    def __init__(self, url):
+        self.url = url
+        self.engine = engine_for(url)
+        self._local = threading.local()
+        migrate(self.engine)
+
+    @property
+    def is_postgresql(self):
+        return self.engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def transaction(self):
+        """The thread's open transaction, or a new one committed at the end
+        (rolled back on an exception). Callbacks given to after_commit run
+        once it has committed."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            yield conn
+            return
+        self._local.after_commit = []
+        try:
+            with self.engine.begin() as conn:
+                self._local.conn = conn
+                yield conn
+        finally:
+            self._local.conn = None
+            callbacks, self._local.after_commit = self._local.after_commit, []
+        for callback in callbacks:
+            callback()
+
+    def in_transaction(self):
+        return getattr(self._local, "conn", None) is not None
+
+    def after_commit(self, callback):
+        self._local.after_commit.append(callback)
+
+    def handle_once(self, consumer, message_id, work):
+        """Runs work() in a transaction that also records message_id as
+        handled by consumer; False, without running it, when some replica
+        already did. Retry (the broker delivers the message again) when the
+        database could not be reached or gave up on the transaction."""
+        try:
+            with self.transaction() as conn:
+                if conn.execute(select(handled_messages.c.message_id).where(
+                        handled_messages.c.consumer == consumer,
+                        handled_messages.c.message_id == message_id)).first():
+                    return False
+                conn.execute(insert(handled_messages).values(
+                    consumer=consumer, message_id=message_id, handled_at=time.time()))
+                work()
+                return True
+        except IntegrityError:  # another replica recorded it first and committed meanwhile
+            return False
+        except DBAPIError as exc:
+            raise Retry(f"database: {exc.orig!r}") from exc
+
+    def close(self):
+        self.engine.dispose()
+
+
+def migrate(engine):
+    """Brings the schema up to the newest migration. On PostgreSQL a lock
+    held for the transaction makes replicas starting at once take turns;
+    on SQLite, BEGIN IMMEDIATE does the same."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        config = Config()
+        config.set_main_option("script_location", MIGRATIONS)
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")

@@ -1,0 +1,150 @@
+"""Fares and trips in the SQL database (ridesync/database.py): TripStore's
+methods (trip/store.py says what each promises), for any number of
+TripService replicas.
+
+Every change of a trip is a compare-and-set: the trip is read with its
+version, checked and changed in Python, and written back only where the
+version is still the one read (`UPDATE ... WHERE id = :id AND version =
+:read`). A replica that loses the race reads the trip again and checks
+anew, so two replicas cannot both give a trip to a driver."""
+import dataclasses
+import json
+import time
+
+from sqlalchemy import delete, insert, select, update
+
+from ridesync.ride.lifecycle import ACCEPTED, CANCELLED, NO_DRIVERS_FOUND, PENDING
+from ridesync.ride.model import Coordinate, RideFare, Route, Trip
+from ridesync.tables import current_trips, fares, trips
+from ridesync.trip.store import ANYONE, FareNotFound, FareNotYours, FareUnavailable
+
+
+class SqlTripStore:
+    def __init__(self, database, clock=time.time):
+        self._db = database
+        self._clock = clock
+
+    def save_fares(self, new_fares):
+        with self._db.transaction() as conn:
+            # Expired, unused fares can never be taken again; used ones stay so
+            # that a second start of the same fare is told it was used.
+            conn.execute(delete(fares).where(fares.c.expires_at <= self._clock(), fares.c.used.is_(False)))
+            conn.execute(insert(fares), [
+                {"id": f.id, "user_id": f.user_id, "expires_at": f.expires_at, "used": False,
+                 "data": json.dumps(dataclasses.asdict(f))}
+                for f in new_fares
+            ])
+
+    def take_fare(self, fare_id, user_id):
+        with self._db.transaction() as conn:
+            row = conn.execute(select(fares).where(fares.c.id == fare_id)).first()
+            if row is None:
+                raise FareNotFound(f"no fare {fare_id!r}")
+            if row.user_id != user_id:
+                raise FareNotYours(f"fare {fare_id!r} belongs to another rider")
+            if row.expires_at > self._clock() and conn.execute(
+                    update(fares).where(fares.c.id == fare_id, fares.c.used.is_(False)).values(used=True)).rowcount:
+                return fare_of(json.loads(row.data))
+            if row.used or row.expires_at > self._clock():  # used, or taken meanwhile by another replica
+                raise FareUnavailable(f"fare {fare_id!r} was already used for a trip")
+            raise FareUnavailable(f"fare {fare_id!r} expired; preview the trip again")
+
+    def give_back_fare(self, fare_id):
+        with self._db.transaction() as conn:
+            conn.execute(update(fares).where(fares.c.id == fare_id).values(used=False))
+
+    def save_trip(self, trip):
+        with self._db.transaction() as conn:
+            conn.execute(insert(trips).values(id=trip.id, version=1, **_trip_columns(trip)))
+            self._make_current(conn, trip.user_id, trip.id)
+
+    def forget_trip(self, trip_id):
+        with self._db.transaction() as conn:
+            conn.execute(delete(trips).where(trips.c.id == trip_id))
+            conn.execute(delete(current_trips).where(current_trips.c.trip_id == trip_id))
+
+    def trip(self, trip_id):
+        with self._db.transaction() as conn:
+            row = conn.execute(select(trips.c.data).where(trips.c.id == trip_id)).first()
+            return None if row is None else trip_of(json.loads(row.data))
+
+    def current_trip(self, user_id):
+        with self._db.transaction() as conn:
+            row = conn.execute(select(trips.c.data).join(current_trips, current_trips.c.trip_id == trips.c.id)
+                               .where(current_trips.c.user_id == user_id)).first()
+            return None if row is None else trip_of(json.loads(row.data))
+
+    def offer(self, trip_id, driver_id):
+        return self._change(trip_id, PENDING, to=lambda t: dict(offered_to=driver_id))
+
+    def assign_driver(self, trip_id, driver):
+        with self._db.transaction() as conn:
+            trip = self._change(trip_id, PENDING, offered_to=driver["id"],
+                                to=lambda t: dict(status=ACCEPTED, driver=driver, offered_to=None))
+            if trip is not None:
+                self._make_current(conn, driver["id"], trip_id)
+            return trip
+
+    def unassign_driver(self, trip_id, driver_id):
+        return self._change(trip_id, ACCEPTED, driver_id=driver_id,
+                            to=lambda t: dict(status=PENDING, driver=None, offered_to=driver_id))
+
+    def decline(self, trip_id, driver_id):
+        return self._change(trip_id, PENDING, offered_to=driver_id,
+                            to=lambda t: dict(declined=t.declined + (driver_id,), offered_to=None))
+
+    def advance(self, trip_id, from_status, to_status):
+        return self._change(trip_id, from_status, to=lambda t: dict(status=to_status))
+
+    def cancel(self, trip_id, from_status, by, reason):
+        return self._end(trip_id, from_status, dict(status=CANCELLED, cancelled_by=by, reason=reason))
+
+    def end_unserved(self, trip_id):
+        return self._end(trip_id, PENDING, dict(status=NO_DRIVERS_FOUND))
+
+    def attach_payment(self, trip_id, payment):
+        return self._change(trip_id, ANYONE, payment=None, to=lambda t: dict(payment=payment))
+
+    def _end(self, trip_id, from_status, changes):
+        with self._db.transaction():
+            trip = self._change(trip_id, from_status, to=lambda t: dict(changes, offered_to=None))
+            if trip is not None:
+                self.give_back_fare(trip.fare.id)
+            return trip
+
+    def _change(self, trip_id, status, *, to, **expected):
+        """The trip with to(trip)'s changes, if it is in status (ANYONE: any)
+        and its fields are as expected (offered_to=ANYONE matches any); else None."""
+        with self._db.transaction() as conn:
+            while True:
+                row = conn.execute(select(trips.c.data, trips.c.version).where(trips.c.id == trip_id)).first()
+                trip = None if row is None else trip_of(json.loads(row.data))
+                if trip is None or status not in (ANYONE, trip.status) or not _as_expected(trip, expected):
+                    return None
+                changed = dataclasses.replace(trip, **to(trip))
+                if conn.execute(update(trips).where(trips.c.id == trip_id, trips.c.version == row.version)
+                                .values(version=row.version + 1, **_trip_columns(changed))).rowcount == 1:
+                    return changed
+
+    @staticmethod
+    def _make_current(conn, user_id, trip_id):
+        conn.execute(delete(current_trips).where(current_trips.c.user_id == user_id))
+        conn.execute(insert(current_trips).values(user_id=user_id, trip_id=trip_id))
+
+
+def _as_expected(trip, expected):
+    return all(value is ANYONE or getattr(trip, name) == value for name, value in expected.items())
+
+
+def _trip_columns(trip):
+    return {"user_id": trip.user_id, "status": trip.status, "driver_id": trip.driver_id,
+            "data": json.dumps(dataclasses.asdict(trip))}
+
+
+def fare_of(data):
+    route = data["route"]
+    return RideFare(**{**data, "route": Route(**{**route, "path": tuple(Coordinate(**c) for c in route["path"])})})
+
+
+def trip_of(data):
+    return Trip(**{**data, "fare": fare_of(data["fare"]), "declined": tuple(data["declined"])})
