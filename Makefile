@@ -8,8 +8,10 @@ GENERATED := $(patsubst protos/%.proto,ridesync/pb/%_pb2.py,$(PROTOS))
 
 .PHONY: run test install rabbitmq databases bench clean
 
+# AUTH_MODE defaults to open here only, so that the original web client works
+# on a laptop; AUTH_MODE=token AUTH_SECRET=... make run checks tokens.
 run: install rabbitmq
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start --port $${PORT:-8081}
+	AUTH_MODE=$${AUTH_MODE:-open} PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start --port $${PORT:-8081}
 
 test: install rabbitmq databases
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -50,7 +50,15 @@ def on_exit(server):
 
 
 def when_ready(server):
+    from ridesync.gateway.identity import MisconfiguredAuth, operator_networks, verifier_for
     from ridesync.settings import Settings
 
-    if "*" in Settings.from_env().cors_origins:
+    settings = Settings.from_env()
+    try:
+        operator_networks(settings)
+        if verifier_for(settings) is None:
+            server.log.warning("AUTH_MODE=open: any caller may act as any userID; set AUTH_MODE=token in production")
+    except MisconfiguredAuth as exc:
+        raise RuntimeError(f"the gateway cannot start: {exc}") from None  # gunicorn prints it and exits 1
+    if "*" in settings.cors_origins:
         server.log.warning("CORS allows every origin (CORS_ORIGINS=*); set CORS_ORIGINS to a list in production")

@@ -5,7 +5,7 @@ import json
 
 import grpc
 
-from ridesync import logs, metrics, telemetry
+from ridesync import identity, logs, metrics, telemetry
 
 
 # Calls go round the replicas a target names (dns:///name:port, ipv4:a:p,b:p);
@@ -51,8 +51,10 @@ def _not_health_checks():
 class _ClientSide(grpc.UnaryUnaryClientInterceptor):
     def intercept_unary_unary(self, continuation, details, request):
         request_id = logs.ride_field("request_id")
-        if request_id:
-            details = details._replace(metadata=[*(details.metadata or ()), (logs.REQUEST_ID_HEADER, request_id)])
+        extra = [(logs.REQUEST_ID_HEADER, request_id)] if request_id else []
+        extra += identity.outgoing_headers().items()
+        if extra:
+            details = details._replace(metadata=[*(details.metadata or ()), *extra])
         call = continuation(details, request)
         call.add_done_callback(lambda done: metrics.grpc_call("client", details.method, done.code()))
         return call
@@ -60,17 +62,20 @@ class _ClientSide(grpc.UnaryUnaryClientInterceptor):
 
 class _ServerSide(grpc.ServerInterceptor):
     """Each call's log lines carry its request id (the caller's, or a new
-    one) and its user; its outcome is counted."""
+    one) and its user (the one the gateway authenticated, else the
+    request's); its outcome is counted."""
 
     def intercept_service(self, continuation, details):
         handler = continuation(details)
         if handler is None or handler.unary_unary is None:
             return handler
-        request_id = logs.request_id_from(dict(details.invocation_metadata).get(logs.REQUEST_ID_HEADER))
+        metadata = dict(details.invocation_metadata)
+        request_id = logs.request_id_from(metadata.get(logs.REQUEST_ID_HEADER))
+        caller, _role = identity.from_headers(metadata)
         answer = handler.unary_unary
 
         def observed(request, context):
-            with logs.bound(request_id=request_id, user=_user_of(request)):
+            with logs.bound(request_id=request_id, user=caller or _user_of(request)):
                 try:
                     response = answer(request, context)
                 except Exception:

@@ -63,6 +63,13 @@ class _RideFilter(logging.Filter):
         return True
 
 
+def one_line(text):
+    """text as one printable line: whatever a caller sent (CR, LF, a lone
+    surrogate) can neither start a forged line nor break the output."""
+    escaped = text.replace("\r", "\\r").replace("\n", "\\n")
+    return escaped.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class _TextFormatter(logging.Formatter):
     def __init__(self, process):
         super().__init__(f"%(asctime)s %(levelname)s {process}[%(process)d] %(name)s: %(message)s")
@@ -70,7 +77,7 @@ class _TextFormatter(logging.Formatter):
     def formatMessage(self, record):  # before any traceback, which format() appends
         line = super().formatMessage(record)
         ride = " ".join(f"{n}={getattr(record, n)}" for n in RIDE_FIELDS if getattr(record, n, None))
-        return f"{line} [{ride}]" if ride else line
+        return one_line(f"{line} [{ride}]" if ride else line)
 
 
 class _JsonFormatter(logging.Formatter):

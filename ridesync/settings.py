@@ -7,6 +7,10 @@ def _bool(value):
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _list(value):
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
 def _port(value):
     return int(value) if value else None
 
@@ -44,11 +48,19 @@ class Settings:
     redis_url: str | None  # None: the driver pool lives in the DriverService process
     trip_listen_addr: str | None  # None: TRIP_SERVICE_ADDR names replicas, and no TRIP_LISTEN_ADDR was given
     driver_listen_addr: str | None
+    auth_mode: str  # "token" (the default) or "open"
+    auth_secret: str | None
+    auth_jwks_url: str | None
+    auth_audience: str | None
+    preview_rate: float  # previews and starts a second, per user and gateway worker
+    preview_burst: int
+    body_timeout: float
+    max_trip_km: float
+    metrics_allow: tuple  # networks (CIDRs) allowed to read /metrics and /live/stats
 
     @classmethod
     def from_env(cls, env=None):
         env = os.environ if env is None else env
-        origins = env.get("CORS_ORIGINS", "*")
         trip_service_addr = env.get("TRIP_SERVICE_ADDR", "localhost:9093")
         driver_service_addr = env.get("DRIVER_SERVICE_ADDR", "localhost:9092")
         return cls(
@@ -61,7 +73,7 @@ class Settings:
             osrm_timeout=float(env.get("OSRM_TIMEOUT", "10")),
             osrm_breaker_failures=int(env.get("OSRM_BREAKER_FAILURES", "5")),
             osrm_breaker_reset=float(env.get("OSRM_BREAKER_RESET", "30")),
-            cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
+            cors_origins=_list(env.get("CORS_ORIGINS", "*")),
             fare_ttl=float(env.get("FARE_TTL", "900")),
             reconnect_window=float(env.get("RECONNECT_WINDOW", "30")),
             ws_ping_interval=float(env.get("WS_PING_INTERVAL", "25")),
@@ -74,4 +86,13 @@ class Settings:
             redis_url=env.get("REDIS_URL") or None,
             trip_listen_addr=env.get("TRIP_LISTEN_ADDR") or _listen_addr(trip_service_addr),
             driver_listen_addr=env.get("DRIVER_LISTEN_ADDR") or _listen_addr(driver_service_addr),
+            auth_mode=env.get("AUTH_MODE", "token").strip().lower(),
+            auth_secret=env.get("AUTH_SECRET") or None,
+            auth_jwks_url=env.get("AUTH_JWKS_URL") or None,
+            auth_audience=env.get("AUTH_AUDIENCE") or None,
+            preview_rate=float(env.get("PREVIEW_RATE", "10")),
+            preview_burst=int(env.get("PREVIEW_BURST", "20")),
+            body_timeout=float(env.get("BODY_TIMEOUT", "10")),
+            max_trip_km=float(env.get("MAX_TRIP_KM", "300")),
+            metrics_allow=_list(env.get("METRICS_ALLOW", "127.0.0.0/8,::1/128")),
         )

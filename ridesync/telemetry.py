@@ -18,7 +18,7 @@ from importlib.metadata import entry_points
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
-from ridesync import contract, logs, metrics
+from ridesync import contract, identity, logs, metrics
 
 log = logging.getLogger(__name__)
 TRACER = trace.get_tracer("ridesync")  # follows the provider start() sets
@@ -71,8 +71,8 @@ def _exporter(name):
 
 
 def message_headers():
-    """The trace context and request id a message published now carries."""
-    headers = {}
+    """The trace context, request id and acting user a message published now carries."""
+    headers = identity.outgoing_headers()
     propagate.inject(headers)
     request_id = logs.ride_field("request_id")
     if request_id:

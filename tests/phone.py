@@ -1,16 +1,24 @@
 """A phone for tests: a real WebSocket client over a real socket."""
 import json
 import time
+from urllib.parse import parse_qs, urlsplit
 
 import websocket
 
+from tests.support import bearer
+
+ROLES = {"/ws/riders": "rider", "/ws/drivers": "driver"}
+
 
 class Phone:
-    """v2 asks for the ridesync.v2 dialect; without it the phone is a v1 client."""
+    """v2 asks for the ridesync.v2 dialect; without it the phone is a v1 client.
+    headers: the upgrade's headers; by default the Authorization of the
+    path's userID in the path's role (open mode ignores it)."""
 
-    def __init__(self, base_url, path, v2=False):
+    def __init__(self, base_url, path, v2=False, headers=None):
         self.url = base_url.replace("http://", "ws://") + path
-        self.ws = websocket.create_connection(self.url, timeout=10, subprotocols=["ridesync.v2"] if v2 else None)
+        self.ws = websocket.create_connection(self.url, timeout=10, subprotocols=["ridesync.v2"] if v2 else None,
+                                              header=_authorization(path) if headers is None else headers)
         self.frames = []
         self.seen = []  # the type of every frame received, in order
 
@@ -58,3 +66,11 @@ class Phone:
             self.ws.close(timeout=2)
         except (websocket.WebSocketException, OSError):
             pass
+
+
+def _authorization(path):
+    parts = urlsplit(path)
+    user_ids = parse_qs(parts.query).get("userID")
+    if not user_ids or parts.path not in ROLES:
+        return {}
+    return bearer(user_ids[0], ROLES[parts.path])

@@ -9,7 +9,7 @@ import requests
 
 from ridesync import contract
 from tests.phone import Phone
-from tests.support import AMQP_URL, Process, free_port, start_gateway, start_service
+from tests.support import AMQP_URL, Process, bearer, free_port, start_gateway, start_service
 
 PICKUP = {"latitude": 37.77, "longitude": -122.41}
 DESTINATION = {"latitude": 37.79, "longitude": -122.39}
@@ -34,8 +34,8 @@ def ride(osrm, tmp_path):
         url = base
         process_env = env
 
-        def phone(self, path, url=base, v2=False):
-            phone = Phone(url, path, v2)
+        def phone(self, path, url=base, v2=False, headers=None):
+            phone = Phone(url, path, v2, headers)
             phones.append(phone)
             return phone
 
@@ -63,6 +63,7 @@ def ride(osrm, tmp_path):
 
         def start_trip(self, rider_id, package="sedan", headers=None, fare_id=None):
             """The trip started with a new fare of this package, or with fare_id."""
+            headers = {**bearer(rider_id), **(headers or {})}
             if fare_id is None:
                 preview = requests.post(f"{base}/trip/preview", timeout=15, headers=headers, data=json.dumps(
                     {"userID": rider_id, "pickup": PICKUP, "destination": DESTINATION}))
@@ -81,11 +82,11 @@ def ride(osrm, tmp_path):
 
         def get(self, path, user_id):
             """GET path of the gateway as user_id: (status, JSON body)."""
-            answer = requests.get(f"{base}{path}", params={"userID": user_id}, timeout=15)
+            answer = requests.get(f"{base}{path}", params={"userID": user_id}, headers=bearer(user_id), timeout=15)
             return answer.status_code, answer.json()
 
         def post(self, path, body):
-            answer = requests.post(f"{base}{path}", data=json.dumps(body), timeout=15)
+            answer = requests.post(f"{base}{path}", data=json.dumps(body), headers=bearer(body["userID"]), timeout=15)
             return answer.status_code, answer.json()
 
         def gateway_log(self):
@@ -104,3 +105,16 @@ def new_id(role):
 
 def answer(driver, kind, trip):
     driver.send(kind, {"tripID": trip["id"], "riderID": trip["userID"], "driver": driver.driver})
+
+
+def assert_a_ride_completes(ride, url=None):
+    """A rider and a driver on their sockets: the trip started, offered,
+    accepted, and the rider told of the driver and the payment session."""
+    rider_id = new_id("rider")
+    rider = ride.rider(rider_id, url=url or ride.url)
+    driver = ride.driver("van", url=url or ride.url)
+    trip = ride.start_trip(rider_id, "van")
+    assert rider.next(contract.TRIP_CREATED)["data"]["id"] == trip["id"]
+    answer(driver, contract.DRIVER_TRIP_ACCEPT, driver.next(contract.DRIVER_TRIP_REQUEST)["data"])
+    assert rider.next(contract.TRIP_DRIVER_ASSIGNED)["data"]["driver"]["id"] == driver.driver["id"]
+    assert rider.next(contract.PAYMENT_SESSION_CREATED)["data"]["tripID"] == trip["id"]

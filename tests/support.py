@@ -17,12 +17,26 @@ import grpc
 import pika
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ridesync import contract, rabbit
+from ridesync import contract, rabbit, tokens
 from tests import vhost
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AMQP_URL = vhost.private_url(os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/"))
 os.environ["AMQP_URL"] = AMQP_URL  # for every process a test starts
+# Gateways check tokens (AUTH_MODE=token, the default) signed with this;
+# tests that need open mode say AUTH_MODE=open.
+AUTH_SECRET = "ridesync-tests-" + uuid.uuid4().hex
+os.environ["AUTH_SECRET"] = AUTH_SECRET
+
+
+def token(user_id, role="rider", **claims):
+    """A token for user_id as role, signed with the tests' AUTH_SECRET."""
+    return tokens.mint(AUTH_SECRET, user_id, role, **claims)
+
+
+def bearer(user_id, role="rider"):
+    """The Authorization header of user_id as role."""
+    return {"Authorization": f"Bearer {token(user_id, role)}"}
 
 
 def free_port():

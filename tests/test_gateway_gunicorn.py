@@ -11,7 +11,7 @@ import pytest
 
 from tests.support import (
     AMQP_URL, DESTINATION_JSON, PICKUP_JSON, assert_route_follows_osrm, assert_trip_created_published,
-    closed_port_address, made_by, new_rider, start_gateway, wait_until,
+    bearer, closed_port_address, made_by, new_rider, start_gateway, wait_until,
 )
 
 CORS_WARNING = "CORS allows every origin"
@@ -32,12 +32,13 @@ def gateway(tmp_path):
 
 
 def request(base, method, path, body=None, headers=None):
-    """(status, headers, JSON body) of one HTTP request."""
+    """(status, headers, JSON body) of one HTTP request, with the token of the body's userID."""
     url = urlsplit(base)
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
     try:
         payload = json.dumps(body) if body is not None else None
-        connection.request(method, path, body=payload, headers={"Content-Type": "text/plain", **(headers or {})})
+        auth = bearer(body["userID"]) if body and "userID" in body else {}
+        connection.request(method, path, body=payload, headers={"Content-Type": "text/plain", **auth, **(headers or {})})
         response = connection.getresponse()
         raw = response.read()
         return response.status, response.headers, json.loads(raw) if raw else None
@@ -87,10 +88,12 @@ def test_a_rider_who_hangs_up_lets_osrm_go(gateway, start_trip, osrm):
     trip_service = start_trip(OSRM_TIMEOUT="30")
     _, base = gateway(trip_service, OSRM_TIMEOUT="30")
     url = urlsplit(base)
-    body = json.dumps(preview_body(new_rider())).encode()
+    rider_id = new_rider()
+    body = json.dumps(preview_body(rider_id)).encode()
     with socket.create_connection((url.hostname, url.port), timeout=5) as rider:
         rider.sendall(
             b"POST /trip/preview HTTP/1.1\r\nHost: gateway\r\nContent-Type: text/plain\r\n"
+            + f"Authorization: {bearer(rider_id)['Authorization']}\r\n".encode()
             + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
         )
         wait_until(lambda: osrm.requests, timeout=5, message="OSRM to be asked")
@@ -117,7 +120,7 @@ def post_chunked(base, body):
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
     try:
         connection.request("POST", "/trip/preview", body=(raw[i:i + 4096] for i in range(0, len(raw), 4096)),
-                           headers={"Content-Type": "text/plain"}, encode_chunked=True)
+                           headers={"Content-Type": "text/plain", **bearer(body["userID"])}, encode_chunked=True)
         response = connection.getresponse()
         return response.status, json.loads(response.read())
     finally:

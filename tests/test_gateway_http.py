@@ -6,11 +6,12 @@ import pytest
 
 from ridesync import grpc_server
 from ridesync.gateway import create_app, trips as trips_module
+from ridesync.identity import is_id
 from ridesync.settings import Settings
 from ridesync.ride.fares import price_in_cents
 from tests.support import (
-    AMQP_URL, DESTINATION_JSON, PICKUP_JSON, HangingTripService, assert_route_follows_osrm,
-    assert_trip_created_published, closed_port_address, free_port, made_by, new_rider, wait_until,
+    AMQP_URL, AUTH_SECRET, DESTINATION_JSON, PICKUP_JSON, HangingTripService, assert_route_follows_osrm,
+    assert_trip_created_published, bearer, closed_port_address, free_port, made_by, new_rider, wait_until,
 )
 
 PREFLIGHT = {
@@ -23,7 +24,7 @@ PREFLIGHT = {
 def gateway_app(**env):
     """The gateway made from these settings; every upstream down unless env says where."""
     return create_app(Settings.from_env({
-        "AMQP_URL": AMQP_URL, "OSRM_TIMEOUT": "2",
+        "AMQP_URL": AMQP_URL, "OSRM_TIMEOUT": "2", "AUTH_SECRET": AUTH_SECRET,
         "TRIP_SERVICE_ADDR": closed_port_address(), "DRIVER_SERVICE_ADDR": closed_port_address(), **env,
     }))
 
@@ -45,9 +46,12 @@ def client(make_client, trip_service):
 
 
 def post(client, path, body, **kwargs):
-    """POST like the known web client: JSON sent as text/plain."""
+    """POST like the known web client: JSON sent as text/plain, with the
+    token of the body's userID (when it is one)."""
     data = body if isinstance(body, (str, bytes)) else json.dumps(body)
-    return client.post(path, data=data, content_type="text/plain", **kwargs)
+    user_id = body.get("userID") if isinstance(body, dict) else None
+    headers = bearer(user_id) if is_id(user_id) else {}
+    return client.post(path, data=data, content_type="text/plain", headers=headers | kwargs.pop("headers", {}), **kwargs)
 
 
 def preview_body(user_id, pickup=PICKUP_JSON, destination=DESTINATION_JSON):
@@ -106,7 +110,6 @@ def test_starting_a_trip_gets_201_and_trip_created_on_rabbitmq(client, amqp_tap)
     (b"\xff\xfe{}", "not valid JSON"),
     ("[1, 2]", "must be a JSON object"),
     ('"a string"', "must be a JSON object"),
-    ({"pickup": PICKUP_JSON, "destination": DESTINATION_JSON}, "userID is required"),
     ({"userID": "", "pickup": PICKUP_JSON, "destination": DESTINATION_JSON}, "userID is required"),
     ({"userID": 7, "pickup": PICKUP_JSON, "destination": DESTINATION_JSON}, "userID is required"),
     (preview_body("r1", pickup={"latitude": 91, "longitude": 0}), "pickup.latitude must be a number between -90 and 90"),
@@ -130,7 +133,6 @@ def test_a_body_over_16_kib_is_413_json(client, osrm):
 
 @pytest.mark.parametrize("body, says", [
     ({"userID": "r1"}, "rideFareID is required"),
-    ({"rideFareID": "f1"}, "userID is required"),
     ({"rideFareID": "f1", "userID": "r" * 129}, "userID must be at most 128 characters"),
 ])
 def test_a_bad_start_is_400(client, body, says):

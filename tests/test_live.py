@@ -12,7 +12,7 @@ import requests
 from ridesync import contract
 from ridesync.rabbit import Publisher
 from tests.ride import answer, new_id, ride  # noqa: F401,F811 (ride is a fixture)
-from tests.support import AMQP_URL, wait_until
+from tests.support import AMQP_URL, bearer, wait_until
 
 
 def test_a_whole_ride(ride):
@@ -121,17 +121,17 @@ def test_a_newer_socket_replaces_the_older_one(ride):
     assert new.next(contract.TRIP_CREATED)["data"]["id"] == "after-replacement"
 
 
-@pytest.mark.parametrize("path, problem", [
-    ("/ws/riders", "userID is required"),
-    ("/ws/drivers?userID=d1", "packageSlug is required"),
-    ("/ws/drivers?userID=d1&packageSlug=rocket", "packageSlug is required"),
+@pytest.mark.parametrize("path, headers, status, problem", [
+    ("/ws/riders", {}, 401, "a token is required"),
+    ("/ws/drivers?userID=d1", bearer("d1", "driver"), 400, "packageSlug is required"),
+    ("/ws/drivers?userID=d1&packageSlug=rocket", bearer("d1", "driver"), 400, "packageSlug is required"),
 ])
-def test_a_socket_without_identity_is_refused_before_the_upgrade(ride, path, problem):
+def test_a_socket_without_identity_is_refused_before_the_upgrade(ride, path, headers, status, problem):
     import websocket
 
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
-        websocket.create_connection(ride.url.replace("http", "ws") + path, timeout=5)
-    assert refused.value.status_code == 400
+        websocket.create_connection(ride.url.replace("http", "ws") + path, timeout=5, header=headers)
+    assert refused.value.status_code == status
     assert problem in json.loads(refused.value.resp_body)["error"]["message"]
 
 

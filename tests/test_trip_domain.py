@@ -278,3 +278,41 @@ def test_settings_have_working_defaults_and_read_the_environment():
     assert not custom.osrm_enabled
     assert custom.cors_origins == ("https://a.example", "https://b.example")
     assert custom.osrm_url == "http://osrm.local"
+
+
+# --- limits ------------------------------------------------------------------------
+
+def test_a_preview_longer_than_max_trip_km_is_refused_before_and_after_routing():
+    fetch = FakeFetch()
+    service, _ = make_service(fetch=fetch)
+    with pytest.raises(InvalidArgument, match="trips are limited to 300 km"):
+        service.preview("r1", Coordinate(0, 0), Coordinate(0, 179.9))
+    assert fetch.calls == []  # OSRM is not asked for a route across the world
+    fetch.outcome = Route(path=(PICKUP, DESTINATION), distance=301_000.0, duration=3600.0)
+    with pytest.raises(InvalidArgument, match="the trip is 301 km long"):
+        service.preview("r1", PICKUP, DESTINATION)
+
+
+def test_expired_fares_are_dropped_and_a_used_one_is_still_known_as_used():
+    clock = Clock()
+    service, store = make_service(clock=clock, fare_ttl=900)
+    old = [fare for _ in range(250) for fare in service.preview("r1", PICKUP, DESTINATION)[1]]
+    used = service.create_trip(old[0].id, "r1")
+    clock.now += 901
+    service.preview("r1", PICKUP, DESTINATION)  # the next preview forgets what expired
+    with pytest.raises(FareNotFound):
+        store.take_fare(old[-1].id, "r1")
+    with pytest.raises(FareUnavailable, match="already used"):
+        store.take_fare(used.fare.id, "r1")
+    assert len(store._fares) == len(PACKAGES)
+
+
+def test_an_ended_trip_keeps_no_offer_nor_declines():
+    service, store = make_service()
+    trip = service.create_trip(service.preview("r1", PICKUP, DESTINATION)[1][0].id, "r1")
+    store.offer(trip.id, "d1")
+    store.decline(trip.id, "d1")
+    store.offer(trip.id, "d2")
+    ended = store.end_unserved(trip.id)
+    assert (ended.status, ended.offered_to, ended.declined) == ("no_drivers_found", None, ())
+

@@ -4,12 +4,17 @@ from flask_cors import CORS
 
 from ridesync.gateway import errors, health, live, observed, trips
 from ridesync.gateway.frames import V2_SUBPROTOCOL
+from ridesync.gateway.health import BrokerProbe
+from ridesync.gateway.identity import operator_networks, verifier_for
+from ridesync.gateway.limits import TokenBuckets
 from ridesync.gateway.upstream import Upstream
 from ridesync.gateway.worker import Worker
 from ridesync.settings import Settings
 
 MAX_BODY_BYTES = 16 * 1024
-MAX_WEBSOCKET_MESSAGE = 1024 * 1024  # beyond it the socket is closed (1009); past 64 KiB a frame gets an error
+# simple-websocket counts a message as its pieces arrive and closes the
+# socket (1009) once past this, so a larger frame is never held whole.
+MAX_WEBSOCKET_MESSAGE = 64 * 1024
 
 
 def create_app(settings=None):
@@ -22,7 +27,11 @@ def create_app(settings=None):
         "max_message_size": MAX_WEBSOCKET_MESSAGE,
         "subprotocols": [V2_SUBPROTOCOL],
     }
+    app.extensions["ridesync.verifier"] = verifier_for(settings)  # refuses to start without a key in token mode
+    app.extensions["ridesync.previews"] = TokenBuckets(settings.preview_rate, settings.preview_burst)
     app.extensions["ridesync.upstream"] = Upstream(settings)
+    app.extensions["ridesync.broker_probe"] = BrokerProbe(settings.amqp_url)
+    app.extensions["ridesync.operators"] = operator_networks(settings)
     app.extensions["ridesync.worker"] = Worker(settings)
     CORS(
         app,

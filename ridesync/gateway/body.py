@@ -5,9 +5,8 @@ from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ridesync.gateway.errors import invalid
+from ridesync.gateway.identity import checked
 from ridesync.ride.model import Coordinate, InvalidArgument
-
-MAX_ID_LENGTH = 128
 
 
 def json_object():
@@ -31,12 +30,8 @@ def json_object():
 
 
 def identifier(body, name):
-    value = body.get(name)
-    if not isinstance(value, str) or not value.strip():
-        raise invalid(f"{name} is required and must be a non-empty string")
-    if len(value) > MAX_ID_LENGTH:
-        raise invalid(f"{name} must be at most {MAX_ID_LENGTH} characters")
-    return value
+    """An id (a fare's, a trip's) from a body or query: 400 unless it is one."""
+    return checked(body.get(name), name)
 
 
 def coordinate(body, name):

@@ -21,9 +21,10 @@ GRPC_TO_HTTP = {
 
 
 class ApiError(Exception):
-    def __init__(self, status, code, message):
+    def __init__(self, status, code, message, headers=None):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
 
 
 def invalid(message):
@@ -37,7 +38,9 @@ def error_response(status, code, message):
 def register(app):
     @app.errorhandler(ApiError)
     def api_error(exc):
-        return error_response(exc.status, exc.code, exc.message)
+        response, status = error_response(exc.status, exc.code, exc.message)
+        response.headers.update(exc.headers)
+        return response, status
 
     @app.errorhandler(HTTPException)
     def http_error(exc):

@@ -25,6 +25,8 @@ def read_frame(raw, allowed_types):
         frame = json.loads(raw)
     except ValueError as exc:
         raise BadFrame("invalid_json", f"the frame is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadFrame("invalid_json", "the frame is not valid JSON: it is nested too deeply") from None
     if not isinstance(frame, dict):
         raise BadFrame("invalid_frame", 'a frame is a JSON object {"type": ..., "data": {...}}')
     kind, data = frame.get("type"), frame.get("data")

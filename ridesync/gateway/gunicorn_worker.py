@@ -5,20 +5,61 @@ one-second tick, then waits for every handler to return; a WebSocket handler
 never returns on its own, so every stop took the whole graceful_timeout and
 phones saw 1006. This worker starts the drain in the signal handler: every
 socket gets 1001 at once, its handler returns, and the worker exits as soon
-as in-flight HTTP requests have their answers."""
+as in-flight HTTP requests have their answers.
+
+It also bounds how long a request may take to arrive: its line and headers,
+then its body (read here, whole, before the app sees it), each within
+BODY_TIMEOUT, or the answer is 408 and the connection closed; a body that
+trickles in (a slowloris) holds a connection no longer than that."""
+import io
+import json
 import queue
 import signal
 
 import gevent
+from gunicorn.http.body import Body
 from gunicorn.workers.ggevent import GeventWorker
 
+from ridesync.gateway import MAX_BODY_BYTES
+from ridesync.settings import Settings
+
 QUICK_DRAIN = 1.5  # seconds; gunicorn's quick shutdown (SIGINT/SIGQUIT) kills at 2 s
+TIMEOUT_WRITE = 1.0  # seconds to hand a 408 to a client that may read nothing
+
+
+class RequestTimedOut(Exception):
+    """A request's head or body did not arrive within BODY_TIMEOUT."""
 
 
 class GatewayWorker(GeventWorker):
     def init_process(self):
         self._drain = None
+        self._body_timeout = Settings.from_env().body_timeout
         super().init_process()
+
+    def timeout_ctx(self):
+        """Around reading each request's line and headers (an idle
+        keep-alive connection waits as long, then gets its 408 too)."""
+        return gevent.Timeout(self._body_timeout, RequestTimedOut("the request's headers"))
+
+    def handle_request(self, listener_name, req, sock, addr):
+        with gevent.Timeout(self._body_timeout, RequestTimedOut("the request's body")):
+            body = req.body.read(MAX_BODY_BYTES + 1)  # no more: the app refuses larger ones (413)
+        if len(body) > MAX_BODY_BYTES:
+            req.must_close = True  # the rest is never read, so the connection cannot be reused
+        req.body = Body(io.BytesIO(body))
+        super().handle_request(listener_name, req, sock, addr)
+
+    def handle_error(self, req, client, addr, exc):
+        if not isinstance(exc, RequestTimedOut):
+            return super().handle_error(req, client, addr, exc)
+        self.log.info("408 to %s: %s did not arrive within BODY_TIMEOUT (%ss)", addr[0], exc, self._body_timeout)
+        message = f"{exc} did not arrive within {self._body_timeout:g} s"
+        body = json.dumps({"error": {"code": "request_timeout", "message": message}}).encode()
+        head = (f"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        with gevent.Timeout(TIMEOUT_WRITE, False):
+            client.sendall(head + body)
 
     def init_signals(self):
         super().init_signals()

@@ -1,10 +1,15 @@
 """GET /healthz (the process serves) and GET /readyz (what it depends on answers)."""
+import os
+import threading
+
+import gevent
 import grpc
+import pika
 from flask import Blueprint, current_app, jsonify
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ridesync import rabbit
 from ridesync.gateway.errors import error_response
-from ridesync.rabbit import broker_answers
 
 bp = Blueprint("health", __name__)
 PROBE_TIMEOUT = 2.0
@@ -20,7 +25,7 @@ def readyz():
     settings = current_app.config["RIDESYNC"]
     upstream = current_app.extensions["ridesync.upstream"]
     checks = {
-        "rabbitmq": broker_answers(settings.amqp_url, PROBE_TIMEOUT),
+        "rabbitmq": current_app.extensions["ridesync.broker_probe"].answers(PROBE_TIMEOUT),
         "trip service": _grpc_serving(upstream.channel(settings.trip_service_addr)),
         "driver service": _grpc_serving(upstream.channel(settings.driver_service_addr)),
     }
@@ -39,3 +44,30 @@ def _grpc_serving(channel):
     except grpc.RpcError:
         return False
     return answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+class BrokerProbe:
+    """Asks the broker over one connection per worker, kept between calls
+    and made again only once lost: a probe every few seconds from each load
+    balancer costs the broker a channel, not a connection."""
+
+    def __init__(self, url):
+        self._url = url
+        self._lock = threading.Lock()  # gevent's, in a worker: one probe at a time on the connection
+        self._connection = None
+        self._pid = None
+
+    def answers(self, timeout):
+        with self._lock:
+            try:
+                with gevent.Timeout(timeout):
+                    self._connected().channel().close()
+                return True
+            except (gevent.Timeout, pika.exceptions.AMQPError, OSError):
+                self._connection = None  # in an unknown state: never used again
+                return False
+
+    def _connected(self):
+        if self._connection is None or not self._connection.is_open or self._pid != os.getpid():
+            self._connection, self._pid = rabbit.connect(self._url, f"gateway-{os.getpid()}-readyz"), os.getpid()
+        return self._connection

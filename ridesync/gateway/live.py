@@ -16,10 +16,11 @@ from flask import Blueprint, current_app, g, jsonify, request
 from flask_sock import Sock
 
 from ridesync import contract, metrics
-from ridesync.gateway import body, observed
+from ridesync.gateway import observed
 from ridesync.gateway.errors import ApiError, invalid
 from ridesync.gateway.frames import (DRIVER_FRAME_TYPES, DRIVER_STEPS, RIDER_FRAME_TYPES, TRIP_STATE, BadFrame,
                                      is_v2, read_frame, sendable)
+from ridesync.gateway.identity import acting_user, operators_only, origin_allowed
 from ridesync.gateway.phones import Phone
 from ridesync.gateway.trips import to_json
 from ridesync.gateway.upstream import CALL_DEADLINE
@@ -46,9 +47,11 @@ def open_line():
         return
     if _worker().draining:
         raise ApiError(503, "unavailable", "this gateway is shutting down; reconnect")
-    user_id = body.identifier(request.args, "userID")
+    origin_allowed()
+    role = "rider" if request.path == "/ws/riders" else "driver"
+    user_id = acting_user(request.args.get("userID"), role, query_token=True)
     v2 = is_v2(request.headers.get("Sec-WebSocket-Protocol"))
-    if request.path == "/ws/riders":
+    if role == "rider":
         line = g.line = Line("rider", user_id, contract.RIDER_NOTIFICATIONS, v2)
     else:
         package = request.args.get("packageSlug")
@@ -95,6 +98,7 @@ def stats():
     """What this worker holds for its sockets; for operators and leak tests.
     ?greenlets=1 also counts the worker's greenlets, which walks its whole
     heap: tens of milliseconds with thousands of sockets."""
+    operators_only()
     worker = _worker()
     held = {
         "pid": os.getpid(),

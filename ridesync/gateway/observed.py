@@ -9,6 +9,7 @@ from contextlib import ExitStack, contextmanager
 from flask import Blueprint, Response, g, request
 
 from ridesync import contract, logs, metrics, telemetry
+from ridesync.gateway.identity import operators_only
 
 bp = Blueprint("observed", __name__)
 ASKED_MEMORY = 4096  # trip requests remembered per worker for the drivers' answers
@@ -25,6 +26,7 @@ def register(app):
 
 @bp.get("/metrics")
 def exposition():
+    operators_only()
     body, content_type = metrics.exposition()
     return Response(body, content_type=content_type)
 

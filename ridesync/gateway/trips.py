@@ -1,10 +1,13 @@
 """POST /trip/preview, POST /trip/start, POST /trip/cancel, GET
 /trip/current and GET /trip/<tripID>."""
+import math
+
 from flask import Blueprint, current_app, jsonify, request
 from google.protobuf import json_format
 
 from ridesync.gateway import body
 from ridesync.gateway.errors import ApiError, invalid
+from ridesync.gateway.identity import acting_user
 from ridesync.gateway.rider_gone import cancel_if_rider_leaves
 from ridesync.gateway.upstream import CALL_DEADLINE
 from ridesync.pb import trip_pb2
@@ -16,7 +19,8 @@ PREVIEW_MARGIN = 2.0  # seconds beyond OSRM_TIMEOUT for the trip service to answ
 @bp.post("/trip/preview")
 def preview():
     data = body.json_object()
-    user_id = body.identifier(data, "userID")
+    user_id = acting_user(data.get("userID"), "rider")
+    _within_rate(user_id)
     pickup = body.coordinate(data, "pickup")
     destination = body.coordinate(data, "destination")
     call = _upstream().trips.PreviewTrip.future(
@@ -34,11 +38,10 @@ def preview():
 @bp.post("/trip/start")
 def start():
     data = body.json_object()
+    user_id = acting_user(data.get("userID"), "rider")
+    _within_rate(user_id)
     response = _upstream().trips.CreateTrip(
-        trip_pb2.CreateTripRequest(
-            rideFareID=body.identifier(data, "rideFareID"),
-            userID=body.identifier(data, "userID"),
-        ),
+        trip_pb2.CreateTripRequest(rideFareID=body.identifier(data, "rideFareID"), userID=user_id),
         timeout=CALL_DEADLINE,
     )
     return _created(response)
@@ -52,8 +55,8 @@ def cancel():
     if not isinstance(reason, str):
         raise invalid("reason must be a string")
     response = _upstream().trips.CancelTrip(
-        trip_pb2.CancelTripRequest(tripID=body.identifier(data, "tripID"), userID=body.identifier(data, "userID"),
-                                   reason=reason),
+        trip_pb2.CancelTripRequest(tripID=body.identifier(data, "tripID"),
+                                   userID=acting_user(data.get("userID"), "rider"), reason=reason),
         timeout=CALL_DEADLINE,
     )
     return jsonify(data=to_json(response.trip))
@@ -63,7 +66,7 @@ def cancel():
 def current():
     """The trip the caller rides or drives now: what a phone reads to learn
     what it missed."""
-    user_id = body.identifier(request.args, "userID")
+    user_id = acting_user(request.args.get("userID"), None)
     response = _upstream().trips.CurrentTrip(trip_pb2.CurrentTripRequest(userID=user_id), timeout=CALL_DEADLINE)
     if not response.HasField("trip"):
         raise ApiError(404, "not_found", f"{user_id} has no active trip")
@@ -75,10 +78,17 @@ def read(trip_id):
     """A trip, to its rider or its driver."""
     response = _upstream().trips.GetTrip(
         trip_pb2.GetTripRequest(tripID=body.identifier({"tripID": trip_id}, "tripID"),
-                                userID=body.identifier(request.args, "userID")),
+                                userID=acting_user(request.args.get("userID"), None)),
         timeout=CALL_DEADLINE,
     )
     return jsonify(data=to_json(response.trip))
+
+
+def _within_rate(user_id):
+    wait = current_app.extensions["ridesync.previews"].take(user_id)
+    if wait:
+        raise ApiError(429, "too_many_requests", f"too many previews and starts; try again in {wait:.1f} s",
+                       {"Retry-After": str(math.ceil(wait))})
 
 
 def _upstream():

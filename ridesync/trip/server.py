@@ -122,7 +122,8 @@ def build(settings):
         failure_threshold=settings.osrm_breaker_failures,
         recovery_timeout=settings.osrm_breaker_reset,
     )
-    trips = TripService(planner, SqlTripStore(database), outbox, fare_ttl=settings.fare_ttl)
+    trips = TripService(planner, SqlTripStore(database), outbox, fare_ttl=settings.fare_ttl,
+                        max_trip_km=settings.max_trip_km)
     return trips, database, outbox, publisher
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ridesync import contract
 from ridesync.ride import lifecycle
 from ridesync.ride.fares import PACKAGES, price_in_cents
+from ridesync.ride.geo import great_circle_m
 from ridesync.ride.model import InvalidArgument, RideFare, Trip
 from ridesync.trip.store import TripNotFound
 
@@ -16,7 +17,8 @@ log = logging.getLogger(__name__)
 
 
 class TripService:
-    def __init__(self, planner, store, publisher, fare_ttl=900, clock=time.time):
+    def __init__(self, planner, store, publisher, fare_ttl=900, clock=time.time, max_trip_km=300):
+        self._max_trip_m = max_trip_km * 1000
         self._planner = planner
         self._store = store
         self._publisher = publisher
@@ -24,8 +26,12 @@ class TripService:
         self._clock = clock
 
     def preview(self, user_id, pickup, destination, **call):
-        """(route, fares): one fare per package, saved for this rider."""
+        """(route, fares): one fare per package, saved for this rider.
+        Trips longer than max_trip_km are refused, as the crow flies before
+        asking for a route, and by the road after."""
+        self._check_length(great_circle_m(pickup, destination))
         route = self._planner.route(pickup, destination, **call)
+        self._check_length(route.distance)
         expires_at = self._clock() + self._fare_ttl
         fares = [
             RideFare(
@@ -45,6 +51,11 @@ class TripService:
             ", ".join(f"{f.package_slug}={f.total_price_in_cents}" for f in fares),
         )
         return route, fares
+
+    def _check_length(self, distance_m):
+        if distance_m > self._max_trip_m:
+            raise InvalidArgument(f"the trip is {distance_m / 1000:.0f} km long; trips are limited to "
+                                  f"{self._max_trip_m / 1000:.0f} km")
 
     def create_trip(self, fare_id, user_id):
         """The new pending trip, announced as trip.event.created. If the

@@ -34,7 +34,7 @@ class TripStore:
     def __init__(self, clock=time.time):
         self._clock = clock
         self._lock = threading.Lock()
-        self._fares = {}
+        self._fares = {}  # id -> fare, oldest first: with one FARE_TTL, the order they expire in
         self._used_fares = set()
         self._trips = {}
         self._current = {}  # user id (rider or driver) -> id of their latest trip
@@ -49,9 +49,9 @@ class TripStore:
         """The fare, now reserved for one trip; give_back_fare undoes it."""
         with self._lock:
             fare = self._fares.get(fare_id)
-            if fare is None:
+            if fare is None and fare_id not in self._used_fares:
                 raise FareNotFound(f"no fare {fare_id!r}")
-            if fare.user_id != user_id:
+            if fare is not None and fare.user_id != user_id:
                 raise FareNotYours(f"fare {fare_id!r} belongs to another rider")
             if fare_id in self._used_fares:
                 raise FareUnavailable(f"fare {fare_id!r} was already used for a trip")
@@ -141,7 +141,7 @@ class TripStore:
             return self._change(trip_id, trip.status, to=dict(payment=payment))
 
     def _end(self, trip_id, from_status, changes):
-        trip = self._change(trip_id, from_status, to=dict(changes, offered_to=None))
+        trip = self._change(trip_id, from_status, to=dict(changes, offered_to=None, declined=()))
         if trip is not None:
             self._used_fares.discard(trip.fare.id)
         return trip
@@ -154,8 +154,12 @@ class TripStore:
         return self._trips[trip_id]
 
     def _forget_expired(self):
-        # Expired, unused fares can never be taken again; used ones stay so
-        # that a second start of the same fare is told it was used.
+        # Expired fares can never be taken again. Only the oldest are looked
+        # at, so a preview costs the same however many fares are kept; the
+        # ids of used ones stay, so that a second start is told it was used.
         now = self._clock()
-        for fare_id in [f for f, fare in self._fares.items() if fare.expires_at <= now and f not in self._used_fares]:
+        while self._fares:
+            fare_id, fare = next(iter(self._fares.items()))
+            if fare.expires_at > now:
+                return
             del self._fares[fare_id]

@@ -1,0 +1,103 @@
+"""Tokens: JSON Web Tokens saying which user a phone acts for, and as what.
+
+A token has `sub` (the user id), `role` (rider or driver) and `exp`; `aud`
+is checked when an audience is set; clocks may be 30 s apart. The gateway
+verifies them with a shared secret (HS256) or with the keys published at a
+JWKS URL (RS256/ES256, fetched once and cached). For development and tests:
+
+    python -m ridesync.tokens --user r1 --role rider [--ttl 3600]
+
+prints a token signed with AUTH_SECRET."""
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from ridesync.identity import ROLES, is_id
+
+LEEWAY = 30  # seconds of clock difference allowed on exp, nbf and iat
+JWKS_TIMEOUT = 5.0  # seconds to fetch the key set
+JWKS_LIFESPAN = 300  # seconds the key set is cached
+SECRET_ALGORITHMS = ["HS256"]
+KEY_SET_ALGORITHMS = ["RS256", "ES256"]
+
+
+class InvalidToken(Exception):
+    """The token is missing, malformed, unsigned by us, expired or says too little."""
+
+
+class KeysUnavailable(Exception):
+    """The JWKS URL did not answer: no token can be checked now."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    user_id: str
+    role: str
+
+
+def mint(secret, user_id, role, ttl=3600, audience=None, now=None):
+    """A token for user_id as role, signed with secret, valid ttl seconds."""
+    issued = int(time.time() if now is None else now)
+    claims = {"sub": user_id, "role": role, "iat": issued, "exp": issued + int(ttl)}
+    if audience:
+        claims["aud"] = audience
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+class Verifier:
+    """Checks tokens with a secret, or with keys from a JWKS URL."""
+
+    def __init__(self, secret=None, jwks_url=None, audience=None):
+        if not secret and not jwks_url:
+            raise ValueError("a secret or a JWKS URL is needed to check tokens")
+        self._audience = audience or None
+        self._secret = secret
+        self._keys = None
+        if jwks_url:
+            self._keys = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=JWKS_LIFESPAN, timeout=JWKS_TIMEOUT)
+
+    def verify(self, token):
+        """The Identity a token proves; InvalidToken or KeysUnavailable."""
+        try:
+            key, algorithms = self._key_for(token)
+            claims = jwt.decode(
+                token, key, algorithms=algorithms, audience=self._audience, leeway=LEEWAY,
+                options={"require": ["sub", "exp"], "verify_aud": self._audience is not None},
+            )
+        except jwt.PyJWKClientConnectionError as exc:
+            raise KeysUnavailable(f"the key set could not be fetched: {exc}") from None
+        except (jwt.InvalidTokenError, jwt.PyJWKClientError) as exc:
+            raise InvalidToken(f"the token is not valid: {exc}") from None
+        user_id, role = claims.get("sub"), claims.get("role")
+        if not is_id(user_id):
+            raise InvalidToken("the token's sub is not a valid user id")
+        if role not in ROLES:
+            raise InvalidToken(f"the token's role must be one of: {', '.join(ROLES)}")
+        return Identity(user_id, role)
+
+    def _key_for(self, token):
+        if self._keys is None:
+            return self._secret, SECRET_ALGORITHMS
+        return self._keys.get_signing_key_from_jwt(token).key, KEY_SET_ALGORITHMS
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m ridesync.tokens", description="Prints a development token.")
+    parser.add_argument("--user", required=True, help="the user id (the token's sub)")
+    parser.add_argument("--role", required=True, choices=ROLES)
+    parser.add_argument("--ttl", type=int, default=3600, help="seconds the token is valid (3600)")
+    args = parser.parse_args(argv)
+    secret = os.environ.get("AUTH_SECRET")
+    if not secret:
+        sys.exit("set AUTH_SECRET to the secret the gateway checks tokens with")
+    if not is_id(args.user):
+        sys.exit("--user must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ -")
+    print(mint(secret, args.user, args.role, args.ttl, os.environ.get("AUTH_AUDIENCE")))
+
+
+if __name__ == "__main__":
+    main()
