@@ -1,5 +1,6 @@
 """A rider and a driver through a whole ride, against a running gateway in
-open mode (`make run`), printing each step:
+open mode (`make run`), or in token mode with AUTH_SECRET set here as
+there (the demo mints its phones' tokens), printing each step:
 
     python -m ridesync.demo [--url http://localhost:8081] [--package sedan]
 
@@ -11,8 +12,12 @@ import json
 import sys
 import uuid
 
+import os
+
 import requests
 import websocket
+
+from ridesync import tokens
 
 TIMEOUT = 15.0  # seconds for any one answer or frame
 PICKUP = {"latitude": 37.7749, "longitude": -122.4194}
@@ -23,10 +28,16 @@ class DemoFailed(Exception):
     pass
 
 
+def credentials(user_id, role):
+    """The Authorization header of user_id when AUTH_SECRET is set; none in open mode."""
+    secret = os.environ.get("AUTH_SECRET")
+    return {"Authorization": f"Bearer {tokens.mint(secret, user_id, role)}"} if secret else {}
+
+
 class Phone:
-    def __init__(self, who, url):
+    def __init__(self, who, url, headers):
         self.who = who
-        self.ws = websocket.create_connection(url, timeout=TIMEOUT, subprotocols=["ridesync.v2"])
+        self.ws = websocket.create_connection(url, timeout=TIMEOUT, subprotocols=["ridesync.v2"], header=headers)
 
     def send(self, kind, data):
         print(f"{self.who:>6} -> {kind} {summary(data)}")
@@ -64,8 +75,8 @@ def summary(data):
     return json.dumps(data)
 
 
-def http(method, url, **body):
-    answer = requests.request(method, url, data=json.dumps(body) if body else None, timeout=TIMEOUT)
+def http(method, url, headers, **body):
+    answer = requests.request(method, url, data=json.dumps(body) if body else None, headers=headers, timeout=TIMEOUT)
     if answer.status_code >= 400:
         raise DemoFailed(f"{method} {url}: {answer.status_code} {answer.text}")
     return answer.json()["data"]
@@ -74,18 +85,20 @@ def http(method, url, **body):
 def ride(base, package):
     ws_base = base.replace("http", "ws", 1)
     rider_id, driver_id = f"demo-rider-{uuid.uuid4().hex[:6]}", f"demo-driver-{uuid.uuid4().hex[:6]}"
-    driver = Phone("driver", f"{ws_base}/ws/drivers?userID={driver_id}&packageSlug={package}")
-    rider = Phone("rider", f"{ws_base}/ws/riders?userID={rider_id}")
+    as_rider = credentials(rider_id, "rider")
+    driver = Phone("driver", f"{ws_base}/ws/drivers?userID={driver_id}&packageSlug={package}",
+                   credentials(driver_id, "driver"))
+    rider = Phone("rider", f"{ws_base}/ws/riders?userID={rider_id}", as_rider)
     try:
         registered = driver.expect("driver.cmd.register")
         driver.expect("trip.state")
         rider.expect("trip.state")
 
-        preview = http("POST", f"{base}/trip/preview", userID=rider_id, pickup=PICKUP, destination=DESTINATION)
+        preview = http("POST", f"{base}/trip/preview", as_rider, userID=rider_id, pickup=PICKUP, destination=DESTINATION)
         fare = next(f for f in preview["rideFares"] if f["packageSlug"] == package)
         print(f" rider previews: {preview['route']['distance'] / 1000:.1f} km, {package} "
               f"${fare['totalPriceInCents'] / 100:.2f}")
-        trip = http("POST", f"{base}/trip/start", userID=rider_id, rideFareID=fare["id"])["trip"]
+        trip = http("POST", f"{base}/trip/start", as_rider, userID=rider_id, rideFareID=fare["id"])["trip"]
         print(f" rider starts trip {trip['id']}")
         rider.expect("trip.event.created")
 
@@ -99,7 +112,7 @@ def ride(base, package):
             driver.send(f"driver.cmd.trip_{step}", {"tripID": trip["id"]})
             driver.expect(event)
             rider.expect(event)
-        record = http("GET", f"{base}/trip/{trip['id']}?userID={rider_id}")
+        record = http("GET", f"{base}/trip/{trip['id']}?userID={rider_id}", as_rider)
         payment = record.get("payment", {})
         print(f" rider reads GET /trip/{trip['id']}: {record['status']}, payment session "
               f"{payment.get('sessionID', 'not recorded yet')}")
