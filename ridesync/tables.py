@@ -26,7 +26,7 @@ trips = Table(
     Column("data", Text, nullable=False),
 )
 
-current_trips = Table(  # the latest trip each user rides or drives
+current_trips = Table(  # the latest trip each user rides, drives or was offered
     "current_trips", metadata,
     Column("user_id", USER, primary_key=True),
     Column("trip_id", ID, nullable=False),

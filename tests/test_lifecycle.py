@@ -145,5 +145,9 @@ def test_a_trip_is_read_by_its_rider_and_its_driver_only():
     assert not lifecycle.may_read(trip(PENDING, offered_to=OTHER), OTHER)
 
 
-def test_active_and_ended():
-    assert [s for s in STATUSES if lifecycle.is_active(trip(s))] == [PENDING, ACCEPTED, ARRIVED, IN_PROGRESS]
+def test_a_trip_is_current_for_its_rider_driver_or_the_driver_it_is_offered_to_until_it_ends():
+    for user in (RIDER, DRIVER):
+        assert [s for s in STATUSES if lifecycle.is_current_for(trip(s), user)] == (
+            [PENDING, ACCEPTED, ARRIVED, IN_PROGRESS] if user == RIDER else [ACCEPTED, ARRIVED, IN_PROGRESS])
+    assert lifecycle.is_current_for(trip(PENDING, offered_to=OTHER), OTHER)
+    assert not lifecycle.is_current_for(trip(PENDING, declined=(OTHER,)), OTHER)

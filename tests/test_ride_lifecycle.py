@@ -74,10 +74,12 @@ def test_a_rider_cancels_a_pending_trip_and_may_start_again_with_its_fare(ride):
 
 
 def test_a_rider_cancelling_while_the_trip_is_offered_withdraws_the_offer(ride):
-    rider_id = new_id("rider")
-    rider, driver = ride.rider(rider_id, v2=True), ride.driver("van", v2=True)
+    rider_id, driver_id = new_id("rider"), new_id("driver")
+    rider, driver = ride.rider(rider_id, v2=True), ride.driver("van", driver_id, v2=True)
     trip = ride.start_trip(rider_id, "van")
     assert driver.next(contract.DRIVER_TRIP_REQUEST)["data"]["id"] == trip["id"]
+    driver = ride.driver("van", driver_id, v2=True)  # the app reconnects: the offer is in its trip.state
+    assert (driver.state["id"], driver.state["status"]) == (trip["id"], "pending")
     assert ride.post("/trip/cancel", {"tripID": trip["id"], "userID": rider_id})[0] == 200
     assert driver.next(WITHDRAWN)["data"] == {"tripID": trip["id"], "reason": "cancelled"}
     assert rider.next(contract.TRIP_CANCELLED)["data"]["status"] == "cancelled"

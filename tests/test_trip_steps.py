@@ -163,7 +163,8 @@ def test_no_driver_left_ends_a_pending_trip_only(store, trips, published):
     assert published.take() == [(contract.TRIP_NO_DRIVERS_FOUND, "r1", ended.to_json())]
     assert store.take_fare(t.fare.id, "r1") == t.fare
     trips.no_drivers_left("t1")
-    assert published.take() == []
+    trips.record_offer("t1", "d2")
+    assert published.take() == [(contract.DRIVER_TRIP_WITHDRAWN, "d2", {"tripID": "t1", "reason": "expired"})]
 
 
 def test_a_trip_is_read_by_its_rider_and_driver(store, trips, published):
@@ -172,3 +173,10 @@ def test_a_trip_is_read_by_its_rider_and_driver(store, trips, published):
     with pytest.raises(NotYours):
         trips.trip_for("t1", "d2")
     assert trips.current_trip("d1") == t
+
+
+def test_a_driver_asked_to_take_a_trip_has_it_as_current_until_they_decline(store, trips, published):
+    offered(store, trips, published)
+    assert trips.current_trip("d1") == store.trip("t1")
+    trips.decline("t1", "d1")
+    assert trips.current_trip("d1") is None and trips.current_trip("r1").id == "t1"

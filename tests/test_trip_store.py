@@ -186,10 +186,12 @@ def test_a_trip_gets_one_payment_session(store):
     assert store.attach_payment("nope", session) is None
 
 
-def test_the_current_trip_is_the_latest_a_user_rides_or_drives(store):
+def test_the_current_trip_is_the_latest_a_user_rides_drives_or_was_offered(store):
     store_with(store, trip(trip_id="t1"), trip(trip_id="t2"))
     assert store.current_trip("r1").id == "t2"
     assert store.current_trip("d1") is None
+    store.offer("t1", "d1")
+    assert store.current_trip("d1").id == "t1"
     store.forget_trip("t2")
     assert store.current_trip("r1") is None
 

@@ -105,8 +105,10 @@ def may_read(trip, user_id):
     return user_id in (trip.user_id, trip.driver_id)
 
 
-def is_active(trip):
-    return trip.status in ACTIVE
+def is_current_for(trip, user_id):
+    """Whether this is the trip the user is busy with now: not ended, and
+    theirs to ride, to drive, or to answer (offered to them)."""
+    return trip.status in ACTIVE and user_id in (trip.user_id, trip.driver_id, trip.offered_to)
 
 
 def _answerable(trip, driver_id, what):

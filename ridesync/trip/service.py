@@ -80,7 +80,7 @@ class TripService:
             self._step(trip_id, lambda t: lifecycle.offer(t, driver_id),
                        lambda t: self._store.offer(trip_id, driver_id))
         except lifecycle.StepRefused as exc:
-            reason = "taken" if self._store.trip(trip_id).driver_id else "cancelled"
+            reason = withdrawal_reason(self._store.trip(trip_id))
             self._publisher.publish(contract.DRIVER_TRIP_WITHDRAWN, driver_id, {"tripID": trip_id, "reason": reason})
             log.info("driver %s was offered trip %s too late (%s): withdrawn", driver_id, trip_id, exc)
 
@@ -182,9 +182,9 @@ class TripService:
         return trip
 
     def current_trip(self, user_id):
-        """The trip this user rides or drives now, or None."""
+        """The trip this user rides, drives or is asked to take now, or None."""
         trip = self._store.current_trip(user_id)
-        return trip if trip is not None and lifecycle.is_active(trip) else None
+        return trip if trip is not None and lifecycle.is_current_for(trip, user_id) else None
 
     def _answer(self, trip_id, driver_id, decide, apply):
         """A driver's accept or decline: the Step, or None when it was
@@ -220,6 +220,13 @@ class TripService:
         """The event to the trip's rider and, once it has one, its driver."""
         for user_id in filter(None, (trip.user_id, trip.driver_id)):
             self._publisher.notify(event, user_id, trip.to_json())
+
+
+def withdrawal_reason(trip):
+    """Why an offer of a trip that is not pending is withdrawn."""
+    if trip.driver_id:
+        return "taken"
+    return "cancelled" if trip.status == lifecycle.CANCELLED else "expired"
 
 
 @dataclass(frozen=True)

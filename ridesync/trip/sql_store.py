@@ -75,7 +75,11 @@ class SqlTripStore:
             return None if row is None else trip_of(json.loads(row.data))
 
     def offer(self, trip_id, driver_id):
-        return self._change(trip_id, PENDING, to=lambda t: dict(offered_to=driver_id))
+        with self._db.transaction() as conn:
+            trip = self._change(trip_id, PENDING, to=lambda t: dict(offered_to=driver_id))
+            if trip is not None:
+                self._make_current(conn, driver_id, trip_id)
+            return trip
 
     def assign_driver(self, trip_id, driver):
         with self._db.transaction() as conn:

@@ -37,7 +37,7 @@ class TripStore:
         self._fares = {}  # id -> fare, oldest first: with one FARE_TTL, the order they expire in
         self._used_fares = set()
         self._trips = {}
-        self._current = {}  # user id (rider or driver) -> id of their latest trip
+        self._current = {}  # user id (rider, driver) -> id of the latest trip they ride, drive or were offered
 
     def save_fares(self, fares):
         with self._lock:
@@ -81,14 +81,17 @@ class TripStore:
             return self._trips.get(trip_id)
 
     def current_trip(self, user_id):
-        """The latest trip this user rides or drives, or None."""
+        """The latest trip this user rides, drives or was offered, or None."""
         with self._lock:
             return self._trips.get(self._current.get(user_id))
 
     def offer(self, trip_id, driver_id):
-        """pending: now offered to this driver."""
+        """pending: now offered to this driver, and their latest trip."""
         with self._lock:
-            return self._change(trip_id, PENDING, to=dict(offered_to=driver_id))
+            trip = self._change(trip_id, PENDING, to=dict(offered_to=driver_id))
+            if trip is not None:
+                self._current[driver_id] = trip_id
+            return trip
 
     def assign_driver(self, trip_id, driver):
         """pending and offered to this driver (TripDriver JSON): accepted by them."""
