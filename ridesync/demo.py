@@ -37,6 +37,7 @@ def credentials(user_id, role):
 class Phone:
     def __init__(self, who, url, headers):
         self.who = who
+        self.early = []  # frames received before they were expected
         self.ws = websocket.create_connection(url, timeout=TIMEOUT, subprotocols=["ridesync.v2"], header=headers)
 
     def send(self, kind, data):
@@ -44,7 +45,13 @@ class Phone:
         self.ws.send(json.dumps({"type": kind, "data": data}))
 
     def expect(self, kind):
-        """The data of the next frame of this type; other frames are printed and passed over."""
+        """The data of the next frame of this type. Frames of other types are
+        kept for later: each kind of event comes in order, but two kinds may
+        cross (a payment session before the driver assigned)."""
+        for frame in self.early:
+            if frame["type"] == kind:
+                self.early.remove(frame)
+                return frame["data"]
         while True:
             try:
                 frame = json.loads(self.ws.recv())
@@ -55,6 +62,7 @@ class Phone:
                 raise DemoFailed(f"{self.who} was refused: {frame['data']['message']}")
             if frame["type"] == kind:
                 return frame["data"]
+            self.early.append(frame)
 
     def close(self):
         self.ws.close()

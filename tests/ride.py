@@ -9,6 +9,7 @@ import requests
 
 from ridesync import contract
 from tests.phone import Phone
+from tests.service_support import purge_queues
 from tests.support import AMQP_URL, Process, bearer, free_port, start_gateway, start_service
 
 PICKUP = {"latitude": 37.77, "longitude": -122.41}
@@ -17,7 +18,9 @@ DESTINATION = {"latitude": 37.79, "longitude": -122.39}
 
 @pytest.fixture
 def ride(osrm, tmp_path):
-    """Every process of a ride, started for one test."""
+    """Every process of a ride, started for one test, on work queues emptied
+    of what earlier tests left (a trip a stopped DriverService never took)."""
+    purge_queues(*contract.WORK_QUEUES)
     trip_addr, driver_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     env = {"TRIP_SERVICE_ADDR": trip_addr, "DRIVER_SERVICE_ADDR": driver_addr, "OSRM_URL": osrm.url,
            "RECONNECT_WINDOW": "3", "OFFER_TIMEOUT": "2", "AMQP_URL": AMQP_URL}
