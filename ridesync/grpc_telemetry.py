@@ -23,7 +23,10 @@ SERVICE_CONFIG = json.dumps({
 def channel(target):
     """An insecure channel to target, balanced round-robin over the
     addresses it resolves to, whose calls are observed."""
-    options = [("grpc.service_config", SERVICE_CONFIG), ("grpc.enable_retries", 1)]
+    options = [("grpc.service_config", SERVICE_CONFIG), ("grpc.enable_retries", 1),
+               # A replica restarted is dialled again within a second, not after gRPC's default backoff (up to 120 s).
+               ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+               ("grpc.max_reconnect_backoff_ms", 1000)]
     observed = grpc.intercept_channel(grpc.insecure_channel(target, options=options), _ClientSide())
     if not telemetry.tracing_on():
         return observed

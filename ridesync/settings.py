@@ -46,6 +46,7 @@ class Settings:
     offer_timeout: float
     database_url: str
     redis_url: str | None  # None: the driver pool lives in the DriverService process
+    redis_key_prefix: str
     trip_listen_addr: str | None  # None: TRIP_SERVICE_ADDR names replicas, and no TRIP_LISTEN_ADDR was given
     driver_listen_addr: str | None
     auth_mode: str  # "token" (the default) or "open"
@@ -84,6 +85,7 @@ class Settings:
             offer_timeout=float(env.get("OFFER_TIMEOUT", "30")),
             database_url=env.get("DATABASE_URL", "sqlite:///var/ridesync.db"),
             redis_url=env.get("REDIS_URL") or None,
+            redis_key_prefix=env.get("REDIS_KEY_PREFIX", "ridesync:"),
             trip_listen_addr=env.get("TRIP_LISTEN_ADDR") or _listen_addr(trip_service_addr),
             driver_listen_addr=env.get("DRIVER_LISTEN_ADDR") or _listen_addr(driver_service_addr),
             auth_mode=env.get("AUTH_MODE", "token").strip().lower(),

@@ -1,6 +1,7 @@
 """The `ride` fixture: every process of a ride (gunicorn with 2 gevent
 workers, the three services, real RabbitMQ), and phones on real sockets."""
 import json
+import signal
 import sys
 import uuid
 
@@ -82,6 +83,19 @@ def ride(osrm, tmp_path):
         def process(self, name):
             """One of the ride's processes by name: trip, driver, payment, gateway."""
             return next(p for p in processes if p.name == name)
+
+        def restart(self, name, kill=False, meanwhile=lambda: None):
+            """The trip or driver service stopped (SIGTERM, or SIGKILL when
+            kill), meanwhile() called, and started again at its address: the new process."""
+            old = self.process(name)
+            old.signal(signal.SIGKILL) if kill else old.stop()
+            old.stop()
+            meanwhile()
+            address = trip_addr if name == "trip" else driver_addr
+            new = start_service(f"ridesync.{name}", address, env, tmp_path, name=f"{name}-{len(processes)}")
+            processes[processes.index(old)] = new
+            new.name = name
+            return new
 
         def get(self, path, user_id):
             """GET path of the gateway as user_id: (status, JSON body)."""

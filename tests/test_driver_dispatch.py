@@ -1,18 +1,43 @@
-"""Dispatch and the driver pool as plain Python: who is asked to take a trip."""
+"""Dispatch and the driver pool: who is asked to take a trip. One suite for
+both pools, in the process and in Redis (a real server, `make test` starts it)."""
+import threading
+import uuid
+
 import pytest
+import redis
 
 from ridesync import contract
 from ridesync.contract import MalformedMessage
 from ridesync.ride import geohash
-from ridesync.driver.dispatch import Dispatcher, ranked_drivers, trip_to_dispatch
+from ridesync.driver.dispatch import Dispatcher, trip_to_dispatch
 from ridesync.driver.pool import DriverNotFound, DriverPool
+from ridesync.driver.redis_pool import RedisDriverPool
 from ridesync.ride.model import Coordinate, InvalidArgument
+from tests.databases import REDIS_URL, RUN
 from tests.service_support import PICKUP, trip_json
 
 
-def pool_with(*drivers):
+@pytest.fixture(params=["in process", "redis"])
+def make_pool(request):
+    """make_pool() -> an empty pool of this kind: DriverPool, or RedisDriverPool
+    under a key prefix of this test's own (removed afterwards)."""
+    if request.param == "in process":
+        yield DriverPool
+        return
+    prefix = f"ridesync-test:{RUN}:{uuid.uuid4().hex[:8]}:"
+    pools = []
+    yield lambda: pools.append(RedisDriverPool(REDIS_URL, prefix)) or pools[-1]
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
+    for key in client.scan_iter(match=f"{prefix}*"):
+        client.delete(key)
+    client.close()
+    for pool in pools:
+        pool.close()
+
+
+def pool_with(make_pool, *drivers):
     """drivers: (id, package, metres north of the pickup)"""
-    pool = DriverPool()
+    pool = make_pool()
     for driver_id, package, north_m in drivers:
         pool.register(driver_id, package)
         pool.move(driver_id, Coordinate(PICKUP.latitude + north_m / 111_000, PICKUP.longitude))
@@ -20,22 +45,22 @@ def pool_with(*drivers):
 
 
 def ranked_ids(pool, routing_key, data):
-    return [d.id for d in ranked_drivers(pool.drivers(), trip_to_dispatch(routing_key, data))]
+    return [d.id for d in pool.candidates(trip_to_dispatch(routing_key, data))]
 
 
-def test_the_nearest_driver_of_the_package_comes_first():
-    pool = pool_with(("far", "sedan", 2000), ("near", "sedan", 100), ("suv", "suv", 10), ("mid", "sedan", 800))
+def test_the_nearest_driver_of_the_package_comes_first(make_pool):
+    pool = pool_with(make_pool, ("far", "sedan", 2000), ("near", "sedan", 100), ("suv", "suv", 10), ("mid", "sedan", 800))
     assert ranked_ids(pool, contract.TRIP_CREATED, trip_json("sedan")) == ["near", "mid", "far"]
 
 
-def test_drivers_who_declined_are_not_asked_again():
-    pool = pool_with(("far", "sedan", 2000), ("near", "sedan", 100), ("mid", "sedan", 800))
+def test_drivers_who_declined_are_not_asked_again(make_pool):
+    pool = pool_with(make_pool, ("far", "sedan", 2000), ("near", "sedan", 100), ("mid", "sedan", 800))
     data = {"trip": trip_json("sedan"), "declinedDriverIDs": ["near", "far"]}
     assert ranked_ids(pool, contract.TRIP_DRIVER_NOT_INTERESTED, data) == ["mid"]
 
 
-def test_no_one_is_left_when_every_driver_of_the_package_declined():
-    pool = pool_with(("a", "sedan", 100), ("b", "van", 100))
+def test_no_one_is_left_when_every_driver_of_the_package_declined(make_pool):
+    pool = pool_with(make_pool, ("a", "sedan", 100), ("b", "van", 100))
     data = {"trip": trip_json("sedan"), "declinedDriverIDs": ["a"]}
     assert ranked_ids(pool, contract.TRIP_DRIVER_NOT_INTERESTED, data) == []
 
@@ -58,8 +83,8 @@ def test_a_message_without_what_dispatch_needs_is_malformed(routing_key, data, p
         trip_to_dispatch(routing_key, data)
 
 
-def test_registering_again_replaces_and_gives_the_same_profile():
-    pool = DriverPool()
+def test_registering_again_replaces_and_gives_the_same_profile(make_pool):
+    pool = make_pool()
     first = pool.register("d1", "sedan")
     pool.move("d1", PICKUP)
     again = pool.register("d1", "luxury")
@@ -67,8 +92,8 @@ def test_registering_again_replaces_and_gives_the_same_profile():
     assert [d.package_slug for d in pool.drivers()] == ["luxury"]
 
 
-def test_a_new_driver_starts_in_san_francisco_with_a_profile():
-    driver = DriverPool().register("d1", "suv").to_json()
+def test_a_new_driver_starts_in_san_francisco_with_a_profile(make_pool):
+    driver = make_pool().register("d1", "suv").to_json()
     assert driver["name"] and driver["carPlate"] and driver["profilePicture"].startswith("https://")
     assert 37.7 < driver["location"]["latitude"] < 37.85 and -122.5 < driver["location"]["longitude"] < -122.35
     assert driver["geohash"] == geohash.encode(driver["location"]["latitude"], driver["location"]["longitude"])
@@ -79,13 +104,13 @@ def test_a_new_driver_starts_in_san_francisco_with_a_profile():
     ("", "sedan", "driverID is required"),
     ("d1", "bike", "packageSlug must be one of suv, sedan, van, luxury"),
 ])
-def test_registration_is_validated(driver_id, package, problem):
+def test_registration_is_validated(make_pool, driver_id, package, problem):
     with pytest.raises(InvalidArgument, match=problem):
-        DriverPool().register(driver_id, package)
+        make_pool().register(driver_id, package)
 
 
-def test_moving_updates_location_and_geohash_of_registered_drivers_only():
-    pool = DriverPool()
+def test_moving_updates_location_and_geohash_of_registered_drivers_only(make_pool):
+    pool = make_pool()
     pool.register("d1", "van")
     moved = pool.move("d1", Coordinate(57.64911, 10.40744))
     assert moved.geohash == "u4pruydqq"  # the reference point of geohash.org
@@ -93,8 +118,14 @@ def test_moving_updates_location_and_geohash_of_registered_drivers_only():
         pool.move("nobody", PICKUP)
 
 
-def test_unregistering_is_idempotent():
-    pool = DriverPool()
+def test_the_pool_says_which_drivers_are_registered(make_pool):
+    pool = pool_with(make_pool, ("d1", "sedan", 100), ("d2", "van", 100))
+    pool.unregister("d2")
+    assert pool.registered(["d1", "d2", "d3"]) == {"d1"}
+
+
+def test_unregistering_is_idempotent(make_pool):
+    pool = make_pool()
     pool.register("d1", "van")
     assert pool.unregister("d1")[0].id == "d1"
     assert pool.unregister("d1") == (None, None)
@@ -116,8 +147,8 @@ class Publisher:
         self.data.append(data)
 
 
-def test_a_driver_asked_to_take_a_trip_is_not_asked_for_another_until_they_decline():
-    pool, publisher = pool_with(("near", "sedan", 100), ("far", "sedan", 2000)), Publisher()
+def test_a_driver_asked_to_take_a_trip_is_not_asked_for_another_until_they_decline(make_pool):
+    pool, publisher = pool_with(make_pool, ("near", "sedan", 100), ("far", "sedan", 2000)), Publisher()
     dispatcher = Dispatcher(pool, publisher)
     dispatcher.handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
     dispatcher.handle(contract.TRIP_CREATED, "r2", trip_json("sedan", trip_id="t2", rider="r2"))
@@ -136,8 +167,8 @@ def test_a_driver_asked_to_take_a_trip_is_not_asked_for_another_until_they_decli
     ]
 
 
-def test_a_redelivered_trip_goes_to_the_driver_already_asked():
-    pool, publisher = pool_with(("near", "sedan", 100), ("far", "sedan", 2000)), Publisher()
+def test_a_redelivered_trip_goes_to_the_driver_already_asked(make_pool):
+    pool, publisher = pool_with(make_pool, ("near", "sedan", 100), ("far", "sedan", 2000)), Publisher()
     dispatcher = Dispatcher(pool, publisher)
     for _ in range(2):
         dispatcher.handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
@@ -148,8 +179,8 @@ def assigned(trip_id, driver_id, rider="r1"):
     return {"id": trip_id, "userID": rider, "driver": {"id": driver_id}}
 
 
-def test_a_driver_is_busy_from_the_accept_to_the_end_of_the_trip_whatever_their_socket_does():
-    pool, publisher = pool_with(("near", "sedan", 100)), Publisher()
+def test_a_driver_is_busy_from_the_accept_to_the_end_of_the_trip_whatever_their_socket_does(make_pool):
+    pool, publisher = pool_with(make_pool, ("near", "sedan", 100)), Publisher()
     dispatcher = Dispatcher(pool, publisher)
     dispatcher.handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
     dispatcher.handle_availability(contract.TRIP_DRIVER_ASSIGNED, "r1", assigned("t1", "near"))
@@ -169,8 +200,8 @@ def test_a_driver_is_busy_from_the_accept_to_the_end_of_the_trip_whatever_their_
     ]
 
 
-def test_a_cancelled_trip_frees_its_driver_and_voids_its_offers():
-    pool, publisher = pool_with(("near", "sedan", 100), ("far", "sedan", 2000)), Publisher()
+def test_a_cancelled_trip_frees_its_driver_and_voids_its_offers(make_pool):
+    pool, publisher = pool_with(make_pool, ("near", "sedan", 100), ("far", "sedan", 2000)), Publisher()
     dispatcher = Dispatcher(pool, publisher)
     dispatcher.handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
     dispatcher.handle(contract.TRIP_CREATED, "r2", trip_json("sedan", trip_id="t2", rider="r2"))
@@ -180,8 +211,8 @@ def test_a_cancelled_trip_frees_its_driver_and_voids_its_offers():
     assert {d.id for d in pool.free_drivers("t3")} == {"near", "far"}
 
 
-def test_a_withdrawn_offer_frees_its_driver_and_other_offers_of_a_taken_trip_are_withdrawn():
-    pool, publisher = pool_with(("near", "sedan", 100), ("far", "sedan", 2000)), Publisher()
+def test_a_withdrawn_offer_frees_its_driver_and_other_offers_of_a_taken_trip_are_withdrawn(make_pool):
+    pool, publisher = pool_with(make_pool, ("near", "sedan", 100), ("far", "sedan", 2000)), Publisher()
     dispatcher = Dispatcher(pool, publisher)
     dispatcher.handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
     dispatcher.handle_availability(contract.DRIVER_TRIP_WITHDRAWN, "near", {"tripID": "t1", "reason": "cancelled"})
@@ -193,8 +224,8 @@ def test_a_withdrawn_offer_frees_its_driver_and_other_offers_of_a_taken_trip_are
     assert publisher.data[-1] == {"tripID": "t1", "reason": "taken"}
 
 
-def test_only_the_session_that_registered_a_driver_unregisters_them():
-    pool = DriverPool()
+def test_only_the_session_that_registered_a_driver_unregisters_them(make_pool):
+    pool = make_pool()
     pool.register("d1", "sedan", session="old")
     pool.register("d1", "sedan", session="new")
     assert pool.unregister("d1", session="old") == (None, None)
@@ -211,8 +242,8 @@ class Clock:
         return self.now
 
 
-def test_an_offer_left_unanswered_is_declined_for_the_driver_and_frees_them():
-    pool, publisher, clock = pool_with(("near", "sedan", 100), ("far", "sedan", 2000)), Publisher(), Clock()
+def test_an_offer_left_unanswered_is_declined_for_the_driver_and_frees_them(make_pool):
+    pool, publisher, clock = pool_with(make_pool, ("near", "sedan", 100), ("far", "sedan", 2000)), Publisher(), Clock()
     dispatcher = Dispatcher(pool, publisher, offer_timeout=30, clock=clock)
     dispatcher.handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
     clock.now = 29
@@ -229,8 +260,8 @@ def test_an_offer_left_unanswered_is_declined_for_the_driver_and_frees_them():
     assert publisher.sent[3] == (contract.DRIVER_TRIP_REQUEST, "near", "t2")
 
 
-def test_an_assigned_trip_is_never_passed_on():
-    pool, publisher, clock = pool_with(("near", "sedan", 100), ("far", "sedan", 2000)), Publisher(), Clock()
+def test_an_assigned_trip_is_never_passed_on(make_pool):
+    pool, publisher, clock = pool_with(make_pool, ("near", "sedan", 100), ("far", "sedan", 2000)), Publisher(), Clock()
     dispatcher = Dispatcher(pool, publisher, offer_timeout=30, clock=clock)
     dispatcher.handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
     dispatcher.handle_availability(contract.TRIP_DRIVER_ASSIGNED, "r1", assigned("t1", "near"))
@@ -239,23 +270,49 @@ def test_an_assigned_trip_is_never_passed_on():
     assert len(publisher.sent) == 1
 
 
-def test_a_driver_who_goes_offline_leaves_their_offer_behind():
-    pool = pool_with(("near", "sedan", 100))
+def test_a_driver_who_goes_offline_leaves_their_offer_behind(make_pool):
+    pool = pool_with(make_pool, ("near", "sedan", 100))
     Dispatcher(pool, Publisher()).handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
     driver, unanswered = pool.unregister("near")
     assert driver.id == "near" and unanswered.trip.id == "t1"
     assert pool.unregister("near") == (None, None)
 
 
-def test_a_driver_who_went_offline_while_being_asked_is_passed_over():
-    pool = pool_with(("near", "sedan", 100), ("far", "sedan", 2000))
+def test_a_driver_who_went_offline_since_the_search_is_passed_over(make_pool):
+    pool = pool_with(make_pool, ("near", "sedan", 100), ("far", "sedan", 2000))
+    search = pool.candidates
 
-    class GoesOffline(Publisher):
-        def publish(self, routing_key, owner_id, data):
-            super().publish(routing_key, owner_id, data)
-            if owner_id == "near":
-                pool.unregister("near")
+    def search_then_near_goes_offline(trip):
+        found = list(search(trip))
+        pool.unregister("near")
+        return found
 
-    publisher = GoesOffline()
+    pool.candidates = search_then_near_goes_offline
+    publisher = Publisher()
     Dispatcher(pool, publisher).handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
-    assert [owner for _key, owner, _trip in publisher.sent] == ["near", "far"]
+    assert [owner for _key, owner, _trip in publisher.sent] == ["far"]
+
+
+def test_dispatchers_racing_for_drivers_never_ask_one_driver_to_take_two_trips(make_pool):
+    drivers = [(f"d{n}", "sedan", 100 + 10 * n) for n in range(20)]
+    pools = [pool_with(make_pool, *drivers)] + [make_pool() for _ in range(1)]
+    if isinstance(pools[0], DriverPool):
+        pools[1] = pools[0]  # in process: one pool, two dispatching threads
+    publishers = [Publisher(), Publisher()]
+    ready = threading.Barrier(2)
+
+    def dispatch(n):
+        dispatcher = Dispatcher(pools[n], publishers[n])
+        ready.wait()
+        for t in range(n, 40, 2):
+            dispatcher.handle(contract.TRIP_CREATED, f"r{t}", trip_json("sedan", trip_id=f"t{t}", rider=f"r{t}"))
+
+    threads = [threading.Thread(target=dispatch, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    sent = publishers[0].sent + publishers[1].sent
+    asked = [owner for key, owner, _trip in sent if key == contract.DRIVER_TRIP_REQUEST]
+    assert sorted(asked) == sorted(d for d, _, _ in drivers)  # each driver once
+    assert len([key for key, _, _ in sent if key == contract.DISPATCH_NO_DRIVERS_LEFT]) == 20

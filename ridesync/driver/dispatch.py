@@ -48,13 +48,6 @@ def trip_to_dispatch(routing_key, data):
     )
 
 
-def ranked_drivers(drivers, trip):
-    """The drivers who could take the trip, nearest to its pickup first:
-    of its package, and not among those who declined it."""
-    candidates = [d for d in drivers if d.package_slug == trip.package_slug and d.id not in trip.declined]
-    return sorted(candidates, key=lambda d: (great_circle_m(d.location, trip.pickup), d.id))
-
-
 class Dispatcher:
     """Handles find_available_drivers: asks the nearest free driver who
     could take the trip, or tells TripService no one is left. An offer
@@ -62,7 +55,7 @@ class Dispatcher:
     driver leaves unanswered for offer_timeout seconds, or walks away from
     (unregisters), is declined on their behalf."""
 
-    def __init__(self, pool, publisher, offer_timeout=30.0, clock=time.monotonic):
+    def __init__(self, pool, publisher, offer_timeout=30.0, clock=time.time):  # wall time: replicas share offers
         self._pool = pool
         self._publisher = publisher
         self._offer_timeout = offer_timeout
@@ -72,15 +65,21 @@ class Dispatcher:
         trip = trip_to_dispatch(routing_key, data)
         for declined in trip.declined:
             self._pool.let_go(declined, trip.id)
-        for driver in ranked_drivers(self._pool.free_drivers(trip.id), trip):
+        for driver in self._pool.candidates(trip):
+            # Claimed before the request goes out: TripService takes the
+            # request as the offer, so no two dispatchers may send one driver two.
+            if not self._pool.ask(driver.id, Offer(trip, self._clock() + self._offer_timeout)):
+                log.info("driver %s was taken or went offline meanwhile: not asked to take trip %s", driver.id, trip.id)
+                continue
             try:
                 self._publisher.publish(contract.DRIVER_TRIP_REQUEST, driver.id, trip.trip)
             except Unroutable:
+                self._pool.let_go(driver.id, trip.id)
                 log.warning("driver %s is not connected: not asked to take trip %s", driver.id, trip.id)
                 continue
-            if not self._pool.ask(driver.id, Offer(trip, self._clock() + self._offer_timeout)):
-                log.warning("driver %s went offline while asked to take trip %s", driver.id, trip.id)
-                continue
+            except PublishFailed:
+                self._pool.let_go(driver.id, trip.id)
+                raise
             log.info(
                 "asked driver %s, %.0f m from the pickup, to take %s trip %s of rider %s (%d declined it)",
                 driver.id, great_circle_m(driver.location, trip.pickup), trip.package_slug,
@@ -137,4 +136,4 @@ class Dispatcher:
 @dataclass(frozen=True)
 class Offer:
     trip: TripToDispatch
-    expires_at: float  # on the dispatcher's clock
+    expires_at: float  # unix time, on the dispatchers' clock

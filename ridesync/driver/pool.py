@@ -5,6 +5,7 @@ import random
 import threading
 from dataclasses import dataclass, replace
 
+from ridesync.ride.geo import great_circle_m
 from ridesync.ride.geohash import encode as encode_geohash
 from ridesync.ride.fares import PACKAGES
 from ridesync.ride.model import Coordinate, InvalidArgument
@@ -68,6 +69,13 @@ def new_driver(driver_id, package_slug):
     )
 
 
+def ranked_drivers(drivers, trip):
+    """The drivers who could take the trip, nearest to its pickup first:
+    of its package, and not among those who declined it."""
+    candidates = [d for d in drivers if d.package_slug == trip.package_slug and d.id not in trip.declined]
+    return sorted(candidates, key=lambda d: (great_circle_m(d.location, trip.pickup), d.id))
+
+
 class DriverPool:
     """Registered drivers by id, what each was asked to do, and who is on a
     trip; safe to use from any thread. A registration belongs to the socket
@@ -103,9 +111,12 @@ class DriverPool:
             return self._drivers.pop(driver_id), self._offers.pop(driver_id, None)
 
     def ask(self, driver_id, offer):
-        """False when the driver is no longer registered: the offer is not theirs to answer."""
+        """Claims the driver for the offer: False when they are no longer
+        registered, on a trip, or asked to take another trip meanwhile."""
         with self._lock:
-            if driver_id not in self._drivers:
+            if driver_id not in self._drivers or driver_id in self._on_trip:
+                return False
+            if self._offer_for(driver_id, offer.trip.id) != offer.trip.id:
                 return False
             self._offers[driver_id] = offer
             return True
@@ -152,10 +163,19 @@ class DriverPool:
             self._drivers[driver_id] = moved
             return moved
 
+    def registered(self, driver_ids):
+        """Those of driver_ids who are registered."""
+        with self._lock:
+            return {d for d in driver_ids if d in self._drivers}
+
     def drivers(self):
         """Every registered driver, as they are now."""
         with self._lock:
             return list(self._drivers.values())
+
+    def candidates(self, trip):
+        """The free drivers who could take the trip (a TripToDispatch), nearest first."""
+        return ranked_drivers(self.free_drivers(trip.id), trip)
 
     def free_drivers(self, trip_id):
         """The registered drivers who may be asked to take this trip: not on

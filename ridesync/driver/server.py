@@ -9,6 +9,7 @@ from google.protobuf import json_format
 from ridesync import contract, grpc_server, logs, shutdown, telemetry
 from ridesync.driver.dispatch import Dispatcher
 from ridesync.driver.pool import DriverNotFound, DriverPool
+from ridesync.driver.redis_pool import RedisDriverPool
 from ridesync.pb import driver_pb2, driver_pb2_grpc
 from ridesync.rabbit import Publisher, WorkQueueConsumer
 from ridesync.settings import Settings
@@ -54,6 +55,11 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
             return driver_pb2.UpdateLocationResponse(driver=_message(driver))
 
 
+    def Unregistered(self, request, context):
+        registered = self._pool.registered(request.driverIDs)
+        return driver_pb2.UnregisteredResponse(driverIDs=[d for d in request.driverIDs if d not in registered])
+
+
 def _message(driver):
     return json_format.ParseDict(driver.to_json(), driver_pb2.Driver())
 
@@ -62,11 +68,13 @@ def main():
     logs.configure("driver")
     settings = Settings.from_env()
     telemetry.start("driver", settings.driver_metrics_port)
-    pool = DriverPool()
+    if settings.driver_listen_addr is None:
+        raise SystemExit(f"DRIVER_SERVICE_ADDR {settings.driver_service_addr!r} names replicas: set DRIVER_LISTEN_ADDR")
+    pool = RedisDriverPool(settings.redis_url, settings.redis_key_prefix) if settings.redis_url else DriverPool()
     publisher = Publisher(settings.amqp_url, "driver-service")
     dispatcher = Dispatcher(pool, publisher, settings.offer_timeout)
     server = grpc_server.start(
-        settings.driver_service_addr,
+        settings.driver_listen_addr,
         lambda s: driver_pb2_grpc.add_DriverServiceServicer_to_server(DriverServicer(pool, dispatcher), s),
         ["driver.DriverService"],
     )
@@ -78,7 +86,8 @@ def main():
     ]
     for intake in intakes:
         intake.start()
-    log.info("DriverService listening on %s", settings.driver_service_addr)
+    log.info("DriverService listening on %s (driver pool %s)", settings.driver_listen_addr,
+             "in Redis" if settings.redis_url else "in this process")
     shutdown.serve_until_signal("DriverService", server, intakes, [publisher])
 
 

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("live", __name__)
 sock = Sock()
 INBOX_READY_TIMEOUT = 5.0
+REGISTRATION_CHECK = 2.0  # seconds between asking DriverService whose registrations it lost
 
 
 @bp.before_request
@@ -59,6 +60,7 @@ def open_line():
             raise invalid(f"packageSlug is required and must be one of: {', '.join(PACKAGES)}")
         line = g.line = Line("driver", user_id, contract.DRIVER_NOTIFICATIONS, v2)
         line.driver = _register(user_id, package, line.session)
+        _keep_drivers_registered()
         line.first.append((contract.DRIVER_REGISTER, line.driver))
     if v2:
         line.first.append((TRIP_STATE, _current_trip(user_id)))
@@ -207,13 +209,17 @@ def _handle_driver_frame(line, raw):
 
 def _move(line, kind, data):
     location = data["location"]
-    moved = _call(kind, lambda: _upstream().drivers.UpdateLocation(
-        driver_pb2.UpdateLocationRequest(
-            driverID=line.user_id, geohash=data.get("geohash", ""),
-            location=driver_pb2.Location(latitude=location["latitude"], longitude=location["longitude"]),
-        ),
-        timeout=CALL_DEADLINE,
-    ))
+    request = driver_pb2.UpdateLocationRequest(
+        driverID=line.user_id, geohash=data.get("geohash", ""),
+        location=driver_pb2.Location(latitude=location["latitude"], longitude=location["longitude"]),
+    )
+    try:
+        moved = _upstream().drivers.UpdateLocation(request, timeout=CALL_DEADLINE)
+    except grpc.RpcError as exc:
+        if exc.code() is not grpc.StatusCode.NOT_FOUND:
+            raise BadFrame(exc.code().name.lower(), f"{kind} not applied: {exc.details()}") from None
+        _call(kind, lambda: _register_again(line, "its location was not_found"))  # DriverService restarted
+        moved = _call(kind, lambda: _upstream().drivers.UpdateLocation(request, timeout=CALL_DEADLINE))
     line.driver = to_json(moved.driver)
 
 
@@ -261,6 +267,41 @@ def _register(driver_id, package, session):
         raise ApiError(503, "unavailable", "the driver service is unavailable; reconnect shortly") from None
     log.info("driver %s registered for %s", driver_id, package)
     return to_json(answer.driver)
+
+
+def _register_again(line, why, upstream=None):
+    line.driver = to_json((upstream or _upstream()).drivers.RegisterDriver(
+        driver_pb2.RegisterDriverRequest(driverID=line.user_id, packageSlug=line.driver["packageSlug"],
+                                         session=line.session),
+        timeout=CALL_DEADLINE,
+    ).driver)
+    log.warning("driver %s registered again: %s", line.user_id, why)
+
+
+def _keep_drivers_registered():
+    """One greenlet per worker, from its first driver's socket on: every
+    REGISTRATION_CHECK seconds it asks DriverService which of the drivers
+    whose sockets it holds it no longer has (it restarted, its pool in
+    memory) and registers them again, so that no open driver's socket
+    silently stops getting trip requests."""
+    worker, upstream = _worker(), _upstream()
+    if worker.registrar is None:
+        worker.registrar = gevent.spawn(_check_registrations, worker, upstream)
+
+
+def _check_registrations(worker, upstream):
+    while not worker.draining:
+        gevent.sleep(REGISTRATION_CHECK)
+        held = {line.user_id: line for line in list(worker.lines) if line.driver is not None}
+        if not held:
+            continue
+        try:
+            missing = upstream.drivers.Unregistered(
+                driver_pb2.UnregisteredRequest(driverIDs=list(held)), timeout=CALL_DEADLINE).driverIDs
+            for driver_id in missing:
+                _register_again(held[driver_id], "DriverService no longer had them", upstream)
+        except grpc.RpcError as exc:
+            log.warning("drivers' registrations not checked: %s %s", exc.code().name, exc.details())
 
 
 def _current_trip(user_id):

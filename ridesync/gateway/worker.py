@@ -22,6 +22,7 @@ class Worker:
         self._pid = None
         self.draining = False
         self.lines = set()  # every open line, until its teardown is over
+        self.registrar = None  # the greenlet keeping its drivers registered (live.py), once it has one
 
     @property
     def switchboard(self):

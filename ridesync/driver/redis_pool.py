@@ -1,0 +1,243 @@
+"""The pool of drivers in Redis (REDIS_URL), shared by every DriverService
+replica: the same methods as DriverPool (pool.py says what each promises).
+
+Keys, under a prefix (REDIS_KEY_PREFIX):
+- `drivers:<package>`: a GEO index of the package's registered drivers, so
+  the nearest search is the server's (GEOSEARCH ... BYRADIUS ... ASC COUNT);
+- `driver:<id>`: a hash, the Driver (JSON), its package and its session;
+- `offer:<id>`: the Offer the driver has not answered, expiring a while
+  after its deadline, so that an offer a dead replica made lapses;
+  `offers:due` orders them by deadline; `trip_offers:<trip>` who was asked;
+- `busy:<id>`: the trip the driver is on, expiring after BUSY_TTL at most.
+Every change that reads before it writes is one Lua script, so two
+dispatchers never claim one driver for two trips."""
+import dataclasses
+import json
+import time
+
+import redis
+
+from ridesync.driver.dispatch import Offer, TripToDispatch
+from ridesync.driver.pool import Driver, DriverNotFound, new_driver
+from ridesync.ride.fares import PACKAGES
+from ridesync.ride.model import Coordinate
+
+SOCKET_TIMEOUT = 5  # seconds, for every command
+SEARCH_RADIUS_KM = 50
+SEARCH_PAGE = 32  # drivers fetched per GEOSEARCH; more pages while all are taken
+OFFER_GRACE_MS = 60_000  # an offer's key outlives its deadline by this, for expired_offers to find
+BUSY_TTL_S = 12 * 3600  # a trip that never ends frees its driver after this
+
+# KEYS: driver hash; ARGV: session. -> {driver JSON, offer JSON or false} or nil
+UNREGISTER = """
+if redis.call('HGET', KEYS[1], 'session') ~= ARGV[1] then return nil end
+local driver = redis.call('HGET', KEYS[1], 'driver')
+local package = redis.call('HGET', KEYS[1], 'package')
+local id = redis.call('HGET', KEYS[1], 'id')
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', ARGV[2] .. 'drivers:' .. package, id)
+local offer = redis.call('GET', ARGV[2] .. 'offer:' .. id)
+redis.call('DEL', ARGV[2] .. 'offer:' .. id)
+redis.call('ZREM', ARGV[2] .. 'offers:due', id)
+return {driver, offer}
+"""
+
+# ARGV: prefix, driver id, trip id, offer JSON, deadline, key ttl ms. -> 1 claimed, 0 not
+ASK = """
+local p, id, trip = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('EXISTS', p .. 'driver:' .. id) == 0 then return 0 end
+if redis.call('EXISTS', p .. 'busy:' .. id) == 1 then return 0 end
+local standing = redis.call('GET', p .. 'offer:' .. id)
+if standing and cjson.decode(standing)['trip']['id'] ~= trip then return 0 end
+redis.call('SET', p .. 'offer:' .. id, ARGV[4], 'PX', ARGV[6])
+redis.call('ZADD', p .. 'offers:due', ARGV[5], id)
+redis.call('SADD', p .. 'trip_offers:' .. trip, id)
+redis.call('PEXPIRE', p .. 'trip_offers:' .. trip, ARGV[6])
+return 1
+"""
+
+# ARGV: prefix, trip id, driver id or '', busy ttl s, 'assign'|'release'|'let_go'.
+# -> ids of the drivers whose offer of the trip was void
+OFFERS_OF_TRIP = """
+local p, trip, driver, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+local asked = mode == 'let_go' and {driver} or redis.call('SMEMBERS', p .. 'trip_offers:' .. trip)
+local voided = {}
+for _, id in ipairs(asked) do
+  local standing = redis.call('GET', p .. 'offer:' .. id)
+  if standing and cjson.decode(standing)['trip']['id'] == trip then
+    redis.call('DEL', p .. 'offer:' .. id)
+    redis.call('ZREM', p .. 'offers:due', id)
+    table.insert(voided, id)
+  end
+  redis.call('SREM', p .. 'trip_offers:' .. trip, id)
+end
+if mode == 'assign' then
+  redis.call('SET', p .. 'busy:' .. driver, trip, 'EX', ARGV[4])
+elseif mode == 'release' and driver ~= '' and redis.call('GET', p .. 'busy:' .. driver) == trip then
+  redis.call('DEL', p .. 'busy:' .. driver)
+end
+return voided
+"""
+
+# ARGV: prefix, now. -> offer JSONs past their deadline, each withdrawn
+EXPIRED = """
+local p = ARGV[1]
+local due = redis.call('ZRANGEBYSCORE', p .. 'offers:due', '-inf', ARGV[2])
+local expired = {}
+for _, id in ipairs(due) do
+  redis.call('ZREM', p .. 'offers:due', id)
+  local offer = redis.call('GET', p .. 'offer:' .. id)
+  if offer then
+    redis.call('DEL', p .. 'offer:' .. id)
+    table.insert(expired, id)
+    table.insert(expired, offer)
+  end
+end
+return expired
+"""
+
+# KEYS: driver hash; ARGV: prefix, driver JSON, longitude, latitude. -> package or nil
+MOVE = """
+local package = redis.call('HGET', KEYS[1], 'package')
+if not package then return nil end
+redis.call('HSET', KEYS[1], 'driver', ARGV[2])
+redis.call('GEOADD', ARGV[1] .. 'drivers:' .. package, ARGV[3], ARGV[4], redis.call('HGET', KEYS[1], 'id'))
+return package
+"""
+
+
+class RedisDriverPool:
+    def __init__(self, url, prefix="ridesync:"):
+        self._redis = redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT,
+                                           decode_responses=True, health_check_interval=30)
+        self._p = prefix
+        self._unregister = self._redis.register_script(UNREGISTER)
+        self._ask = self._redis.register_script(ASK)
+        self._offers_of_trip = self._redis.register_script(OFFERS_OF_TRIP)
+        self._expired = self._redis.register_script(EXPIRED)
+        self._move = self._redis.register_script(MOVE)
+
+    def register(self, driver_id, package_slug, session=""):
+        driver = new_driver(driver_id, package_slug)
+        key = f"{self._p}driver:{driver_id}"
+        before = self._redis.hget(key, "package")
+        with self._redis.pipeline(transaction=True) as pipe:
+            if before and before != package_slug:
+                pipe.zrem(f"{self._p}drivers:{before}", driver_id)
+            pipe.hset(key, mapping={"id": driver_id, "driver": _driver_json(driver), "package": package_slug,
+                                    "session": session})
+            pipe.geoadd(f"{self._p}drivers:{package_slug}",
+                        (driver.location.longitude, driver.location.latitude, driver_id))
+            pipe.execute()
+        return driver
+
+    def unregister(self, driver_id, session=""):
+        gone = self._unregister(keys=[f"{self._p}driver:{driver_id}"], args=[session, self._p])
+        if gone is None:
+            return None, None
+        driver, offer = gone
+        return _driver_of(driver), (_offer_of(offer) if offer else None)
+
+    def ask(self, driver_id, offer):
+        ttl_ms = max(1, int((offer.expires_at - time.time()) * 1000)) + OFFER_GRACE_MS
+        return self._ask(args=[self._p, driver_id, offer.trip.id, _offer_json(offer), offer.expires_at, ttl_ms]) == 1
+
+    def let_go(self, driver_id, trip_id):
+        self._offers_of_trip(args=[self._p, trip_id, driver_id, BUSY_TTL_S, "let_go"])
+
+    def assign(self, driver_id, trip_id):
+        voided = self._offers_of_trip(args=[self._p, trip_id, driver_id, BUSY_TTL_S, "assign"])
+        return [d for d in voided if d != driver_id]
+
+    def release(self, driver_id, trip_id):
+        self._offers_of_trip(args=[self._p, trip_id, driver_id or "", BUSY_TTL_S, "release"])
+
+    def expired_offers(self, now):
+        flat = self._expired(args=[self._p, now])
+        return [(flat[i], _offer_of(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    def move(self, driver_id, location):
+        key = f"{self._p}driver:{driver_id}"
+        current = self._redis.hget(key, "driver")
+        if current is None:
+            raise DriverNotFound(f"driver {driver_id!r} is not registered")
+        moved = dataclasses.replace(_driver_of(current), location=location)
+        if self._move(keys=[key], args=[self._p, _driver_json(moved), location.longitude, location.latitude]) is None:
+            raise DriverNotFound(f"driver {driver_id!r} is not registered")
+        return moved
+
+    def registered(self, driver_ids):
+        driver_ids = list(driver_ids)
+        with self._redis.pipeline(transaction=False) as pipe:
+            for driver_id in driver_ids:
+                pipe.exists(f"{self._p}driver:{driver_id}")
+            return {d for d, there in zip(driver_ids, pipe.execute()) if there}
+
+    def drivers(self):
+        with self._redis.pipeline(transaction=False) as pipe:
+            for package in PACKAGES:
+                pipe.zrange(f"{self._p}drivers:{package}", 0, -1)
+            ids = [i for found in pipe.execute() for i in found]
+        return [d for d in self._load(ids) if d is not None]
+
+    def free_drivers(self, trip_id):
+        return [d for d, busy, offer in self._with_state(d.id for d in self.drivers())
+                if _free_for(busy, offer, trip_id)]
+
+    def candidates(self, trip):
+        """Nearest first, from the package's GEO index, page by page."""
+        index, page, seen = f"{self._p}drivers:{trip.package_slug}", SEARCH_PAGE, 0
+        while True:
+            ids = self._redis.geosearch(index, longitude=trip.pickup.longitude, latitude=trip.pickup.latitude,
+                                        radius=SEARCH_RADIUS_KM, unit="km", sort="ASC", count=page)
+            fresh = [i for i in ids[seen:] if i not in trip.declined]
+            for driver, busy, offer in self._with_state(fresh):
+                if _free_for(busy, offer, trip.id):
+                    yield driver
+            if len(ids) < page:
+                return
+            seen, page = len(ids), page * 4
+
+    def _load(self, ids):
+        with self._redis.pipeline(transaction=False) as pipe:
+            for driver_id in ids:
+                pipe.hget(f"{self._p}driver:{driver_id}", "driver")
+            return [None if d is None else _driver_of(d) for d in pipe.execute()]
+
+    def _with_state(self, ids):
+        ids = list(ids)
+        with self._redis.pipeline(transaction=False) as pipe:
+            for driver_id in ids:
+                pipe.hget(f"{self._p}driver:{driver_id}", "driver")
+                pipe.get(f"{self._p}busy:{driver_id}")
+                pipe.get(f"{self._p}offer:{driver_id}")
+            found = pipe.execute()
+        return [(_driver_of(found[i]), found[i + 1], found[i + 2])
+                for i in range(0, len(found), 3) if found[i] is not None]
+
+    def close(self):
+        self._redis.close()
+
+
+def _free_for(busy, offer, trip_id):
+    return busy is None and (offer is None or json.loads(offer)["trip"]["id"] == trip_id)
+
+
+def _driver_json(driver):
+    return json.dumps(dataclasses.asdict(driver))
+
+
+def _driver_of(text):
+    data = json.loads(text)
+    return Driver(**{**data, "location": Coordinate(**data["location"])})
+
+
+def _offer_json(offer):
+    return json.dumps(dataclasses.asdict(offer))
+
+
+def _offer_of(text):
+    data = json.loads(text)
+    trip = data["trip"]
+    return Offer(TripToDispatch(**{**trip, "pickup": Coordinate(**trip["pickup"]), "declined": tuple(trip["declined"])}),
+                 data["expires_at"])
