@@ -50,13 +50,13 @@ def on_exit(server):
 
 
 def when_ready(server):
-    from ridesync.gateway.identity import MisconfiguredAuth, operator_networks, verifier_for
+    from ridesync.gateway.identity import OPEN, MisconfiguredAuth, checked_auth_mode, operator_networks
     from ridesync.settings import Settings
 
     settings = Settings.from_env()
     try:
         operator_networks(settings)
-        if verifier_for(settings) is None:
+        if checked_auth_mode(settings) == OPEN:
             server.log.warning("AUTH_MODE=open: any caller may act as any userID; set AUTH_MODE=token in production")
     except MisconfiguredAuth as exc:
         raise RuntimeError(f"the gateway cannot start: {exc}") from None  # gunicorn prints it and exits 1

@@ -14,8 +14,6 @@ import sys
 import time
 from dataclasses import dataclass
 
-import jwt
-
 from ridesync.identity import ROLES, is_id
 
 LEEWAY = 30  # seconds of clock difference allowed on exp, nbf and iat
@@ -41,6 +39,7 @@ class Identity:
 
 def mint(secret, user_id, role, ttl=3600, audience=None, now=None):
     """A token for user_id as role, signed with secret, valid ttl seconds."""
+    jwt = _jwt()
     issued = int(time.time() if now is None else now)
     claims = {"sub": user_id, "role": role, "iat": issued, "exp": issued + int(ttl)}
     if audience:
@@ -58,10 +57,11 @@ class Verifier:
         self._secret = secret
         self._keys = None
         if jwks_url:
-            self._keys = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=JWKS_LIFESPAN, timeout=JWKS_TIMEOUT)
+            self._keys = _jwt().PyJWKClient(jwks_url, cache_keys=True, lifespan=JWKS_LIFESPAN, timeout=JWKS_TIMEOUT)
 
     def verify(self, token):
         """The Identity a token proves; InvalidToken or KeysUnavailable."""
+        jwt = _jwt()
         try:
             key, algorithms = self._key_for(token)
             claims = jwt.decode(
@@ -83,6 +83,15 @@ class Verifier:
         if self._keys is None:
             return self._secret, SECRET_ALGORITHMS
         return self._keys.get_signing_key_from_jwt(token).key, KEY_SET_ALGORITHMS
+
+
+def _jwt():
+    # Imported on first use, not with this module: gunicorn's master imports
+    # the gateway before a worker's gevent patches ssl, and PyJWT's JWKS
+    # client takes names from ssl when it is imported.
+    import jwt
+
+    return jwt
 
 
 def main(argv=None):

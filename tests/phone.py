@@ -18,7 +18,8 @@ class Phone:
     def __init__(self, base_url, path, v2=False, headers=None):
         self.url = base_url.replace("http://", "ws://") + path
         self.ws = websocket.create_connection(self.url, timeout=10, subprotocols=["ridesync.v2"] if v2 else None,
-                                              header=_authorization(path) if headers is None else headers)
+                                              header=_authorization(path) if headers is None else headers,
+                                              suppress_origin=True)  # an app, not a page in a browser
         self.frames = []
         self.seen = []  # the type of every frame received, in order
 

@@ -15,6 +15,7 @@ import websocket
 from ridesync import contract
 from tests.ride import DESTINATION, PICKUP, answer, assert_a_ride_completes, new_id, ride  # noqa: F401 (ride is a fixture)
 from tests.support import AUTH_SECRET, ROOT, bearer, free_port, next_message_for, token
+from tests.test_tokens import KeySet
 
 BAD_USER_IDS = ["a\nb", "a\rb", "é" * 128, "r" * 129, "a b", "a/b", "a*", "a#", "\ud800", ""]
 
@@ -147,3 +148,17 @@ def test_tokens_are_minted_on_the_command_line(tmp_path):
     from ridesync.tokens import Identity, Verifier
 
     assert Verifier(AUTH_SECRET).verify(result.stdout.strip()) == Identity("r1", "rider")
+
+
+def test_a_gateway_checks_tokens_with_the_keys_of_a_jwks_url(ride):
+    key_set = KeySet()
+    try:
+        url = ride.another_gateway(workers=1, AUTH_SECRET="", AUTH_JWKS_URL=key_set.url)
+        driver_id, rider_id = new_id("driver"), new_id("rider")
+        driver = ride.phone(f"/ws/drivers?packageSlug=van&token={key_set.token(driver_id, 'driver')}", url, headers={})
+        assert driver.next(contract.DRIVER_REGISTER)["data"]["id"] == driver_id
+        rider = ride.phone(f"/ws/riders?token={key_set.token(rider_id, 'rider', kid='ec-1')}", url, headers={})
+        assert rider.poll(timeout=0.2) is None and rider.ws.connected
+        assert ws_refusal(url, f"/ws/riders?userID={rider_id}", bearer(rider_id))[0] == 401  # not signed by those keys
+    finally:
+        key_set.close()

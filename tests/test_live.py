@@ -142,7 +142,6 @@ def test_a_socket_without_identity_is_refused_before_the_upgrade(ride, path, hea
     (json.dumps({"type": contract.DRIVER_TRIP_ACCEPT, "data": {"tripID": "t"}}), "invalid_argument"),
     (json.dumps({"type": contract.DRIVER_LOCATION, "data": {"location": {"latitude": 91, "longitude": 0}}}),
      "invalid_argument"),
-    (json.dumps({"type": contract.DRIVER_LOCATION, "data": {"pad": "x" * 70_000}}), "frame_too_large"),
 ])
 def test_a_bad_frame_gets_an_error_on_v2_and_the_socket_stays_open(ride, raw, code):
     driver = ride.driver(v2=True)

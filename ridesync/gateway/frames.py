@@ -6,7 +6,6 @@ import json
 from ridesync import contract
 from ridesync.ride.model import Coordinate, InvalidArgument
 
-MAX_FRAME_BYTES = 64 * 1024
 
 
 class BadFrame(Exception):
@@ -19,8 +18,6 @@ def read_frame(raw, allowed_types):
     """(type, data) of a frame whose type is in allowed_types."""
     if isinstance(raw, (bytes, bytearray)):
         raise BadFrame("unsupported_frame", "binary frames are not supported; send JSON text")
-    if len(raw.encode()) > MAX_FRAME_BYTES:
-        raise BadFrame("frame_too_large", f"frames are limited to {MAX_FRAME_BYTES} bytes")
     try:
         frame = json.loads(raw)
     except ValueError as exc:

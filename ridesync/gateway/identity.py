@@ -25,18 +25,22 @@ class MisconfiguredAuth(RuntimeError):
 
 
 def verifier_for(settings):
-    """The token verifier the settings call for, None in open mode;
-    MisconfiguredAuth saying what to set."""
-    if settings.auth_mode == OPEN:
+    """The token verifier the settings call for, None in open mode."""
+    if checked_auth_mode(settings) == OPEN:
         return None
-    if settings.auth_mode != TOKEN:
+    return tokens.Verifier(settings.auth_secret, settings.auth_jwks_url, settings.auth_audience)
+
+
+def checked_auth_mode(settings):
+    """AUTH_MODE, once the settings say how to check tokens; MisconfiguredAuth saying what to set."""
+    if settings.auth_mode not in (OPEN, TOKEN):
         raise MisconfiguredAuth(f"AUTH_MODE must be token or open, not {settings.auth_mode!r}")
-    if not settings.auth_secret and not settings.auth_jwks_url:
+    if settings.auth_mode == TOKEN and not settings.auth_secret and not settings.auth_jwks_url:
         raise MisconfiguredAuth(
             "AUTH_MODE=token (the default) needs a key to check tokens: set AUTH_SECRET (HS256) "
             "or AUTH_JWKS_URL (RS256/ES256 keys); or AUTH_MODE=open to trust any userID (development only)"
         )
-    return tokens.Verifier(settings.auth_secret, settings.auth_jwks_url, settings.auth_audience)
+    return settings.auth_mode
 
 
 def acting_user(claimed, role, *, query_token=False):

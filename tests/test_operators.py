@@ -1,0 +1,40 @@
+"""Operators' endpoints and where sockets may be opened from, through real
+gunicorn, RabbitMQ and the services."""
+import pytest
+import requests
+import websocket
+
+from tests.ride import assert_a_ride_completes, new_id, ride  # noqa: F401 (ride is a fixture)
+from tests.support import bearer, wait_until
+from tests.test_live import our_connections
+
+
+def test_metrics_and_live_stats_answer_only_the_networks_of_metrics_allow(ride):
+    for path in ("/metrics", "/live/stats"):  # loopback, by default
+        assert requests.get(f"{ride.url}{path}", timeout=5).status_code == 200
+    url = ride.another_gateway(workers=1, METRICS_ALLOW="10.0.0.0/8, 192.168.0.0/16")
+    for path in ("/metrics", "/live/stats"):
+        answer = requests.get(f"{url}{path}", timeout=5)
+        assert (answer.status_code, answer.json()["error"]["code"]) == (403, "permission_denied")
+    assert_a_ride_completes(ride, url)
+
+
+def test_sockets_from_an_origin_outside_a_cors_origins_list_are_refused(ride):
+    url = ride.another_gateway(workers=1, CORS_ORIGINS="https://app.example")
+    rider_id = new_id("rider")
+    ws_url = url.replace("http", "ws") + f"/ws/riders?userID={rider_id}"
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(ws_url, timeout=5, header=bearer(rider_id), origin="https://evil.example")
+    assert refused.value.status_code == 403
+    websocket.create_connection(ws_url, timeout=5, header=bearer(rider_id), origin="https://app.example").close()
+    websocket.create_connection(ws_url, timeout=5, header=bearer(rider_id), suppress_origin=True).close()  # an app
+    assert_a_ride_completes(ride, url)
+
+
+def test_readyz_asks_the_broker_over_one_kept_connection(ride):
+    url = ride.another_gateway(workers=1)
+    for _ in range(5):
+        assert requests.get(f"{url}/readyz", timeout=10).status_code == 200
+    probes = wait_until(lambda: [name for name, *_ in our_connections() if name.endswith("-readyz")],
+                        message="the readyz connection to be listed")
+    assert len(probes) == 1
