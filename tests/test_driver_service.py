@@ -24,6 +24,20 @@ def test_register_update_and_unregister_over_grpc(driver_service):
     assert not stub.UnregisterDriver(driver_pb2.RegisterDriverRequest(driverID="d1"), timeout=5).HasField("driver")
 
 
+def test_a_late_unregister_of_an_older_socket_leaves_the_newer_registration(driver_service):
+    stub, driver_id = driver_service.stub, unique("driver")
+    for session in ("old", "new"):
+        stub.RegisterDriver(driver_pb2.RegisterDriverRequest(driverID=driver_id, packageSlug="van", session=session),
+                            timeout=5)
+    stale = stub.UnregisterDriver(driver_pb2.RegisterDriverRequest(driverID=driver_id, session="old"), timeout=5)
+    assert not stale.HasField("driver")
+    still = stub.UpdateLocation(driver_pb2.UpdateLocationRequest(
+        driverID=driver_id, location=driver_pb2.Location(latitude=37.78, longitude=-122.41)), timeout=5)
+    assert still.driver.id == driver_id
+    gone = stub.UnregisterDriver(driver_pb2.RegisterDriverRequest(driverID=driver_id, session="new"), timeout=5)
+    assert gone.driver.id == driver_id
+
+
 @pytest.mark.parametrize("call, request_, code, problem", [
     ("RegisterDriver", driver_pb2.RegisterDriverRequest(driverID="d1", packageSlug="bike"),
      grpc.StatusCode.INVALID_ARGUMENT, "packageSlug must be one of suv, sedan, van, luxury"),
