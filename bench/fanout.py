@@ -1,10 +1,11 @@
 """Fan-out latency: riders connected to the gateway, events published to
 random riders at a steady rate (Publisher-compatible: the `trip` exchange,
-trip.event.created, owner the rider, ridesync.rabbit.message_properties,
+trip.event.no_drivers_found, owner the rider, ridesync.rabbit.message_properties,
 mandatory, confirmed, the publish time in data), timed from publish to the
 rider's socket; and the floor, in the same run on the same broker: the same
 publishes taken by a raw pika consumer (bench/floor.py). Every event is
-checked to arrive exactly once, at its owner.
+checked to arrive exactly once, at its owner. Also the CPU each phase costs
+the broker and our side, per event.
 
     python -m bench.fanout --riders 1000 --rate 1000 --seconds 10
 """
@@ -18,11 +19,14 @@ from collections import Counter, deque
 
 import pika
 
-from bench.support import Bench, broker_counts, machine, read_json_line, wait_until
+from bench import floor as floor_module
+from bench.support import Bench, CpuMeter, load, machine, read_json_line, wait_until
 from ridesync import contract, rabbit
 
 TARGET_RATIO = 3.0
-KINDS = 4
+# A rider's notification that no service queue takes: each phase's events go
+# to one place, the gateway's feed here and the floor's queue there.
+ROUTING_KEY = contract.TRIP_NO_DRIVERS_FOUND
 
 
 def sample_trip(owner):
@@ -43,8 +47,10 @@ class PacedPublisher:
     (ridesync.rabbit.Publisher waits for each, which caps it near the round
     trip rate). One SelectConnection, on this thread."""
 
-    def __init__(self, url, owners, rate, seconds, label):
+    def __init__(self, url, owners, rate, seconds, label, routing_key, in_turn=False):
+        """in_turn: each owner in turn rather than one at random each time."""
         self.url, self.owners, self.rate, self.label = url, owners, rate, label
+        self.routing_key, self.in_turn = routing_key, in_turn
         self.total = int(rate * seconds)
         self.owner_of = {}  # seq -> owner
         self.confirmed, self.nacked, self.returned = set(), set(), set()
@@ -87,12 +93,12 @@ class PacedPublisher:
         due = min(self.total, int((time.monotonic() - self._t0) * self.rate) + 1)
         while len(self.owner_of) < due:
             seq = len(self.owner_of)
-            owner = random.choice(self.owners)
+            owner = self.owners[seq % len(self.owners)] if self.in_turn else random.choice(self.owners)
             self.owner_of[seq] = owner
             now = time.time()
             body = contract.envelope(owner, {"seq": seq, "t": now, "trip": sample_trip(owner)})
-            self._channel.basic_publish(contract.TRIP_EXCHANGE, contract.TRIP_CREATED, body,
-                                        rabbit.message_properties(contract.TRIP_CREATED, owner), mandatory=True)
+            self._channel.basic_publish(contract.TRIP_EXCHANGE, self.routing_key, body,
+                                        rabbit.message_properties(self.routing_key, owner), mandatory=True)
             self._tag += 1
             self._pending.append((self._tag, seq))
             self.first = self.first or now
@@ -172,39 +178,38 @@ def show(name, r):
             f"    p50/p99 ms by second of publishing: {seconds}")
 
 
-def purge(url, queue):
-    with pika.BlockingConnection(pika.URLParameters(url)) as connection:
-        connection.channel().queue_purge(queue)
-
-
 def floor_phase(bench, owners, rate, seconds):
     out = os.path.join(bench.tmp, "floor.json")
     floor = bench.python("bench.floor", "--expect", str(int(rate * seconds)), "--out", out, name="floor")
     if read_json_line(floor, 30).get("event") != "ready":
         raise RuntimeError("the floor consumer did not start")
-    publisher = PacedPublisher(bench.amqp_url, owners, rate, seconds, "floor").run(seconds * 3 + 30)
-    done = read_json_line(floor, 60)
+    with CpuMeter([floor.pid]) as cpu:
+        publisher = PacedPublisher(bench.amqp_url, owners, rate, seconds, "floor", floor_module.ROUTING_KEY)
+        publisher.run(seconds * 3 + 30)
+        done = read_json_line(floor, 60)
     floor.wait(30)
     with open(out) as f:
         rows = json.load(f)
     print(f"  floor consumer: {done}", flush=True)
-    return check(publisher, rows)
+    return {**check(publisher, rows), "cpu": cpu.per_event_ms(len(publisher.owner_of))}
 
 
 def gateway_phase(bench, fleet, owners, rate, seconds, profile=None, workers=()):
     spies = [bench.spy(pid, f"{profile}.{pid}.txt", seconds) for pid in workers] if profile else []
-    publisher = PacedPublisher(bench.amqp_url, owners, rate, seconds, "gateway").run(seconds * 3 + 30)
-    expected = len(publisher.delivered)
-    deadline, last, seen = time.monotonic() + 60, time.monotonic(), -1
-    while time.monotonic() < deadline:  # drain: until all arrived, or nothing more for 5 s
-        received = fleet.command("status")["received"]
-        if received >= expected:
-            break
-        if received != seen:
-            last, seen = time.monotonic(), received
-        elif time.monotonic() - last > 5:
-            break
-        time.sleep(0.2)
+    with CpuMeter(workers) as cpu:
+        publisher = PacedPublisher(bench.amqp_url, owners, rate, seconds, "gateway", ROUTING_KEY)
+        publisher.run(seconds * 3 + 30)
+        expected = len(publisher.delivered)
+        deadline, last, seen = time.monotonic() + 60, time.monotonic(), -1
+        while time.monotonic() < deadline:  # drain: until all arrived, or nothing more for 5 s
+            received = fleet.command("status")["received"]
+            if received >= expected:
+                break
+            if received != seen:
+                last, seen = time.monotonic(), received
+            elif time.monotonic() - last > 5:
+                break
+            time.sleep(0.2)
     time.sleep(1)  # a late duplicate would show up here
     for spy in spies:
         spy.wait(30)
@@ -212,32 +217,43 @@ def gateway_phase(bench, fleet, owners, rate, seconds, profile=None, workers=())
     fleet.command(f"dump {out}")
     with open(out) as f:
         rows = json.load(f)
-    return check(publisher, rows)
+    return {**check(publisher, rows), "cpu": cpu.per_event_ms(len(publisher.owner_of))}
+
+
+def serving(gateway, riders, workers):
+    """Waits until the gateway's workers say they serve every rider (the
+    stats of whichever worker answers: asked until every one has)."""
+    latest = {}
+
+    def every_rider_served():
+        stats = gateway.get_json("/live/stats")
+        latest[stats["pid"]] = stats["consuming"]
+        return len(latest) >= workers and sum(latest.values()) >= riders
+
+    wait_until(every_rider_served, 120, "every rider to be served", interval=0.05)
 
 
 def run(riders=1000, rate=1000, seconds=10, workers=1, profile=None, conf="gunicorn.conf.py"):
     print(f"fan-out: {riders} riders on {workers} gevent worker(s), {rate} events/s for {seconds} s; {machine()}",
           flush=True)
+    print(f"  machine before: {load()}", flush=True)
     with Bench("fanout") as bench:
         gateway = bench.gunicorn("app:app", workers=workers, name="gateway", conf=conf, RECONNECT_WINDOW="10")
         fleet = bench.clients(gateway.ws_base + "/ws/riders?userID=", "fan-", riders, name="clients")
         report = fleet.wait_connected(600)
         if report["open"] != riders:
             raise RuntimeError(f"not every rider connected: {report}")
-        wait_until(lambda: broker_counts(bench.vhost)["consumers"] >= KINDS * riders, 120,
-                   "every rider's inboxes to consume", interval=1)
-        print(f"  {riders} riders connected and consuming", flush=True)
+        serving(gateway, riders, workers)
+        print(f"  {riders} riders connected and served", flush=True)
 
         floor = floor_phase(bench, [f"floor-{n}" for n in range(riders)], rate, seconds)
         print(show("floor (raw pika)", floor), flush=True)
-        purge(bench.amqp_url, contract.FIND_AVAILABLE_DRIVERS)
 
         print(f"  gateway phase starts at {time.time():.3f}", flush=True)
         ours = gateway_phase(bench, fleet, [f"fan-{n}" for n in range(riders)], rate, seconds, profile,
                              gateway.workers())
         print(show("gateway (publish to socket)", ours), flush=True)
         status = fleet.command("status")
-        purge(bench.amqp_url, contract.FIND_AVAILABLE_DRIVERS)
 
     print()
     print(f"fan-out results ({riders} riders, {workers} gevent worker(s), {rate}/s for {seconds} s)")
@@ -245,6 +261,12 @@ def run(riders=1000, rate=1000, seconds=10, workers=1, profile=None, conf="gunic
     print(f"  floor, raw pika publish-to-consume: p50 {floor['p50']:.1f} ms, p99 {floor['p99']:.1f} ms")
     print(f"  ours/floor: p50 {ours['p50'] / floor['p50']:.2f}x, p99 {ours['p99'] / floor['p99']:.2f}x; "
           f"target p99 within {TARGET_RATIO:.0f}x: {'met' if ours['p99'] <= TARGET_RATIO * floor['p99'] else 'MISSED'}")
+    print(f"  CPU per event: broker {ours['cpu']['broker']:.3f} ms ({ours['cpu']['broker_net']:.3f} ms net of its "
+          f"{ours['cpu']['idle_broker_cores']:.2f} cores at rest), gateway worker(s) {ours['cpu']['ours']:.3f} ms; "
+          f"floor: broker {floor['cpu']['broker']:.3f} ms ({floor['cpu']['broker_net']:.3f} net), "
+          f"raw pika consumer {floor['cpu']['ours']:.3f} ms; broker ours/floor (net) "
+          f"{ours['cpu']['broker_net'] / max(floor['cpu']['broker_net'], 1e-9):.2f}x")
+    print(f"  machine after: {load()}")
     print(f"  exactly once: lost {ours['lost']}, duplicates {ours['duplicates']}, at the wrong rider "
           f"{ours['wrong_rider']} (of {ours['confirmed'] - ours['unroutable']} confirmed and routed); "
           f"sockets still open {status['open']}, closed by the server {status['closed_by_server']}")

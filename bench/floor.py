@@ -1,6 +1,6 @@
-"""The fan-out baseline's consumer: raw pika, one queue of an inbox's kind
-(durable, single active consumer, x-expires) bound to the `trip` exchange
-under trip.event.created, prefetch as the gateway's inboxes, each message
+"""The fan-out baseline's consumer: raw pika, one durable queue (single
+active consumer, x-expires) bound to the `trip` exchange under a key of its
+own (bench.floor), prefetch 16, each message
 timed on arrival and acked. Prints {"event": "ready"} once consuming; stops
 after --expect messages, --idle seconds without one (after the first), or
 --timeout; deletes its queue and writes [owner, seq, published, received]
@@ -17,9 +17,9 @@ import time
 import pika
 
 from ridesync import contract, rabbit
-from ridesync.gateway.inboxes import PREFETCH
 
-QUEUE = "bench.floor"
+QUEUE = ROUTING_KEY = "bench.floor"
+PREFETCH = 16
 
 
 def main():
@@ -33,7 +33,7 @@ def main():
     connection = pika.BlockingConnection(rabbit.connection_parameters(os.environ["AMQP_URL"], "bench-floor"))
     channel = connection.channel()
     channel.queue_declare(QUEUE, durable=True, arguments={"x-expires": 60_000, "x-single-active-consumer": True})
-    channel.queue_bind(QUEUE, contract.TRIP_EXCHANGE, contract.TRIP_CREATED)
+    channel.queue_bind(QUEUE, contract.TRIP_EXCHANGE, ROUTING_KEY)
     channel.basic_qos(prefetch_count=PREFETCH)
     rows = []
 

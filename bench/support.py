@@ -283,3 +283,76 @@ def machine():
     return (f"{os.cpu_count()} cores ({model}), {mem_gib:.0f} GiB, {platform.system()} {platform.release()}, "
             f"Python {platform.python_version()}, RabbitMQ {broker}")
 
+
+
+def cpu_seconds(pid):
+    """User and system CPU time a process has used so far, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def broker_pid():
+    """The RabbitMQ node's Erlang VM (beam.smp) on this machine."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    if f.read().strip() == "beam.smp":
+                        return int(entry)
+            except OSError:
+                continue
+    raise RuntimeError("no beam.smp process: the benchmark needs the broker on this machine")
+
+
+class CpuMeter:
+    """CPU seconds that processes use over a phase. The broker serves other
+    sessions too: its rate while our side is idle, measured just before, is
+    taken off."""
+
+    IDLE_SAMPLE = 3.0
+
+    def __init__(self, pids):
+        self.pids = list(pids)
+
+    def __enter__(self):
+        self._idle_rate = self._broker_rate_at_rest()
+        self._started = time.monotonic()
+        self._before = {pid: cpu_seconds(pid) for pid in self.pids + [broker_pid()]}
+        return self
+
+    def __exit__(self, *_):
+        self.seconds = time.monotonic() - self._started
+        after = {pid: cpu_seconds(pid) for pid in self._before}
+        self.used = {pid: after[pid] - self._before[pid] for pid in after}
+        self.broker = self.used.pop(broker_pid())
+        self.broker_net = max(0.0, self.broker - self._idle_rate * self.seconds)
+        return False
+
+    def per_event_ms(self, events):
+        """{"broker", "broker_net", "ours"}: milliseconds of CPU per event."""
+        return {"broker": 1000 * self.broker / events, "broker_net": 1000 * self.broker_net / events,
+                "ours": 1000 * sum(self.used.values()) / events, "idle_broker_cores": self._idle_rate}
+
+    def _broker_rate_at_rest(self):
+        pid = broker_pid()
+        before = cpu_seconds(pid)
+        time.sleep(self.IDLE_SAMPLE)
+        return (cpu_seconds(pid) - before) / self.IDLE_SAMPLE
+
+
+def load():
+    """How busy the machine is with everything, ours and other sessions':
+    load averages and the share of all cores busy over one second."""
+    def busy_total():
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        idle = values[3] + values[4]
+        return sum(values) - idle, sum(values)
+
+    busy0, total0 = busy_total()
+    time.sleep(1)
+    busy1, total1 = busy_total()
+    with open("/proc/loadavg") as f:
+        averages = " ".join(f.read().split()[:3])
+    return f"load average {averages}, {100 * (busy1 - busy0) / max(1, total1 - total0):.0f}% of all cores busy"

@@ -1,6 +1,5 @@
 """The messaging contract shared by every process: exchange, routing keys,
 queues and the envelope. DESIGN.md, "RabbitMQ", is the source of these names."""
-import hashlib
 import json
 
 TRIP_EXCHANGE = "trip"
@@ -64,20 +63,20 @@ DRIVER_NOTIFICATIONS = {
 }
 
 
-# Inboxes: the gateway keeps one queue per notification kind and connected
-# user, named "<kind>.<userID>", living INBOX window seconds after the user
-# leaves. Every message is also routed (sender-selected distribution, the BCC
-# header) under inbox_routing_key(owner, type), which only that queue binds.
-GATEWAY_SESSIONS_EXCHANGE = "gateway.sessions"
-
-
-def inbox_queue(kind, user_id):
-    return f"{kind}.{user_id}"
-
-
-def inbox_routing_key(owner_id, routing_key):
-    # A digest, not the id itself: ids may hold the topic wildcards * and #.
-    return f"inbox.{hashlib.sha256(owner_id.encode()).hexdigest()[:40]}.{routing_key}"
+# The feed: every notification for a user's socket also goes to this
+# stream, which every gateway worker reads (ridesync/gateway/inboxes.py).
+# Its retention is far longer than any reconnect window: a worker that starts
+# reads the window back from it.
+NOTIFICATIONS_STREAM = "gateway.notifications"
+NOTIFICATIONS_STREAM_ARGUMENTS = {
+    "x-queue-type": "stream",
+    "x-max-age": "1h",
+    "x-max-length-bytes": 2 * 1024**3,
+    "x-stream-max-segment-size-bytes": 16 * 1024**2,  # retention drops whole segments
+}
+RIDER_NOTIFICATION_KEYS = frozenset(key for keys in RIDER_NOTIFICATIONS.values() for key in keys)
+DRIVER_NOTIFICATION_KEYS = frozenset(key for keys in DRIVER_NOTIFICATIONS.values() for key in keys)
+NOTIFICATION_KEYS = RIDER_NOTIFICATION_KEYS | DRIVER_NOTIFICATION_KEYS
 
 
 def envelope(owner_id, data):

@@ -57,11 +57,10 @@ def broker_answers(url, timeout=2.0):
 
 
 def declare_topology(channel):
-    """The exchange, the service work queues and their dead-letter queue.
-    Every process declares it, so none depends on which one started first."""
+    """The exchange, the service work queues and their dead-letter queue, and
+    the gateway's feed of notifications. Every process declares it, so none depends on which one started first."""
     channel.exchange_declare(contract.TRIP_EXCHANGE, "topic", durable=True)
     channel.exchange_declare(DEAD_LETTER_EXCHANGE, "fanout", durable=True)
-    channel.exchange_declare(contract.GATEWAY_SESSIONS_EXCHANGE, "fanout", durable=True)
     channel.queue_declare(DEAD_LETTER_QUEUE, durable=True)
     channel.queue_bind(DEAD_LETTER_QUEUE, DEAD_LETTER_EXCHANGE)
     for queue, keys in contract.WORK_QUEUES.items():
@@ -70,11 +69,15 @@ def declare_topology(channel):
         )
         for key in keys:
             channel.queue_bind(queue, contract.TRIP_EXCHANGE, routing_key=key)
+    channel.queue_declare(contract.NOTIFICATIONS_STREAM, durable=True,
+                          arguments=contract.NOTIFICATIONS_STREAM_ARGUMENTS)
+    for key in contract.NOTIFICATION_KEYS:
+        channel.queue_bind(contract.NOTIFICATIONS_STREAM, contract.TRIP_EXCHANGE, routing_key=key)
 
 
 def message_properties(routing_key, owner_id, headers=None, message_id=None):
-    """Persistent JSON with the owner and type as headers; BCC also routes
-    it to its owner's inbox queue on the gateway, if there is one."""
+    """Persistent JSON with the owner and type as headers (the gateway's
+    feed sorts notifications by them)."""
     return pika.BasicProperties(
         content_type="application/json",
         delivery_mode=pika.DeliveryMode.Persistent,
@@ -82,7 +85,6 @@ def message_properties(routing_key, owner_id, headers=None, message_id=None):
         headers={
             "owner": owner_id,
             "type": routing_key,
-            "BCC": [contract.inbox_routing_key(owner_id, routing_key)],
             **telemetry.message_headers(),
             **(headers or {}),
         },

@@ -52,10 +52,14 @@ def ride(osrm, tmp_path):
 
         def another_gateway(self, workers=2, **settings):
             """A second gateway replica, with these settings too; its base URL."""
-            replica, replica_url = start_gateway({**env, **settings}, tmp_path, workers=workers, name="gateway-2")
+            return self.replica(workers, **settings)[1]
+
+        def replica(self, workers=2, name="gateway-2", **settings):
+            """Another gateway replica, with these settings too: (its process, its base URL)."""
+            replica, replica_url = start_gateway({**env, **settings}, tmp_path, workers=workers, name=name)
             processes.append(replica)
             self.logs.append(replica)
-            return replica_url
+            return replica, replica_url
 
         def driver(self, package="sedan", user_id=None, url=base, v2=False):
             """A driver's phone, its Driver in .driver; a v2 one has read `trip.state` into .state."""

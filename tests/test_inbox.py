@@ -1,105 +1,113 @@
-"""An inbox's in-memory side, without a broker: what the hub hands it is
-written to the socket once, in order, each acked after it was written; a
-greenlet runs only while there is something to write."""
+"""A socket's inbox, without a broker: what the Mailroom hands it is written
+once, in order, by a greenlet that runs only while there is something to
+write; what it did not write when it is cut is handed on."""
 import gevent
 
 from ridesync import contract
-from ridesync.gateway.inboxes import Delivery, Inbox
+from ridesync.gateway.inboxes import LEAVING, Inbox
+from ridesync.gateway.mailroom import Notice
 
 
-class Channel:
-    is_open = True
+class Owner:
+    """Inboxes as an inbox sees it: markers published, and what it handed on."""
 
     def __init__(self):
-        self.acked, self.nacked = [], []
+        self.marks, self.handed_on = [], None
 
-    def basic_ack(self, tag):
-        self.acked.append(tag)
+    def mark(self, kind, inbox):
+        self.marks.append(kind)
 
-    def basic_nack(self, tag, requeue):
-        self.nacked.append((tag, requeue))
+    def leave(self, inbox, unwritten):
+        self.handed_on = [n.offset for n in unwritten]
+
+    def drop_if_done(self, inbox):
+        pass
 
 
 class Socket:
     """A phone's write: records what it wrote; `gone` makes it fail."""
 
     def __init__(self):
-        self.written, self.gone = [], False
+        self.written, self.gone, self.replaced = [], False, False
 
-    def write(self, delivery):
+    def write(self, notice):
         if self.gone:
             return False
         gevent.sleep(0)  # a real write switches greenlets
-        self.written.append(delivery.tag)
+        self.written.append(notice.offset)
         return True
 
+    def replace(self):
+        self.replaced = True
 
-def new_inbox():
-    return Inbox(None, "rider-1", "notify_trip_created", contract.TRIP_CREATED)
 
-
-def delivery(channel, tag):
-    return Delivery(channel, tag, f"message-{tag}", contract.TRIP_CREATED, {"n": tag}, {})
+def notice(offset):
+    return Notice(offset, contract.TRIP_CREATED, f"m{offset}", b"{}", {})
 
 
 def settle():
     gevent.sleep(0.01)
 
 
-def test_every_delivery_is_written_once_in_order_then_acked():
-    inbox, channel, socket = new_inbox(), Channel(), Socket()
-    inbox.write_to(socket.write)
-    for tag in (1, 2, 3):
-        inbox._take(delivery(channel, tag))
+def open_inbox():
+    owner, socket = Owner(), Socket()
+    inbox = Inbox(owner, "rider", "rider-1", "s1")
+    inbox.write_to(socket.write, socket.replace)
+    return inbox, owner, socket
+
+
+def test_everything_handed_over_is_written_once_in_order():
+    inbox, _owner, socket = open_inbox()
+    inbox.put(notice(3))
+    inbox.release([notice(1), notice(2)])  # what the last socket left comes first
     settle()
-    inbox._take(delivery(channel, 4))
+    inbox.put(notice(4))
     settle()
     assert socket.written == [1, 2, 3, 4]
-    assert channel.acked == [1, 2, 3, 4]
+
+
+def test_nothing_is_written_until_the_mailroom_lets_it_start():
+    inbox, _owner, socket = open_inbox()
+    inbox.put(notice(1))
+    settle()
+    assert socket.written == [] and inbox._writer is None
+    inbox.release([])
+    settle()
+    assert socket.written == [1]
 
 
 def test_an_idle_inbox_holds_no_greenlet():
-    inbox, channel, socket = new_inbox(), Channel(), Socket()
-    inbox.write_to(socket.write)
+    inbox, _owner, socket = open_inbox()
+    inbox.release([])
     assert inbox._writer is None
-    inbox._take(delivery(channel, 1))
+    inbox.put(notice(1))
     assert inbox._writer is not None
     settle()
     assert inbox._writer is None and socket.written == [1]
 
 
-def test_deliveries_taken_before_the_socket_opened_wait_for_it():
-    inbox, channel, socket = new_inbox(), Channel(), Socket()
-    for tag in (1, 2):
-        inbox._take(delivery(channel, tag))
-    settle()
-    assert socket.written == [] and channel.acked == []
-    inbox.write_to(socket.write)
-    settle()
-    assert socket.written == [1, 2]
-
-
-def test_what_a_gone_socket_did_not_take_is_given_back_to_the_broker():
-    inbox, channel, socket = new_inbox(), Channel(), Socket()
-    inbox.write_to(socket.write)
-    inbox._take(delivery(channel, 1))
+def test_a_closed_socket_says_it_is_leaving_and_hands_on_what_it_did_not_write_when_cut():
+    inbox, owner, socket = open_inbox()
+    inbox.release([notice(1)])
     settle()
     socket.gone = True
-    for tag in (2, 3):
-        inbox._take(delivery(channel, tag))
+    inbox.put(notice(2))
+    inbox.put(notice(3))
     settle()
-    inbox._give_back()
-    assert channel.acked == [1]
-    assert sorted(channel.nacked) == [(2, True), (3, True)]
+    inbox.close()
+    assert owner.marks == [LEAVING]
+    inbox.cut()
+    assert owner.handed_on == [2, 3] and not inbox.replaced
 
 
-def test_a_lost_channel_drops_what_was_not_written():
-    inbox, channel, socket = new_inbox(), Channel(), Socket()
-    for tag in (1, 2):
-        inbox._take(delivery(channel, tag))
-    inbox._forget()  # the broker requeued them; they come again on the new channel
-    inbox._take(delivery(channel, 7))
-    inbox.write_to(socket.write)
+def test_cut_while_open_means_replaced_and_stops_writing_at_once():
+    inbox, owner, socket = open_inbox()
+    inbox.put(notice(1))
+    inbox.put(notice(2))
+    inbox.release([])
+    inbox.cut()  # before its writer ran
     settle()
-    assert socket.written == [7]
-    assert not inbox.ready.is_set()
+    assert socket.replaced and inbox.replaced
+    assert socket.written == [] and owner.handed_on == [1, 2]
+    inbox.close()
+    assert owner.marks == []  # cut already: no `leaving`

@@ -113,12 +113,16 @@ def test_a_newer_socket_replaces_the_older_one(ride):
     old = ride.rider(rider_id)
     new = ride.rider(rider_id)
     assert old.closed_with() == (4000, "replaced by a newer connection")
+    publish_one(rider_id, {"id": "after-replacement"})
+    assert new.next(contract.TRIP_CREATED)["data"]["id"] == "after-replacement"
+
+
+def publish_one(rider_id, data, kind=contract.TRIP_CREATED):
     publisher = Publisher(AMQP_URL, "test")
     try:
-        publisher.publish(contract.TRIP_CREATED, rider_id, {"id": "after-replacement"})
+        publisher.publish(kind, rider_id, data)
     finally:
         publisher.close()
-    assert new.next(contract.TRIP_CREATED)["data"]["id"] == "after-replacement"
 
 
 @pytest.mark.parametrize("path, headers, status, problem", [
@@ -197,10 +201,13 @@ def _connection_name(client_properties):
     return next((value for key, _type, value in client_properties if key == "connection_name"), None)
 
 
-def inbox_queues(user_ids):
+def broker_objects():
+    """The queues, bindings and consumers in this test run's vhost."""
     vhost = urlsplit(AMQP_URL).path.lstrip("/") or "/"
-    names = [row["name"] for row in rabbitmqctl("list_queues", "-p", vhost, "name")]
-    return [name for name in names if name.split(".", 1)[-1] in user_ids]
+    queues = sorted(row["name"] for row in rabbitmqctl("list_queues", "-p", vhost, "name"))
+    bindings = len(rabbitmqctl("list_bindings", "-p", vhost))
+    consumers = len(rabbitmqctl("list_consumers", "-p", vhost))
+    return queues, bindings, consumers
 
 
 def test_a_user_who_leaves_leaves_nothing_behind(ride):
@@ -213,25 +220,35 @@ def test_a_user_who_leaves_leaves_nothing_behind(ride):
     worker_connections = lambda: [c for c in gateway_connections() if c[0] == f"gateway-{idle['pid']}"]  # noqa: E731
     connections_before = worker_connections()
     assert connections_before, "the worker holds its broker connection"
+    objects_before = broker_objects()
 
     user_ids = {new_id("rider") for _ in range(30)} | {new_id("driver") for _ in range(5)}
     riders = [ride.rider(user_id, url=url) for user_id in user_ids if user_id.startswith("rider")]
     drivers = [ride.driver(user_id=user_id, url=url) for user_id in user_ids if user_id.startswith("driver")]
-    busy = stats()
+    busy = wait_until(lambda: (s := stats())["consuming"] == 35 and s, message="every socket to be served")
     assert busy["sockets"] == {"rider": 30, "driver": 5}
-    inboxes = 30 * len(contract.RIDER_NOTIFICATIONS) + 5 * len(contract.DRIVER_NOTIFICATIONS)
-    assert busy["consuming"] == inboxes
     assert worker_connections() == connections_before, "sockets share their worker's connections and channels"
-    assert len(inbox_queues(user_ids)) == inboxes
+    assert broker_objects() == objects_before, "a user has no queue, binding or consumer of their own"
 
     for phone in riders + drivers:
         phone.close()
     after = wait_until(lambda: (s := stats())["inboxes"] == 0 and s["greenlets"] <= idle["greenlets"] and s,
-                       message="every socket's inboxes and greenlets to be gone")
+                       message="every socket's inbox and greenlets to be gone")
     assert after["sockets"] == {"rider": 0, "driver": 0} and after["consuming"] == 0
     assert worker_connections() == connections_before
-    # After the reconnect window (3 s here) the broker holds nothing of theirs.
-    wait_until(lambda: not inbox_queues(user_ids), timeout=20, interval=0.5, message="the inbox queues to expire")
+    assert broker_objects() == objects_before
+
+
+def test_reconnecting_over_and_over_multiplies_nothing_on_the_broker(ride):
+    rider_id = new_id("rider")
+    ride.rider(rider_id).close()
+    before = broker_objects()
+    for _ in range(50):
+        ride.rider(rider_id).close()
+    assert broker_objects() == before
+    rider = ride.rider(rider_id)
+    publish_one(rider_id, {"id": "after-50-reconnects"})
+    assert rider.next(contract.TRIP_CREATED)["data"]["id"] == "after-50-reconnects"
 
 
 def test_the_broker_dropping_every_connection_loses_nothing_and_keeps_sockets_open(ride):
@@ -278,22 +295,32 @@ def test_a_phone_that_stops_answering_pings_is_dropped(ride):
         assert answering_reads_and_silent_is_gone()
 
 
-def test_an_inbox_left_by_a_gateway_with_another_reconnect_window_still_delivers(ride):
-    rider_id, bystander_id = new_id("rider"), new_id("rider")
-    bystander = ride.rider(bystander_id)
-    with pika.BlockingConnection(pika.URLParameters(AMQP_URL)) as connection:  # an older deploy's inbox
-        connection.channel().queue_declare(
-            contract.inbox_queue("notify_trip_created", rider_id), durable=True,
-            arguments={"x-expires": 120_000, "x-single-active-consumer": True})
-    rider = ride.rider(rider_id)
-    publisher = Publisher(AMQP_URL, "test")
+def test_a_broker_that_refuses_new_queues_stops_no_socket_from_opening_or_getting_its_events(ride):
+    """A vhost at its queue limit refuses every declare: no socket's
+    delivery depends on one, so those opened before, under and after the
+    limit all get their events within a second."""
+    vhost = urlsplit(AMQP_URL).path.lstrip("/") or "/"
+    before_id, under_id, after_id = new_id("rider"), new_id("rider"), new_id("rider")
+    before = ride.rider(before_id)
+    queues = len(broker_objects()[0])
+    subprocess.run(["rabbitmqctl", "-q", "set_vhost_limits", "-p", vhost, json.dumps({"max-queues": queues})],
+                   check=True, capture_output=True, timeout=60)
     try:
-        publisher.publish(contract.TRIP_CREATED, rider_id, {"id": "for-the-rider"})
-        publisher.publish(contract.TRIP_CREATED, bystander_id, {"id": "for-the-bystander"})
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker):  # the limit is in force
+            with pika.BlockingConnection(pika.URLParameters(AMQP_URL)) as connection:
+                connection.channel().queue_declare("", exclusive=True)
+        under = ride.rider(under_id)
+        after = ride.rider(after_id)
+        publisher = Publisher(AMQP_URL, "test")
+        try:
+            for rider_id in (before_id, under_id, after_id):
+                publisher.publish(contract.TRIP_CREATED, rider_id, {"id": f"for-{rider_id}"})
+        finally:
+            publisher.close()
+        for rider_id, phone in ((before_id, before), (under_id, under), (after_id, after)):
+            assert phone.next(contract.TRIP_CREATED, timeout=1.0)["data"]["id"] == f"for-{rider_id}"
     finally:
-        publisher.close()
-    assert rider.next(contract.TRIP_CREATED)["data"]["id"] == "for-the-rider"
-    assert bystander.next(contract.TRIP_CREATED)["data"]["id"] == "for-the-bystander"
+        subprocess.run(["rabbitmqctl", "-q", "clear_vhost_limits", "-p", vhost], capture_output=True, timeout=60)
 
 
 def test_riders_see_the_driver_as_registered_not_as_the_phone_claims(ride):

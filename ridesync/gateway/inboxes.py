@@ -1,158 +1,192 @@
-"""The broker side of this worker's sockets: for each notification kind of
-each connected user, an inbox queue on RabbitMQ with one consumer.
+"""The broker side of this worker's sockets: the feed of notifications.
+
+Every notification for a user's socket goes, besides the services' queues,
+to one RabbitMQ stream (contract.NOTIFICATIONS_STREAM). Each gateway worker
+reads all of it, from where it left off, and its Mailroom (mailroom.py)
+says which socket here gets what. A socket's comings and goings are markers
+in the same stream, so every worker sees them at the same point among the
+notifications. A user costs the broker nothing: no queue, binding or
+consumer of their own; a connect is one small publish.
 
 One AMQP connection per worker, on pika's gevent adapter: its callbacks run
-in gevent's hub and only hand deliveries to in-memory queues; the greenlets
-that own the sockets take them from there, write them, and ack. pika is used
-from this one OS thread only, and none of its calls here block.
-
-An inbox queue is durable, lives the reconnect window after its consumer
-goes (x-expires) and has a single active consumer, so a user who reconnects
-elsewhere gets the messages they missed, in order, once."""
+in gevent's hub and only hand notices to in-memory lists; the greenlet that
+owns a socket writes them. pika is used from this one OS thread only, and
+none of its calls here block."""
 import json
 import logging
-import re
+import time
 import uuid
-from collections import namedtuple
 
 import gevent
 from gevent.event import Event
+from pika import BasicProperties
+from pika.spec import Basic
 from pika.adapters.gevent_connection import GeventConnection
 
 from ridesync import contract, rabbit
+from ridesync.gateway.mailroom import Mailroom, Notice
 
 log = logging.getLogger(__name__)
 
-PREFETCH = 16  # unacked deliveries per inbox consumer: bounds memory for slow sockets
+FEED_PREFETCH = 1000  # stream records in flight to this worker (a stream consumer needs a prefetch)
+ACK_EVERY = 100  # records acked at once: a stream ack only grants credit
+ACK_PAUSE = 0.2  # seconds after which records read are acked anyway
+REPLAY_MARGIN = 30  # seconds read before the window when a worker starts
+HANDOVER_WAIT = 5.0  # seconds a socket waits for the `left` of the one it replaced
+MARKER_WAIT = 5.0  # seconds an upgrade waits for its `connected` marker to be in the stream
 RECONNECT_PAUSE = 1.0
-_QUEUE_IN_ERROR = re.compile(r"queue '([^']+)'")
-
-Delivery = namedtuple("Delivery", "channel tag message_id type data headers")
+CONNECTED, LEAVING, LEFT = "gateway.connected", "gateway.leaving", "gateway.left"
+_ROLES = {"rider": contract.RIDER_NOTIFICATION_KEYS, "driver": contract.DRIVER_NOTIFICATION_KEYS}
 
 
 class Inbox:
-    """One user's queue for one kind of notification. Once given a writer
-    (write_to), its deliveries go to it one at a time, in order, each acked
-    once written: a greenlet of its own runs while there is something to
-    write, so an idle rider holds none (bench/RESULTS.md)."""
+    """One socket's notifications on this worker: what the Mailroom hands
+    it is written, in order, by a greenlet that runs only while there is
+    something to write (an idle rider holds none, bench/RESULTS.md)."""
 
-    __slots__ = ("user_id", "kind", "routing_keys", "queue", "tag", "ready", "_deliveries", "_unacked",
-                 "_write", "_writer", "_owner")
+    __slots__ = ("role", "user_id", "session", "live", "replaced", "left_in_feed", "closed", "in_feed", "_owner",
+                 "_deliveries", "_write", "_writer", "_cut", "_on_replaced")
 
-    def __init__(self, owner, user_id, kind, routing_keys):
+    def __init__(self, owner, role, user_id, session):
         self._owner = owner
-        self.user_id, self.kind, self.routing_keys = user_id, kind, routing_keys
-        self.queue = contract.inbox_queue(kind, user_id)
-        self.tag = f"{self.queue}#{uuid.uuid4().hex[:8]}"
-        self.ready = Event()  # set while the consumer is on the broker
-        self._deliveries = []  # taken, not yet written, oldest first: at most PREFETCH
-        self._unacked = {}  # delivery tag -> Delivery, on the current channel
-        self._write = None  # write(delivery) -> False once the socket is gone
+        self.role, self.user_id, self.session = role, user_id, session
+        self.live = False  # the Mailroom has let it start
+        self.replaced = False  # a newer socket of the user took over
+        self._deliveries = []  # handed to this socket, not yet written, oldest first
+        self._write = None  # write(notice) -> False once the socket is gone
         self._writer = None  # the greenlet writing, while there is something to write
+        self._cut = False  # gets nothing more
+        self.closed = False  # the socket is gone
+        self.left_in_feed = False  # its `left` is in the feed: nothing of it needs this worker
+        self.in_feed = Event()  # set once the broker has its `connected` marker
+        self._on_replaced = None
 
-    def write_to(self, write):
-        self._write = write
+    def wait_in_feed(self):
+        """Until the `connected` marker is in the stream: whatever is published
+        for the user after that comes after it. Returns False if the broker
+        did not confirm it within MARKER_WAIT (it is published when it can be,
+        and what comes before it is kept, not lost)."""
+        in_feed = self.in_feed.wait(MARKER_WAIT)
+        self.in_feed = None
+        return in_feed
+
+    def write_to(self, write, on_replaced):
+        """The socket is open: write(notice) writes to it; on_replaced() closes it."""
+        self._write, self._on_replaced = write, on_replaced
+        if self.replaced:
+            on_replaced()
         self._wake()
-
-    def ack(self, delivery):
-        if self._unacked.get(delivery.tag) is delivery:
-            del self._unacked[delivery.tag]
-        if delivery.channel.is_open:  # a tag of a lost channel means nothing on a new one
-            delivery.channel.basic_ack(delivery.tag)
 
     def close(self):
-        if self._writer is not None:
-            self._writer.kill(block=False)
-        self._owner.close(self)
+        """The socket is gone; what it did not write goes to the user's next one."""
+        if self.closed:
+            return
+        self.closed = True
+        self._write = None
+        self._stop_writing()
+        if not self._cut:
+            self._owner.mark(LEAVING, self)
+        self._owner.drop_if_done(self)
 
-    def _take(self, delivery):
-        self._unacked[delivery.tag] = delivery
-        self._deliveries.append(delivery)
+    # Called by the Mailroom, in the hub.
+
+    def put(self, notice):
+        self._deliveries.append(notice)
         self._wake()
 
+    def release(self, first):
+        self._deliveries[:0] = first
+        self.live = True
+        self._wake()
+
+    def cut(self):
+        self._cut = True
+        self._stop_writing()
+        if not self.closed:
+            self.replaced = True
+            if self._on_replaced is not None:
+                gevent.spawn(self._on_replaced)
+        self._owner.leave(self, self._deliveries)
+        self._deliveries = []
+
     def _wake(self):
-        if self._write is not None and self._writer is None and self._deliveries:
+        if self.live and self._write is not None and self._writer is None and self._deliveries and not self._cut:
             self._writer = gevent.spawn(self._write_all)
 
     def _write_all(self):
         try:
-            while self._deliveries:
-                delivery = self._deliveries.pop(0)
-                if not self._write(delivery):
-                    self._write = None  # the socket is gone: the broker keeps what is unacked
+            while self._deliveries and not self._cut:
+                if not self._write(self._deliveries[0]):
+                    self._write = None  # the socket is gone: close() hands on what is left
                     return
-                self.ack(delivery)
+                self._deliveries.pop(0)
         finally:
-            self._writer = None  # no switch since the list was seen empty: _take cannot slip in between
+            self._writer = None  # no switch since the list was seen empty: put cannot slip in between
 
-    def _give_back(self):
-        """Returns what was delivered but not acked to the queue on the broker."""
-        for delivery in self._unacked.values():
-            if delivery.channel.is_open:
-                delivery.channel.basic_nack(delivery.tag, requeue=True)
-        self._unacked.clear()
-
-    def _forget(self):
-        """The channel is gone: the broker has already requeued what we held."""
-        self._unacked.clear()
-        self._deliveries.clear()
-        self.ready.clear()
+    def _stop_writing(self):
+        if self._writer is not None:
+            self._writer.kill(block=False)  # one it was writing stays in the list: at worst, sent again
+            self._writer = None
 
 
 class Inboxes:
-    def __init__(self, url, window_seconds, name, on_takeover):
-        """on_takeover(role, user_id, session, since) is called when a
-        socket of a user opened on any gateway process."""
+    def __init__(self, url, window_seconds, name, clock=time.monotonic):
         self._params = rabbit.connection_parameters(url, name)
-        self._queue_arguments = {"x-expires": int(window_seconds * 1000), "x-single-active-consumer": True}
-        self._on_takeover = on_takeover
-        self._inboxes = {}  # consumer tag -> Inbox
+        self._replay = f"{int(window_seconds + REPLAY_MARGIN)}s"
+        self.mailroom = Mailroom(window_seconds, HANDOVER_WAIT, _ROLES, clock)
+        self._inboxes = {}  # session -> Inbox, until its `left` is in the feed
+        self._unseen = {}  # marker id -> (headers, body): published, not yet read back from the feed
+        self._unconfirmed = {}  # delivery tag -> marker id, published on the current channel
+        self._published = 0  # delivery tags given on the current channel
+        self._offset = None  # the last record read
+        self._unacked = None  # (channel, delivery tag) of the last record read and not acked
+        self._read = 0
         self._connection = None
         self._channel = None
-        self._opening = None  # the channel being set up, until it is ready
-        self._as_they_are = set()  # inbox queues to declare passively (see _learn_from)
-        self._unannounced = {}  # (role, user id) -> session notice not yet published
         self._stopping = False
+        self._chores = None
 
     def start(self):
         self._connect()
+        self._chores = gevent.spawn(self._every_so_often)
         return self
 
-    def open(self, user_id, kind, routing_keys):
-        inbox = Inbox(self, user_id, kind, routing_keys)
-        self._inboxes[inbox.tag] = inbox
-        if self._channel is not None:
-            self._subscribe(self._channel, inbox)
+    def open(self, role, user_id, session):
+        """A socket of this user is opening here: from the `connected` marker
+        on, nothing for them is missed, whatever the broker is doing."""
+        inbox = Inbox(self, role, user_id, session)
+        self._inboxes[inbox.session] = inbox
+        self.mailroom.register(inbox)
+        self.mark(CONNECTED, inbox)
         return inbox
 
-    def close(self, inbox):
-        if self._inboxes.pop(inbox.tag, None) is None:
-            return
-        if self._channel is not None and inbox.ready.is_set():
-            self._channel.basic_cancel(inbox.tag)
-        inbox._give_back()
-        inbox.ready.clear()
+    def mark(self, kind, inbox, body=b"", **extra):
+        self._mark(kind, inbox.role, inbox.user_id, inbox.session, body, **extra)
 
-    def announce(self, role, user_id, session, since):
-        """Tells every gateway process that this user has a socket here,
-        opened at `since` (unix time); older ones elsewhere are replaced. Told
-        once the broker is back when it is away."""
-        notice = json.dumps({"role": role, "userID": user_id, "session": session, "since": since})
-        self._unannounced[(role, user_id)] = notice
+    def _mark(self, kind, role, user_id, session, body=b"", **extra):
+        marker = uuid.uuid4().hex
+        headers = {"type": kind, "role": role, "owner": user_id, "session": session, **extra}
+        self._unseen[marker] = (headers, body)
         if self._channel is not None:
-            self._announce_all(self._channel)
+            self._publish(self._channel, marker, headers, body)
 
-    def _announce_all(self, channel):
-        for notice in self._unannounced.values():
-            channel.basic_publish(contract.GATEWAY_SESSIONS_EXCHANGE, "", notice)
-        self._unannounced.clear()
+    def leave(self, inbox, unwritten):
+        """The inbox was cut where the feed is now: its `left` says so, and
+        carries what it did not write."""
+        carried = [[n.offset, n.type, n.message_id, n.body.decode(), _text_only(n.headers)] for n in unwritten]
+        self.mark(LEFT, inbox, json.dumps(carried).encode(), cut=self._offset)
 
     def stop(self):
         self._stopping = True
-        for inbox in list(self._inboxes.values()):
-            self.close(inbox)
+        if self._chores is not None:
+            self._chores.kill(block=False)
         if self._connection is not None and self._connection.is_open:
             self._connection.close()
+
+    @property
+    def settled(self):
+        """Every socket that closed here has its `left` in the feed."""
+        return not self._inboxes
 
     @property
     def stopped(self):
@@ -164,7 +198,7 @@ class Inboxes:
 
     @property
     def consuming(self):
-        return sum(1 for inbox in self._inboxes.values() if inbox.ready.is_set())
+        return sum(1 for inbox in self._inboxes.values() if inbox.live)
 
     # The rest runs in gevent's hub, as pika callbacks.
 
@@ -177,111 +211,133 @@ class Inboxes:
         )
 
     def _on_connection_lost(self, _connection, reason):
-        self._lost_channel()
+        self._channel = self._unacked = None
         if self._stopping:
             return
         log.warning("inboxes lost the broker (%s); reconnecting in %.0fs", reason, RECONNECT_PAUSE)
         gevent.spawn_later(RECONNECT_PAUSE, self._connect)
 
     def _on_channel_open(self, channel):
-        self._opening = channel
         channel.add_on_close_callback(self._on_channel_closed)
-        channel.add_on_cancel_callback(lambda frame: self._on_broker_cancel(channel, frame))
+        self._unconfirmed.clear()
+        self._published = 0
+        channel.confirm_delivery(self._on_confirm)
         rabbit.declare_topology(channel)  # the gateway may be the first process up
-        channel.queue_declare("", exclusive=True, auto_delete=True,
-                              callback=lambda ok: self._on_session_queue(channel, ok.method.queue))
+        channel.basic_qos(prefetch_count=FEED_PREFETCH, callback=lambda _ok: self._consume(channel))
 
-    def _on_session_queue(self, channel, queue):
-        channel.queue_bind(queue, contract.GATEWAY_SESSIONS_EXCHANGE)
-        channel.basic_consume(queue, self._on_session_notice, auto_ack=True)
-        channel.basic_qos(prefetch_count=PREFETCH, callback=lambda _ok: self._on_ready(channel))
-
-    def _on_ready(self, channel):
+    def _consume(self, channel):
+        start = self._replay if self._offset is None else self._offset + 1
+        channel.basic_consume(contract.NOTIFICATIONS_STREAM, self._on_record, arguments={"x-stream-offset": start})
         self._channel = channel
-        self._announce_all(channel)
-        log.info("inboxes connected to the broker; %d to subscribe", len(self._inboxes))
-        for inbox in list(self._inboxes.values()):
-            self._subscribe(channel, inbox)
+        log.info("inboxes reading the feed from %s; %d sockets here", start, len(self._inboxes))
+        for marker, (headers, body) in list(self._unseen.items()):
+            self._publish(channel, marker, headers, body)
 
     def _on_channel_closed(self, channel, reason):
-        if channel is not self._channel and channel is not self._opening:
-            return  # a channel of a connection already given up
-        self._lost_channel()
-        self._learn_from(reason)
+        if channel is not self._channel:
+            return
+        self._channel = self._unacked = None
         connection = self._connection
         if not self._stopping and connection is not None and connection.is_open:
-            log.warning("inbox channel closed (%s); reopening in %.0fs", reason, RECONNECT_PAUSE)
+            log.warning("feed channel closed (%s); reopening in %.0fs", reason, RECONNECT_PAUSE)
             gevent.spawn_later(RECONNECT_PAUSE, self._reopen_channel, connection)
 
     def _reopen_channel(self, connection):
         if not self._stopping and connection is self._connection and connection.is_open:
             connection.channel(on_open_callback=self._on_channel_open)
 
-    def _learn_from(self, reason):
-        """An inbox queue left by a gateway with another RECONNECT_WINDOW has
-        other arguments, and redeclaring it fails (406) for every socket on
-        the channel: such a queue is then declared passively, as it is."""
-        text = getattr(reason, "reply_text", "")
-        name = _QUEUE_IN_ERROR.search(text)
-        if name is None:
+    def _publish(self, channel, marker, headers, body):
+        channel.basic_publish("", contract.NOTIFICATIONS_STREAM, body,
+                              BasicProperties(message_id=marker, headers=headers, delivery_mode=2))
+        self._published += 1
+        self._unconfirmed[self._published] = marker
+
+    def _on_confirm(self, frame):
+        """The broker has (ack) or has not (nack: published again) a marker."""
+        method = frame.method
+        tags = [tag for tag in self._unconfirmed if tag <= method.delivery_tag] if method.multiple \
+            else [method.delivery_tag]
+        for tag in tags:
+            marker = self._unconfirmed.pop(tag, None)
+            if marker is not None:
+                self._confirmed(marker, isinstance(method, Basic.Ack))
+
+    def _confirmed(self, marker, taken):
+        unseen = self._unseen.get(marker)
+        if unseen is None:
             return
-        if getattr(reason, "reply_code", None) == 406:
-            log.warning("inbox %s exists with other arguments; using it as it is (%s)", name[1], text)
-            self._as_they_are.add(name[1])
-        elif getattr(reason, "reply_code", None) == 404:
-            self._as_they_are.discard(name[1])
+        headers, body = unseen
+        if not taken:
+            log.warning("broker refused the %s marker of %s %s; publishing it again",
+                        headers["type"], headers["role"], headers["owner"])
+            self._publish(self._channel, marker, headers, body)
+        elif headers["type"] == CONNECTED:
+            self._in_feed(headers["session"])
 
-    def _lost_channel(self):
-        self._channel = self._opening = None
-        for inbox in self._inboxes.values():
-            inbox._forget()
+    def _in_feed(self, session):
+        inbox = self._inboxes.get(session)
+        if inbox is not None and inbox.in_feed is not None:
+            inbox.in_feed.set()
 
-    def _subscribe(self, channel, inbox):
-        def bind(keys):
-            if not keys:
-                channel.basic_consume(inbox.queue, self._on_delivery, consumer_tag=inbox.tag, callback=consuming)
-                return
-            channel.queue_bind(inbox.queue, contract.TRIP_EXCHANGE, contract.inbox_routing_key(inbox.user_id, keys[0]),
-                               callback=lambda _ok: bind(keys[1:]))
+    def _on_record(self, channel, method, props, body):
+        headers = props.headers or {}
+        offset = headers.get("x-stream-offset")
+        self._unacked = (channel, method.delivery_tag)
+        self._read += 1
+        if self._read % ACK_EVERY == 0:
+            self._ack()
+        if not isinstance(offset, int) or (self._offset is not None and offset <= self._offset):
+            return  # a stream consumer may start a little before the offset asked for
+        self._offset = offset
+        try:
+            self._take(offset, headers, props.message_id, body)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("feed record %d (%s) is malformed, skipped: %r", offset, headers.get("type"), exc)
 
-        def declared(_ok):
-            bind(inbox.routing_keys)
-
-        def consuming(_ok):
-            if inbox.tag in self._inboxes:
-                inbox.ready.set()
-            else:  # closed while subscribing
-                channel.basic_cancel(inbox.tag)
-
-        if inbox.queue in self._as_they_are:
-            channel.queue_declare(inbox.queue, passive=True, callback=declared)
+    def _take(self, offset, headers, message_id, body):
+        kind, owner = headers.get("type"), headers.get("owner")
+        if not isinstance(owner, str):
+            raise ValueError("no owner header")
+        if kind == CONNECTED:
+            self.mailroom.connected(headers["role"], owner, headers["session"])
+            self._in_feed(headers["session"])  # read back before its confirm came
+        elif kind == LEAVING:
+            self.mailroom.leaving(headers["role"], owner, headers["session"])
+        elif kind == LEFT:
+            carried = [Notice(o, t, m, b.encode(), h) for o, t, m, b, h in json.loads(body)]
+            self.mailroom.left(headers["role"], owner, headers["session"], headers["cut"], carried,
+                               bool(headers.get("forfeit")))
+            self._settle(headers["session"])
         else:
-            channel.queue_declare(inbox.queue, durable=True, arguments=self._queue_arguments, callback=declared)
+            self.mailroom.notice(owner, Notice(offset, kind, message_id, body, headers))
+        self._unseen.pop(message_id, None)
 
-    def _on_broker_cancel(self, channel, frame):
-        inbox = self._inboxes.get(frame.method.consumer_tag)
-        if inbox is not None and channel is self._channel:
-            log.warning("broker cancelled inbox %s; subscribing again", inbox.queue)
-            inbox.ready.clear()
-            self._subscribe(channel, inbox)
+    def _settle(self, session):
+        inbox = self._inboxes.get(session)
+        if inbox is not None:
+            inbox.left_in_feed = True
+            self.drop_if_done(inbox)
 
-    def _on_delivery(self, channel, method, props, body):
-        inbox = self._inboxes.get(method.consumer_tag)
-        if inbox is None:
-            channel.basic_nack(method.delivery_tag, requeue=True)
-            return
-        try:
-            _owner, data = contract.open_envelope(body)
-        except ValueError as exc:
-            log.error("inbox %s drops an unreadable message: %s", inbox.queue, exc)
-            channel.basic_ack(method.delivery_tag)
-            return
-        kind = (props.headers or {}).get("type") or method.routing_key
-        inbox._take(Delivery(channel, method.delivery_tag, props.message_id, kind, data, props.headers or {}))
+    def drop_if_done(self, inbox):
+        """Forgets an inbox whose socket is gone and whose `left` is in the feed."""
+        if inbox.closed and inbox.left_in_feed and self._inboxes.pop(inbox.session, None) is not None:
+            self.mailroom.forget(inbox)
 
-    def _on_session_notice(self, _channel, _method, _props, body):
-        try:
-            notice = json.loads(body)
-            self._on_takeover(notice["role"], notice["userID"], notice["session"], float(notice["since"]))
-        except (ValueError, KeyError, TypeError):
-            log.error("ignoring a malformed session notice: %r", body[:200])
+    def _ack(self):
+        if self._unacked is not None:
+            channel, tag = self._unacked
+            self._unacked = None
+            if channel.is_open:
+                channel.basic_ack(tag, multiple=True)
+
+    def _every_so_often(self):
+        while True:
+            gevent.sleep(ACK_PAUSE)
+            self._ack()
+            for role, user_id, session in self.mailroom.expire():
+                self._mark(LEFT, role, user_id, session, b"[]", cut=self._offset, forfeit=True)
+
+
+def _text_only(headers):
+    """The headers a carried notice keeps: its trace and request ids, all text."""
+    return {key: value for key, value in headers.items() if isinstance(value, str)}

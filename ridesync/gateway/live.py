@@ -33,16 +33,15 @@ from ridesync.ride.model import Coordinate
 log = logging.getLogger(__name__)
 bp = Blueprint("live", __name__)
 sock = Sock()
-INBOX_READY_TIMEOUT = 5.0
 REGISTRATION_CHECK = 2.0  # seconds between asking DriverService whose registrations it lost
 
 
 @bp.before_request
 def open_line():
     """Before the upgrade: the identity is checked (a clear 400 rather than a
-    socket that hangs up), the user's inboxes are on the broker, a driver is
-    registered, and a v2 socket's trip read (after the inboxes: whatever
-    happens to the trip later is in them), so that once the socket is open
+    socket that hangs up), the user's socket is in the feed, a driver is
+    registered, and a v2 socket's trip read (after the feed: whatever
+    happens to the trip later is in it), so that once the socket is open
     nothing meant for it is missed."""
     if not request.path.startswith("/ws/"):
         return
@@ -53,12 +52,12 @@ def open_line():
     user_id = acting_user(request.args.get("userID"), role, query_token=True)
     v2 = is_v2(request.headers.get("Sec-WebSocket-Protocol"))
     if role == "rider":
-        line = g.line = Line("rider", user_id, contract.RIDER_NOTIFICATIONS, v2)
+        line = g.line = Line("rider", user_id, v2)
     else:
         package = request.args.get("packageSlug")
         if package not in PACKAGES:
             raise invalid(f"packageSlug is required and must be one of: {', '.join(PACKAGES)}")
-        line = g.line = Line("driver", user_id, contract.DRIVER_NOTIFICATIONS, v2)
+        line = g.line = Line("driver", user_id, v2)
         line.driver = _register(user_id, package, line.session)
         _keep_drivers_registered()
         line.first.append((contract.DRIVER_REGISTER, line.driver))
@@ -68,7 +67,7 @@ def open_line():
 
 @bp.teardown_request
 def close_line(_exc):
-    """Every way a socket ends comes here: inboxes closed, driver unregistered
+    """Every way a socket ends comes here: inbox closed, driver unregistered
     (unless a newer socket registered them since: DriverService knows by the session)."""
     line = g.pop("line", None)
     if line is None:
@@ -114,63 +113,63 @@ def stats():
 
 
 class Line:
-    """One user's connection: their inboxes on the broker, then their socket
-    on the switchboard, each inbox writing to it."""
+    """One user's connection: their inbox on this worker (from here on
+    nothing for them is missed), then their socket on the switchboard, the
+    inbox writing to it."""
 
-    def __init__(self, role, user_id, kinds, v2):
+    def __init__(self, role, user_id, v2):
         self.role, self.user_id, self.v2 = role, user_id, v2
-        self.session = uuid.uuid4().hex  # what registers a driver with DriverService
+        self.session = uuid.uuid4().hex  # its inbox's, and what registers a driver with DriverService
         self.phone = None
         self.first = []  # (type, data) frames the socket gets before any other
         self.driver = None  # a driver's line: the Driver as DriverService registered it
         self.position = None  # a rider's line: where the rider's phone last said they are
         self._worker = _worker()
         self._worker.lines.add(self)
-        inboxes = self._worker.inboxes
-        self._inboxes = [inboxes.open(user_id, kind, keys) for kind, keys in kinds.items()]
-        with gevent.Timeout(INBOX_READY_TIMEOUT, False):
-            for inbox in self._inboxes:
-                inbox.ready.wait()
-        for inbox in self._inboxes:
-            if not inbox.ready.is_set():
-                log.warning("inbox %s is not on the broker yet; it will be when the broker answers", inbox.queue)
+        self._inbox = self._worker.inboxes.open(role, user_id, self.session)
+        if not self._inbox.wait_in_feed():
+            log.warning("%s %s: the broker has not confirmed the socket's marker; opening it anyway", role, user_id)
 
     def connect(self, ws):
-        """The socket is open: its first frames, then its inboxes' deliveries."""
+        """The socket is open: its first frames, then its inbox's notifications."""
         self.phone = Phone(ws, self.role, self.user_id)
         self._worker.switchboard.connect(self.phone)
         metrics.socket_opened(self.role)
-        self._worker.inboxes.announce(self.role, self.user_id, self.phone.session, self.phone.connected_at)
         log.info("%s %s connected (%s)", self.role, self.user_id, "v2" if self.v2 else "v1")
         if self._worker.draining:  # it got past the check while the drain took its snapshot
             self.phone.close(*GOING_AWAY)
             return
         for frame in self.first:
             self.phone.send(*frame)
-        for inbox in self._inboxes:
-            inbox.write_to(self._deliver)
+        self._inbox.write_to(self._deliver, self.phone.replace)
 
-    def _deliver(self, delivery):
-        """An inbox's delivery as this socket's dialect has it: a refused
-        answer is an `error` frame on v2 (counted on both), and types the
-        original client does not know never reach a v1 socket."""
-        if delivery.type == contract.DRIVER_ANSWER_REFUSED:
-            code, message = str(delivery.data.get("code")), str(delivery.data.get("message"))
+    def _deliver(self, notice):
+        """A notification as this socket's dialect has it: a refused answer
+        is an `error` frame on v2 (counted on both), and types the original
+        client does not know never reach a v1 socket. False once the socket is gone."""
+        try:
+            _owner, data = contract.open_envelope(notice.body)
+        except ValueError as exc:
+            log.error("%s %s: %s at feed offset %s is not an envelope, skipped: %s",
+                      self.role, self.user_id, notice.type, notice.offset, exc)
+            return True
+        kind = notice.type
+        if kind == contract.DRIVER_ANSWER_REFUSED:
+            code, message = str(data.get("code")), str(data.get("message"))
             log.info("driver %s was refused: %s", self.user_id, message)
             metrics.FRAMES_REJECTED.labels(code).inc()
-            delivery = delivery._replace(type="error", data={"code": code, "message": message})
-        if not sendable(self.v2, delivery.type):
-            log.debug("%s not sent to v1 %s %s", delivery.type, self.role, self.user_id)
+            kind, data = "error", {"code": code, "message": message}
+        if not sendable(self.v2, kind):
+            log.debug("%s not sent to v1 %s %s", kind, self.role, self.user_id)
             return True
-        return self.phone.deliver(delivery)
+        return self.phone.deliver(kind, notice.message_id, data, notice.headers)
 
     def frames(self):
         while (raw := self.phone.receive()) is not None:
             yield raw
 
     def hang_up(self):
-        for inbox in self._inboxes:
-            inbox.close()
+        self._inbox.close()
         if self.phone is not None:
             self._worker.switchboard.disconnect(self.phone)
             metrics.socket_closed(self.role)

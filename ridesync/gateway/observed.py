@@ -53,14 +53,14 @@ def _end(_exc):
 
 
 @contextmanager
-def delivering(phone, delivery):
-    """An inbox delivery on its way to a phone: traced and logged as the
+def delivering(phone, kind, headers, data):
+    """A notification on its way to a phone: traced and logged as the
     message's, counted once written."""
-    with telemetry.received(delivery.type, delivery.headers, phone.user_id, delivery.data):
+    with telemetry.received(kind, headers, phone.user_id, data):
         yield
-        metrics.EVENTS_DELIVERED.labels(delivery.type).inc()
-        if delivery.type == contract.DRIVER_TRIP_REQUEST:
-            _asked[(phone.user_id, telemetry.trip_of(delivery.data))] = telemetry.message_headers()
+        metrics.EVENTS_DELIVERED.labels(kind).inc()
+        if kind == contract.DRIVER_TRIP_REQUEST:
+            _asked[(phone.user_id, telemetry.trip_of(data))] = telemetry.message_headers()
             while len(_asked) > ASKED_MEMORY:
                 _asked.popitem(last=False)
 

@@ -1,11 +1,9 @@
 """The phones connected to this worker: each WebSocket with its one writer,
-and the register of who is connected, where a newer socket replaces an
-older one of the same user."""
+and the register of who is connected. Which of a user's sockets is the one
+(a newer one anywhere replaces it) is the feed's to say (mailroom.py)."""
 import json
 import logging
 import socket
-import time
-import uuid
 from collections import deque
 
 import gevent
@@ -24,8 +22,6 @@ WRITE_TIMEOUT = 10.0  # seconds a write may wait on a phone that reads nothing
 class Phone:
     def __init__(self, ws, role, user_id):
         self.role, self.user_id = role, user_id
-        self.session = uuid.uuid4().hex
-        self.connected_at = time.time()
         self.replaced = False
         self._ws = ws
         # simple-websocket writes from its reader thread too (pongs, close
@@ -42,18 +38,24 @@ class Phone:
         with self._sock.lock:
             self._ws.send(frame)
 
-    def deliver(self, delivery):
-        """Writes an inbox's delivery unless this socket already had it;
-        False when the socket is gone."""
-        if not self.first_time(delivery.message_id):
+    def deliver(self, kind, message_id, data, headers):
+        """Writes a notification unless this socket already had it; False
+        when the socket is gone."""
+        if not self.first_time(message_id):
             return True
         try:
-            with observed.delivering(self, delivery):
-                self.send(delivery.type, delivery.data)
-                log.info("%s -> %s %s", delivery.type, self.role, self.user_id)
+            with observed.delivering(self, kind, headers, data):
+                self.send(kind, data)
+                log.info("%s -> %s %s", kind, self.role, self.user_id)
         except (ConnectionClosed, OSError):
             return False
         return True
+
+    def replace(self):
+        """A newer socket of this user opened, here or on another worker."""
+        log.info("%s %s reconnected; closing the older socket", self.role, self.user_id)
+        self.replaced = True
+        self.close(*REPLACED)
 
     def send_error(self, code, message):
         self.send("error", {"code": code, "message": message})
@@ -90,40 +92,22 @@ class Switchboard:
     """Who is connected to this worker, by role and user."""
 
     def __init__(self):
-        self._phones = {}
+        self._phones = set()
 
     def connect(self, phone):
-        previous = self._phones.get((phone.role, phone.user_id))
-        self._phones[(phone.role, phone.user_id)] = phone
-        if previous is not None:
-            self._replace(previous)
+        self._phones.add(phone)
 
     def disconnect(self, phone):
-        if self._phones.get((phone.role, phone.user_id)) is phone:
-            del self._phones[(phone.role, phone.user_id)]
-
-    def take_over(self, role, user_id, session, since):
-        """A socket of this user opened at `since` on some worker: it
-        replaces the one here if that one is older."""
-        phone = self._phones.get((role, user_id))
-        if phone is not None and phone.session != session and phone.connected_at <= since:
-            del self._phones[(role, user_id)]
-            self._replace(phone)
+        self._phones.discard(phone)
 
     def __len__(self):
         return len(self._phones)
 
     def count(self, role):
-        return sum(1 for r, _ in self._phones if r == role)
+        return sum(1 for phone in self._phones if phone.role == role)
 
     def phones(self):
-        return list(self._phones.values())
-
-    @staticmethod
-    def _replace(phone):
-        log.info("%s %s reconnected; closing the older socket", phone.role, phone.user_id)
-        phone.replaced = True
-        gevent.spawn(phone.close, *REPLACED)
+        return list(self._phones)
 
 
 class _OneWriterSocket:

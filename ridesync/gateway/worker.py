@@ -41,15 +41,14 @@ class Worker:
             name = f"gateway-{os.getpid()}"
             self._pid = os.getpid()
             self._switchboard = Switchboard()
-            self._inboxes = Inboxes(
-                self._settings.amqp_url, self._settings.reconnect_window, name, self._switchboard.take_over
-            ).start()
+            self._inboxes = Inboxes(self._settings.amqp_url, self._settings.reconnect_window, name).start()
             self._publisher = Publisher(self._settings.amqp_url, name)
         return self
 
     def drain(self, timeout):
         """Closes every socket with 1001 (going away), waits for their
-        teardown (inboxes cancelled, drivers unregistered), then closes the
+        teardown (drivers unregistered, and what each socket had not written
+        handed on in the feed for its user's next socket), then closes the
         broker connections. Returns within timeout seconds."""
         self.draining = True
         if self._pid != os.getpid():
@@ -59,9 +58,10 @@ class Worker:
         log.info("draining: closing %d sockets (1001)", len(phones))
         for phone in phones:  # at once: one phone slow to take its frame holds up no other
             gevent.spawn(phone.close, *GOING_AWAY)
-        _wait(lambda: not self.lines, deadline)
-        if self.lines:
-            log.warning("draining: %d sockets still tearing down at the deadline", len(self.lines))
+        _wait(lambda: not self.lines and self._inboxes.settled, deadline)
+        if self.lines or not self._inboxes.settled:
+            log.warning("draining: %d sockets still tearing down, %d not yet handed on in the feed at the deadline",
+                        len(self.lines), self._inboxes.open_count)
         self._inboxes.stop()
         self._publisher.close()
         _wait(lambda: self._inboxes.stopped, deadline)
