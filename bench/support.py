@@ -68,14 +68,15 @@ class Bench:
         return os.path.join(self.tmp, f"{name}.log")
 
     def gunicorn(self, app, workers=1, name="gateway", conf="gunicorn.conf.py", **env):
-        """gunicorn -c conf app on loopback; a Gunicorn once it listens."""
+        """gunicorn -c conf app on loopback; a Gunicorn once it listens. The
+        clients say who they are with ?userID= (AUTH_MODE=open)."""
         port = free_port()
         log = open(self.log(name), "wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", conf, "--bind", f"127.0.0.1:{port}", app],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "AMQP_URL": self.amqp_url, "WEB_CONCURRENCY": str(workers),
-                 "PORT": str(port), "LOG_LEVEL": "WARNING", **env},
+                 "PORT": str(port), "LOG_LEVEL": "WARNING", "AUTH_MODE": "open", **env},
         )
         server = Gunicorn(proc, port, self.log(name))
         self.defer(lambda: (server.stop(), log.close()))
