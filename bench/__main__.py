@@ -1,11 +1,11 @@
 """`python -m bench` (`make bench`): every benchmark with modest defaults,
 2,000 riders for capacity, 1,000 riders at 1,000 events/s for 5 s for
-fan-out, 1,000 sockets for the shutdown drain. The full targets:
-`python -m bench.capacity` (10,000 riders) and `python -m bench.fanout`
-(10 s). Figures and their meaning: bench/RESULTS.md."""
+fan-out, 2,000 riders reconnecting at once, 1,000 sockets for the shutdown drain. The full targets:
+`python -m bench.capacity` (10,000 riders), `python -m bench.fanout`
+(10 s) and `python -m bench.reconnect` (10,000 riders). Figures and their meaning: bench/RESULTS.md."""
 import argparse
 
-from bench import capacity, drain, fanout
+from bench import capacity, drain, fanout, reconnect
 
 
 def main():
@@ -18,6 +18,8 @@ def main():
     capacity.run(args.riders, steps=2)
     print()
     fanout.run(args.fanout_riders, args.rate, args.seconds)
+    print()
+    reconnect.run(args.riders)
     print()
     drain.run(1000)
 

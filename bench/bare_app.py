@@ -1,6 +1,6 @@
 """The capacity baseline: a bare flask-sock echo WebSocket on the same
 gunicorn/gevent config and the same simple-websocket options as the gateway,
-with no inboxes (`gunicorn -c gunicorn.conf.py bench.bare_app:app`)."""
+with no notifications (`gunicorn -c gunicorn.conf.py bench.bare_app:app`)."""
 from flask import Flask
 from flask_sock import Sock
 

@@ -5,7 +5,7 @@ broker's VmRSS delta, per socket: other sessions move it too); and how fast
 they connect.
 
 The baseline, measured in the same run on the same gunicorn/gevent config:
-a bare flask-sock echo WebSocket (bench/bare_app.py), no inboxes.
+a bare flask-sock echo WebSocket (bench/bare_app.py), no notifications.
 
     python -m bench.capacity --riders 10000
 """

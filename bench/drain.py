@@ -12,7 +12,8 @@ import argparse
 import signal
 import time
 
-from bench.support import Bench, broker_counts, machine, wait_until
+from bench.fanout import serving
+from bench.support import Bench, broker_counts, machine
 
 TARGET_SECONDS = 10.0
 MARK_SECONDS = 2.0
@@ -24,7 +25,7 @@ def measure(bench, label, conf, sockets, workers):
     report = fleet.wait_connected(900)
     if report["open"] != sockets:
         raise RuntimeError(f"{label}: only {report['open']} of {sockets} sockets connected: {report}")
-    wait_until(lambda: broker_counts(bench.vhost)["consumers"] >= 4 * sockets, 300, "every inbox to consume")
+    serving(server, sockets, workers)
 
     started = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)

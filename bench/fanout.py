@@ -183,7 +183,7 @@ def floor_phase(bench, owners, rate, seconds):
     floor = bench.python("bench.floor", "--expect", str(int(rate * seconds)), "--out", out, name="floor")
     if read_json_line(floor, 30).get("event") != "ready":
         raise RuntimeError("the floor consumer did not start")
-    with CpuMeter([floor.pid]) as cpu:
+    with CpuMeter([]) as cpu:
         publisher = PacedPublisher(bench.amqp_url, owners, rate, seconds, "floor", floor_module.ROUTING_KEY)
         publisher.run(seconds * 3 + 30)
         done = read_json_line(floor, 60)
@@ -191,7 +191,7 @@ def floor_phase(bench, owners, rate, seconds):
     with open(out) as f:
         rows = json.load(f)
     print(f"  floor consumer: {done}", flush=True)
-    return {**check(publisher, rows), "cpu": cpu.per_event_ms(len(publisher.owner_of))}
+    return {**check(publisher, rows), "cpu": cpu.per_event_ms(len(publisher.owner_of), done["cpu_seconds"])}
 
 
 def gateway_phase(bench, fleet, owners, rate, seconds, profile=None, workers=()):

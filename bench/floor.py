@@ -3,8 +3,8 @@ active consumer, x-expires) bound to the `trip` exchange under a key of its
 own (bench.floor), prefetch 16, each message
 timed on arrival and acked. Prints {"event": "ready"} once consuming; stops
 after --expect messages, --idle seconds without one (after the first), or
---timeout; deletes its queue and writes [owner, seq, published, received]
-rows to --out.
+--timeout; deletes its queue, writes [owner, seq, published, received]
+rows to --out and prints the CPU time it used from ready to done.
 
     python -m bench.floor --expect 10000 --out floor.json
 """
@@ -45,6 +45,7 @@ def main():
 
     channel.basic_consume(QUEUE, on_message)
     print(json.dumps({"event": "ready"}), flush=True)
+    cpu_at_ready = time.process_time()
     deadline = time.monotonic() + args.timeout
     last, seen = time.monotonic(), 0
     try:
@@ -59,7 +60,8 @@ def main():
         connection.close()
         with open(args.out, "w") as out:
             json.dump(rows, out)
-    print(json.dumps({"event": "done", "received": len(rows)}), flush=True)
+    print(json.dumps({"event": "done", "received": len(rows), "cpu_seconds": time.process_time() - cpu_at_ready}),
+          flush=True)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """The phones connected to this worker: each WebSocket with its one writer,
 and the register of who is connected. Which of a user's sockets is the one
 (a newer one anywhere replaces it) is the feed's to say (mailroom.py)."""
-import json
 import logging
 import socket
 from collections import deque
 
 import gevent
+import orjson
 from gevent.lock import RLock
 from simple_websocket import ConnectionClosed
 
@@ -31,7 +31,7 @@ class Phone:
 
     def send(self, kind, data):
         """Raises ConnectionClosed when the socket is gone."""
-        frame = json.dumps({"type": kind, "data": data})
+        frame = orjson.dumps({"type": kind, "data": data}).decode()
         # Built and written under one lock: with permessage-deflate (every
         # browser asks for it) each frame is compressed against the ones
         # before it, so frames must leave in the order they were built.
