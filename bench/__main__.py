@@ -1,11 +1,13 @@
 """`python -m bench` (`make bench`): every benchmark with modest defaults,
 2,000 riders for capacity, 1,000 riders at 1,000 events/s for 5 s for
-fan-out, 2,000 riders reconnecting at once, 1,000 sockets for the shutdown drain. The full targets:
+fan-out, 2,000 riders reconnecting at once, 1,000 sockets for the shutdown
+drain, and what token checking costs. The full targets:
 `python -m bench.capacity` (10,000 riders), `python -m bench.fanout`
-(10 s) and `python -m bench.reconnect` (10,000 riders). Figures and their meaning: bench/RESULTS.md."""
+(10 s) and `python -m bench.reconnect` (10,000 riders). Figures and their
+meaning: bench/RESULTS.md."""
 import argparse
 
-from bench import capacity, drain, fanout, reconnect
+from bench import auth, capacity, drain, fanout, reconnect
 
 
 def main():
@@ -22,6 +24,8 @@ def main():
     reconnect.run(args.riders)
     print()
     drain.run(1000)
+    print()
+    auth.run(2000, rounds=7)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,12 @@ done with it (text in, (type, data) or BadFrame out); and what each dialect
 may be sent. Plain logic."""
 import json
 
-from ridesync import contract
+from ridesync import contract, identity
 from ridesync.ride.model import Coordinate, InvalidArgument
 
+
+
+MAX_REASON = 500  # characters of a driver's reason for cancelling
 
 
 class BadFrame(Exception):
@@ -50,25 +53,39 @@ def _location(kind, data):
 
 
 def _trip_id(kind, data):
-    if not isinstance(data.get("tripID"), str) or not data["tripID"]:
-        raise BadFrame("invalid_argument", f"{kind}: data.tripID is required and must be a non-empty string")
-    return data
+    _id(kind, data, "tripID")
+    return {"tripID": data["tripID"]}  # a step takes nothing else from the phone
 
 
 def _trip_cancel(kind, data):
-    _trip_id(kind, data)
-    if not isinstance(data.get("reason", ""), str):
-        raise BadFrame("invalid_argument", f"{kind}: data.reason must be a string")
-    return data
+    reason = data.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON or not _is_text(reason):
+        raise BadFrame("invalid_argument", f"{kind}: data.reason must be text of at most {MAX_REASON} characters")
+    return {**_trip_id(kind, data), "reason": reason}
 
 
 def _trip_answer(kind, data):
     for name in ("tripID", "riderID"):
-        if not isinstance(data.get(name), str) or not data[name]:
-            raise BadFrame("invalid_argument", f"{kind}: data.{name} is required and must be a non-empty string")
+        _id(kind, data, name)
     if not isinstance(data.get("driver"), dict):
         raise BadFrame("invalid_argument", f"{kind}: data.driver is required and must be an object")
     return data
+
+
+def _id(kind, data, name):
+    try:
+        identity.checked_id(f"data.{name}", data.get(name))
+    except identity.InvalidId as exc:
+        raise BadFrame("invalid_argument", f"{kind}: {exc}") from None
+
+
+def _is_text(value):
+    """False for a string no protobuf or UTF-8 writer takes (a lone surrogate)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 READERS = {

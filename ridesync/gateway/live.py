@@ -14,6 +14,7 @@ import greenlet
 import grpc
 from flask import Blueprint, current_app, g, jsonify, request
 from flask_sock import Sock
+from simple_websocket import ConnectionClosed
 
 from ridesync import contract, metrics
 from ridesync.gateway import observed
@@ -33,6 +34,7 @@ from ridesync.ride.model import Coordinate
 log = logging.getLogger(__name__)
 bp = Blueprint("live", __name__)
 sock = Sock()
+INTERNAL_ERROR = (1011, "internal error; reconnect")
 REGISTRATION_CHECK = 2.0  # seconds between asking DriverService whose registrations it lost
 
 
@@ -187,6 +189,11 @@ def _answer_bad_frame(line, handle):
         metrics.FRAMES_REJECTED.labels(exc.code).inc()
         if line.v2:
             line.phone.send_error(exc.code, exc.message)
+    except ConnectionClosed:
+        raise
+    except Exception:  # a bug of ours: this socket ends with a close code, and no HTTP 500 is written into it
+        log.exception("%s %s: a frame failed unexpectedly; closing the socket (1011)", line.role, line.user_id)
+        line.phone.close(*INTERNAL_ERROR)
 
 
 def _handle_rider_frame(line, raw):

@@ -1,0 +1,40 @@
+"""What a phone may send (ridesync/gateway/frames.py): plain checks, no I/O."""
+import json
+
+import pytest
+
+from ridesync import contract
+from ridesync.gateway.frames import DRIVER_FRAME_TYPES, BadFrame, read_frame
+
+
+def frame(kind, **data):
+    return json.dumps({"type": kind, "data": data})
+
+
+@pytest.mark.parametrize("raw, says", [
+    ("[" * 10_000 + "]" * 10_000, "nested too deeply"),
+    (frame(contract.DRIVER_TRIP_ARRIVED, tripID="\ud800"), "data.tripID may hold only"),
+    (frame(contract.DRIVER_TRIP_ARRIVED, tripID="t\r\nINFO forged"), "data.tripID may hold only"),
+    (frame(contract.DRIVER_TRIP_ARRIVED, tripID={"$ne": ""}), "data.tripID is required"),
+    (frame(contract.DRIVER_TRIP_ACCEPT, tripID="t1", riderID="r" * 129, driver={}), "data.riderID must be at most"),
+    (frame(contract.DRIVER_TRIP_CANCEL, tripID="t1", reason="\udfff"), "data.reason must be text"),
+    (frame(contract.DRIVER_TRIP_CANCEL, tripID="t1", reason="x" * 501), "data.reason must be text"),
+    (frame(contract.DRIVER_TRIP_CANCEL, tripID="t1", reason=7), "data.reason must be text"),
+])
+def test_a_frame_no_service_could_take_is_a_bad_frame(raw, says):
+    with pytest.raises(BadFrame, match=says):
+        read_frame(raw, DRIVER_FRAME_TYPES)
+
+
+def test_a_well_formed_step_and_answer_pass():
+    assert read_frame(frame(contract.DRIVER_TRIP_CANCEL, tripID="t-1", reason="flat tyre, sorry"),
+                      DRIVER_FRAME_TYPES)[0] == contract.DRIVER_TRIP_CANCEL
+    kind, data = read_frame(frame(contract.DRIVER_TRIP_ACCEPT, tripID="t-1", riderID="r:1@x", driver={}),
+                            DRIVER_FRAME_TYPES)
+    assert (kind, data["riderID"]) == (contract.DRIVER_TRIP_ACCEPT, "r:1@x")
+
+
+def test_a_step_keeps_only_what_a_step_takes():
+    _kind, data = read_frame(frame(contract.DRIVER_TRIP_STARTED, tripID="t-1", reason={"x": 1}, extra="e" * 999),
+                             DRIVER_FRAME_TYPES)
+    assert data == {"tripID": "t-1"}
