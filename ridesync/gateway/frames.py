@@ -6,8 +6,6 @@ import json
 from ridesync import contract, identity
 from ridesync.ride.model import Coordinate, InvalidArgument
 
-
-
 MAX_REASON = 500  # characters of a driver's reason for cancelling
 
 
