@@ -294,16 +294,22 @@ def cpu_seconds(pid):
 
 
 def broker_pid():
-    """The RabbitMQ node's Erlang VM (beam.smp) on this machine."""
+    """The RabbitMQ node's Erlang VM: the oldest beam.smp on this machine
+    (rabbitmqctl runs short-lived ones of its own)."""
+    nodes = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/comm") as f:
-                    if f.read().strip() == "beam.smp":
-                        return int(entry)
+                    if f.read().strip() != "beam.smp":
+                        continue
+                with open(f"/proc/{entry}/stat") as f:
+                    nodes.append((int(f.read().rsplit(")", 1)[1].split()[19]), int(entry)))
             except OSError:
                 continue
-    raise RuntimeError("no beam.smp process: the benchmark needs the broker on this machine")
+    if not nodes:
+        raise RuntimeError("no beam.smp process: the benchmark needs the broker on this machine")
+    return min(nodes)[1]
 
 
 class CpuMeter:
@@ -317,16 +323,17 @@ class CpuMeter:
         self.pids = list(pids)
 
     def __enter__(self):
+        self._broker = broker_pid()
         self._idle_rate = self._broker_rate_at_rest()
         self._started = time.monotonic()
-        self._before = {pid: cpu_seconds(pid) for pid in self.pids + [broker_pid()]}
+        self._before = {pid: cpu_seconds(pid) for pid in self.pids + [self._broker]}
         return self
 
     def __exit__(self, *_):
         self.seconds = time.monotonic() - self._started
         after = {pid: cpu_seconds(pid) for pid in self._before}
         self.used = {pid: after[pid] - self._before[pid] for pid in after}
-        self.broker = self.used.pop(broker_pid())
+        self.broker = self.used.pop(self._broker)
         self.broker_net = max(0.0, self.broker - self._idle_rate * self.seconds)
         return False
 
@@ -338,10 +345,9 @@ class CpuMeter:
                 "ours": 1000 * ours / events, "idle_broker_cores": self._idle_rate}
 
     def _broker_rate_at_rest(self):
-        pid = broker_pid()
-        before = cpu_seconds(pid)
+        before = cpu_seconds(self._broker)
         time.sleep(self.IDLE_SAMPLE)
-        return (cpu_seconds(pid) - before) / self.IDLE_SAMPLE
+        return (cpu_seconds(self._broker) - before) / self.IDLE_SAMPLE
 
 
 def load():
