@@ -39,7 +39,7 @@ def engine_for(url):
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
     if url.get_backend_name() == "postgresql":
-        return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, pool_timeout=10,
+        return create_engine(url, pool_size=10, max_overflow=10, pool_recycle=1800, pool_timeout=10,
                              connect_args={"connect_timeout": CONNECT_TIMEOUT,
                                            "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"})
     if url.get_backend_name() != "sqlite":
@@ -82,10 +82,12 @@ class Database:
         return self.engine.dialect.name == "postgresql"
 
     @contextmanager
-    def transaction(self):
+    def transaction(self, durable=True):
         """The thread's open transaction, or a new one committed at the end
         (rolled back on an exception). Callbacks given to after_commit run
-        once it has committed."""
+        once it has committed. A new transaction that is not durable does
+        not wait for PostgreSQL to flush its commit to disk: what it writes
+        may be lost if the database server crashes (never if we do)."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             yield conn
@@ -94,6 +96,8 @@ class Database:
         try:
             with self.engine.begin() as conn:
                 self._local.conn = conn
+                if not durable and self.is_postgresql:
+                    conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
                 yield conn
         finally:
             self._local.conn = None

@@ -23,8 +23,8 @@ from ridesync.ride.fares import PACKAGES
 from ridesync.ride.model import Coordinate
 
 SOCKET_TIMEOUT = 5  # seconds, for every command
-SEARCH_RADIUS_KM = 50
-SEARCH_PAGE = 32  # drivers fetched per GEOSEARCH; more pages while all are taken
+SEARCH_RADII_KM = (2, 8, 32, 128)  # the search widens until enough free drivers are found
+SEARCH_WANTS = (8, 64, 1_000_000)  # free drivers asked for at a time, while the ones before were all claimed
 OFFER_GRACE_MS = 60_000  # an offer's key outlives its deadline by this, for expired_offers to find
 BUSY_TTL_S = 12 * 3600  # a trip that never ends frees its driver after this
 
@@ -96,6 +96,31 @@ end
 return expired
 """
 
+# ARGV: prefix, package, longitude, latitude, trip id, how many, radii (comma-separated), declined ids...
+# -> the Driver JSONs of up to that many free drivers who did not decline the trip, nearest first
+NEAREST_FREE = """
+local p, trip, want = ARGV[1], ARGV[5], tonumber(ARGV[6])
+local declined, found, seen = {}, {}, {}
+for i = 8, #ARGV do declined[ARGV[i]] = true end
+for radius in string.gmatch(ARGV[7], '[^,]+') do
+  local ids = redis.call('GEOSEARCH', p .. 'drivers:' .. ARGV[2], 'FROMLONLAT', ARGV[3], ARGV[4],
+                         'BYRADIUS', radius, 'km', 'ASC')
+  for _, id in ipairs(ids) do
+    if not seen[id] then
+      seen[id] = true
+      if not declined[id] and redis.call('EXISTS', p .. 'busy:' .. id) == 0 then
+        local offer = redis.call('GET', p .. 'offer:' .. id)
+        if not offer or cjson.decode(offer)['trip']['id'] == trip then
+          table.insert(found, redis.call('HGET', p .. 'driver:' .. id, 'driver'))
+          if #found >= want then return found end
+        end
+      end
+    end
+  end
+end
+return found
+"""
+
 # KEYS: driver hash; ARGV: prefix, driver JSON, longitude, latitude. -> package or nil
 MOVE = """
 local package = redis.call('HGET', KEYS[1], 'package')
@@ -116,6 +141,7 @@ class RedisDriverPool:
         self._offers_of_trip = self._redis.register_script(OFFERS_OF_TRIP)
         self._expired = self._redis.register_script(EXPIRED)
         self._move = self._redis.register_script(MOVE)
+        self._nearest_free = self._redis.register_script(NEAREST_FREE)
 
     def register(self, driver_id, package_slug, session=""):
         driver = new_driver(driver_id, package_slug)
@@ -185,18 +211,20 @@ class RedisDriverPool:
                 if _free_for(busy, offer, trip_id)]
 
     def candidates(self, trip):
-        """Nearest first, from the package's GEO index, page by page."""
-        index, page, seen = f"{self._p}drivers:{trip.package_slug}", SEARCH_PAGE, 0
-        while True:
-            ids = self._redis.geosearch(index, longitude=trip.pickup.longitude, latitude=trip.pickup.latitude,
-                                        radius=SEARCH_RADIUS_KM, unit="km", sort="ASC", count=page)
-            fresh = [i for i in ids[seen:] if i not in trip.declined]
-            for driver, busy, offer in self._with_state(fresh):
-                if _free_for(busy, offer, trip.id):
+        """Nearest first: the package's GEO index searched, and who is free
+        checked, by the server in one script; a few at a time, since the
+        first is nearly always free to claim."""
+        given = set()
+        for want in SEARCH_WANTS:
+            found = self._nearest_free(args=[
+                self._p, trip.package_slug, trip.pickup.longitude, trip.pickup.latitude, trip.id, want,
+                ",".join(map(str, SEARCH_RADII_KM)), *trip.declined])
+            for driver in map(_driver_of, found):
+                if driver.id not in given:
+                    given.add(driver.id)
                     yield driver
-            if len(ids) < page:
+            if len(found) < want:
                 return
-            seen, page = len(ids), page * 4
 
     def _load(self, ids):
         with self._redis.pipeline(transaction=False) as pipe:

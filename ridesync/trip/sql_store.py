@@ -18,25 +18,41 @@ from ridesync.ride.model import Coordinate, RideFare, Route, Trip
 from ridesync.tables import current_trips, fares, trips
 from ridesync.trip.store import ANYONE, FareNotFound, FareNotYours, FareUnavailable
 
+PRUNE_EVERY = 60  # seconds between deletions of expired fares
+
 
 class SqlTripStore:
     def __init__(self, database, clock=time.time):
         self._db = database
         self._clock = clock
+        self._pruned_at = float("-inf")
 
     def save_fares(self, new_fares):
-        with self._db.transaction() as conn:
-            # Expired, unused fares can never be taken again; used ones stay so
-            # that a second start of the same fare is told it was used.
-            conn.execute(delete(fares).where(fares.c.expires_at <= self._clock(), fares.c.used.is_(False)))
+        """A preview's fares: one insert, its route encoded once for all of
+        them; not durable (a fare lost in a database crash is previewed again)."""
+        with self._db.transaction(durable=False) as conn:
+            self._forget_expired(conn)
+            routes = {}
             conn.execute(insert(fares), [
                 {"id": f.id, "user_id": f.user_id, "expires_at": f.expires_at, "used": False,
-                 "data": json.dumps(dataclasses.asdict(f))}
+                 "data": _fare_json(f, routes)}
                 for f in new_fares
             ])
 
+    def _forget_expired(self, conn):
+        # Expired, unused fares can never be taken again; used ones stay so
+        # that a second start of the same fare is told it was used. At most
+        # once in PRUNE_EVERY seconds: a preview need not pay for it.
+        now = self._clock()
+        if now - self._pruned_at >= PRUNE_EVERY:
+            self._pruned_at = now
+            conn.execute(delete(fares).where(fares.c.expires_at <= now, fares.c.used.is_(False)))
+
     def take_fare(self, fare_id, user_id):
-        with self._db.transaction() as conn:
+        # Not durable: the trip saved next is, and its commit flushes this
+        # one too. A database crash before that may give the fare back,
+        # which is harmless: no trip was saved with it.
+        with self._db.transaction(durable=False) as conn:
             row = conn.execute(select(fares).where(fares.c.id == fare_id)).first()
             if row is None:
                 raise FareNotFound(f"no fare {fare_id!r}")
@@ -143,6 +159,15 @@ def _as_expected(trip, expected):
 def _trip_columns(trip):
     return {"user_id": trip.user_id, "status": trip.status, "driver_id": trip.driver_id,
             "data": json.dumps(dataclasses.asdict(trip))}
+
+
+def _fare_json(fare, routes):
+    """The fare as JSON; routes caches the JSON of each route (by identity)."""
+    route = routes.get(id(fare.route))
+    if route is None:
+        route = routes[id(fare.route)] = json.dumps(dataclasses.asdict(fare.route))
+    fields = {f.name: getattr(fare, f.name) for f in dataclasses.fields(fare) if f.name != "route"}
+    return json.dumps(fields)[:-1] + f', "route": {route}}}'
 
 
 def fare_of(data):

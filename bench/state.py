@@ -1,0 +1,194 @@
+"""The price of keeping state outside the process, each figure against a
+baseline measured in the same run, rounds interleaved so that a busy
+machine weighs on both alike:
+
+1. TripService's preview and start (no gRPC; OSRM off; the start publishes
+   trip.event.created to a real RabbitMQ, confirmed) on SQLite and on
+   PostgreSQL against the in-memory store: p50/p99 of each, and rides
+   (a preview and a start) per second with 4 threads.
+2. PreviewTrip over gRPC to a TripService process on SQLite and on
+   PostgreSQL, against the gRPC health check (the floor of any call).
+3. Dispatch's nearest-driver search among N online drivers (10,000) in
+   Redis against the in-process pool.
+
+    python -m bench.state [--calls 300] [--rounds 3] [--drivers 10000]
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import grpc
+import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench.support import ROOT, Bench, stop_process
+from ridesync import rabbit
+from ridesync.database import Database
+from ridesync.driver.dispatch import TripToDispatch
+from ridesync.driver.pool import DriverPool
+from ridesync.driver.redis_pool import RedisDriverPool
+from ridesync.pb import trip_pb2, trip_pb2_grpc
+from ridesync.ride.model import Coordinate
+from ridesync.trip.planner import RoutePlanner
+from ridesync.trip.service import TripService
+from ridesync.trip.sql_store import SqlTripStore
+from ridesync.trip.store import TripStore
+from tests.databases import POSTGRES_URL, REDIS_URL, create_database, drop_database
+from tests.support import free_port, grpc_serving
+
+PICKUP, DESTINATION = Coordinate(37.77, -122.41), Coordinate(37.79, -122.39)
+
+
+def percentiles(samples):
+    ordered = sorted(samples)
+    return ordered[len(ordered) // 2] * 1000, ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+
+
+def timed(call, n):
+    samples = []
+    for _ in range(n):
+        began = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - began)
+    return samples
+
+
+def stores_section(bench, calls, rounds, postgres):
+    publisher = rabbit.Publisher(bench.amqp_url, "bench-state")
+    databases = {"SQLite": Database(f"sqlite:///{bench.tmp}/bench.db"), "PostgreSQL": Database(postgres)}
+    services = {"in memory": TripService(RoutePlanner(None, enabled=False), TripStore(), publisher)}
+    for name, database in databases.items():
+        services[name] = TripService(RoutePlanner(None, enabled=False), SqlTripStore(database), publisher)
+    previews, starts, rides = ({name: [] for name in services} for _ in range(3))
+    for _ in range(rounds):
+        for name, trips in services.items():
+            fares = []
+            previews[name] += timed(lambda: fares.append(trips.preview(_rider(), PICKUP, DESTINATION)[1][0]), calls)
+            starts[name] += timed(lambda: trips.create_trip(fares[-1].id, fares.pop().user_id), calls)
+            rides[name].append(rides_per_second(trips, seconds=2, threads=4))
+    print(f"TripService in process, OSRM off, {rounds} rounds x {calls} calls; rides/s with 4 threads:")
+    base_preview, base_start = percentiles(previews["in memory"]), percentiles(starts["in memory"])
+    for name in services:
+        preview, start = percentiles(previews[name]), percentiles(starts[name])
+        print(f"  {name:10s} preview p50 {preview[0]:6.2f} ms p99 {preview[1]:6.2f} ms ({preview[0] / base_preview[0]:.2f}x)"
+              f" | start p50 {start[0]:6.2f} ms p99 {start[1]:6.2f} ms ({start[0] / base_start[0]:.2f}x)"
+              f" | rides/s {statistics.median(rides[name]):7.1f} (rounds {', '.join(f'{r:.0f}' for r in rides[name])})")
+    publisher.close()
+    for database in databases.values():
+        database.close()
+
+
+def rides_per_second(trips, seconds, threads):
+    done, stop = [], time.monotonic() + seconds
+
+    def ride():
+        while time.monotonic() < stop:
+            rider = _rider()
+            fare = trips.preview(rider, PICKUP, DESTINATION)[1][0]
+            trips.create_trip(fare.id, rider)
+            done.append(1)
+
+    workers = [threading.Thread(target=ride) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return len(done) / seconds
+
+
+def grpc_section(bench, calls, rounds, postgres):
+    stubs = {name: start_trip_service(bench, name, url) for name, url in
+             (("SQLite", f"sqlite:///{bench.tmp}/grpc.db"), ("PostgreSQL", postgres))}
+    request = trip_pb2.PreviewTripRequest(
+        userID="bench-rider", startLocation=trip_pb2.Coordinate(latitude=PICKUP.latitude, longitude=PICKUP.longitude),
+        endLocation=trip_pb2.Coordinate(latitude=DESTINATION.latitude, longitude=DESTINATION.longitude))
+    previews, checks = {name: [] for name in stubs}, []
+    for trips, _health in stubs.values():
+        timed(lambda: trips.PreviewTrip(request, timeout=5), 50)  # warm up
+    for _ in range(rounds):
+        checks += timed(lambda: stubs["SQLite"][1].Check(health_pb2.HealthCheckRequest(), timeout=5), calls)
+        for name, (trips, _health) in stubs.items():
+            previews[name] += timed(lambda: trips.PreviewTrip(request, timeout=5), calls)
+    check = percentiles(checks)
+    print(f"over gRPC, one call at a time, {rounds} x {calls}: health check (the floor of any call) "
+          f"p50 {check[0]:.2f} ms p99 {check[1]:.2f} ms")
+    for name, samples in previews.items():
+        p50, p99 = percentiles(samples)
+        print(f"  PreviewTrip, {name:10s} (OSRM off): p50 {p50:.2f} ms p99 {p99:.2f} ms ({p50 / check[0]:.2f}x the floor)")
+
+
+def start_trip_service(bench, name, database_url):
+    """A TripService process on database_url: (its stub, its health stub)."""
+    address = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "TRIP_SERVICE_ADDR": address, "OSRM_ENABLED": "false", "AMQP_URL": bench.amqp_url,
+           "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"}
+    log = open(os.path.join(bench.tmp, f"trip-{name}.log"), "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "ridesync.trip"], cwd=ROOT, env=env, stdout=log, stderr=log,
+                            start_new_session=True)
+    bench.defer(lambda: (stop_process(proc), log.close()))
+    deadline = time.monotonic() + 30
+    while not grpc_serving(address):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the trip service on {name} did not start")
+        time.sleep(0.1)
+    channel = grpc.insecure_channel(address)
+    bench.defer(channel.close)
+    return trip_pb2_grpc.TripServiceStub(channel), health_pb2_grpc.HealthStub(channel)
+
+
+def search_section(drivers, calls, rounds):
+    prefix = f"ridesync-bench:{uuid.uuid4().hex[:8]}:"
+    pools = {"in process": DriverPool(), "Redis": RedisDriverPool(REDIS_URL, prefix)}
+    spread = 0.15  # degrees either way: the Bay Area
+    for n in range(drivers):
+        location = Coordinate(PICKUP.latitude + spread * ((n * 7919) % 1000 / 500 - 1),
+                              PICKUP.longitude + spread * ((n * 104729) % 1000 / 500 - 1))
+        for pool in pools.values():
+            pool.register(f"d{n}", "sedan")
+            pool.move(f"d{n}", location)
+    trip = TripToDispatch(trip={}, id="t1", rider_id="r1", package_slug="sedan", pickup=PICKUP, declined=())
+    samples = {name: [] for name in pools}
+    for _ in range(rounds):
+        for name, pool in pools.items():
+            samples[name] += timed(lambda: next(iter(pool.candidates(trip))), calls)
+    base = percentiles(samples["in process"])
+    for name in pools:
+        p50, p99 = percentiles(samples[name])
+        print(f"nearest free driver among {drivers} online, {name:10s}: p50 {p50:.2f} ms p99 {p99:.2f} ms "
+              f"({p50 / base[0]:.2f}x the in-process p50)")
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(match=f"{prefix}*"):
+        client.delete(key)
+    client.close()
+
+
+def _rider():
+    return f"bench-{uuid.uuid4().hex[:10]}"
+
+
+def run(calls, rounds, drivers):
+    print(f"PostgreSQL at {POSTGRES_URL.rsplit('@', 1)[-1]}, Redis at {REDIS_URL}; python {sys.version.split()[0]}")
+    with Bench("state") as bench:
+        postgres = create_database()
+        bench.defer(lambda: drop_database(postgres))
+        stores_section(bench, calls, rounds, postgres)
+        grpc_section(bench, calls, rounds, postgres)
+    search_section(drivers, calls, rounds)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=300, help="calls per round and kind")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--drivers", type=int, default=10000)
+    args = parser.parse_args()
+    run(args.calls, args.rounds, args.drivers)
+
+
+if __name__ == "__main__":
+    main()
