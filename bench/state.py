@@ -7,13 +7,15 @@ machine weighs on both alike:
    PostgreSQL against the in-memory store: p50/p99 of each, and rides
    (a preview and a start) per second with 4 threads.
 2. PreviewTrip over gRPC to a TripService process on SQLite and on
-   PostgreSQL, against the gRPC health check (the floor of any call).
+   PostgreSQL, against the gRPC health check (the floor of any call); and
+   POST /trip/preview through the gateway (one gevent worker) against it.
 3. Dispatch's nearest-driver search among N online drivers (10,000) in
    Redis against the in-process pool.
 
     python -m bench.state [--calls 300] [--rounds 3] [--drivers 10000]
 """
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -24,6 +26,7 @@ import uuid
 
 import grpc
 import redis
+import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.support import ROOT, Bench, stop_process
@@ -108,18 +111,30 @@ def grpc_section(bench, calls, rounds, postgres):
         userID="bench-rider", startLocation=trip_pb2.Coordinate(latitude=PICKUP.latitude, longitude=PICKUP.longitude),
         endLocation=trip_pb2.Coordinate(latitude=DESTINATION.latitude, longitude=DESTINATION.longitude))
     previews, checks = {name: [] for name in stubs}, []
-    for trips, _health in stubs.values():
+    for trips, _health, _address in stubs.values():
         timed(lambda: trips.PreviewTrip(request, timeout=5), 50)  # warm up
     for _ in range(rounds):
         checks += timed(lambda: stubs["SQLite"][1].Check(health_pb2.HealthCheckRequest(), timeout=5), calls)
-        for name, (trips, _health) in stubs.items():
+        for name, (trips, _health, _address) in stubs.items():
             previews[name] += timed(lambda: trips.PreviewTrip(request, timeout=5), calls)
+    gateway = bench.gunicorn("app:app", workers=1, AUTH_MODE="open", OSRM_ENABLED="false",
+                             TRIP_SERVICE_ADDR=stubs["SQLite"][2], DRIVER_SERVICE_ADDR=stubs["SQLite"][2])
+    http, body = requests.Session(), json.dumps({
+        "userID": "bench-rider", "pickup": {"latitude": PICKUP.latitude, "longitude": PICKUP.longitude},
+        "destination": {"latitude": DESTINATION.latitude, "longitude": DESTINATION.longitude}})
+    timed(lambda: http.post(f"{gateway.base}/trip/preview", data=body, timeout=5), 50)  # warm up
+    through_gateway = []
+    for _ in range(rounds):
+        through_gateway += timed(lambda: http.post(f"{gateway.base}/trip/preview", data=body, timeout=5), calls)
     check = percentiles(checks)
     print(f"over gRPC, one call at a time, {rounds} x {calls}: health check (the floor of any call) "
           f"p50 {check[0]:.2f} ms p99 {check[1]:.2f} ms")
     for name, samples in previews.items():
         p50, p99 = percentiles(samples)
         print(f"  PreviewTrip, {name:10s} (OSRM off): p50 {p50:.2f} ms p99 {p99:.2f} ms ({p50 / check[0]:.2f}x the floor)")
+    direct, gateway_p = percentiles(previews["SQLite"]), percentiles(through_gateway)
+    print(f"  POST /trip/preview through the gateway (1 worker, SQLite): p50 {gateway_p[0]:.2f} ms "
+          f"p99 {gateway_p[1]:.2f} ms, {gateway_p[0] - direct[0]:+.2f} ms on PreviewTrip's p50")
 
 
 def start_trip_service(bench, name, database_url):
@@ -138,7 +153,7 @@ def start_trip_service(bench, name, database_url):
         time.sleep(0.1)
     channel = grpc.insecure_channel(address)
     bench.defer(channel.close)
-    return trip_pb2_grpc.TripServiceStub(channel), health_pb2_grpc.HealthStub(channel)
+    return trip_pb2_grpc.TripServiceStub(channel), health_pb2_grpc.HealthStub(channel), address
 
 
 def search_section(drivers, calls, rounds):
