@@ -139,6 +139,13 @@ def test_a_pending_trip_ends_when_no_driver_is_left(status):
             lifecycle.no_drivers_found(trip(status))
 
 
+def test_a_trip_is_between_offers_while_pending_offered_to_no_one_for_drivers_who_did_not_decline_it():
+    assert lifecycle.between_offers(trip(PENDING), DRIVER)
+    assert not lifecycle.between_offers(trip(PENDING, declined=(DRIVER,)), DRIVER)
+    assert not lifecycle.between_offers(trip(PENDING, offered_to=OTHER), DRIVER)
+    assert not any(lifecycle.between_offers(trip(s), DRIVER) for s in STATUSES if s != PENDING)
+
+
 def test_a_trip_is_read_by_its_rider_and_its_driver_only():
     assert lifecycle.may_read(trip(ACCEPTED), RIDER) and lifecycle.may_read(trip(ACCEPTED), DRIVER)
     assert not lifecycle.may_read(trip(ACCEPTED), OTHER)

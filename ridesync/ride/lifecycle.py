@@ -101,6 +101,12 @@ def no_drivers_found(trip):
     return NO_DRIVERS_FOUND
 
 
+def between_offers(trip, driver_id):
+    """Whether dispatch may be about to offer the trip to this driver: it is
+    pending, offered to no one, and they have not declined it."""
+    return trip.status == PENDING and trip.offered_to is None and driver_id not in trip.declined
+
+
 def may_read(trip, user_id):
     return user_id in (trip.user_id, trip.driver_id)
 

@@ -17,13 +17,15 @@ log = logging.getLogger(__name__)
 
 
 class TripService:
-    def __init__(self, planner, store, publisher, fare_ttl=900, clock=time.time, max_trip_km=300):
+    def __init__(self, planner, store, publisher, fare_ttl=900, clock=time.time, max_trip_km=300,
+                 sleep=time.sleep):
         self._max_trip_m = max_trip_km * 1000
         self._planner = planner
         self._store = store
         self._publisher = publisher
         self._fare_ttl = fare_ttl
         self._clock = clock
+        self._sleep = sleep
 
     def preview(self, user_id, pickup, destination, **call):
         """(route, fares): one fare per package, saved for this rider.
@@ -188,14 +190,28 @@ class TripService:
 
     def _answer(self, trip_id, driver_id, decide, apply):
         """A driver's accept or decline: the Step, or None when it was
-        refused and the driver told why."""
+        refused and the driver told why. An answer that may have overtaken
+        its offer (another replica is still recording it) waits for it."""
         try:
-            return self._step(trip_id, decide, apply)
+            try:
+                return self._step(trip_id, decide, apply)
+            except lifecycle.NotYours:
+                if not self._offer_recorded(trip_id, driver_id):
+                    raise
+                return self._step(trip_id, decide, apply)
         except (lifecycle.StepRefused, lifecycle.NotYours) as exc:
             self._publisher.notify(contract.DRIVER_ANSWER_REFUSED, driver_id,
                                    {"tripID": trip_id, "code": exc.code, "message": str(exc)})
             log.warning("driver %s answered trip %s: refused (%s)", driver_id, trip_id, exc)
             return None
+
+    def _offer_recorded(self, trip_id, driver_id):
+        """Whether the trip is offered to this driver within OFFER_WAIT
+        seconds, while it is between offers (dispatch is asking someone)."""
+        deadline = self._clock() + OFFER_WAIT
+        while lifecycle.between_offers(trip := self._trip(trip_id), driver_id) and self._clock() < deadline:
+            self._sleep(OFFER_POLL)
+        return trip.offered_to == driver_id
 
     def _step(self, trip_id, decide, apply):
         """decide(trip) says whether the step changes the trip; apply(trip)
@@ -237,6 +253,8 @@ class Step:
 
 
 MAX_REASON = 500  # characters of a cancellation's reason
+OFFER_WAIT = 1.0  # seconds an answer waits for its offer to be recorded
+OFFER_POLL = 0.02
 STEP_ATTEMPTS = 5  # reads and compare-and-sets before a step that keeps racing is refused
 STEP_EVENTS = {
     "arrived": contract.TRIP_DRIVER_ARRIVED,
