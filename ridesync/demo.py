@@ -46,8 +46,8 @@ class Phone:
 
     def expect(self, kind):
         """The data of the next frame of this type. Frames of other types are
-        kept for later: each kind of event comes in order, but two kinds may
-        cross (a payment session before the driver assigned)."""
+        kept for later: two services' events may cross (a payment session
+        before the driver assigned)."""
         for frame in self.early:
             if frame["type"] == kind:
                 self.early.remove(frame)
