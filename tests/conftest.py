@@ -51,3 +51,7 @@ def private_vhost():
 
     yield support.AMQP_URL
     vhost.remove(support.AMQP_URL)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "ride_env(**settings): environment for every process of the ride fixture")

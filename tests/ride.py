@@ -18,13 +18,15 @@ DESTINATION = {"latitude": 37.79, "longitude": -122.39}
 
 
 @pytest.fixture
-def ride(osrm, tmp_path):
+def ride(osrm, tmp_path, request):
     """Every process of a ride, started for one test, on work queues emptied
-    of what earlier tests left (a trip a stopped DriverService never took)."""
+    of what earlier tests left (a trip a stopped DriverService never took).
+    A test marked ride_env(NAME="value") has those settings too."""
     purge_queues(*contract.WORK_QUEUES)
     trip_addr, driver_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    settings = request.node.get_closest_marker("ride_env")
     env = {"TRIP_SERVICE_ADDR": trip_addr, "DRIVER_SERVICE_ADDR": driver_addr, "OSRM_URL": osrm.url,
-           "RECONNECT_WINDOW": "3", "OFFER_TIMEOUT": "2", "AMQP_URL": AMQP_URL}
+           "RECONNECT_WINDOW": "3", "OFFER_TIMEOUT": "2", "AMQP_URL": AMQP_URL, **(settings.kwargs if settings else {})}
     processes = [
         start_service("ridesync.trip", trip_addr, env, tmp_path),
         start_service("ridesync.driver", driver_addr, env, tmp_path),

@@ -3,6 +3,7 @@ three services, real RabbitMQ, phones on real WebSockets (v2 unless a test
 says v1), HTTP for the rider's reads and cancel."""
 from urllib.parse import urlsplit
 
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -12,6 +13,8 @@ from tests.ride import answer, new_id, ride  # noqa: F401 (ride is a fixture)
 from tests.support import SilentProxy, wait_until
 
 WITHDRAWN = contract.DRIVER_TRIP_WITHDRAWN
+# No offer here expires on its own (the fixture's 2 s would, on a loaded machine).
+pytestmark = pytest.mark.ride_env(OFFER_TIMEOUT="60")
 
 
 def step(driver, kind, trip, **data):
@@ -78,7 +81,10 @@ def test_a_rider_cancelling_while_the_trip_is_offered_withdraws_the_offer(ride):
     rider, driver = ride.rider(rider_id, v2=True), ride.driver("van", driver_id, v2=True)
     trip = ride.start_trip(rider_id, "van")
     assert driver.next(contract.DRIVER_TRIP_REQUEST)["data"]["id"] == trip["id"]
-    driver = ride.driver("van", driver_id, v2=True)  # the app reconnects: the offer is in its trip.state
+    # TripService records the offer as the driver is sent it: once it has, a
+    # reconnecting app finds the offer in its trip.state.
+    wait_until(lambda: ride.get("/trip/current", driver_id)[0] == 200, message="the offer in the driver's record")
+    driver = ride.driver("van", driver_id, v2=True)
     assert (driver.state["id"], driver.state["status"]) == (trip["id"], "pending")
     assert ride.post("/trip/cancel", {"tripID": trip["id"], "userID": rider_id})[0] == 200
     assert driver.next(WITHDRAWN)["data"] == {"tripID": trip["id"], "reason": "cancelled"}

@@ -48,8 +48,8 @@ def test_the_trip_is_read_stepped_and_cancelled_over_grpc(trip_answers, publishe
     assert stub.CurrentTrip(trip_pb2.CurrentTripRequest(userID=rider), timeout=5).trip.status == "pending"
     offer(publisher, "d1", trip)
     answer(publisher, contract.DRIVER_TRIP_ACCEPT, "d1", trip.id, rider)
-    wait_until(lambda: stub.CurrentTrip(trip_pb2.CurrentTripRequest(userID="d1"), timeout=5).HasField("trip"),
-               message="the driver's current trip")
+    wait_until(lambda: stub.CurrentTrip(trip_pb2.CurrentTripRequest(userID="d1"), timeout=5).trip.status == "accepted",
+               message="the driver's current trip, accepted")
 
     arrived = stub.DriverStep(trip_pb2.DriverStepRequest(tripID=trip.id, driverID="d1", step="arrived"), timeout=5)
     assert arrived.trip.status == "arrived"
