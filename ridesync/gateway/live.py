@@ -41,10 +41,10 @@ REGISTRATION_CHECK = 2.0  # seconds between asking DriverService whose registrat
 @bp.before_request
 def open_line():
     """Before the upgrade: the identity is checked (a clear 400 rather than a
-    socket that hangs up), the user's socket is in the feed, a driver is
-    registered, and a v2 socket's trip read (after the feed: whatever
-    happens to the trip later is in it), so that once the socket is open
-    nothing meant for it is missed."""
+    socket that hangs up), a driver is registered, the user's socket is in
+    the feed, and a v2 socket's trip read (after the feed: whatever happens
+    to the trip later is in it), so that once the socket is open nothing
+    meant for it is missed."""
     if not request.path.startswith("/ws/"):
         return
     if _worker().draining:
@@ -60,9 +60,13 @@ def open_line():
         if package not in PACKAGES:
             raise invalid(f"packageSlug is required and must be one of: {', '.join(PACKAGES)}")
         line = g.line = Line("driver", user_id, v2)
+        # Registered before the marker cuts an older socket: that socket's
+        # unregister then names a session that no longer holds the
+        # registration, and leaves it (and the offer it may hold) alone.
         line.driver = _register(user_id, package, line.session)
         _keep_drivers_registered()
         line.first.append((contract.DRIVER_REGISTER, line.driver))
+    line.open_inbox()
     if v2:
         line.first.append((TRIP_STATE, _current_trip(user_id)))
 
@@ -128,9 +132,15 @@ class Line:
         self.position = None  # a rider's line: where the rider's phone last said they are
         self._worker = _worker()
         self._worker.lines.add(self)
-        self._inbox = self._worker.inboxes.open(role, user_id, self.session)
+        self._inbox = None
+
+    def open_inbox(self):
+        """The socket's marker in the feed: from here on nothing for the user
+        is missed, and an older socket of theirs is cut."""
+        self._inbox = self._worker.inboxes.open(self.role, self.user_id, self.session)
         if not self._inbox.wait_in_feed():
-            log.warning("%s %s: the broker has not confirmed the socket's marker; opening it anyway", role, user_id)
+            log.warning("%s %s: the broker has not confirmed the socket's marker; opening it anyway",
+                        self.role, self.user_id)
 
     def connect(self, ws):
         """The socket is open: its first frames, then its inbox's notifications."""
@@ -171,7 +181,8 @@ class Line:
             yield raw
 
     def hang_up(self):
-        self._inbox.close()
+        if self._inbox is not None:
+            self._inbox.close()
         if self.phone is not None:
             self._worker.switchboard.disconnect(self.phone)
             metrics.socket_closed(self.role)
