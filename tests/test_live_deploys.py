@@ -82,6 +82,7 @@ def test_riders_connecting_in_a_rush_while_their_events_are_published_lose_none(
     opened = {}  # rider id -> (phone, time its upgrade completed)
     publisher = Publisher(AMQP_URL, "test")
     published = []  # (time, rider id, n), in publish order
+    rounds = []  # one entry per round of publishes finished
     stop = threading.Event()
 
     def publish_all_the_while():
@@ -90,6 +91,7 @@ def test_riders_connecting_in_a_rush_while_their_events_are_published_lose_none(
             for rider_id in riders:
                 published.append((time.monotonic(), rider_id, n))
                 publisher.publish(contract.TRIP_CREATED, rider_id, {"id": f"{rider_id}/{n}"})
+            rounds.append(n)
             n += 1
 
     def connect(rider_id):
@@ -104,6 +106,8 @@ def test_riders_connecting_in_a_rush_while_their_events_are_published_lose_none(
             thread.start()
         for thread in connecting:
             thread.join(30)
+        after = len(rounds) + 2  # a whole round of publishes starts after the last socket opened
+        wait_until(lambda: len(rounds) >= after, timeout=60, message="two more rounds of publishes")
     finally:
         stop.set()
         feeder.join(30)
