@@ -6,9 +6,11 @@ machine weighs on both alike:
    trip.event.created to a real RabbitMQ, confirmed) on SQLite and on
    PostgreSQL against the in-memory store: p50/p99 of each, and rides
    (a preview and a start) per second with 4 threads.
-2. PreviewTrip over gRPC to a TripService process on SQLite and on
-   PostgreSQL, against the gRPC health check (the floor of any call); and
-   POST /trip/preview through the gateway (one gevent worker) against it.
+2. PreviewTrip and CreateTrip over gRPC to a TripService process on
+   SQLite and on PostgreSQL, against the same process on the in-memory
+   store and the gRPC health check (the floor of any call); and POST
+   /trip/preview through the gateway (one gevent worker) against
+   PreviewTrip on SQLite.
 3. Dispatch's nearest-driver search among N online drivers (10,000) in
    Redis against the in-process pool.
 
@@ -75,15 +77,21 @@ def stores_section(bench, calls, rounds, postgres):
             starts[name] += timed(lambda: trips.create_trip(fares[-1].id, fares.pop().user_id), calls)
             rides[name].append(rides_per_second(trips, seconds=2, threads=4))
     print(f"TripService in process, OSRM off, {rounds} rounds x {calls} calls; rides/s with 4 threads:")
-    base_preview, base_start = percentiles(previews["in memory"]), percentiles(starts["in memory"])
-    for name in services:
-        preview, start = percentiles(previews[name]), percentiles(starts[name])
-        print(f"  {name:10s} preview p50 {preview[0]:6.2f} ms p99 {preview[1]:6.2f} ms ({preview[0] / base_preview[0]:.2f}x)"
-              f" | start p50 {start[0]:6.2f} ms p99 {start[1]:6.2f} ms ({start[0] / base_start[0]:.2f}x)"
+    for name, preview, start, preview_ratio, start_ratio in against_memory(previews, starts):
+        print(f"  {name:10s} preview p50 {preview[0]:6.2f} ms p99 {preview[1]:6.2f} ms ({preview_ratio:.2f}x)"
+              f" | start p50 {start[0]:6.2f} ms p99 {start[1]:6.2f} ms ({start_ratio:.2f}x)"
               f" | rides/s {statistics.median(rides[name]):7.1f} (rounds {', '.join(f'{r:.0f}' for r in rides[name])})")
     publisher.close()
     for database in databases.values():
         database.close()
+
+
+def against_memory(previews, starts):
+    """Per store: its name, preview and start (p50, p99), and each p50 over the in-memory store's."""
+    base_preview, base_start = percentiles(previews["in memory"])[0], percentiles(starts["in memory"])[0]
+    for name in previews:
+        preview, start = percentiles(previews[name]), percentiles(starts[name])
+        yield name, preview, start, preview[0] / base_preview, start[0] / base_start
 
 
 def rides_per_second(trips, seconds, threads):
@@ -106,17 +114,20 @@ def rides_per_second(trips, seconds, threads):
 
 def grpc_section(bench, calls, rounds, postgres):
     stubs = {name: start_trip_service(bench, name, url) for name, url in
-             (("SQLite", f"sqlite:///{bench.tmp}/grpc.db"), ("PostgreSQL", postgres))}
+             (("in memory", None), ("SQLite", f"sqlite:///{bench.tmp}/grpc.db"), ("PostgreSQL", postgres))}
     request = trip_pb2.PreviewTripRequest(
         userID="bench-rider", startLocation=trip_pb2.Coordinate(latitude=PICKUP.latitude, longitude=PICKUP.longitude),
         endLocation=trip_pb2.Coordinate(latitude=DESTINATION.latitude, longitude=DESTINATION.longitude))
-    previews, checks = {name: [] for name in stubs}, []
+    previews, starts, checks = {name: [] for name in stubs}, {name: [] for name in stubs}, []
     for trips, _health, _address in stubs.values():
         timed(lambda: trips.PreviewTrip(request, timeout=5), 50)  # warm up
     for _ in range(rounds):
         checks += timed(lambda: stubs["SQLite"][1].Check(health_pb2.HealthCheckRequest(), timeout=5), calls)
         for name, (trips, _health, _address) in stubs.items():
-            previews[name] += timed(lambda: trips.PreviewTrip(request, timeout=5), calls)
+            fares = []
+            previews[name] += timed(lambda: fares.append(trips.PreviewTrip(request, timeout=5).rideFares[0].id), calls)
+            starts[name] += timed(lambda: trips.CreateTrip(
+                trip_pb2.CreateTripRequest(rideFareID=fares.pop(), userID=request.userID), timeout=5), calls)
     gateway = bench.gunicorn("app:app", workers=1, AUTH_MODE="open", OSRM_ENABLED="false",
                              PREVIEW_RATE="1000000", PREVIEW_BURST="1000000",  # one rider asks them all
                              TRIP_SERVICE_ADDR=stubs["SQLite"][2], DRIVER_SERVICE_ADDR=stubs["SQLite"][2])
@@ -133,21 +144,24 @@ def grpc_section(bench, calls, rounds, postgres):
     check = percentiles(checks)
     print(f"over gRPC, one call at a time, {rounds} x {calls}: health check (the floor of any call) "
           f"p50 {check[0]:.2f} ms p99 {check[1]:.2f} ms")
-    for name, samples in previews.items():
-        p50, p99 = percentiles(samples)
-        print(f"  PreviewTrip, {name:10s} (OSRM off): p50 {p50:.2f} ms p99 {p99:.2f} ms ({p50 / check[0]:.2f}x the floor)")
+    for name, preview, start, preview_ratio, start_ratio in against_memory(previews, starts):
+        print(f"  {name:10s} PreviewTrip p50 {preview[0]:5.2f} ms p99 {preview[1]:5.2f} ms ({preview_ratio:.2f}x"
+              f" in memory, {preview[0] / check[0]:.2f}x the floor) | CreateTrip p50 {start[0]:5.2f} ms"
+              f" p99 {start[1]:5.2f} ms ({start_ratio:.2f}x in memory)")
     direct, gateway_p = percentiles(previews["SQLite"]), percentiles(through_gateway)
     print(f"  POST /trip/preview through the gateway (1 worker, SQLite): p50 {gateway_p[0]:.2f} ms "
           f"p99 {gateway_p[1]:.2f} ms, {gateway_p[0] - direct[0]:+.2f} ms on PreviewTrip's p50")
 
 
 def start_trip_service(bench, name, database_url):
-    """A TripService process on database_url: (its stub, its health stub)."""
+    """A TripService process on database_url, or on the in-memory store when
+    None: (its stub, its health stub, its address)."""
     address = f"127.0.0.1:{free_port()}"
     env = {**os.environ, "TRIP_SERVICE_ADDR": address, "OSRM_ENABLED": "false", "AMQP_URL": bench.amqp_url,
-           "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"}
+           "DATABASE_URL": database_url or "", "LOG_LEVEL": "WARNING"}
     log = open(os.path.join(bench.tmp, f"trip-{name}.log"), "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "ridesync.trip"], cwd=ROOT, env=env, stdout=log, stderr=log,
+    module = "ridesync.trip" if database_url else "bench.memory_trip_service"
+    proc = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env, stdout=log, stderr=log,
                             start_new_session=True)
     bench.defer(lambda: (stop_process(proc), log.close()))
     deadline = time.monotonic() + 30

@@ -28,25 +28,26 @@ class SqlTripStore:
         self._pruned_at = float("-inf")
 
     def save_fares(self, new_fares):
-        """A preview's fares: one insert, its route encoded once for all of
-        them; not durable (a fare lost in a database crash is previewed again)."""
-        with self._db.transaction(durable=False) as conn:
-            self._forget_expired(conn)
-            routes = {}
+        """A preview's fares: one statement, its route encoded once for all
+        of them; not durable (a fare lost in a database crash is previewed again)."""
+        self._forget_expired()
+        routes = {}
+        with self._db.at_once() as conn:
             conn.execute(insert(fares), [
                 {"id": f.id, "user_id": f.user_id, "expires_at": f.expires_at, "used": False,
                  "data": _fare_json(f, routes)}
                 for f in new_fares
             ])
 
-    def _forget_expired(self, conn):
+    def _forget_expired(self):
         # Expired, unused fares can never be taken again; used ones stay so
         # that a second start of the same fare is told it was used. At most
         # once in PRUNE_EVERY seconds: a preview need not pay for it.
         now = self._clock()
         if now - self._pruned_at >= PRUNE_EVERY:
             self._pruned_at = now
-            conn.execute(delete(fares).where(fares.c.expires_at <= now, fares.c.used.is_(False)))
+            with self._db.at_once() as conn:
+                conn.execute(delete(fares).where(fares.c.expires_at <= now, fares.c.used.is_(False)))
 
     def take_fare(self, fare_id, user_id):
         # Not durable: the trip saved next is, and its commit flushes this
@@ -80,12 +81,12 @@ class SqlTripStore:
             conn.execute(delete(current_trips).where(current_trips.c.trip_id == trip_id))
 
     def trip(self, trip_id):
-        with self._db.transaction() as conn:
+        with self._db.at_once() as conn:
             row = conn.execute(select(trips.c.data).where(trips.c.id == trip_id)).first()
             return None if row is None else trip_of(json.loads(row.data))
 
     def current_trip(self, user_id):
-        with self._db.transaction() as conn:
+        with self._db.at_once() as conn:
             row = conn.execute(select(trips.c.data).join(current_trips, current_trips.c.trip_id == trips.c.id)
                                .where(current_trips.c.user_id == user_id)).first()
             return None if row is None else trip_of(json.loads(row.data))
