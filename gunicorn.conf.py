@@ -21,7 +21,7 @@ graceful_timeout = 10
 timeout = 30
 accesslog = "-"
 control_socket_disable = True  # nothing on disk; several gateways may share a machine
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'  # no query string: a socket's ?token= is a secret
 
 
 def post_fork(server, worker):

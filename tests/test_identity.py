@@ -14,7 +14,7 @@ import websocket
 
 from ridesync import contract
 from tests.ride import DESTINATION, PICKUP, answer, assert_a_ride_completes, new_id, ride  # noqa: F401 (ride is a fixture)
-from tests.support import AUTH_SECRET, ROOT, bearer, free_port, next_message_for, token
+from tests.support import AUTH_SECRET, ROOT, bearer, free_port, next_message_for, token, wait_until
 from tests.test_tokens import KeySet
 
 BAD_USER_IDS = ["a\nb", "a\rb", "é" * 128, "r" * 129, "a b", "a/b", "a*", "a#", "\ud800", ""]
@@ -65,6 +65,13 @@ def test_a_drivers_socket_takes_a_driver_token_of_that_driver(ride):
     phone = ride.phone(f"/ws/drivers?packageSlug=sedan&token={token(driver_id, 'driver')}", headers={})
     assert phone.next(contract.DRIVER_REGISTER)["data"]["id"] == driver_id
     assert_a_ride_completes(ride)
+
+
+def test_a_token_refused_in_a_query_is_not_written_to_the_access_log(ride):
+    riders_token = token(new_id("rider"), "rider")
+    assert ws_refusal(ride.url, f"/ws/drivers?packageSlug=sedan&token={riders_token}")[0] == 403
+    wait_until(lambda: '"GET /ws/drivers' in ride.gateway_log(), message="the refusal's access log line")
+    assert riders_token not in ride.gateway_log()
 
 
 def test_previews_and_starts_are_a_riders_own(ride):
