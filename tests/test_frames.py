@@ -38,3 +38,12 @@ def test_a_step_keeps_only_what_a_step_takes():
     _kind, data = read_frame(frame(contract.DRIVER_TRIP_STARTED, tripID="t-1", reason={"x": 1}, extra="e" * 999),
                              DRIVER_FRAME_TYPES)
     assert data == {"tripID": "t-1"}
+
+
+def test_an_answer_and_a_location_keep_only_what_they_take():
+    _kind, answer = read_frame(frame(contract.DRIVER_TRIP_ACCEPT, tripID="t-1", riderID="r1", driver={"id": "d1"},
+                                     extra="e" * 999), DRIVER_FRAME_TYPES)
+    assert answer == {"tripID": "t-1", "riderID": "r1", "driver": {"id": "d1"}}
+    _kind, moved = read_frame(frame(contract.DRIVER_LOCATION, location={"latitude": 1, "longitude": 2, "x": [0]},
+                                    extra={"y": 1}), DRIVER_FRAME_TYPES)
+    assert moved == {"location": {"latitude": 1.0, "longitude": 2.0}, "geohash": ""}

@@ -41,13 +41,13 @@ def _location(kind, data):
     if not isinstance(location, dict):
         raise BadFrame("invalid_argument", f"{kind}: data.location is required")
     try:
-        Coordinate.checked("data.location", location.get("latitude"), location.get("longitude"))
+        where = Coordinate.checked("data.location", location.get("latitude"), location.get("longitude"))
     except InvalidArgument as exc:
         raise BadFrame("invalid_argument", f"{kind}: {exc}") from None
     geohash = data.get("geohash", "")
     if not isinstance(geohash, str) or len(geohash) > 12:
         raise BadFrame("invalid_argument", f"{kind}: data.geohash must be a string of at most 12 characters")
-    return data
+    return {"location": {"latitude": where.latitude, "longitude": where.longitude}, "geohash": geohash}
 
 
 def _trip_id(kind, data):
@@ -67,7 +67,8 @@ def _trip_answer(kind, data):
         _id(kind, data, name)
     if not isinstance(data.get("driver"), dict):
         raise BadFrame("invalid_argument", f"{kind}: data.driver is required and must be an object")
-    return data
+    # Forwarded to TripService: nothing the phone added rides along (its driver is replaced by the registered one).
+    return {"tripID": data["tripID"], "riderID": data["riderID"], "driver": data["driver"]}
 
 
 def _id(kind, data, name):
