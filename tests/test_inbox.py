@@ -45,8 +45,12 @@ def notice(offset):
     return Notice(offset, contract.TRIP_CREATED, f"m{offset}", b"{}", {})
 
 
-def settle():
-    gevent.sleep(0.01)
+def written(inbox):
+    """Until the inbox's writer, if one runs, has written all it can."""
+    writer = inbox._writer
+    if writer is not None:
+        writer.join(timeout=5)
+        assert writer.dead, "the writer did not finish within 5 s"
 
 
 def open_inbox():
@@ -60,19 +64,18 @@ def test_everything_handed_over_is_written_once_in_order():
     inbox, _owner, socket = open_inbox()
     inbox.put(notice(3))
     inbox.release([notice(1), notice(2)])  # what the last socket left comes first
-    settle()
+    written(inbox)
     inbox.put(notice(4))
-    settle()
+    written(inbox)
     assert socket.written == [1, 2, 3, 4]
 
 
 def test_nothing_is_written_until_the_mailroom_lets_it_start():
     inbox, _owner, socket = open_inbox()
     inbox.put(notice(1))
-    settle()
-    assert socket.written == [] and inbox._writer is None
+    assert inbox._writer is None  # no writer: nothing can be written
     inbox.release([])
-    settle()
+    written(inbox)
     assert socket.written == [1]
 
 
@@ -82,18 +85,18 @@ def test_an_idle_inbox_holds_no_greenlet():
     assert inbox._writer is None
     inbox.put(notice(1))
     assert inbox._writer is not None
-    settle()
+    written(inbox)
     assert inbox._writer is None and socket.written == [1]
 
 
 def test_a_closed_socket_says_it_is_leaving_and_hands_on_what_it_did_not_write_when_cut():
     inbox, owner, socket = open_inbox()
     inbox.release([notice(1)])
-    settle()
+    written(inbox)
     socket.gone = True
     inbox.put(notice(2))
     inbox.put(notice(3))
-    settle()
+    written(inbox)
     inbox.close()
     assert owner.marks == [LEAVING]
     inbox.cut()
@@ -106,8 +109,9 @@ def test_cut_while_open_means_replaced_and_stops_writing_at_once():
     inbox.put(notice(2))
     inbox.release([])
     inbox.cut()  # before its writer ran
-    settle()
-    assert socket.replaced and inbox.replaced
+    assert inbox._writer is None and inbox.replaced
+    gevent.wait(timeout=5)  # the socket is closed by a greenlet of its own
+    assert socket.replaced
     assert socket.written == [] and owner.handed_on == [1, 2]
     inbox.close()
     assert owner.marks == []  # cut already: no `leaving`
