@@ -1,10 +1,13 @@
 """A socket's inbox, without a broker: what the Mailroom hands it is written
 once, in order, by a greenlet that runs only while there is something to
-write; what it did not write when it is cut is handed on."""
+write; what it did not write when it is cut is handed on. And the feed's
+records as Inboxes takes them, handed in without a broker."""
+import json
+
 import gevent
 
 from ridesync import contract
-from ridesync.gateway.inboxes import LEAVING, Inbox
+from ridesync.gateway.inboxes import CONNECTED, LEAVING, LEFT, Inbox, Inboxes
 from ridesync.gateway.mailroom import Notice
 
 
@@ -115,3 +118,39 @@ def test_cut_while_open_means_replaced_and_stops_writing_at_once():
     assert socket.written == [] and owner.handed_on == [1, 2]
     inbox.close()
     assert owner.marks == []  # cut already: no `leaving`
+
+
+class Record:
+    """A stream record as pika hands it to Inboxes."""
+
+    def __init__(self, offset, body=b"", message_id=None, **headers):
+        self.delivery_tag, self.message_id = offset, message_id or f"record-{offset}"
+        self.headers = {"x-stream-offset": offset, "role": "rider", "owner": "rider-1", **headers}
+        self.body = body
+
+
+def feed(inboxes, *records):
+    for record in records:
+        inboxes._on_record(None, record, record, record.body)
+
+
+def test_a_left_carrying_a_malformed_notice_reaches_no_socket(caplog):
+    inboxes = Inboxes("amqp://127.0.0.1:1/", 30, "test")  # never started: the feed is handed in below
+    newer = inboxes.open("rider", "rider-1", "s2")
+    envelope = contract.envelope("rider-1", {"id": "t1"}).decode()
+    feed(inboxes,
+         Record(1, type=CONNECTED, session="s1"),  # a socket on another worker
+         Record(2, type=CONNECTED, session="s2"),  # this one cuts it, and waits for what it left
+         Record(3, json.dumps([[1, contract.TRIP_CREATED, "m1", envelope, "not headers"]]).encode(),
+                type=LEFT, session="s1", cut=2))
+    assert not newer.live and "feed record 3 (gateway.left) is malformed" in caplog.text
+    feed(inboxes, Record(4, json.dumps([[1, contract.TRIP_CREATED, "m1", envelope, {}]]).encode(),
+                         type=LEFT, session="s1", cut=2))
+    assert newer.live  # a well-formed one is taken
+
+
+def test_inboxes_stopped_while_a_reconnect_waits_open_no_connection():
+    inboxes = Inboxes("amqp://127.0.0.1:1/", 30, "test")
+    inboxes.stop()
+    inboxes._connect()  # the reconnect scheduled when the broker was lost
+    assert inboxes.stopped and inboxes._connection is None

@@ -203,6 +203,8 @@ class Inboxes:
     # The rest runs in gevent's hub, as pika callbacks.
 
     def _connect(self):
+        if self._stopping:
+            return  # stopped while this reconnect waited
         self._connection = GeventConnection(
             self._params,
             on_open_callback=lambda conn: conn.channel(on_open_callback=self._on_channel_open),
@@ -304,7 +306,7 @@ class Inboxes:
         elif kind == LEAVING:
             self.mailroom.leaving(headers["role"], owner, headers["session"])
         elif kind == LEFT:
-            carried = [Notice(o, t, m, b.encode(), h) for o, t, m, b, h in json.loads(body)]
+            carried = _carried(body)
             self.mailroom.left(headers["role"], owner, headers["session"], headers["cut"], carried,
                                bool(headers.get("forfeit")))
             self._settle(headers["session"])
@@ -336,6 +338,20 @@ class Inboxes:
             self._ack()
             for role, user_id, session in self.mailroom.expire():
                 self._mark(LEFT, role, user_id, session, b"[]", cut=self._offset, forfeit=True)
+
+
+def _carried(body):
+    """The notices a `left` carries (what leave() wrote); ValueError unless
+    every one is as it wrote them: one malformed record must not reach a socket."""
+    carried = json.loads(body)
+    if not isinstance(carried, list):
+        raise ValueError("a `left` carries a list of notices")
+    for item in carried:
+        if not (isinstance(item, list) and len(item) == 5 and isinstance(item[0], int)
+                and all(isinstance(value, str) for value in item[1:4]) and isinstance(item[4], dict)):
+            raise ValueError(f"a carried notice is not [offset, type, message id, body, headers]: {item!r:.100}")
+    return [Notice(offset, kind, message_id, body.encode(), headers)
+            for offset, kind, message_id, body, headers in carried]
 
 
 def _text_only(headers):
