@@ -130,9 +130,9 @@ class Publisher:
                     log.warning("publisher %s lost its connection (%r); reconnecting", self._name, exc)
 
     def notify(self, routing_key, owner_id, data, headers=None, message_id=None):
-        """Publishes an event for one user's socket. When no queue takes it
-        (the user is not connected anywhere, nor within the reconnect
-        window) it is logged and dropped: there is no one to tell."""
+        """Publishes an event for one user's socket. The gateway's feed takes
+        every notification type, whoever is connected; should no queue take
+        it (a broker without the topology) it is logged and dropped."""
         try:
             self.publish(routing_key, owner_id, data, headers, message_id)
         except Unroutable:

@@ -11,7 +11,6 @@ import os
 import random
 import re
 import socket
-import time
 
 import websocket
 

@@ -10,14 +10,14 @@ from ridesync import contract
 from ridesync.settings import Settings
 from ridesync.ride.fares import PACKAGES, price_in_cents
 from ridesync.ride.geo import great_circle_m
-from ridesync.ride.model import Coordinate, InvalidArgument, RideFare, Route
+from ridesync.ride.model import Coordinate, InvalidArgument, Route
 from ridesync.trip.planner import RoutePlanner
 from ridesync.trip.routing import (
     CITY_SPEED_M_PER_S, ROAD_FACTOR, CallerGone, NoRoute, RouteUnavailable, estimate_route,
     parse_osrm_route,
 )
 from ridesync.trip.service import TripService
-from ridesync.trip.store import FareNotFound, FareNotYours, FareUnavailable, TripStore
+from ridesync.trip.store import FareNotFound, FareUnavailable, TripStore
 from tests.service_support import RecordingPublisher
 from tests.support import osrm_route_payload, wait_until
 

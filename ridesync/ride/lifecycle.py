@@ -19,7 +19,6 @@ CANCELLED = "cancelled"
 NO_DRIVERS_FOUND = "no_drivers_found"
 
 ACTIVE = (PENDING, ACCEPTED, ARRIVED, IN_PROGRESS)
-ENDED = (COMPLETED, CANCELLED, NO_DRIVERS_FOUND)
 RIDE = (ACCEPTED, ARRIVED, IN_PROGRESS, COMPLETED)  # a driver's steps, in order
 
 # A driver's step on the way -> (the status it needs, the status it gives).
