@@ -77,7 +77,10 @@ class _TextFormatter(logging.Formatter):
     def formatMessage(self, record):  # before any traceback, which format() appends
         line = super().formatMessage(record)
         ride = " ".join(f"{n}={getattr(record, n)}" for n in RIDE_FIELDS if getattr(record, n, None))
-        return one_line(f"{line} [{ride}]" if ride else line)
+        return f"{line} [{ride}]" if ride else line
+
+    def format(self, record):
+        return one_line(super().format(record))  # a traceback too: one record, one line
 
 
 class _JsonFormatter(logging.Formatter):
