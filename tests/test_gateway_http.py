@@ -161,10 +161,11 @@ def test_an_expired_fare_is_409(start_trip, make_client):
 
 # --- upstream trouble ------------------------------------------------------------------
 
-def test_the_trip_service_down_is_503(make_client):
+def test_the_trip_service_down_is_503_and_logged_with_the_endpoint(make_client, caplog):
     client = make_client(TRIP_SERVICE_ADDR=closed_port_address())
     assert_error(post(client, "/trip/preview", preview_body("r1")), 503, "unavailable")
     assert_error(post(client, "/trip/start", {"rideFareID": "f1", "userID": "r1"}), 503, "unavailable")
+    assert "POST /trip/start: upstream call failed: UNAVAILABLE" in caplog.text
 
 
 @pytest.fixture

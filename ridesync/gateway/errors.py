@@ -2,7 +2,7 @@
 import logging
 
 import grpc
-from flask import jsonify
+from flask import jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -56,13 +56,13 @@ def register(app):
         status, code = GRPC_TO_HTTP.get(exc.code(), (502, "upstream_error"))
         message = exc.details() or exc.code().name
         if status >= 500:
-            log.warning("upstream call failed: %s: %s", exc.code().name, message)
+            log.warning("%s %s: upstream call failed: %s: %s", request.method, request.path, exc.code().name, message)
             message = f"{_upstream_words(exc.code())}: {message}"
         return error_response(status, code, message)
 
     @app.errorhandler(Exception)
     def unexpected(exc):
-        log.exception("unhandled error")
+        log.exception("%s %s failed unexpectedly (500)", request.method, request.path)
         return error_response(500, "internal", "something went wrong on our side; try again")
 
 
