@@ -125,6 +125,12 @@ def test_a_bad_preview_is_400_with_a_message_and_never_goes_upstream(client, osr
     assert osrm.requests == []
 
 
+def test_a_body_with_a_string_that_is_not_text_is_400_not_500(make_client):
+    client = make_client(TRIP_SERVICE_ADDR=closed_port_address())  # never asked
+    body = '{"tripID": "t1", "userID": "r1", "reason": "flat \\ud800"}'
+    assert_error(client.post("/trip/cancel", data=body, headers=bearer("r1")), 400, "invalid_argument", "not text")
+
+
 def test_a_body_over_16_kib_is_413_json(client, osrm):
     body = preview_body("r1") | {"padding": "x" * (16 * 1024)}
     assert_error(post(client, "/trip/preview", body), 413, "request_entity_too_large")

@@ -5,6 +5,7 @@ from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ridesync.gateway.errors import invalid
+from ridesync.gateway.frames import is_text
 from ridesync.gateway.identity import checked
 from ridesync.ride.model import Coordinate, InvalidArgument
 
@@ -26,6 +27,8 @@ def json_object():
         raise invalid("the request body is not valid JSON: it is nested too deeply") from None
     if not isinstance(body, dict):
         raise invalid("the request body must be a JSON object")
+    if not is_text(json.dumps(body, ensure_ascii=False)):  # a string no gRPC call could carry: a 500 upstream
+        raise invalid("the request body holds a string that is not text (a lone surrogate such as \\ud800)")
     return body
 
 

@@ -57,7 +57,7 @@ def _trip_id(kind, data):
 
 def _trip_cancel(kind, data):
     reason = data.get("reason", "")
-    if not isinstance(reason, str) or len(reason) > MAX_REASON or not _is_text(reason):
+    if not isinstance(reason, str) or len(reason) > MAX_REASON or not is_text(reason):
         raise BadFrame("invalid_argument", f"{kind}: data.reason must be text of at most {MAX_REASON} characters")
     return {**_trip_id(kind, data), "reason": reason}
 
@@ -78,7 +78,7 @@ def _id(kind, data, name):
         raise BadFrame("invalid_argument", f"{kind}: {exc}") from None
 
 
-def _is_text(value):
+def is_text(value):
     """False for a string no protobuf or UTF-8 writer takes (a lone surrogate)."""
     try:
         value.encode()
