@@ -50,19 +50,16 @@ WORK_QUEUES = {
     DRIVER_AVAILABILITY: (TRIP_DRIVER_ASSIGNED, TRIP_COMPLETED, TRIP_CANCELLED, DRIVER_TRIP_WITHDRAWN),
 }
 
-# Notification kinds the gateway delivers to one user's socket: kind ->
-# routing keys. One kind's messages reach the socket in the order published.
-RIDER_NOTIFICATIONS = {
-    "notify_trip_created": (TRIP_CREATED,),
-    "notify_driver_assign": (TRIP_DRIVER_ASSIGNED,),
-    "notify_driver_no_drivers_found": (TRIP_NO_DRIVERS_FOUND,),
-    "notify_payment_session_created": (PAYMENT_SESSION_CREATED,),
-    "notify_trip_progress": (TRIP_DRIVER_ARRIVED, TRIP_STARTED, TRIP_COMPLETED, TRIP_CANCELLED),
-}
-DRIVER_NOTIFICATIONS = {
-    "driver_cmd_trip_request": (DRIVER_TRIP_REQUEST, DRIVER_TRIP_WITHDRAWN, DRIVER_ANSWER_REFUSED),
-    "driver_trip_progress": (TRIP_DRIVER_ASSIGNED, TRIP_DRIVER_ARRIVED, TRIP_STARTED, TRIP_COMPLETED, TRIP_CANCELLED),
-}
+# The routing keys the gateway delivers to a user's socket, by the socket's role.
+RIDER_NOTIFICATION_KEYS = frozenset({
+    TRIP_CREATED, TRIP_DRIVER_ASSIGNED, TRIP_NO_DRIVERS_FOUND, PAYMENT_SESSION_CREATED,
+    TRIP_DRIVER_ARRIVED, TRIP_STARTED, TRIP_COMPLETED, TRIP_CANCELLED,
+})
+DRIVER_NOTIFICATION_KEYS = frozenset({
+    DRIVER_TRIP_REQUEST, DRIVER_TRIP_WITHDRAWN, DRIVER_ANSWER_REFUSED,
+    TRIP_DRIVER_ASSIGNED, TRIP_DRIVER_ARRIVED, TRIP_STARTED, TRIP_COMPLETED, TRIP_CANCELLED,
+})
+NOTIFICATION_KEYS = RIDER_NOTIFICATION_KEYS | DRIVER_NOTIFICATION_KEYS
 
 
 # The feed: every notification for a user's socket also goes to this
@@ -76,9 +73,6 @@ NOTIFICATIONS_STREAM_ARGUMENTS = {
     "x-max-length-bytes": 2 * 1024**3,
     "x-stream-max-segment-size-bytes": 16 * 1024**2,  # retention drops whole segments
 }
-RIDER_NOTIFICATION_KEYS = frozenset(key for keys in RIDER_NOTIFICATIONS.values() for key in keys)
-DRIVER_NOTIFICATION_KEYS = frozenset(key for keys in DRIVER_NOTIFICATIONS.values() for key in keys)
-NOTIFICATION_KEYS = RIDER_NOTIFICATION_KEYS | DRIVER_NOTIFICATION_KEYS
 
 
 def envelope(owner_id, data):
