@@ -5,6 +5,7 @@ records as Inboxes takes them, handed in without a broker."""
 import json
 
 import gevent
+from pika.exceptions import ChannelWrongStateError
 
 from ridesync import contract
 from ridesync.gateway.inboxes import CONNECTED, LEAVING, LEFT, Inbox, Inboxes
@@ -154,3 +155,27 @@ def test_inboxes_stopped_while_a_reconnect_waits_open_no_connection():
     inboxes.stop()
     inboxes._connect()  # the reconnect scheduled when the broker was lost
     assert inboxes.stopped and inboxes._connection is None
+
+
+class Channel:
+    """A feed channel: what was published on it; a closing one refuses, as pika's does."""
+
+    def __init__(self, is_open=True):
+        self.is_open, self.published = is_open, []
+
+    def basic_publish(self, exchange, queue, body, properties):
+        if not self.is_open:
+            raise ChannelWrongStateError("Channel is closing.")
+        self.published.append(properties.headers["type"])
+
+    def basic_consume(self, *args, **kwargs):
+        pass
+
+
+def test_a_socket_that_opens_while_the_feed_channel_closes_opens_and_its_marker_goes_out_on_the_next():
+    inboxes = Inboxes("amqp://127.0.0.1:1/", 30, "test")
+    inboxes._channel = Channel(is_open=False)  # the broker closed it; its close callback has not run yet
+    inboxes.open("rider", "rider-1", "s1")
+    reopened = Channel()
+    inboxes._consume(reopened)
+    assert reopened.published == [CONNECTED]

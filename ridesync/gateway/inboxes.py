@@ -167,8 +167,7 @@ class Inboxes:
         marker = uuid.uuid4().hex
         headers = {"type": kind, "role": role, "owner": user_id, "session": session, **extra}
         self._unseen[marker] = (headers, body)
-        if self._channel is not None:
-            self._publish(self._channel, marker, headers, body)
+        self._publish(self._channel, marker, headers, body)
 
     def leave(self, inbox, unwritten):
         """The inbox was cut where the feed is now: its `left` says so, and
@@ -249,6 +248,10 @@ class Inboxes:
             connection.channel(on_open_callback=self._on_channel_open)
 
     def _publish(self, channel, marker, headers, body):
+        """Publishes a marker, unless the channel is gone or closing: then it
+        waits in _unseen for the next channel, which publishes it (_consume)."""
+        if channel is None or not channel.is_open:
+            return
         channel.basic_publish("", contract.NOTIFICATIONS_STREAM, body,
                               BasicProperties(message_id=marker, headers=headers, delivery_mode=2))
         self._published += 1
