@@ -67,7 +67,6 @@ class TripServicer(trip_pb2_grpc.TripServiceServicer):
                 {"tripID": trip.id, "trip": trip.to_json()}, trip_pb2.CreateTripResponse()
             )
 
-
     def GetTrip(self, request, context):
         with grpc_server.status_codes(context, ERROR_CODES):
             _require(request.tripID, "tripID")
