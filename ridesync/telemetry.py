@@ -106,7 +106,7 @@ def consumed(on_message):
 def received(routing_key, headers, owner_id, data):
     """Handling a message from the broker: a consumer span, child of the
     span that published it, and log lines with its request id, user and trip."""
-    headers = headers or {}
+    headers = text_only(headers)
     with logs.bound(request_id=headers.get(logs.REQUEST_ID_HEADER), user=owner_id, trip=trip_of(data)):
         with TRACER.start_as_current_span(
             f"{routing_key} process", context=propagate.extract(headers), kind=SpanKind.CONSUMER,
@@ -118,9 +118,17 @@ def received(routing_key, headers, owner_id, data):
 @contextmanager
 def resumed(headers):
     """Continues the trace and request id that message_headers() saved."""
+    headers = text_only(headers)
     with logs.bound(request_id=headers.get(logs.REQUEST_ID_HEADER)):
         with trace.use_span(trace.get_current_span(propagate.extract(headers))):
             yield
+
+
+def text_only(headers):
+    """A message's headers whose values are text: what its context is read
+    from (any publisher may put any type in a header, and OpenTelemetry's
+    extract raises on a number), and what a notice carried in a `left` keeps."""
+    return {name: value for name, value in (headers or {}).items() if isinstance(value, str)}
 
 
 def trip_of(data):

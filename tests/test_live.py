@@ -11,7 +11,7 @@ import requests
 
 from ridesync import contract
 from ridesync.rabbit import Publisher
-from tests.ride import answer, new_id, ride  # noqa: F401,F811 (ride is a fixture)
+from tests.ride import answer, assert_a_ride_completes, new_id, ride  # noqa: F401,F811 (ride is a fixture)
 from tests.support import AMQP_URL, bearer, wait_until
 
 
@@ -350,3 +350,21 @@ def test_a_driver_who_leaves_a_request_unanswered_passes_it_on(ride, how):
     assert request["id"] == trip["id"]
     answer(other, contract.DRIVER_TRIP_ACCEPT, request)
     assert rider.next(contract.TRIP_DRIVER_ASSIGNED)["data"]["driver"]["id"] == other.driver["id"]
+
+
+def test_messages_whose_trace_header_is_not_text_are_delivered_and_stop_no_consumer(ride):
+    """Anything on the broker may send any header type: a traceparent that
+    is a number once stuck the rider's socket on it and ended the consumers'
+    threads (OpenTelemetry's extract raised)."""
+    rider_id = new_id("rider")
+    rider = ride.rider(rider_id)
+    publisher = Publisher(AMQP_URL, "test")
+    try:
+        publisher.publish(contract.TRIP_CREATED, rider_id, {"id": "odd-1"}, headers={"traceparent": 5})
+        publisher.publish(contract.TRIP_CREATED, rider_id, {"id": "plain-2"})
+        publisher.publish(contract.DRIVER_TRIP_ACCEPT, "d-odd", {"tripID": "no-such-trip", "driver": {"id": "d-odd"}},
+                          headers={"traceparent": 5})
+    finally:
+        publisher.close()
+    assert [rider.next(contract.TRIP_CREATED)["data"]["id"] for _ in range(2)] == ["odd-1", "plain-2"]
+    assert_a_ride_completes(ride)  # dispatch and TripService's intake still consume

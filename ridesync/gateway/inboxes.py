@@ -23,7 +23,7 @@ from pika import BasicProperties
 from pika.spec import Basic
 from pika.adapters.gevent_connection import GeventConnection
 
-from ridesync import contract, rabbit
+from ridesync import contract, rabbit, telemetry
 from ridesync.gateway.mailroom import Mailroom, Notice
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ class Inboxes:
     def leave(self, inbox, unwritten):
         """The inbox was cut where the feed is now: its `left` says so, and
         carries what it did not write."""
-        carried = [[n.offset, n.type, n.message_id, n.body.decode(), _text_only(n.headers)] for n in unwritten]
+        carried = [[n.offset, n.type, n.message_id, n.body.decode(), telemetry.text_only(n.headers)] for n in unwritten]
         self.mark(LEFT, inbox, json.dumps(carried).encode(), cut=self._offset)
 
     def stop(self):
@@ -355,8 +355,3 @@ def _carried(body):
             raise ValueError(f"a carried notice is not [offset, type, message id, body, headers]: {item!r:.100}")
     return [Notice(offset, kind, message_id, body.encode(), headers)
             for offset, kind, message_id, body, headers in carried]
-
-
-def _text_only(headers):
-    """The headers a carried notice keeps: its trace and request ids, all text."""
-    return {key: value for key, value in headers.items() if isinstance(value, str)}
