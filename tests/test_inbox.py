@@ -5,6 +5,7 @@ records as Inboxes takes them, handed in without a broker."""
 import json
 
 import gevent
+import pytest
 from pika.exceptions import ChannelWrongStateError
 
 from ridesync import contract
@@ -135,19 +136,26 @@ def feed(inboxes, *records):
         inboxes._on_record(None, record, record, record.body)
 
 
-def test_a_left_carrying_a_malformed_notice_reaches_no_socket(caplog):
+ENVELOPE = contract.envelope("rider-1", {"id": "t1"}).decode()
+
+
+@pytest.mark.parametrize("body, headers", [
+    ([[1, contract.TRIP_CREATED, "m1", ENVELOPE, "not headers"]], {"cut": 2}),
+    ({"abcde": 1}, {"cut": 2}),
+    ([], {"cut": "2"}),
+    ([], {"cut": 2, "role": "operator"}),
+])
+def test_a_malformed_left_reaches_no_socket_and_a_good_one_still_does(caplog, body, headers):
     inboxes = Inboxes("amqp://127.0.0.1:1/", 30, "test")  # never started: the feed is handed in below
     newer = inboxes.open("rider", "rider-1", "s2")
-    envelope = contract.envelope("rider-1", {"id": "t1"}).decode()
     feed(inboxes,
          Record(1, type=CONNECTED, session="s1"),  # a socket on another worker
          Record(2, type=CONNECTED, session="s2"),  # this one cuts it, and waits for what it left
-         Record(3, json.dumps([[1, contract.TRIP_CREATED, "m1", envelope, "not headers"]]).encode(),
-                type=LEFT, session="s1", cut=2))
+         Record(3, json.dumps(body).encode(), type=LEFT, session="s1", **headers))
     assert not newer.live and "feed record 3 (gateway.left) is malformed" in caplog.text
-    feed(inboxes, Record(4, json.dumps([[1, contract.TRIP_CREATED, "m1", envelope, {}]]).encode(),
+    feed(inboxes, Record(4, json.dumps([[1, contract.TRIP_CREATED, "m1", ENVELOPE, {}]]).encode(),
                          type=LEFT, session="s1", cut=2))
-    assert newer.live  # a well-formed one is taken
+    assert newer.live
 
 
 def test_inboxes_stopped_while_a_reconnect_waits_open_no_connection():

@@ -303,16 +303,16 @@ class Inboxes:
         kind, owner = headers.get("type"), headers.get("owner")
         if not isinstance(owner, str):
             raise ValueError("no owner header")
+        if kind in (CONNECTED, LEAVING, LEFT):
+            role, session = _marker(kind, headers)
         if kind == CONNECTED:
-            self.mailroom.connected(headers["role"], owner, headers["session"])
-            self._in_feed(headers["session"])  # read back before its confirm came
+            self.mailroom.connected(role, owner, session)
+            self._in_feed(session)  # read back before its confirm came
         elif kind == LEAVING:
-            self.mailroom.leaving(headers["role"], owner, headers["session"])
+            self.mailroom.leaving(role, owner, session)
         elif kind == LEFT:
-            carried = _carried(body)
-            self.mailroom.left(headers["role"], owner, headers["session"], headers["cut"], carried,
-                               bool(headers.get("forfeit")))
-            self._settle(headers["session"])
+            self.mailroom.left(role, owner, session, headers["cut"], _carried(body), bool(headers.get("forfeit")))
+            self._settle(session)
         else:
             self.mailroom.notice(owner, Notice(offset, kind, message_id, body, headers))
         self._unseen.pop(message_id, None)
@@ -341,6 +341,15 @@ class Inboxes:
             self._ack()
             for role, user_id, session in self.mailroom.expire():
                 self._mark(LEFT, role, user_id, session, b"[]", cut=self._offset, forfeit=True)
+
+
+def _marker(kind, headers):
+    """(role, session) of a marker; ValueError before the Mailroom is told
+    anything of a malformed one (half a hand-over would leave a socket waiting)."""
+    role, session = headers.get("role"), headers.get("session")
+    if role not in _ROLES or not isinstance(session, str) or (kind == LEFT and not isinstance(headers.get("cut"), int)):
+        raise ValueError("a marker names a role, a session and, for a `left`, the offset of its cut")
+    return role, session
 
 
 def _carried(body):
