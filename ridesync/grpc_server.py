@@ -15,7 +15,8 @@ log = logging.getLogger(__name__)
 
 
 def start(address, add_servicers, service_names, max_workers=64):
-    """A started Server; add_servicers(server) registers the services."""
+    """A started Server; add_servicers(server) registers the services. An
+    address with port 0 listens on a port the system picks: `.address` says which."""
     calls = CallsInFlight()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=[*grpc_telemetry.server_interceptors(), calls]
@@ -25,16 +26,18 @@ def start(address, add_servicers, service_names, max_workers=64):
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *service_names):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    if server.add_insecure_port(address) == 0:
+    port = server.add_insecure_port(address)
+    if port == 0:
         raise SystemExit(f"cannot listen on {address}")
     server.start()
-    return Server(server, health_servicer, calls)
+    return Server(server, health_servicer, calls, f"{address.rpartition(':')[0]}:{port}")
 
 
 class Server:
     """A started gRPC server and its health service."""
 
-    def __init__(self, server, health_servicer, calls):
+    def __init__(self, server, health_servicer, calls, address):
+        self.address = address  # where it listens, with the port it was given
         self._server = server
         self._health = health_servicer
         self.calls = calls

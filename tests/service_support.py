@@ -13,7 +13,7 @@ from ridesync import contract, rabbit
 from ridesync.driver.pool import new_driver
 from ridesync.pb import driver_pb2, driver_pb2_grpc, trip_pb2, trip_pb2_grpc
 from ridesync.ride.model import Coordinate, RideFare, Route, Trip
-from tests.support import AMQP_URL, Process, free_port, start_service, wait_until
+from tests.support import AMQP_URL, Process, start_service, wait_until
 
 PICKUP = Coordinate(37.7749, -122.4194)
 
@@ -31,13 +31,18 @@ def publisher():
 def driver_service(tmp_path):
     """A real DriverService; `.stub` calls it."""
     purge_queues(contract.FIND_AVAILABLE_DRIVERS)
-    address = f"127.0.0.1:{free_port()}"
-    process = start_service("ridesync.driver", address, {"DRIVER_SERVICE_ADDR": address}, tmp_path)
-    channel = grpc.insecure_channel(address)
+    process = start_driver_service(tmp_path)
+    channel = grpc.insecure_channel(process.address)
     process.stub = driver_pb2_grpc.DriverServiceStub(channel)
     yield process
     channel.close()
     process.stop()
+
+
+def start_driver_service(tmp_path, name="driver", **env):
+    """`python -m ridesync.driver` with env, on a port of its own."""
+    return start_service("ridesync.driver", "127.0.0.1:0", {"DRIVER_SERVICE_ADDR": "127.0.0.1:0", **env},
+                         tmp_path, name=name)
 
 
 @pytest.fixture

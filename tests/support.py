@@ -102,15 +102,26 @@ def grpc_serving(address):
 
 
 def start_service(module, address, env, tmp_path, name=None):
-    """`python -m module` serving gRPC at address, once it answers."""
+    """`python -m module` serving gRPC at address, once it answers; `.address`
+    is where. With port 0 the service takes a port no one holds, and says
+    which in its "listening on" line: no other process can take it first."""
     process = Process(name or module.rsplit(".", 1)[-1], [sys.executable, "-m", module], env, tmp_path)
 
     def ready():
         process.assert_running()
-        return grpc_serving(address)
+        process.address = listening_on(process, address)
+        return process.address is not None and grpc_serving(process.address)
 
     wait_until(ready, timeout=20, message=f"{module} to serve at {address}")
     return process
+
+
+def listening_on(process, address):
+    """address, or when its port is 0, the one the service's log says it listens on (None before it says)."""
+    if not address.endswith(":0"):
+        return address
+    said = re.search(r"listening on (\S+:\d+)", process.output())
+    return said and said.group(1)
 
 
 def start_gateway(env, tmp_path, workers=1, name="gateway"):
@@ -311,15 +322,13 @@ def new_rider():
 def start_trip_service(osrm, tmp_path, name="trip", **env):
     """A real TripService on loopback asking the OSRM stand-in, with small
     timeouts unless env says otherwise; `.address` is where it listens."""
-    address = f"127.0.0.1:{free_port()}"
-    process = start_service(
+    address = "127.0.0.1:0"
+    return start_service(
         "ridesync.trip", address,
         {"TRIP_SERVICE_ADDR": address, "OSRM_URL": osrm.url, "OSRM_TIMEOUT": "2",
          "OSRM_BREAKER_RESET": "1", **env},
         tmp_path, name=name,
     )
-    process.address = address
-    return process
 
 
 def next_message_for(tap, owner_id, timeout=10.0):
@@ -378,11 +387,11 @@ class HangingTripService:
             def CreateTrip(self, request, context):
                 return hanging._hang(request, context)
 
-        self.address = f"127.0.0.1:{free_port()}"
         self._server = grpc_server.start(
-            self.address, lambda s: trip_pb2_grpc.add_TripServiceServicer_to_server(Servicer(), s),
+            "127.0.0.1:0", lambda s: trip_pb2_grpc.add_TripServiceServicer_to_server(Servicer(), s),
             ["trip.TripService"], max_workers=8,
         )
+        self.address = self._server.address
 
     def _hang(self, request, context):
         self.calls.append(request)

@@ -11,7 +11,7 @@ from ridesync.settings import Settings
 from ridesync.ride.fares import price_in_cents
 from tests.support import (
     AMQP_URL, AUTH_SECRET, DESTINATION_JSON, PICKUP_JSON, HangingTripService, assert_route_follows_osrm,
-    assert_trip_created_published, bearer, closed_port_address, free_port, made_by, new_rider, wait_until,
+    assert_trip_created_published, bearer, closed_port_address, made_by, new_rider, wait_until,
 )
 
 PREFLIGHT = {
@@ -258,9 +258,8 @@ def test_healthz_answers_while_the_process_serves(make_client):
 @pytest.fixture
 def driver_service():
     """Any gRPC server with the health service stands in for DriverService."""
-    address = f"127.0.0.1:{free_port()}"
-    server = grpc_server.start(address, lambda s: None, [], max_workers=4)
-    yield address
+    server = grpc_server.start("127.0.0.1:0", lambda s: None, [], max_workers=4)
+    yield server.address
     server.stop(0).wait()
 
 

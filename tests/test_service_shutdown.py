@@ -172,10 +172,8 @@ def _start_trip(stub, rider):
 @pytest.fixture
 def lone_driver_service(tmp_path):
     """A DriverService whose broker is nowhere: nothing listens at its AMQP_URL."""
-    address = f"127.0.0.1:{free_port()}"
-    nowhere = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    address, nowhere = "127.0.0.1:0", f"amqp://guest:guest@127.0.0.1:{free_port()}/"
     process = start_service("ridesync.driver", address, {"DRIVER_SERVICE_ADDR": address, "AMQP_URL": nowhere}, tmp_path)
-    process.address = address
     yield process
     process.stop()
 

@@ -86,7 +86,7 @@ def main():
     ]
     for intake in intakes:
         intake.start()
-    log.info("DriverService listening on %s (driver pool %s)", settings.driver_listen_addr,
+    log.info("DriverService listening on %s (driver pool %s)", server.address,
              "in Redis" if settings.redis_url else "in this process")
     shutdown.serve_until_signal("DriverService", server, intakes, [publisher])
 

@@ -155,6 +155,6 @@ def main():
     ).start()
     outbox.start()
     log.info("TripService listening on %s (OSRM %s, database %s)",
-             settings.trip_listen_addr, settings.osrm_url, database.engine.url.render_as_string())
+             server.address, settings.osrm_url, database.engine.url.render_as_string())
     shutdown.serve_until_signal("TripService", server, [answers, outbox], [publisher])
     database.close()
