@@ -13,7 +13,7 @@ from ridesync import contract, rabbit
 from ridesync.driver.pool import new_driver
 from ridesync.pb import driver_pb2, driver_pb2_grpc, trip_pb2, trip_pb2_grpc
 from ridesync.ride.model import Coordinate, RideFare, Route, Trip
-from tests.support import AMQP_URL, Process, start_service, wait_until
+from tests.support import AMQP_URL, Process, closed_port_address, start_service, wait_until
 
 PICKUP = Coordinate(37.7749, -122.4194)
 
@@ -29,9 +29,10 @@ def publisher():
 
 @pytest.fixture
 def driver_service(tmp_path):
-    """A real DriverService; `.stub` calls it."""
+    """A real DriverService whose TripService is nowhere (nothing listens
+    there: every driver registers free); `.stub` calls it."""
     purge_queues(contract.FIND_AVAILABLE_DRIVERS)
-    process = start_driver_service(tmp_path)
+    process = start_driver_service(tmp_path, TRIP_SERVICE_ADDR=closed_port_address())
     channel = grpc.insecure_channel(process.address)
     process.stub = driver_pb2_grpc.DriverServiceStub(channel)
     yield process

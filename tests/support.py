@@ -378,6 +378,7 @@ class HangingTripService:
 
         self.release = threading.Event()
         self.calls = []
+        self.metadata = []  # each call's, as a dict
         hanging = self
 
         class Servicer(trip_pb2_grpc.TripServiceServicer):
@@ -385,6 +386,9 @@ class HangingTripService:
                 return hanging._hang(request, context)
 
             def CreateTrip(self, request, context):
+                return hanging._hang(request, context)
+
+            def CurrentTrip(self, request, context):
                 return hanging._hang(request, context)
 
         self._server = grpc_server.start(
@@ -395,6 +399,7 @@ class HangingTripService:
 
     def _hang(self, request, context):
         self.calls.append(request)
+        self.metadata.append(dict(context.invocation_metadata()))
         while context.is_active() and not self.release.wait(0.05):
             pass
         context.abort(grpc.StatusCode.UNAVAILABLE, "released")

@@ -200,6 +200,27 @@ def test_a_driver_is_busy_from_the_accept_to_the_end_of_the_trip_whatever_their_
     ]
 
 
+def test_a_driver_registered_on_a_trip_is_busy_with_it_until_it_ends(make_pool):
+    """What a DriverService restarted with its pool in memory relies on:
+    registering names the trip TripService says the driver is on."""
+    pool, publisher = make_pool(), Publisher()
+    dispatcher = Dispatcher(pool, publisher)
+    pool.register("near", "sedan", session="s1", trip_id="t1")
+    dispatcher.handle(contract.TRIP_CREATED, "r2", trip_json("sedan", trip_id="t2", rider="r2"))
+    pool.register("near", "sedan", session="s2")  # a registration that read no trip leaves them on theirs
+    assert pool.free_drivers("t3") == []
+    dispatcher.handle_availability(contract.TRIP_COMPLETED, "r1", assigned("t1", "near"))
+    dispatcher.handle(contract.TRIP_CREATED, "r4", trip_json("sedan", trip_id="t4", rider="r4"))
+    assert publisher.sent == [(contract.DISPATCH_NO_DRIVERS_LEFT, "r2", "t2"), (contract.DRIVER_TRIP_REQUEST, "near", "t4")]
+
+
+def test_a_registration_naming_a_trip_that_ended_since_it_was_read_leaves_the_driver_free(make_pool):
+    pool = make_pool()
+    Dispatcher(pool, Publisher()).handle_availability(contract.TRIP_CANCELLED, "d1", assigned("t1", "d1"))
+    pool.register("d1", "sedan", trip_id="t1")
+    assert [d.id for d in pool.free_drivers("t2")] == ["d1"]
+
+
 def test_a_cancelled_trip_frees_its_driver_and_voids_its_offers(make_pool):
     pool, publisher = pool_with(make_pool, ("near", "sedan", 100), ("far", "sedan", 2000)), Publisher()
     dispatcher = Dispatcher(pool, publisher)

@@ -1,13 +1,17 @@
 """DriverService as a real process: gRPC registration, and dispatch of trips
 from find_available_drivers on a real RabbitMQ."""
+import time
+
 import grpc
 import pytest
 
 from ridesync import contract, rabbit
-from ridesync.pb import driver_pb2
+from ridesync.driver.server import TRIP_CHECK_DEADLINE
+from ridesync.gateway.upstream import CALL_DEADLINE
+from ridesync.pb import driver_pb2, driver_pb2_grpc
 from tests.service_support import (PICKUP, about_trip, drain_queue, driver_service, next_matching,  # noqa: F401
-                                   publish_raw, publisher, register_at, trip_json, unique)
-from tests.support import wait_until
+                                   publish_raw, publisher, register_at, start_driver_service, trip_json, unique)
+from tests.support import HangingTripService, wait_until
 
 
 def test_register_update_and_unregister_over_grpc(driver_service):
@@ -36,6 +40,32 @@ def test_a_late_unregister_of_an_older_socket_leaves_the_newer_registration(driv
     assert still.driver.id == driver_id
     gone = stub.UnregisterDriver(driver_pb2.RegisterDriverRequest(driverID=driver_id, session="new"), timeout=5)
     assert gone.driver.id == driver_id
+
+
+def test_a_driver_registers_free_when_the_trip_service_is_down(driver_service):
+    driver_id = unique("driver")
+    driver_service.stub.RegisterDriver(driver_pb2.RegisterDriverRequest(driverID=driver_id, packageSlug="van"), timeout=5)
+    lines = [line for line in driver_service.output().splitlines() if "could not be checked" in line]
+    assert len(lines) == 1 and driver_id in lines[0] and "UNAVAILABLE" in lines[0]
+
+
+def test_a_hanging_trip_service_holds_a_registration_for_its_deadline_only(tmp_path):
+    """Within the gateway's deadline; TripService is asked as the driver."""
+    hanging = HangingTripService()
+    service = start_driver_service(tmp_path, TRIP_SERVICE_ADDR=hanging.address)
+    try:
+        with grpc.insecure_channel(service.address) as channel:
+            driver_id, began = unique("driver"), time.monotonic()
+            registered = driver_pb2_grpc.DriverServiceStub(channel).RegisterDriver(
+                driver_pb2.RegisterDriverRequest(driverID=driver_id, packageSlug="van"), timeout=CALL_DEADLINE)
+            took = time.monotonic() - began
+        assert registered.driver.id == driver_id and TRIP_CHECK_DEADLINE <= took < CALL_DEADLINE - 1
+        assert [call.userID for call in hanging.calls] == [driver_id]
+        assert (hanging.metadata[0]["x-user-id"], hanging.metadata[0]["x-user-role"]) == (driver_id, "driver")
+        assert "DEADLINE_EXCEEDED" in service.output()
+    finally:
+        service.stop()
+        hanging.close()
 
 
 @pytest.mark.parametrize("call, request_, code, problem", [

@@ -3,6 +3,7 @@ gets a made-up profile and a starting place somewhere in San Francisco,
 both derived from the driver's id, so registering again gives the same."""
 import random
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 from ridesync.ride.geo import great_circle_m
@@ -15,6 +16,7 @@ LAST_NAMES = ("Rivera", "Chen", "Okafor", "Novak", "Haddad", "Kim", "Silva", "MÃ
 SAN_FRANCISCO = Coordinate(latitude=37.7749, longitude=-122.4194)
 START_SPREAD = 0.03  # degrees either way, a few kilometres
 PORTRAITS = 10  # randomuser.me has lego portraits 0..9
+ENDED_REMEMBERED = 10_000  # trips whose end is remembered, so that a registration read before it busies no one
 
 
 class DriverNotFound(Exception):
@@ -81,7 +83,9 @@ class DriverPool:
     trip; safe to use from any thread. A registration belongs to the socket
     that made it (its session): only that session's unregister removes it.
     Being on a trip is the trip's, not the socket's: it lasts from the accept
-    to the trip's end, however often the driver's app reconnects."""
+    to the trip's end, however often the driver's app reconnects, and a
+    registration names the trip the driver is on (TripService says), so that
+    a DriverService restarted with this pool empty knows it again."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -89,15 +93,20 @@ class DriverPool:
         self._sessions = {}  # driver id -> the session that registered them
         self._offers = {}  # driver id -> the Offer (dispatch.py) they have not answered yet
         self._on_trip = {}  # driver id -> the trip they accepted, until it ends
+        self._ended = OrderedDict()  # the ids of the latest ENDED_REMEMBERED trips that ended, oldest first
 
-    def register(self, driver_id, package_slug, session=""):
+    def register(self, driver_id, package_slug, session="", trip_id=None):
         """The driver, new or replacing an earlier registration (another
         socket's). An offer they have not answered still stands: a phone
-        that reconnects gets the request again from its inbox."""
+        that reconnects gets the request again from its inbox. trip_id: the
+        trip they are on, read before this call; they are busy with it,
+        unless it ended meanwhile."""
         driver = new_driver(driver_id, package_slug)
         with self._lock:
             self._drivers[driver_id] = driver
             self._sessions[driver_id] = session
+            if trip_id is not None and trip_id not in self._ended:
+                self._on_trip[driver_id] = trip_id
         return driver
 
     def unregister(self, driver_id, session=""):
@@ -144,6 +153,9 @@ class DriverPool:
                 del self._offers[asked]
             if driver_id is not None and self._on_trip.get(driver_id) == trip_id:
                 del self._on_trip[driver_id]
+            self._ended[trip_id] = None
+            if len(self._ended) > ENDED_REMEMBERED:
+                self._ended.popitem(last=False)
 
     def expired_offers(self, now):
         """[(driver id, Offer)] of the offers unanswered by now, withdrawn."""

@@ -8,7 +8,9 @@ Keys, under a prefix (REDIS_KEY_PREFIX):
 - `offer:<id>`: the Offer the driver has not answered, expiring a while
   after its deadline, so that an offer a dead replica made lapses;
   `offers:due` orders them by deadline; `trip_offers:<trip>` who was asked;
-- `busy:<id>`: the trip the driver is on, expiring after BUSY_TTL at most.
+- `busy:<id>`: the trip the driver is on, expiring after BUSY_TTL at most;
+- `ended:<trip>`: the trip ended (for ENDED_TTL), so that a registration
+  naming it, read from TripService just before, makes no one busy.
 Every change that reads before it writes is one Lua script, so two
 dispatchers never claim one driver for two trips."""
 import dataclasses
@@ -27,6 +29,7 @@ SEARCH_RADII_KM = (2, 8, 32, 128)  # the search widens until enough free drivers
 SEARCH_WANTS = (8, 64, 1_000_000)  # free drivers asked for at a time, while the ones before were all claimed
 OFFER_GRACE_MS = 60_000  # an offer's key outlives its deadline by this, for expired_offers to find
 BUSY_TTL_S = 12 * 3600  # a trip that never ends frees its driver after this
+ENDED_TTL_S = 600  # how long a trip's end is remembered; a registration reads its trip within seconds
 
 # KEYS: driver hash; ARGV: session. -> {driver JSON, offer JSON or false} or nil
 UNREGISTER = """
@@ -56,7 +59,7 @@ redis.call('PEXPIRE', p .. 'trip_offers:' .. trip, ARGV[6])
 return 1
 """
 
-# ARGV: prefix, trip id, driver id or '', busy ttl s, 'assign'|'release'|'let_go'.
+# ARGV: prefix, trip id, driver id or '', busy ttl s, 'assign'|'release'|'let_go', ended ttl s.
 # -> ids of the drivers whose offer of the trip was void
 OFFERS_OF_TRIP = """
 local p, trip, driver, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
@@ -73,10 +76,20 @@ for _, id in ipairs(asked) do
 end
 if mode == 'assign' then
   redis.call('SET', p .. 'busy:' .. driver, trip, 'EX', ARGV[4])
-elseif mode == 'release' and driver ~= '' and redis.call('GET', p .. 'busy:' .. driver) == trip then
-  redis.call('DEL', p .. 'busy:' .. driver)
+elseif mode == 'release' then
+  if driver ~= '' and redis.call('GET', p .. 'busy:' .. driver) == trip then
+    redis.call('DEL', p .. 'busy:' .. driver)
+  end
+  redis.call('SET', p .. 'ended:' .. trip, '1', 'EX', ARGV[6])
 end
 return voided
+"""
+
+# ARGV: prefix, driver id, trip id, busy ttl s. The driver is on the trip, unless it has ended.
+ON_TRIP_UNLESS_ENDED = """
+if redis.call('EXISTS', ARGV[1] .. 'ended:' .. ARGV[3]) == 0 then
+  redis.call('SET', ARGV[1] .. 'busy:' .. ARGV[2], ARGV[3], 'EX', ARGV[4])
+end
 """
 
 # ARGV: prefix, now. -> offer JSONs past their deadline, each withdrawn
@@ -142,8 +155,9 @@ class RedisDriverPool:
         self._expired = self._redis.register_script(EXPIRED)
         self._move = self._redis.register_script(MOVE)
         self._nearest_free = self._redis.register_script(NEAREST_FREE)
+        self._on_trip_unless_ended = self._redis.register_script(ON_TRIP_UNLESS_ENDED)
 
-    def register(self, driver_id, package_slug, session=""):
+    def register(self, driver_id, package_slug, session="", trip_id=None):
         driver = new_driver(driver_id, package_slug)
         key = f"{self._p}driver:{driver_id}"
         before = self._redis.hget(key, "package")
@@ -154,6 +168,8 @@ class RedisDriverPool:
                                     "session": session})
             pipe.geoadd(f"{self._p}drivers:{package_slug}",
                         (driver.location.longitude, driver.location.latitude, driver_id))
+            if trip_id is not None:
+                self._on_trip_unless_ended(args=[self._p, driver_id, trip_id, BUSY_TTL_S], client=pipe)
             pipe.execute()
         return driver
 
@@ -169,14 +185,16 @@ class RedisDriverPool:
         return self._ask(args=[self._p, driver_id, offer.trip.id, _offer_json(offer), offer.expires_at, ttl_ms]) == 1
 
     def let_go(self, driver_id, trip_id):
-        self._offers_of_trip(args=[self._p, trip_id, driver_id, BUSY_TTL_S, "let_go"])
+        self._offers_of(trip_id, driver_id, "let_go")
 
     def assign(self, driver_id, trip_id):
-        voided = self._offers_of_trip(args=[self._p, trip_id, driver_id, BUSY_TTL_S, "assign"])
-        return [d for d in voided if d != driver_id]
+        return [d for d in self._offers_of(trip_id, driver_id, "assign") if d != driver_id]
 
     def release(self, driver_id, trip_id):
-        self._offers_of_trip(args=[self._p, trip_id, driver_id or "", BUSY_TTL_S, "release"])
+        self._offers_of(trip_id, driver_id or "", "release")
+
+    def _offers_of(self, trip_id, driver_id, mode):
+        return self._offers_of_trip(args=[self._p, trip_id, driver_id, BUSY_TTL_S, mode, ENDED_TTL_S])
 
     def expired_offers(self, now):
         flat = self._expired(args=[self._p, now])

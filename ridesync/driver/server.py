@@ -1,21 +1,24 @@
 """DriverService over gRPC, and its consumer of find_available_drivers:
-thin edges over the pool and dispatch."""
+thin edges over the pool and dispatch; a driver who registers is asked
+about at TripService, which knows the trip they are on."""
 import logging
 import threading
 
 import grpc
 from google.protobuf import json_format
 
-from ridesync import contract, grpc_server, logs, shutdown, telemetry
+from ridesync import contract, grpc_server, grpc_telemetry, identity, logs, shutdown, telemetry
 from ridesync.driver.dispatch import Dispatcher
-from ridesync.driver.pool import DriverNotFound, DriverPool
+from ridesync.driver.pool import DriverNotFound, DriverPool, new_driver
 from ridesync.driver.redis_pool import RedisDriverPool
-from ridesync.pb import driver_pb2, driver_pb2_grpc
+from ridesync.pb import driver_pb2, driver_pb2_grpc, trip_pb2, trip_pb2_grpc
+from ridesync.ride import lifecycle
 from ridesync.rabbit import Publisher, WorkQueueConsumer
 from ridesync.settings import Settings
 from ridesync.ride.model import Coordinate, InvalidArgument
 
 log = logging.getLogger(__name__)
+TRIP_CHECK_DEADLINE = 2.0  # seconds for TripService to say a registering driver's trip (the gateway waits 5)
 
 ERROR_CODES = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -24,14 +27,22 @@ ERROR_CODES = {
 
 
 class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
-    def __init__(self, pool, dispatcher):
+    def __init__(self, pool, dispatcher, trips):
+        """trips: a TripsOfDrivers."""
         self._pool = pool
         self._dispatcher = dispatcher
+        self._trips = trips
 
     def RegisterDriver(self, request, context):
+        """A driver on a trip is busy with it, however they come: a new
+        socket, or the gateway registering again those a restart of this
+        process (its pool in memory) forgot."""
         with grpc_server.status_codes(context, ERROR_CODES):
-            driver = self._pool.register(request.driverID, request.packageSlug, request.session)
-            log.info("driver %s registered for %s as %s (%s)", driver.id, driver.package_slug, driver.name, driver.car_plate)
+            new_driver(request.driverID, request.packageSlug)  # a bad request is refused before TripService is asked
+            trip_id = self._trips.trip_of(request.driverID)
+            driver = self._pool.register(request.driverID, request.packageSlug, request.session, trip_id)
+            log.info("driver %s registered for %s as %s (%s)%s", driver.id, driver.package_slug, driver.name,
+                     driver.car_plate, f", on trip {trip_id}" if trip_id else "")
             return driver_pb2.RegisterDriverResponse(driver=_message(driver))
 
     def UnregisterDriver(self, request, context):
@@ -64,6 +75,27 @@ def _message(driver):
     return json_format.ParseDict(driver.to_json(), driver_pb2.Driver())
 
 
+class TripsOfDrivers:
+    """Which trip a driver is on (accepted, not ended), as TripService says."""
+
+    def __init__(self, channel):
+        self._trips = trip_pb2_grpc.TripServiceStub(channel)
+
+    def trip_of(self, driver_id):
+        """The trip's id, or None; None too when TripService does not answer
+        in time: the driver registers then, free (one line logged), rather
+        than being kept off the road by a TripService outage."""
+        try:
+            with identity.acting_as(driver_id, "driver"):
+                trip = self._trips.CurrentTrip(trip_pb2.CurrentTripRequest(userID=driver_id),
+                                               timeout=TRIP_CHECK_DEADLINE).trip
+        except grpc.RpcError as exc:
+            log.warning("driver %s: their trip could not be checked, so they register as free: TripService %s %s",
+                        driver_id, exc.code().name, exc.details())
+            return None
+        return trip.id if trip.status in lifecycle.ON_TRIP and trip.driver.id == driver_id else None
+
+
 def main():
     logs.configure("driver")
     settings = Settings.from_env()
@@ -75,7 +107,8 @@ def main():
     dispatcher = Dispatcher(pool, publisher, settings.offer_timeout)
     server = grpc_server.start(
         settings.driver_listen_addr,
-        lambda s: driver_pb2_grpc.add_DriverServiceServicer_to_server(DriverServicer(pool, dispatcher), s),
+        lambda s: driver_pb2_grpc.add_DriverServiceServicer_to_server(
+            DriverServicer(pool, dispatcher, TripsOfDrivers(grpc_telemetry.channel(settings.trip_service_addr))), s),
         ["driver.DriverService"],
     )
     intakes = [

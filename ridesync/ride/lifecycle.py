@@ -18,7 +18,8 @@ COMPLETED = "completed"
 CANCELLED = "cancelled"
 NO_DRIVERS_FOUND = "no_drivers_found"
 
-ACTIVE = (PENDING, ACCEPTED, ARRIVED, IN_PROGRESS)
+ON_TRIP = (ACCEPTED, ARRIVED, IN_PROGRESS)  # its driver is busy with it: from the accept until it ends
+ACTIVE = (PENDING, *ON_TRIP)
 RIDE = (ACCEPTED, ARRIVED, IN_PROGRESS, COMPLETED)  # a driver's steps, in order
 
 # A driver's step on the way -> (the status it needs, the status it gives).
