@@ -13,8 +13,9 @@ import requests
 import websocket
 
 from ridesync import contract
+from ridesync.rabbit import Publisher
 from tests.ride import DESTINATION, PICKUP, answer, assert_a_ride_completes, new_id, ride  # noqa: F401 (ride is a fixture)
-from tests.support import AUTH_SECRET, ROOT, bearer, free_port, next_message_for, token, wait_until
+from tests.support import AMQP_URL, AUTH_SECRET, ROOT, bearer, free_port, next_message_for, token, wait_until
 from tests.test_tokens import KeySet
 
 BAD_USER_IDS = ["a\nb", "a\rb", "é" * 128, "r" * 129, "a b", "a/b", "a*", "a#", "\ud800", ""]
@@ -165,7 +166,12 @@ def test_a_gateway_checks_tokens_with_the_keys_of_a_jwks_url(ride):
         driver = ride.phone(f"/ws/drivers?packageSlug=van&token={key_set.token(driver_id, 'driver')}", url, headers={})
         assert driver.next(contract.DRIVER_REGISTER)["data"]["id"] == driver_id
         rider = ride.phone(f"/ws/riders?token={key_set.token(rider_id, 'rider', kid='ec-1')}", url, headers={})
-        assert rider.poll(timeout=0.2) is None and rider.ws.connected
+        publisher = Publisher(AMQP_URL, "test")
+        try:
+            publisher.publish(contract.TRIP_CREATED, rider_id, {"id": "t-jwks"})
+        finally:
+            publisher.close()
+        assert rider.next(contract.TRIP_CREATED)["data"]["id"] == "t-jwks"  # the socket is the rider's, and live
         assert ws_refusal(url, f"/ws/riders?userID={rider_id}", bearer(rider_id))[0] == 401  # not signed by those keys
     finally:
         key_set.close()
