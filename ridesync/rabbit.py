@@ -260,6 +260,10 @@ class WorkQueueConsumer:
                                 self._name, exc, self.RECONNECT_PAUSE)
                 self._broker_lost = True
                 self._stopped.wait(self.RECONNECT_PAUSE)
+            except Exception:  # a bug of ours must not end the thread: the service would take no message again
+                log.exception("consumer %s failed unexpectedly; the message in hand is redelivered, reconnecting in %ss",
+                              self._name, self.RECONNECT_PAUSE)
+                self._stopped.wait(self.RECONNECT_PAUSE)
             finally:
                 self._close()
 

@@ -1,0 +1,27 @@
+"""A service's work-queue consumer (ridesync/rabbit.py) on a real RabbitMQ."""
+import queue
+
+from ridesync import contract
+from ridesync.rabbit import WorkQueueConsumer
+from tests.service_support import publisher, purge_queues  # noqa: F401 (publisher is a fixture)
+from tests.support import AMQP_URL, new_rider
+
+
+def test_a_consumer_that_fails_unexpectedly_takes_the_message_again(publisher, monkeypatch):  # noqa: F811
+    purge_queues(contract.PAYMENT_TRIP_RESPONSE)
+    failures, read = [RuntimeError("a bug outside the handler")], contract.open_envelope
+
+    def open_envelope(body):
+        if failures:
+            raise failures.pop()
+        return read(body)
+
+    monkeypatch.setattr(contract, "open_envelope", open_envelope)
+    handled = queue.Queue()
+    consumer = WorkQueueConsumer(AMQP_URL, contract.PAYMENT_TRIP_RESPONSE,
+                                 lambda _key, _owner, data: handled.put(data["tripID"]), "test-payments").start()
+    try:
+        publisher.publish(contract.PAYMENT_CREATE_SESSION, new_rider(), {"tripID": "trip-1"})
+        assert handled.get(timeout=10) == "trip-1" and not failures
+    finally:
+        consumer.stop()
