@@ -6,15 +6,20 @@ service, publishes the rows in order once they are committed and deletes
 each once the broker confirmed it. A row published but not yet deleted when
 the process dies is published again, with the same message_id, which
 consumers and sockets drop as a second copy. Outside a transaction a
-publish goes to the broker at once, as Publisher's does (CreateTrip answers
-503 when the broker does not take its event)."""
+publish goes to the broker at once, as Publisher's does.
+
+publish_or_undo is for a change that must not stand unannounced (CreateTrip:
+a broker that does not take trip.event.created is a 503 and the fare usable
+again): its row is published at once after the commit by the caller's
+thread, and held back from the relay meanwhile."""
 import json
 import logging
 import threading
+import time
 import uuid
 import zlib
 
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import delete, insert, or_, select, text
 
 from ridesync import telemetry
 from ridesync.rabbit import PublishFailed, Unroutable
@@ -24,14 +29,20 @@ log = logging.getLogger(__name__)
 RELAY_LOCK = 0x6F7574626F78  # "outbox", and the sender: one replica of each relays at a time, so rows go out in order
 BATCH = 100
 IDLE_WAIT = 1.0  # seconds between looks at the table when no commit woke the relay
+# Seconds the relay leaves a row that its sender publishes itself: longer
+# than that publish takes (rabbit.Publisher: two connects of 10 s at most, a
+# blocked connection 10 s), so that the relay sends it only when the sender died.
+HOLD = 30.0
 
 
 class Outbox:
-    def __init__(self, database, publisher, name):
+    def __init__(self, database, publisher, name, hold=HOLD, clock=time.time):
         """name: the service (trip, payment), whose relay publishes only its own rows."""
         self._db = database
         self._publisher = publisher
         self._name = name
+        self._hold = hold
+        self._clock = clock  # wall time: replicas compare not_before
         self._lock_key = RELAY_LOCK + zlib.crc32(name.encode())
         self._wake = threading.Event()
         self._stopped = threading.Event()
@@ -47,11 +58,58 @@ class Outbox:
         if not self._db.in_transaction():
             (self._publisher.notify if notify else self._publisher.publish)(routing_key, owner_id, data)
             return
-        with self._db.transaction() as conn:
-            conn.execute(insert(outbox).values(
-                sender=self._name, routing_key=routing_key, owner_id=owner_id, data=json.dumps(data), notify=notify,
-                headers=json.dumps(telemetry.message_headers()), message_id=uuid.uuid4().hex))
+        self._insert(routing_key, owner_id, data, notify=notify)
         self._db.after_commit(self._wake.set)
+
+    def publish_or_undo(self, routing_key, owner_id, data, undo):
+        """Inside a transaction: the message is committed with it as a row
+        the relay leaves alone for `hold` seconds, published right after the
+        commit (confirmed, with the row's message_id) and its row deleted.
+        When the broker does not take it, the row is deleted and undo() run
+        in one transaction, and the error raised out of the commit; unless
+        the relay sent the row meanwhile: then the change stands. A sender
+        killed after the commit leaves the row to the relay. Outside a
+        transaction: Publisher.publish_or_undo."""
+        if not self._db.in_transaction():
+            self._publisher.publish_or_undo(routing_key, owner_id, data, undo)
+            return
+        message_id = uuid.uuid4().hex
+        row_id = self._insert(routing_key, owner_id, data, notify=False, message_id=message_id,
+                              not_before=self._clock() + self._hold)
+        self._db.after_commit(lambda: self._send_held(row_id, routing_key, owner_id, data, message_id, undo))
+
+    def _insert(self, routing_key, owner_id, data, notify, message_id=None, not_before=None):
+        with self._db.transaction() as conn:
+            return conn.execute(insert(outbox).values(
+                sender=self._name, routing_key=routing_key, owner_id=owner_id, data=json.dumps(data), notify=notify,
+                headers=json.dumps(telemetry.message_headers()), message_id=message_id or uuid.uuid4().hex,
+                not_before=not_before)).inserted_primary_key[0]
+
+    def _send_held(self, row_id, routing_key, owner_id, data, message_id, undo):
+        try:
+            self._publisher.publish(routing_key, owner_id, data, message_id=message_id)
+        except Exception as exc:
+            if self._withdraw(row_id, undo):
+                raise
+            log.warning("outbox of %s: %s of %s was not taken at once (%s), but the relay had sent it: it stands",
+                        self._name, routing_key, owner_id, exc)
+            return
+        try:
+            self._delete(row_id)
+        except Exception:  # published: the relay sends it again after the hold, and consumers drop the copy
+            log.exception("outbox of %s: %s of %s published, its row not deleted", self._name, routing_key, owner_id)
+
+    def _withdraw(self, row_id, undo):
+        """Deletes the row and runs undo(), in one transaction; False when the relay had taken the row."""
+        with self._db.transaction() as conn:
+            if not conn.execute(delete(outbox).where(outbox.c.id == row_id)).rowcount:
+                return False
+            undo()
+            return True
+
+    def _delete(self, row_id):
+        with self._db.transaction() as conn:
+            conn.execute(delete(outbox).where(outbox.c.id == row_id))
 
     def start(self):
         self._thread.start()
@@ -95,9 +153,15 @@ class Outbox:
 
     def _relay_batch(self):
         """True when a full batch went out and more may wait."""
+        due = or_(outbox.c.not_before.is_(None), outbox.c.not_before <= self._clock())  # held rows: their sender's
         with self._db.transaction() as conn:
-            rows = conn.execute(select(outbox).where(outbox.c.sender == self._name).order_by(outbox.c.id).limit(BATCH)).all()
+            rows = conn.execute(select(outbox).where(outbox.c.sender == self._name, due)
+                                .order_by(outbox.c.id).limit(BATCH)).all()
         for row in rows:
+            if row.not_before is not None:
+                log.warning("outbox of %s: relaying %s of %s (%s), left by its sender: killed after the commit, "
+                            "or its own publish took longer than the hold", self._name, row.routing_key,
+                            row.owner_id, row.message_id)
             try:
                 with telemetry.resumed(json.loads(row.headers)):  # the trace and request id of the change
                     self._publisher.publish(row.routing_key, row.owner_id, json.loads(row.data),
@@ -108,6 +172,5 @@ class Outbox:
             except PublishFailed as exc:
                 log.warning("outbox of %s: %s of %s waits for the broker: %s", self._name, row.routing_key, row.owner_id, exc)
                 return False
-            with self._db.transaction() as conn:
-                conn.execute(delete(outbox).where(outbox.c.id == row.id))
+            self._delete(row.id)
         return len(rows) == BATCH

@@ -129,6 +129,15 @@ class Publisher:
                         raise PublishFailed(f"broker unreachable for {routing_key}: {exc!r}") from exc
                     log.warning("publisher %s lost its connection (%r); reconnecting", self._name, exc)
 
+    def publish_or_undo(self, routing_key, owner_id, data, undo):
+        """publish(), and undo() before the error is raised when it fails:
+        for a change that must not stand unannounced (Outbox has the same)."""
+        try:
+            self.publish(routing_key, owner_id, data)
+        except Exception:
+            undo()
+            raise
+
     def notify(self, routing_key, owner_id, data, headers=None, message_id=None):
         """Publishes an event for one user's socket. The gateway's feed takes
         every notification type, whoever is connected; should no queue take

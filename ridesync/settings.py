@@ -44,6 +44,7 @@ class Settings:
     payment_metrics_port: int | None
     payment_local_latency: float
     offer_timeout: float
+    outbox_hold: float  # seconds the trip relay leaves a CreateTrip's event to the replica publishing it at once
     database_url: str
     redis_url: str | None  # None: the driver pool lives in the DriverService process
     redis_key_prefix: str
@@ -83,6 +84,7 @@ class Settings:
             payment_metrics_port=_port(env.get("PAYMENT_METRICS_PORT")),
             payment_local_latency=float(env.get("PAYMENT_LOCAL_LATENCY", "0")),
             offer_timeout=float(env.get("OFFER_TIMEOUT", "30")),
+            outbox_hold=float(env.get("OUTBOX_HOLD", "30")),  # outbox.HOLD
             database_url=env.get("DATABASE_URL", "sqlite:///var/ridesync.db"),
             redis_url=env.get("REDIS_URL") or None,
             redis_key_prefix=env.get("REDIS_KEY_PREFIX", "ridesync:"),

@@ -49,6 +49,7 @@ outbox = Table(
     Column("headers", Text, nullable=False),
     Column("message_id", String(64), nullable=False),
     Column("notify", Boolean, nullable=False),  # dropped, not an error, when no one listens
+    Column("not_before", Float),  # unix time: until then the sender publishes it itself, not the relay
 )
 
 payment_sessions = Table(

@@ -88,6 +88,7 @@ class RecordingPublisher:
             raise RuntimeError("the broker did not confirm")
 
     notify = publish
+    publish_or_undo = rabbit.Publisher.publish_or_undo
 
     def take(self):
         """What was published since the last take."""

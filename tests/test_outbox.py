@@ -14,9 +14,18 @@ from sqlalchemy import func, select
 
 from ridesync import contract
 from ridesync.database import Database
+from ridesync.outbox import Outbox
+from ridesync.rabbit import PublishFailed
+from ridesync.ride.model import Coordinate
 from ridesync.tables import outbox
+from ridesync.trip.planner import RoutePlanner
+from ridesync.trip.service import TripService
+from ridesync.trip.sql_store import SqlTripStore
+from ridesync.trip.store import FareUnavailable
 from tests.databases import create_database, drop_database
-from tests.service_support import about_trip, next_matching, publish_raw, purge_queues, unique
+from tests.service_support import (  # noqa: F401 (driver_service: a fixture)
+    about_trip, driver_service, next_matching, publish_raw, purge_queues, register_at, unique,
+)
 from tests.support import ROOT, start_trip_service, wait_until
 
 
@@ -106,6 +115,135 @@ def test_what_a_killed_process_committed_is_published_by_the_next_one(database_u
     finally:
         service.stop()
         database.close()
+
+
+# A trip service's CreateTrip, in a process killed with SIGKILL between the
+# commit and the publish: the trip and its trip.event.created row are
+# committed, held back from the relay, and nothing was published.
+KILLED_BEFORE_PUBLISH = """
+import os, signal, sys
+from ridesync.ride.model import Coordinate
+from ridesync.settings import Settings
+from ridesync.trip.server import build
+
+def killed(routing_key, owner_id, data, **_):
+    print(data["id"], flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+trips, database, outbox, publisher = build(Settings.from_env())
+rider = sys.argv[1]
+_route, fares = trips.preview(rider, Coordinate(37.7749, -122.4194), Coordinate(37.79, -122.39))
+publisher.publish = killed
+trips.create_trip(next(f for f in fares if f.package_slug == "sedan").id, rider)
+"""
+
+
+def test_a_trip_whose_process_died_before_announcing_it_is_dispatched_all_the_same(
+        database_url, tmp_path, osrm, amqp_tap, driver_service):
+    purge_queues(contract.DRIVER_TRIP_RESPONSE)
+    rider, driver = unique("rider"), unique("driver")
+    register_at(driver_service.stub, driver, "sedan", 100)
+    tap = amqp_tap(contract.TRIP_CREATED, contract.DRIVER_TRIP_REQUEST)
+    env = {"DATABASE_URL": database_url, "OSRM_ENABLED": "false", "OUTBOX_HOLD": "2"}
+    victim = subprocess.run([sys.executable, "-c", KILLED_BEFORE_PUBLISH, rider], cwd=ROOT,
+                            env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert victim.returncode == -signal.SIGKILL, victim.stderr
+    trip_id = victim.stdout.strip()
+    database = Database(database_url)
+    assert _rows(database) == 1 and tap.empty()
+
+    service = start_trip_service(osrm, tmp_path, name="trip-after", **env)
+    try:
+        key, _, message = next_matching(tap, about_trip(trip_id))
+        assert (key, message["ownerId"], message["data"]["status"]) == (contract.TRIP_CREATED, rider, "pending")
+        key, _, message = next_matching(tap, about_trip(trip_id))
+        assert (key, message["ownerId"]) == (contract.DRIVER_TRIP_REQUEST, driver)
+        wait_until(lambda: _rows(database) == 0, message="the outbox to be emptied")
+    finally:
+        service.stop()
+        database.close()
+
+
+class Broker:
+    """Stands in for rabbit.Publisher: what it was given, with message ids;
+    `answer(message_id)` is called before each publish and may raise."""
+
+    def __init__(self):
+        self.answer = lambda message_id: None
+        self.published = []
+
+    def publish(self, routing_key, owner_id, data, headers=None, message_id=None):
+        self.answer(message_id)
+        self.published.append((routing_key, data["id"], message_id))
+
+
+class Clock:
+    def __init__(self):
+        self.now = time.time()
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def sql_trips(database_url):
+    """A TripService on the SQL store in this process; .outbox, .broker, .clock to move, .database."""
+    database = Database(database_url)
+    clock, broker = Clock(), Broker()
+    box = Outbox(database, broker, "trip", hold=30, clock=clock)
+    trips = TripService(RoutePlanner(None, enabled=False), SqlTripStore(database), box,
+                        transaction=database.transaction)
+    trips.outbox, trips.broker, trips.clock, trips.database = box, broker, clock, database
+    yield trips
+    database.close()
+
+
+def _fare(trips, rider):
+    return trips.preview(rider, Coordinate(37.77, -122.41), Coordinate(37.79, -122.39))[1][0]
+
+
+def test_a_trip_is_announced_at_once_and_its_row_deleted(sql_trips):
+    rider = unique("rider")
+    trip = sql_trips.create_trip(_fare(sql_trips, rider).id, rider)
+    [(key, trip_id, message_id)] = sql_trips.broker.published
+    assert (key, trip_id) == (contract.TRIP_CREATED, trip.id) and message_id
+    assert _rows(sql_trips.database) == 0
+
+
+def test_a_trip_the_broker_did_not_take_is_forgotten_and_its_fare_usable_again(sql_trips):
+    rider = unique("rider")
+    fare = _fare(sql_trips, rider)
+    sql_trips.broker.answer = lambda message_id: _raise(PublishFailed("broker away"))
+    with pytest.raises(PublishFailed):
+        sql_trips.create_trip(fare.id, rider)
+    assert sql_trips.current_trip(rider) is None and _rows(sql_trips.database) == 0
+    sql_trips.broker.answer = lambda message_id: None
+    assert sql_trips.create_trip(fare.id, rider).fare == fare
+
+
+def test_a_trip_the_relay_announced_while_its_own_publish_waited_for_the_broker_stands(sql_trips):
+    rider = unique("rider")
+    fare = _fare(sql_trips, rider)
+    relayed = []
+
+    def slow_then_failed(message_id):
+        sql_trips.broker.answer = relayed.append
+        sql_trips.outbox.relay()
+        assert relayed == []  # held: the relay leaves it to this publish
+        sql_trips.clock.now += 31  # this publish took longer than the hold: the relay sends it
+        sql_trips.outbox.relay()
+        raise PublishFailed("no confirm in time")
+
+    sql_trips.broker.answer = slow_then_failed
+    trip = sql_trips.create_trip(fare.id, rider)
+    assert sql_trips.broker.published == [(contract.TRIP_CREATED, trip.id, relayed[0])]
+    assert sql_trips.current_trip(rider) == trip and _rows(sql_trips.database) == 0
+    with pytest.raises(FareUnavailable):
+        sql_trips.create_trip(fare.id, rider)
+
+
+def _raise(exc):
+    raise exc
 
 
 def _rows(database):

@@ -126,7 +126,7 @@ def build(settings):
     """(the TripService, its database, its outbox, its publisher to close at the end), from settings."""
     publisher = Publisher(settings.amqp_url, "trip-service")
     database = Database(settings.database_url)
-    outbox = Outbox(database, publisher, "trip")
+    outbox = Outbox(database, publisher, "trip", hold=settings.outbox_hold)
     planner = RoutePlanner(
         OsrmClient(settings.osrm_url, settings.osrm_timeout).fetch_route,
         enabled=settings.osrm_enabled,
@@ -134,7 +134,7 @@ def build(settings):
         recovery_timeout=settings.osrm_breaker_reset,
     )
     trips = TripService(planner, SqlTripStore(database), outbox, fare_ttl=settings.fare_ttl,
-                        max_trip_km=settings.max_trip_km)
+                        max_trip_km=settings.max_trip_km, transaction=database.transaction)
     return trips, database, outbox, publisher
 
 

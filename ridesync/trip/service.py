@@ -4,6 +4,7 @@ every later step of a trip (ride/lifecycle.py decides which are allowed)."""
 import logging
 import time
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from ridesync import contract
@@ -18,7 +19,9 @@ log = logging.getLogger(__name__)
 
 class TripService:
     def __init__(self, planner, store, publisher, fare_ttl=900, clock=time.time, max_trip_km=300,
-                 sleep=time.sleep):
+                 sleep=time.sleep, transaction=nullcontext):
+        """transaction(): what the store's changes and the publisher's
+        outbox rows of one step commit in together (Database.transaction)."""
         self._max_trip_m = max_trip_km * 1000
         self._planner = planner
         self._store = store
@@ -26,6 +29,7 @@ class TripService:
         self._fare_ttl = fare_ttl
         self._clock = clock
         self._sleep = sleep
+        self._transaction = transaction
 
     def preview(self, user_id, pickup, destination, **call):
         """(route, fares): one fare per package, saved for this rider.
@@ -61,18 +65,24 @@ class TripService:
 
     def create_trip(self, fare_id, user_id):
         """The new pending trip, announced as trip.event.created. If the
-        announcement fails, the fare is given back and no trip exists."""
-        fare = self._store.take_fare(fare_id, user_id)
-        trip = Trip(id=str(uuid.uuid4()), fare=fare, user_id=user_id)
-        self._store.save_trip(trip)  # before the event, which others act on at once
-        try:
-            self._publisher.publish(contract.TRIP_CREATED, user_id, trip.to_json())
-        except Exception:
-            self._store.forget_trip(trip.id)
-            self._store.give_back_fare(fare_id)
-            raise
+        broker does not take the announcement, the fare is given back and no
+        trip exists. With a database, the fare, the trip and the announcement
+        commit together, so a trip whose process dies right after the commit
+        is still announced (Outbox.publish_or_undo)."""
+        with self._transaction():
+            fare = self._store.take_fare(fare_id, user_id)
+            trip = Trip(id=str(uuid.uuid4()), fare=fare, user_id=user_id)
+            self._store.save_trip(trip)  # before the event, which others act on at once
+            self._publisher.publish_or_undo(contract.TRIP_CREATED, user_id, trip.to_json(), lambda: self._forget(trip))
         log.info("rider %s started trip %s (%s, %s cents)", user_id, trip.id, fare.package_slug, fare.total_price_in_cents)
         return trip
+
+    def _forget(self, trip):
+        """A trip whose announcement the broker did not take: gone, its fare usable again."""
+        self._store.forget_trip(trip.id)
+        self._store.give_back_fare(trip.fare.id)
+        log.warning("trip %s of rider %s forgotten: the broker did not take trip.event.created; fare %s usable again",
+                    trip.id, trip.user_id, trip.fare.id)
 
     def record_offer(self, trip_id, driver_id):
         """Dispatch asked this driver to take the trip: from now on only they
