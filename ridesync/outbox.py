@@ -123,15 +123,19 @@ class Outbox:
         return f"outbox of {self._name}: " + ("relay still publishing" if self._thread.is_alive() else "relayed")
 
     def _run(self):
-        while True:
-            try:
-                self.relay()
-            except Exception:  # the database or broker is away: the rows wait for the next look
-                log.exception("outbox of %s: relaying failed; trying again in %ss", self._name, IDLE_WAIT)
-            if self._stopped.is_set():
-                return
+        while not self._stopped.is_set():
+            self._relay_or_log()
             self._wake.wait(IDLE_WAIT)
             self._wake.clear()
+        # A pass that began before stop() may have looked at the table before
+        # the consumers' last commit: this one begins after it.
+        self._relay_or_log()
+
+    def _relay_or_log(self):
+        try:
+            self.relay()
+        except Exception:  # the database or broker is away: the rows wait for the next look
+            log.exception("outbox of %s: relaying failed; trying again in %ss", self._name, IDLE_WAIT)
 
     def relay(self):
         """Publishes the committed rows, oldest first, until none is left or the broker refuses."""

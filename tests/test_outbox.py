@@ -242,6 +242,31 @@ def test_a_trip_the_relay_announced_while_its_own_publish_waited_for_the_broker_
         sql_trips.create_trip(fare.id, rider)
 
 
+def test_what_was_committed_while_the_relay_was_busy_is_published_before_it_stops(database_url):
+    database, broker = Database(database_url), Broker()
+    box = Outbox(database, broker, "payment").start()
+    busy, release = threading.Event(), threading.Event()
+    broker.answer = lambda message_id: (busy.set(), release.wait(10))
+    try:
+        with database.transaction():
+            box.publish(contract.PAYMENT_SESSION_CREATED, "r1", {"id": "first"})
+        wait_until(busy.is_set, message="the relay to publish the first row")
+        with database.transaction():  # the last consumer's commit, after the relay looked at the table
+            box.publish(contract.PAYMENT_SESSION_CREATED, "r1", {"id": "last"})
+        stopped = []
+        stopping = threading.Thread(target=lambda: stopped.append(box.stop(10)))
+        stopping.start()
+        wait_until(box._stopped.is_set, message="the stop to begin")
+        release.set()
+        stopping.join(15)
+        assert stopped == ["outbox of payment: relayed"]
+        assert [trip_id for _, trip_id, _ in broker.published] == ["first", "last"]
+        assert _rows(database) == 0
+    finally:
+        release.set()
+        database.close()
+
+
 def _raise(exc):
     raise exc
 

@@ -4,6 +4,7 @@ again for the same trip, a redelivered command, gives the same session), and
 void_session(trip_id) -> the PaymentSession now voided, or None when the trip
 has none. LocalProvider is the default; a Stripe provider would create a
 Checkout Session with the trip id as its idempotency key, and expire it."""
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from sqlalchemy import insert, select, update
 
 from ridesync.tables import payment_sessions
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,10 @@ class LocalProvider:
         self._latency = latency
 
     def create_session(self, trip_id, user_id, amount, currency):
-        time.sleep(self._latency)
+        if self._latency:
+            log.info("local provider: making the session for trip %s of rider %s, taking %ss as set",
+                     trip_id, user_id, self._latency)
+            time.sleep(self._latency)
         with self._db.transaction() as conn:
             row = conn.execute(select(payment_sessions).where(payment_sessions.c.trip_id == trip_id)).first()
             if row is not None:
