@@ -108,7 +108,8 @@ class Outbox:
             return True
 
     def _delete(self, row_id):
-        with self._db.transaction() as conn:
+        """A published row's; lost in a database server crash, it is published again, and its copy dropped."""
+        with self._db.at_once() as conn:
             conn.execute(delete(outbox).where(outbox.c.id == row_id))
 
     def start(self):
