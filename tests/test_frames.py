@@ -47,3 +47,9 @@ def test_an_answer_and_a_location_keep_only_what_they_take():
     _kind, moved = read_frame(frame(contract.DRIVER_LOCATION, location={"latitude": 1, "longitude": 2, "x": [0]},
                                     extra={"y": 1}), DRIVER_FRAME_TYPES)
     assert moved == {"location": {"latitude": 1.0, "longitude": 2.0}, "geohash": ""}
+
+
+def test_an_unknown_type_is_quoted_back_in_part():
+    with pytest.raises(BadFrame) as refused:
+        read_frame(json.dumps({"type": "x" * 60_000, "data": {}}), DRIVER_FRAME_TYPES)
+    assert refused.value.message.startswith("unknown frame type 'xxx") and len(refused.value.message) < 500

@@ -7,6 +7,7 @@ from ridesync import contract, identity
 from ridesync.ride.model import Coordinate, InvalidArgument
 
 MAX_REASON = 500  # characters of a driver's reason for cancelling
+MAX_ECHO = 80  # characters of a phone's own text quoted back in an error (and its log line)
 
 
 class BadFrame(Exception):
@@ -30,7 +31,7 @@ def read_frame(raw, allowed_types):
     kind, data = frame.get("type"), frame.get("data")
     if not isinstance(kind, str) or kind not in allowed_types:
         allowed = ", ".join(sorted(allowed_types)) or "none"
-        raise BadFrame("unknown_type", f"unknown frame type {kind!r}; this socket accepts: {allowed}")
+        raise BadFrame("unknown_type", f"unknown frame type {kind!r:.{MAX_ECHO}}; this socket accepts: {allowed}")
     if not isinstance(data, dict):
         raise BadFrame("invalid_frame", f"{kind}: data must be an object")
     return kind, READERS[kind](kind, data)
