@@ -228,7 +228,7 @@ def test_a_user_away_longer_than_the_window_is_forgotten():
 
 
 @pytest.mark.parametrize("extra", [1, 5])
-def test_what_is_kept_for_an_away_user_is_bounded(extra):
+def test_what_is_kept_for_an_away_user_is_bounded(extra, caplog):
     clock = Clock()
     room = mailroom(clock)
     feed = Feed(room)
@@ -239,6 +239,7 @@ def test_what_is_kept_for_an_away_user_is_bounded(extra):
     ((role, user_id, unknown),) = room.expire()
     feed.left(unknown, cut=feed.offset, user_id="r9", forfeit=True)
     assert inbox.written == [n.message_id for n in events[extra:]]
+    assert caplog.text.count("dropping the oldest") == 1
 
 
 def test_what_came_before_a_late_connected_marker_is_still_owed_after_that_socket_leaves():

@@ -60,7 +60,7 @@ class Mailroom:
         line.known = True
         line.open = session
         line.waiting_since = self._clock()
-        line.forfeited = False
+        line.forfeited = line.dropping = False
         inbox = self._here.get(session)
         if line.awaiting is not None:
             return  # it starts, on whichever worker has it, once the cut one's `left` is in
@@ -115,8 +115,11 @@ class Mailroom:
             if line.open is None or (inbox is not None and line.awaiting is not None):
                 line.owed.append(notice)  # until someone connects, or the one here may start
                 if len(line.owed) > MAX_OWED:
-                    log.warning("%s %s is away with over %d notifications; dropping the oldest", role, user_id, MAX_OWED)
                     del line.owed[0]
+                    if not line.dropping:  # one line while they are away, not one per notification
+                        log.warning("%s %s is away with over %d notifications; dropping the oldest",
+                                    role, user_id, MAX_OWED)
+                        line.dropping = True
             elif inbox is not None:
                 inbox.put(notice)
 
@@ -179,7 +182,8 @@ def _remember(sessions, session):
 class _Line:
     """What the feed says of one user in one role."""
 
-    __slots__ = ("open", "awaiting", "waiting_since", "owed", "expires", "past", "settled", "known", "forfeited")
+    __slots__ = ("open", "awaiting", "waiting_since", "owed", "expires", "past", "settled", "known", "forfeited",
+                 "dropping")
 
     def __init__(self, expires):
         self.open = None  # the session that gets this user's notifications now
@@ -191,3 +195,4 @@ class _Line:
         self.settled = []  # sessions whose `left` was seen, newest last
         self.known = False  # a marker of this user was seen
         self.forfeited = False  # this worker gave up waiting for the awaited `left`
+        self.dropping = False  # over MAX_OWED: the oldest of what was kept are being dropped
