@@ -30,16 +30,15 @@ def publish(publisher, rider_id, names):
         publisher.publish(contract.TRIP_CREATED, rider_id, {"id": name})
 
 
-def rolling_restart(ride, gateway, url):
+def rolling_restart(gateway):
     """gunicorn's HUP: new workers boot, then the old ones drain and exit."""
     old = gunicorn_worker_pids(gateway)
     gateway.signal(signal.SIGHUP)
     wait_until(lambda: len(gunicorn_worker_pids(gateway)) >= 2 * len(old) and not any(map(alive, old)),
                timeout=30, interval=0.2, message="every worker to be replaced")
-    return url
 
 
-def stop_and_start(ride, gateway, url, publisher, rider_id):
+def stop_and_start(ride, gateway, publisher, rider_id):
     gateway.stop()
     publish(publisher, rider_id, ["while-stopped"])  # no gateway runs at all
     return ride.replica(workers=2, name="gateway-started-again", RECONNECT_WINDOW=WINDOW)[1]
@@ -58,10 +57,10 @@ def test_a_rider_away_during_a_deploy_gets_every_event_once_and_in_order(ride, d
         before = [f"before-deploy-{n}" for n in range(3)]
         publish(publisher, rider_id, before)
         if deploy == "rolling restart (HUP)":
-            url = rolling_restart(ride, gateway, url)
+            rolling_restart(gateway)
             during = []
         else:
-            url = stop_and_start(ride, gateway, url, publisher, rider_id)
+            url = stop_and_start(ride, gateway, publisher, rider_id)
             during = ["while-stopped"]
         after = [f"after-deploy-{n}" for n in range(3)]
         publish(publisher, rider_id, after)
