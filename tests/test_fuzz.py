@@ -92,7 +92,7 @@ def test_a_worker_takes_hostile_frames_and_requests_and_still_serves_a_ride(ride
     (worker,) = gunicorn_worker_pids(gateway)
     hostile = Hostile(SEED)
     port = int(url.rsplit(":", 1)[1])
-    _warm_up(url, port, hostile)
+    _warm_up(url, port)
     before = _rss_kib(worker)
 
     statuses = _fuzz_http(port, hostile, REQUESTS)
@@ -112,7 +112,7 @@ def test_a_worker_takes_hostile_frames_and_requests_and_still_serves_a_ride(ride
     assert_a_ride_completes(ride, url)
 
 
-def _warm_up(url, port, hostile):
+def _warm_up(url, port):
     """One round of everything, so the measure starts from a worker that has loaded what it uses."""
     _fuzz_http(port, Hostile(SEED + 1), 30)
     _fuzz_frames(url, Hostile(SEED + 1), 30)
