@@ -187,3 +187,23 @@ def test_a_socket_that_opens_while_the_feed_channel_closes_opens_and_its_marker_
     reopened = Channel()
     inboxes._consume(reopened)
     assert reopened.published == [CONNECTED]
+
+
+def test_the_chores_go_on_after_one_fails(monkeypatch):
+    inboxes = Inboxes("amqp://127.0.0.1:1/", 30, "test")
+    expired, failures = [], [RuntimeError("a bug in expire")]
+
+    def expire():
+        expired.append(True)
+        if failures:
+            raise failures.pop()
+        return []
+
+    monkeypatch.setattr(inboxes.mailroom, "expire", expire)
+    inboxes._chores = gevent.spawn(inboxes._every_so_often)  # start() without its connection
+    try:
+        with gevent.Timeout(5, AssertionError("the chores stopped after a failure")):
+            while len(expired) < 2:
+                gevent.sleep(0.05)
+    finally:
+        inboxes.stop()

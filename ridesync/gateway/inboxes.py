@@ -338,9 +338,15 @@ class Inboxes:
     def _every_so_often(self):
         while True:
             gevent.sleep(ACK_PAUSE)
-            self._ack()
-            for role, user_id, session in self.mailroom.expire():
-                self._mark(LEFT, role, user_id, session, b"[]", cut=self._offset, forfeit=True)
+            try:
+                self._chore()
+            except Exception:  # a bug of ours must not end the chores: sockets would wait for a dead worker's `left`
+                log.exception("inboxes: acking or expiring failed; trying again in %.1fs", ACK_PAUSE)
+
+    def _chore(self):
+        self._ack()
+        for role, user_id, session in self.mailroom.expire():
+            self._mark(LEFT, role, user_id, session, b"[]", cut=self._offset, forfeit=True)
 
 
 def _marker(kind, headers):
