@@ -83,5 +83,13 @@ def test_a_head_or_body_that_does_not_arrive_within_body_timeout_is_408(ride):
             assert answer.startswith(b"HTTP/1.1 408 "), answer
             assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "request_timeout"
             wait_until(lambda: conn.recv(4096) == b"", message="the connection to be closed")
+    with socket.create_connection(("127.0.0.1", port), timeout=8) as conn:  # kept alive, then idle
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")
+        answers = b""
+        while answers.count(b"HTTP/1.1 ") < 2:
+            received = conn.recv(4096)
+            assert received, f"closed without a 408 after {answers!r}"
+            answers += received
+        assert answers.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 408 " in answers, answers
     assert requests.get(f"{url}/healthz", timeout=5).status_code == 200
     assert_a_ride_completes(ride, url)
