@@ -112,7 +112,6 @@ def test_one_gevent_worker_runs_five_slow_grpc_calls_at_once(gateway, trip_servi
     assert osrm.max_in_flight == 5
 
 
-
 def post_chunked(base, body):
     """(status, JSON body) of a POST whose body is sent in chunks, with no Content-Length."""
     url = urlsplit(base)
@@ -133,3 +132,16 @@ def test_a_chunked_body_is_read_whole_and_refused_over_16_kib(gateway, trip_serv
     assert (status, answer["error"]["code"]) == (413, "request_entity_too_large")
     status, answer = post_chunked(base, preview_body(new_rider()) | {"padding": "x" * 8000})
     assert status == 201 and len(answer["data"]["rideFares"]) == 4
+
+
+def test_a_body_over_16_kib_is_refused_before_the_rest_arrives_and_its_connection_closed(gateway, trip_service):
+    _, base = gateway(trip_service)
+    url = urlsplit(base)
+    head = (b"POST /trip/preview HTTP/1.1\r\nHost: h\r\nContent-Type: text/plain\r\nContent-Length: 1000000\r\n"
+            + f"Authorization: {bearer('r1')['Authorization']}\r\n\r\n".encode())
+    with socket.create_connection((url.hostname, url.port), timeout=3) as conn:  # well within BODY_TIMEOUT (10 s)
+        conn.sendall(head + b"x" * (16 * 1024 + 1))  # all the gateway reads of it: the rest never comes
+        answer = b""
+        while received := conn.recv(4096):  # until the gateway closes: the connection is not reused
+            answer += received
+    assert answer.startswith(b"HTTP/1.1 413 ") and answer.count(b"HTTP/1.1 ") == 1, answer
