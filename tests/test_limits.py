@@ -7,6 +7,7 @@ import time
 
 import pytest
 import requests
+import websocket
 
 from ridesync.gateway.limits import TokenBuckets
 from tests.ride import DESTINATION, PICKUP, assert_a_ride_completes, new_id, ride  # noqa: F401 (ride is a fixture)
@@ -33,7 +34,8 @@ def test_a_riders_bucket_holds_a_burst_and_refills_at_the_rate():
 
 def test_a_frame_over_64_kib_closes_the_socket_1009_before_it_is_read_whole(ride):
     driver = ride.driver()
-    driver.send_raw("x" * (64 * 1024 + 1))
+    frame = websocket.ABNF.create_frame("x" * (10 * 1024 * 1024), websocket.ABNF.OPCODE_TEXT).format()
+    driver.ws.sock.sendall(frame[:65 * 1024])  # a 10 MiB frame's first 65 KiB: the rest never comes
     assert driver.closed_with()[0] == 1009
     rider_id = new_id("rider")
     rider = ride.rider(rider_id)
