@@ -12,6 +12,7 @@ import json
 import time
 
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from ridesync.ride.lifecycle import ACCEPTED, CANCELLED, NO_DRIVERS_FOUND, PENDING
 from ridesync.ride.model import Coordinate, RideFare, Route, Trip
@@ -19,6 +20,7 @@ from ridesync.tables import current_trips, fares, trips
 from ridesync.trip.store import ANYONE, FareNotFound, FareNotYours, FareUnavailable
 
 PRUNE_EVERY = 60  # seconds between deletions of expired fares
+UPSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}  # INSERT ... ON CONFLICT, one statement
 
 
 class SqlTripStore:
@@ -50,21 +52,29 @@ class SqlTripStore:
                 conn.execute(delete(fares).where(fares.c.expires_at <= now, fares.c.used.is_(False)))
 
     def take_fare(self, fare_id, user_id):
-        # Not durable: the trip saved next is, and its commit flushes this
-        # one too. A database crash before that may give the fare back,
-        # which is harmless: no trip was saved with it.
+        # One statement when the fare can be taken; a second read says why
+        # when it cannot. Not durable: the trip saved next is, and its commit
+        # flushes this one too. A database crash before that may give the
+        # fare back, which is harmless: no trip was saved with it.
         with self._db.transaction(durable=False) as conn:
-            row = conn.execute(select(fares).where(fares.c.id == fare_id)).first()
-            if row is None:
-                raise FareNotFound(f"no fare {fare_id!r}")
-            if row.user_id != user_id:
-                raise FareNotYours(f"fare {fare_id!r} belongs to another rider")
-            if row.expires_at > self._clock() and conn.execute(
-                    update(fares).where(fares.c.id == fare_id, fares.c.used.is_(False)).values(used=True)).rowcount:
-                return fare_of(json.loads(row.data))
-            if row.used or row.expires_at > self._clock():  # used, or taken meanwhile by another replica
-                raise FareUnavailable(f"fare {fare_id!r} was already used for a trip")
-            raise FareUnavailable(f"fare {fare_id!r} expired; preview the trip again")
+            taken = conn.execute(
+                update(fares).where(fares.c.id == fare_id, fares.c.user_id == user_id, fares.c.used.is_(False),
+                                    fares.c.expires_at > self._clock())
+                .values(used=True).returning(fares.c.data)).first()
+            if taken is not None:
+                return fare_of(json.loads(taken.data))
+            raise self._why_not_taken(conn, fare_id, user_id)
+
+    @staticmethod
+    def _why_not_taken(conn, fare_id, user_id):
+        row = conn.execute(select(fares.c.user_id, fares.c.used).where(fares.c.id == fare_id)).first()
+        if row is None:
+            return FareNotFound(f"no fare {fare_id!r}")
+        if row.user_id != user_id:
+            return FareNotYours(f"fare {fare_id!r} belongs to another rider")
+        if row.used:
+            return FareUnavailable(f"fare {fare_id!r} was already used for a trip")
+        return FareUnavailable(f"fare {fare_id!r} expired; preview the trip again")
 
     def give_back_fare(self, fare_id):
         with self._db.transaction() as conn:
@@ -149,8 +159,8 @@ class SqlTripStore:
 
     @staticmethod
     def _make_current(conn, user_id, trip_id):
-        conn.execute(delete(current_trips).where(current_trips.c.user_id == user_id))
-        conn.execute(insert(current_trips).values(user_id=user_id, trip_id=trip_id))
+        upsert = UPSERTS[conn.dialect.name](current_trips).values(user_id=user_id, trip_id=trip_id)
+        conn.execute(upsert.on_conflict_do_update(index_elements=[current_trips.c.user_id], set_={"trip_id": trip_id}))
 
 
 def _as_expected(trip, expected):
