@@ -313,12 +313,22 @@ def _check_registrations(worker, upstream):
         if not held:
             continue
         try:
-            missing = upstream.drivers.Unregistered(
-                driver_pb2.UnregisteredRequest(driverIDs=list(held)), timeout=CALL_DEADLINE).driverIDs
-            for driver_id in missing:
-                _register_again(held[driver_id], "DriverService no longer had them", upstream)
+            _register_missing(held, upstream)
         except grpc.RpcError as exc:
             log.warning("drivers' registrations not checked: %s %s", exc.code().name, exc.details())
+        except Exception as exc:  # a bug of ours must not end the checks: drivers would silently get no requests
+            log.error("drivers' registrations not checked, trying again in %.0fs: %s: %s",
+                      REGISTRATION_CHECK, type(exc).__name__, exc)
+
+
+def _register_missing(held, upstream):
+    """held: {driver id: Line}. Only those asked about are registered again,
+    whatever else DriverService names."""
+    missing = upstream.drivers.Unregistered(
+        driver_pb2.UnregisteredRequest(driverIDs=list(held)), timeout=CALL_DEADLINE).driverIDs
+    for driver_id in missing:
+        if driver_id in held:
+            _register_again(held[driver_id], "DriverService no longer had them", upstream)
 
 
 def _current_trip(user_id):
