@@ -11,7 +11,7 @@ from ridesync.gateway.upstream import CALL_DEADLINE
 from ridesync.pb import driver_pb2, driver_pb2_grpc
 from tests.service_support import (PICKUP, about_trip, drain_queue, driver_service, next_matching,  # noqa: F401
                                    publish_raw, publisher, register_at, start_driver_service, trip_json, unique)
-from tests.support import HangingTripService, wait_until
+from tests.support import HangingTripService, closed_port_address, wait_until
 
 
 def test_register_update_and_unregister_over_grpc(driver_service):
@@ -144,3 +144,22 @@ def test_a_trip_published_twice_with_one_message_id_is_dispatched_once(driver_se
     seen = [next_matching(tap, ours)[0] for _ in range(2)]
     assert seen == [contract.DRIVER_TRIP_REQUEST, contract.DISPATCH_NO_DRIVERS_LEFT]
     assert "drops a second copy of trip.event.created" in driver_service.output()
+
+
+@pytest.mark.parametrize("call, request_", [
+    ("RegisterDriver", driver_pb2.RegisterDriverRequest(driverID="d1", packageSlug="van")),
+    ("UnregisterDriver", driver_pb2.RegisterDriverRequest(driverID="d1", session="s1")),
+    ("UpdateLocation", driver_pb2.UpdateLocationRequest(driverID="d1", location=driver_pb2.Location(latitude=1))),
+    ("Unregistered", driver_pb2.UnregisteredRequest(driverIDs=["d1"])),
+])
+def test_every_call_is_unavailable_while_the_pools_redis_is_down(tmp_path, call, request_):
+    """UNAVAILABLE, which the gateway's channel tries again on another
+    replica and answers 503, rather than UNKNOWN."""
+    service = start_driver_service(tmp_path, TRIP_SERVICE_ADDR=closed_port_address(),
+                                   REDIS_URL=f"redis://{closed_port_address()}/0")
+    try:
+        with grpc.insecure_channel(service.address) as channel, pytest.raises(grpc.RpcError) as refused:
+            getattr(driver_pb2_grpc.DriverServiceStub(channel), call)(request_, timeout=CALL_DEADLINE)
+        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE, refused.value.details()
+    finally:
+        service.stop()

@@ -30,6 +30,7 @@ SEARCH_WANTS = (8, 64, 1_000_000)  # free drivers asked for at a time, while the
 OFFER_GRACE_MS = 60_000  # an offer's key outlives its deadline by this, for expired_offers to find
 BUSY_TTL_S = 12 * 3600  # a trip that never ends frees its driver after this
 ENDED_TTL_S = 600  # how long a trip's end is remembered; a registration reads its trip within seconds
+UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)  # Redis down, or not answering
 
 # KEYS: driver hash; ARGV: session. -> {driver JSON, offer JSON or false} or nil
 UNREGISTER = """

@@ -10,7 +10,7 @@ from google.protobuf import json_format
 from ridesync import contract, grpc_server, grpc_telemetry, identity, logs, shutdown, telemetry
 from ridesync.driver.dispatch import Dispatcher
 from ridesync.driver.pool import DriverNotFound, DriverPool, new_driver
-from ridesync.driver.redis_pool import RedisDriverPool
+from ridesync.driver.redis_pool import UNREACHABLE, RedisDriverPool
 from ridesync.pb import driver_pb2, driver_pb2_grpc, trip_pb2, trip_pb2_grpc
 from ridesync.ride import lifecycle
 from ridesync.rabbit import Publisher, WorkQueueConsumer
@@ -23,6 +23,7 @@ TRIP_CHECK_DEADLINE = 2.0  # seconds for TripService to say a registering driver
 ERROR_CODES = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     DriverNotFound: grpc.StatusCode.NOT_FOUND,
+    **dict.fromkeys(UNREACHABLE, grpc.StatusCode.UNAVAILABLE),  # the pool's backend is down
 }
 
 
@@ -46,14 +47,15 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
             return driver_pb2.RegisterDriverResponse(driver=_message(driver))
 
     def UnregisterDriver(self, request, context):
-        driver, unanswered = self._pool.unregister(request.driverID, request.session)
-        if unanswered is not None:
-            self._dispatcher.pass_on(request.driverID, unanswered, "the driver went offline")
-        if driver is not None:
-            log.info("driver %s unregistered", driver.id)
-            return driver_pb2.RegisterDriverResponse(driver=_message(driver))
-        log.info("driver %s not unregistered: not registered by session %r", request.driverID, request.session)
-        return driver_pb2.RegisterDriverResponse()
+        with grpc_server.status_codes(context, ERROR_CODES):
+            driver, unanswered = self._pool.unregister(request.driverID, request.session)
+            if unanswered is not None:
+                self._dispatcher.pass_on(request.driverID, unanswered, "the driver went offline")
+            if driver is not None:
+                log.info("driver %s unregistered", driver.id)
+                return driver_pb2.RegisterDriverResponse(driver=_message(driver))
+            log.info("driver %s not unregistered: not registered by session %r", request.driverID, request.session)
+            return driver_pb2.RegisterDriverResponse()
 
     def UpdateLocation(self, request, context):
         """The geohash is computed from the location; the one sent is not used."""
@@ -65,10 +67,10 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
             log.debug("driver %s is at %s", driver.id, driver.geohash)
             return driver_pb2.UpdateLocationResponse(driver=_message(driver))
 
-
     def Unregistered(self, request, context):
-        registered = self._pool.registered(request.driverIDs)
-        return driver_pb2.UnregisteredResponse(driverIDs=[d for d in request.driverIDs if d not in registered])
+        with grpc_server.status_codes(context, ERROR_CODES):
+            registered = self._pool.registered(request.driverIDs)
+            return driver_pb2.UnregisteredResponse(driverIDs=[d for d in request.driverIDs if d not in registered])
 
 
 def _message(driver):
