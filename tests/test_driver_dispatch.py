@@ -337,3 +337,25 @@ def test_dispatchers_racing_for_drivers_never_ask_one_driver_to_take_two_trips(m
     asked = [owner for key, owner, _trip in sent if key == contract.DRIVER_TRIP_REQUEST]
     assert sorted(asked) == sorted(d for d, _, _ in drivers)  # each driver once
     assert len([key for key, _, _ in sent if key == contract.DISPATCH_NO_DRIVERS_LEFT]) == 20
+
+
+def test_replicas_registering_one_driver_for_two_packages_at_once_leave_them_in_one(make_pool):
+    """Every driver ends up in the index of the package they are registered
+    for, and no other: one in two would be asked to take the other's trips."""
+    drivers = [f"d{n}" for n in range(200)]
+    pools = [make_pool(), make_pool()]
+    if isinstance(pools[0], DriverPool):
+        pools[1] = pools[0]  # in process: one pool, two registering threads
+    ready = threading.Barrier(2)
+
+    def register(pool, package):
+        ready.wait(timeout=10)
+        for driver_id in drivers:
+            pool.register(driver_id, package)
+
+    threads = [threading.Thread(target=register, args=args) for args in ((pools[0], "sedan"), (pools[1], "van"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(d.id for d in pools[0].drivers()) == sorted(drivers)  # each once: in one index only

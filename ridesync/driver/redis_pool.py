@@ -86,10 +86,16 @@ end
 return voided
 """
 
-# ARGV: prefix, driver id, trip id, busy ttl s. The driver is on the trip, unless it has ended.
-ON_TRIP_UNLESS_ENDED = """
-if redis.call('EXISTS', ARGV[1] .. 'ended:' .. ARGV[3]) == 0 then
-  redis.call('SET', ARGV[1] .. 'busy:' .. ARGV[2], ARGV[3], 'EX', ARGV[4])
+# KEYS: driver hash; ARGV: prefix, driver id, driver JSON, package, session, longitude, latitude,
+# trip id or '', busy ttl s. The driver in the package's index and no other's; on the trip, unless it has ended.
+REGISTER = """
+local p, id, package, trip = ARGV[1], ARGV[2], ARGV[4], ARGV[8]
+local before = redis.call('HGET', KEYS[1], 'package')
+if before and before ~= package then redis.call('ZREM', p .. 'drivers:' .. before, id) end
+redis.call('HSET', KEYS[1], 'id', id, 'driver', ARGV[3], 'package', package, 'session', ARGV[5])
+redis.call('GEOADD', p .. 'drivers:' .. package, ARGV[6], ARGV[7], id)
+if trip ~= '' and redis.call('EXISTS', p .. 'ended:' .. trip) == 0 then
+  redis.call('SET', p .. 'busy:' .. id, trip, 'EX', ARGV[9])
 end
 """
 
@@ -150,28 +156,19 @@ class RedisDriverPool:
         self._redis = redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT,
                                            decode_responses=True, health_check_interval=30)
         self._p = prefix
+        self._register = self._redis.register_script(REGISTER)
         self._unregister = self._redis.register_script(UNREGISTER)
         self._ask = self._redis.register_script(ASK)
         self._offers_of_trip = self._redis.register_script(OFFERS_OF_TRIP)
         self._expired = self._redis.register_script(EXPIRED)
         self._move = self._redis.register_script(MOVE)
         self._nearest_free = self._redis.register_script(NEAREST_FREE)
-        self._on_trip_unless_ended = self._redis.register_script(ON_TRIP_UNLESS_ENDED)
 
     def register(self, driver_id, package_slug, session="", trip_id=None):
         driver = new_driver(driver_id, package_slug)
-        key = f"{self._p}driver:{driver_id}"
-        before = self._redis.hget(key, "package")
-        with self._redis.pipeline(transaction=True) as pipe:
-            if before and before != package_slug:
-                pipe.zrem(f"{self._p}drivers:{before}", driver_id)
-            pipe.hset(key, mapping={"id": driver_id, "driver": _driver_json(driver), "package": package_slug,
-                                    "session": session})
-            pipe.geoadd(f"{self._p}drivers:{package_slug}",
-                        (driver.location.longitude, driver.location.latitude, driver_id))
-            if trip_id is not None:
-                self._on_trip_unless_ended(args=[self._p, driver_id, trip_id, BUSY_TTL_S], client=pipe)
-            pipe.execute()
+        self._register(keys=[f"{self._p}driver:{driver_id}"], args=[
+            self._p, driver_id, _driver_json(driver), package_slug, session, driver.location.longitude,
+            driver.location.latitude, trip_id or "", BUSY_TTL_S])
         return driver
 
     def unregister(self, driver_id, session=""):
