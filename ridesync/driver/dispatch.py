@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ridesync import contract
 from ridesync.contract import field
-from ridesync.rabbit import PublishFailed, Unroutable
+from ridesync.rabbit import PublishFailed
 from ridesync.ride.model import Coordinate
 from ridesync.ride.geo import great_circle_m
 
@@ -73,10 +73,6 @@ class Dispatcher:
                 continue
             try:
                 self._publisher.publish(contract.DRIVER_TRIP_REQUEST, driver.id, trip.trip)
-            except Unroutable:
-                self._pool.let_go(driver.id, trip.id)
-                log.warning("driver %s is not connected: not asked to take trip %s", driver.id, trip.id)
-                continue
             except PublishFailed:
                 self._pool.let_go(driver.id, trip.id)
                 raise
