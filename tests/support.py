@@ -442,6 +442,10 @@ class SilentProxy:
     def stall(self):
         self._forwarding.clear()
 
+    def resume(self):
+        """Forwards again, what was held first."""
+        self._forwarding.set()
+
     def close(self):
         self._closed = True
         self._forwarding.set()
@@ -455,7 +459,10 @@ class SilentProxy:
             try:
                 data = source.recv(65536)
                 self._forwarding.wait()
-                if not data or self._closed:
+                if self._closed:
+                    return
+                if not data:  # the source closed: so does the forwarder, toward the sink
+                    sink.shutdown(socket.SHUT_WR)
                     return
                 sink.sendall(data)
             except OSError:

@@ -1,11 +1,16 @@
 """Operators' endpoints and where sockets may be opened from, through real
 gunicorn, RabbitMQ and the services."""
+import time
+from urllib.parse import urlsplit
+
 import pytest
 import requests
 import websocket
 
+from ridesync.gateway.health import PROBE_TIMEOUT
 from tests.ride import assert_a_ride_completes, new_id, ride  # noqa: F401 (ride is a fixture)
-from tests.support import bearer, wait_until
+from tests.support import (AMQP_URL, SilentProxy, bearer, closed_port_address, gunicorn_worker_pids, start_gateway,
+                           wait_until)
 from tests.test_live import our_connections
 
 
@@ -38,3 +43,30 @@ def test_readyz_asks_the_broker_over_one_kept_connection(ride):
     probes = wait_until(lambda: [name for name, *_ in our_connections() if name.endswith("-readyz")],
                         message="the readyz connection to be listed")
     assert len(probes) == 1
+
+
+def test_a_readyz_probe_that_times_out_closes_its_broker_connection(tmp_path):
+    """Without waiting for it: the probe answers within its deadline, and the
+    connection is closed once the broker answers again (it would otherwise
+    stay open on the broker until its heartbeats lapse)."""
+    broker = urlsplit(AMQP_URL)
+    proxy = SilentProxy((broker.hostname, broker.port or 5672))
+    gateway, base = start_gateway({"AMQP_URL": AMQP_URL.replace(broker.netloc, f"{broker.username}:{broker.password}@"
+                                                                f"127.0.0.1:{urlsplit(proxy.url).port}"),
+                                   "TRIP_SERVICE_ADDR": closed_port_address(),
+                                   "DRIVER_SERVICE_ADDR": closed_port_address()}, tmp_path)
+    try:
+        readyz = lambda: requests.get(f"{base}/readyz", timeout=10).json()["error"]["message"]  # noqa: E731
+        assert "rabbitmq" not in readyz()  # the gRPC services are down; the broker answers
+        probe, = wait_until(lambda: [name for name, *_ in our_connections()
+                                     if name == f"gateway-{gunicorn_worker_pids(gateway)[0]}-readyz"],
+                            message="the readyz connection to be listed")
+        proxy.stall()
+        began = time.monotonic()
+        assert "rabbitmq" in readyz() and time.monotonic() - began < PROBE_TIMEOUT + 2
+        proxy.resume()
+        wait_until(lambda: probe not in [name for name, *_ in our_connections()], timeout=15,
+                   message="the timed-out probe's connection to be closed")
+    finally:
+        gateway.stop()
+        proxy.close()

@@ -1,4 +1,5 @@
 """GET /healthz (the process serves) and GET /readyz (what it depends on answers)."""
+import logging
 import os
 import threading
 
@@ -11,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ridesync import rabbit
 from ridesync.gateway.errors import error_response
 
+log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__)
 PROBE_TIMEOUT = 2.0
 
@@ -46,6 +48,15 @@ def _grpc_serving(channel):
     return answer.status == health_pb2.HealthCheckResponse.SERVING
 
 
+def _close(connection, timeout):
+    with gevent.Timeout(timeout, False):  # a broker that does not answer the close either: given up
+        try:
+            if connection.is_open:
+                connection.close()
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            log.debug("readyz: closing an abandoned broker connection failed: %r", exc)
+
+
 class BrokerProbe:
     """Asks the broker over one connection per worker, kept between calls
     and made again only once lost: a probe every few seconds from each load
@@ -64,8 +75,16 @@ class BrokerProbe:
                     self._connected().channel().close()
                 return True
             except (gevent.Timeout, pika.exceptions.AMQPError, OSError):
-                self._connection = None  # in an unknown state: never used again
+                self._abandon(timeout)
                 return False
+
+    def _abandon(self, timeout):
+        """The connection, in an unknown state, is never used again: closed
+        in a greenlet of its own (the probe does not wait), which gives up
+        after timeout seconds. One made before a fork is the parent's: left alone."""
+        connection, self._connection = self._connection, None
+        if connection is not None and self._pid == os.getpid():
+            gevent.spawn(_close, connection, timeout)
 
     def _connected(self):
         if self._connection is None or not self._connection.is_open or self._pid != os.getpid():
