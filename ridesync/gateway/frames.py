@@ -4,9 +4,9 @@ may be sent. Plain logic."""
 import json
 
 from ridesync import contract, identity
+from ridesync.ride.lifecycle import MAX_REASON
 from ridesync.ride.model import Coordinate, InvalidArgument
 
-MAX_REASON = 500  # characters of a driver's reason for cancelling
 MAX_ECHO = 80  # characters of a phone's own text quoted back in an error (and its log line)
 
 

@@ -29,6 +29,7 @@ DRIVER_STEPS = {
     "completed": (IN_PROGRESS, COMPLETED),
 }
 CANCELLABLE = {"rider": (PENDING, ACCEPTED, ARRIVED), "driver": (ACCEPTED, ARRIVED)}
+MAX_REASON = 500  # characters of a cancellation's reason, whoever cancels
 
 
 class StepRefused(Exception):

@@ -152,8 +152,8 @@ class TripService:
         """The trip cancelled by its "rider" or its "driver": both told, an
         offer standing for it withdrawn, its payment session voided, its
         fare usable again. The trip as it is now."""
-        if len(reason) > MAX_REASON:
-            raise InvalidArgument(f"reason must be at most {MAX_REASON} characters")
+        if len(reason) > lifecycle.MAX_REASON:
+            raise InvalidArgument(f"reason must be at most {lifecycle.MAX_REASON} characters")
         step = self._step(trip_id, lambda t: lifecycle.cancel(t, by, user_id),
                           lambda t: self._store.cancel(trip_id, t.status, by, reason))
         if not step.changed:
@@ -262,7 +262,6 @@ class Step:
     changed: bool
 
 
-MAX_REASON = 500  # characters of a cancellation's reason
 OFFER_WAIT = 1.0  # seconds an answer waits for its offer to be recorded
 OFFER_POLL = 0.02
 STEP_ATTEMPTS = 5  # reads and compare-and-sets before a step that keeps racing is refused
