@@ -58,7 +58,7 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
             return driver_pb2.RegisterDriverResponse()
 
     def UpdateLocation(self, request, context):
-        """The geohash is computed from the location; the one sent is not used."""
+        """The driver's geohash is computed from the location."""
         with grpc_server.status_codes(context, ERROR_CODES):
             if not request.HasField("location"):
                 raise InvalidArgument("location is required")

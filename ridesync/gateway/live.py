@@ -227,7 +227,7 @@ def _handle_driver_frame(line, raw):
 def _move(line, kind, data):
     location = data["location"]
     request = driver_pb2.UpdateLocationRequest(
-        driverID=line.user_id, geohash=data.get("geohash", ""),
+        driverID=line.user_id,
         location=driver_pb2.Location(latitude=location["latitude"], longitude=location["longitude"]),
     )
     try:
