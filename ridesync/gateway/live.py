@@ -86,18 +86,20 @@ def close_line(_exc):
 
 @sock.route("/ws/riders", bp=bp)
 def riders(ws):
-    line = g.line
-    line.connect(ws)
-    for raw in line.frames():
-        _answer_bad_frame(line, lambda: _handle_rider_frame(line, raw))
+    _serve(ws, _handle_rider_frame)
 
 
 @sock.route("/ws/drivers", bp=bp)
 def drivers(ws):
+    _serve(ws, _handle_driver_frame)
+
+
+def _serve(ws, handle):
+    """The socket open, and each frame it sends handled by handle(line, raw) until it closes."""
     line = g.line
     line.connect(ws)
     for raw in line.frames():
-        _answer_bad_frame(line, lambda: _handle_driver_frame(line, raw))
+        _answer_bad_frame(line, lambda: handle(line, raw))
 
 
 @bp.get("/live/stats")
