@@ -1,10 +1,13 @@
 """TripService with the in-memory store, served over gRPC like the real one
 (`python -m ridesync.trip`), only the store swapped: the baseline of
-bench.state's gRPC rows. Environment as for ridesync.trip."""
-from ridesync import grpc_server, logs, shutdown
+bench.state's gRPC rows and of bench.rush. It takes drivers' answers and
+offers from its queue too, so dispatch runs as it does with the real one.
+Environment as for ridesync.trip."""
+from ridesync import contract, grpc_server, logs, shutdown
 from ridesync.pb import trip_pb2_grpc
-from ridesync.rabbit import Publisher
+from ridesync.rabbit import Publisher, WorkQueueConsumer
 from ridesync.settings import Settings
+from ridesync.trip.intake import Intake
 from ridesync.trip.planner import RoutePlanner
 from ridesync.trip.server import TripServicer
 from ridesync.trip.service import TripService
@@ -21,7 +24,9 @@ def main():
         lambda s: trip_pb2_grpc.add_TripServiceServicer_to_server(TripServicer(trips), s),
         ["trip.TripService"],
     )
-    shutdown.serve_until_signal("TripService (in memory)", server, [], [publisher])
+    answers = WorkQueueConsumer(settings.amqp_url, contract.DRIVER_TRIP_RESPONSE, Intake(trips).handle,
+                                "trip-intake").start()
+    shutdown.serve_until_signal("TripService (in memory)", server, [answers], [publisher])
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import pika
 
 from ridesync import rabbit
 from tests import vhost
+from tests.probes import grpc_serving
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/")
@@ -98,14 +99,36 @@ class Bench:
         return proc
 
 
-    def spy(self, pid, out, seconds):
-        """py-spy record of a process for seconds, as collapsed stacks (pip install py-spy)."""
+    def service(self, module, name, **env):
+        """`python -m module` (a gRPC service) on a free loopback port, once
+        its health check answers SERVING: (its Popen, its address). env names
+        the address (e.g. TRIP_SERVICE_ADDR="{address}") and anything else."""
+        address = f"127.0.0.1:{free_port()}"
+        log = open(self.log(name), "wb")
+        proc = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True,
+                                env={**os.environ, "AMQP_URL": self.amqp_url, "LOG_LEVEL": "WARNING",
+                                     **{k: v.format(address=address) for k, v in env.items()}})
+        self.defer(lambda: (stop_process(proc), log.close()))
+        wait_until(lambda: _serving(proc, address, name), 30, f"{name} to serve at {address}")
+        return proc, address
+
+    def spy(self, pid, out, seconds, rate=200, gil=False):
+        """py-spy record of a process for seconds, as collapsed stacks (pip install py-spy);
+        gil: only the thread holding the GIL, i.e. where Python spends its CPU."""
         spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
-        proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
-                                 "--format", "raw", "--nonblocking", "--output", out],
+        proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", str(rate),
+                                 "--format", "raw", "--nonblocking", "--output", out, *(["--gil"] if gil else [])],
                                 stdout=subprocess.DEVNULL, stderr=open(self.log("py-spy"), "ab"), start_new_session=True)
         self.defer(lambda: stop_process(proc))
         return proc
+
+
+def _serving(proc, address, name):
+    """Whether the service answers its health check; RuntimeError if it exited."""
+    if proc.poll() is not None:
+        raise RuntimeError(f"{name} exited with {proc.returncode}")
+    return grpc_serving(address)
 
 
 class Gunicorn:

@@ -15,10 +15,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 import pika
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ridesync import contract, rabbit, tokens
 from tests import vhost
+from tests.probes import grpc_serving  # noqa: F401 (tests import it from here)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AMQP_URL = vhost.private_url(os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/"))
@@ -90,15 +90,6 @@ class Process:
     def assert_running(self):
         if self.proc.poll() is not None:
             raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.output()}")
-
-
-def grpc_serving(address):
-    with grpc.insecure_channel(address) as channel:
-        try:
-            answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-        except grpc.RpcError:
-            return False
-    return answer.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def start_service(module, address, env, tmp_path, name=None):
