@@ -363,7 +363,7 @@ class HangingTripService:
     """A gRPC TripService on loopback that takes every call and never answers
     (until closed): an upstream that hangs."""
 
-    def __init__(self):
+    def __init__(self, max_workers=8):
         from ridesync import grpc_server
         from ridesync.pb import trip_pb2_grpc
 
@@ -384,7 +384,7 @@ class HangingTripService:
 
         self._server = grpc_server.start(
             "127.0.0.1:0", lambda s: trip_pb2_grpc.add_TripServiceServicer_to_server(Servicer(), s),
-            ["trip.TripService"], max_workers=8,
+            ["trip.TripService"], max_workers=max_workers,
         )
         self.address = self._server.address
 

@@ -4,14 +4,16 @@ import http.client
 import itertools
 import json
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import pytest
 
+from ridesync.gateway.health import PROBE_TIMEOUT
 from tests.support import (
-    AMQP_URL, DESTINATION_JSON, PICKUP_JSON, assert_route_follows_osrm, assert_trip_created_published,
-    bearer, closed_port_address, made_by, new_rider, start_gateway, wait_until,
+    AMQP_URL, DESTINATION_JSON, PICKUP_JSON, HangingTripService, assert_route_follows_osrm,
+    assert_trip_created_published, bearer, closed_port_address, made_by, new_rider, start_gateway, wait_until,
 )
 
 CORS_WARNING = "CORS allows every origin"
@@ -110,6 +112,29 @@ def test_one_gevent_worker_runs_five_slow_grpc_calls_at_once(gateway, trip_servi
     assert [status for status, _, _ in answers] == [201] * 5
     assert [answer["data"]["route"]["estimated"] for _, _, answer in answers] == [False] * 5
     assert osrm.max_in_flight == 5
+
+
+def test_calls_stuck_upstream_leave_a_worker_free_to_make_others(gateway):
+    # gRPC under gevent waits for each call in a thread of the worker's gevent
+    # pool: twenty starts hanging on TripService must not hold up /readyz's probes.
+    stuck = 20
+    hanging = HangingTripService(max_workers=stuck + 5)
+    try:
+        _, base = gateway(hanging)
+        with ThreadPoolExecutor(stuck) as pool:
+            starts = [pool.submit(request, base, "POST", "/trip/start", {"rideFareID": "f1", "userID": new_rider()})
+                      for _ in range(stuck)]
+            wait_until(lambda: len(hanging.calls) == stuck, timeout=10, message="every start to reach TripService")
+            began = time.monotonic()
+            status, _, answer = request(base, "GET", "/readyz")
+            took = time.monotonic() - began
+            hanging.release.set()
+            ended = {start.result()[0] for start in starts}
+    finally:
+        hanging.close()
+    assert (status, answer["error"]["message"]) == (503, "not ready: driver service not answering")
+    assert took < PROBE_TIMEOUT
+    assert ended == {503}  # released, not past their deadline (504)
 
 
 def post_chunked(base, body):
