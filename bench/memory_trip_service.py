@@ -5,11 +5,11 @@ offers from its queue too, so dispatch runs as it does with the real one.
 Environment as for ridesync.trip."""
 from ridesync import contract, grpc_server, logs, shutdown
 from ridesync.pb import trip_pb2_grpc
-from ridesync.rabbit import Publisher, WorkQueueConsumer
+from ridesync.rabbit import PublisherPool, WorkQueueConsumer
 from ridesync.settings import Settings
 from ridesync.trip.intake import Intake
 from ridesync.trip.planner import RoutePlanner
-from ridesync.trip.server import TripServicer
+from ridesync.trip.server import PUBLISHERS, TripServicer
 from ridesync.trip.service import TripService
 from ridesync.trip.store import TripStore
 
@@ -17,7 +17,7 @@ from ridesync.trip.store import TripStore
 def main():
     logs.configure("trip")
     settings = Settings.from_env()
-    publisher = Publisher(settings.amqp_url, "bench-memory-trip")
+    publisher = PublisherPool(settings.amqp_url, "bench-memory-trip", PUBLISHERS)
     trips = TripService(RoutePlanner(None, enabled=False), TripStore(), publisher)
     server = grpc_server.start(
         settings.trip_listen_addr,

@@ -2,11 +2,14 @@
 publisher whose every publish is confirmed by the broker.
 
 pika is not thread-safe: a Publisher serialises its users behind a lock, and
-nothing else touches its connection."""
+nothing else touches its connection; a PublisherPool lets several confirms
+be awaited at once."""
 import logging
+import queue
 import threading
 import uuid
 from collections import deque
+from contextlib import contextmanager
 
 import pika
 from pika.exceptions import AMQPConnectionError, AMQPChannelError, NackError, UnroutableError
@@ -184,6 +187,46 @@ class Publisher:
                 connection.close()
             except Exception:  # the connection is being thrown away either way
                 log.debug("closing a broken connection failed", exc_info=True)
+
+
+class PublisherPool:
+    """Publishers used in turn, shaped like one: a Publisher waits for each
+    confirm under its lock, so a service whose threads shared one published
+    one message per broker round trip (bench.rush: TripService's starts
+    queued behind it). A connection is opened only when every one opened
+    before is busy. Each publish is confirmed before it returns, so what a
+    caller publishes after a confirm still comes after it, whichever
+    connection carries it."""
+
+    def __init__(self, url, name, size):
+        self._publishers = [Publisher(url, f"{name}-{n}") for n in range(size)]
+        self._idle = queue.LifoQueue()  # the connection used last is used first
+        for publisher in reversed(self._publishers):
+            self._idle.put(publisher)
+
+    def publish(self, routing_key, owner_id, data, headers=None, message_id=None):
+        with self._one() as publisher:
+            publisher.publish(routing_key, owner_id, data, headers, message_id)
+
+    def publish_or_undo(self, routing_key, owner_id, data, undo):
+        with self._one() as publisher:
+            publisher.publish_or_undo(routing_key, owner_id, data, undo)
+
+    def notify(self, routing_key, owner_id, data, headers=None, message_id=None):
+        with self._one() as publisher:
+            publisher.notify(routing_key, owner_id, data, headers, message_id)
+
+    def close(self):
+        for publisher in self._publishers:
+            publisher.close()
+
+    @contextmanager
+    def _one(self):
+        publisher = self._idle.get()
+        try:
+            yield publisher
+        finally:
+            self._idle.put(publisher)
 
 
 class Retry(Exception):

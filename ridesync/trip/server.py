@@ -10,7 +10,7 @@ from ridesync import contract, grpc_server, logs, shutdown, telemetry
 from ridesync.database import Database
 from ridesync.outbox import Outbox
 from ridesync.pb import trip_pb2, trip_pb2_grpc
-from ridesync.rabbit import PublishFailed, Publisher, WorkQueueConsumer
+from ridesync.rabbit import PublisherPool, PublishFailed, WorkQueueConsumer
 from ridesync.ride import lifecycle
 from ridesync.ride.model import Coordinate, InvalidArgument
 from ridesync.settings import Settings
@@ -23,6 +23,7 @@ from ridesync.trip.store import FareNotFound, FareNotYours, FareUnavailable, Tri
 
 log = logging.getLogger(__name__)
 REPLY_MARGIN = 0.5  # seconds kept back from the caller's deadline to answer with an estimate
+PUBLISHERS = 8  # broker connections whose confirms the gRPC calls and the outbox relay may await at once
 
 ERROR_CODES = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -124,7 +125,7 @@ def _time_left(context):
 
 def build(settings):
     """(the TripService, its database, its outbox, its publisher to close at the end), from settings."""
-    publisher = Publisher(settings.amqp_url, "trip-service")
+    publisher = PublisherPool(settings.amqp_url, "trip-service", PUBLISHERS)
     database = Database(settings.database_url)
     outbox = Outbox(database, publisher, "trip", hold=settings.outbox_hold)
     planner = RoutePlanner(
