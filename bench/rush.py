@@ -45,6 +45,9 @@ def run(riders, drivers, seconds, workers, processes, profile, log_level):
     base = results["in memory"]
     for store, result in results.items():
         print(f"  {store:9s}: {summary(result, base)}")
+        failed = {k: n for k, n in result["statuses"].items() if not k.split()[-1].startswith("2") and k != "cancel 409"}
+        if failed:
+            print(f"  {store:9s}: FAILED calls (counted in the latencies above): {failed}")
 
 
 def phase(store, module, riders, drivers, seconds, workers, processes, profile, log_level):
