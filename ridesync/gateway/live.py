@@ -132,6 +132,7 @@ class Line:
         self.first = []  # (type, data) frames the socket gets before any other
         self.driver = None  # a driver's line: the Driver as DriverService registered it
         self.position = None  # a rider's line: where the rider's phone last said they are
+        self.hung_up = False
         self._worker = _worker()
         self._worker.lines.add(self)
         self._inbox = None
@@ -183,6 +184,7 @@ class Line:
             yield raw
 
     def hang_up(self):
+        self.hung_up = True
         if self._inbox is not None:
             self._inbox.close()
         if self.phone is not None:
@@ -328,9 +330,12 @@ def _register_missing(held, upstream):
     whatever else DriverService names."""
     missing = upstream.drivers.Unregistered(
         driver_pb2.UnregisteredRequest(driverIDs=list(held)), timeout=CALL_DEADLINE).driverIDs
-    for driver_id in missing:
-        if driver_id in held:
-            _register_again(held[driver_id], "DriverService no longer had them", upstream)
+    for line in (held[driver_id] for driver_id in missing if driver_id in held):
+        if line.hung_up:  # its socket closed while we asked: registering it now would leave a ghost
+            continue
+        _register_again(line, "DriverService no longer had them", upstream)
+        if line.hung_up:  # it closed meanwhile, and its teardown's unregister may have arrived first
+            _unregister(line.driver, line.session)
 
 
 def _current_trip(user_id):
