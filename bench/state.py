@@ -8,10 +8,11 @@ machine weighs on both alike:
    (a preview and a start) per second with 4 threads.
 2. PreviewTrip and CreateTrip over gRPC to a TripService process on
    SQLite and on PostgreSQL, against the same process on the in-memory
-   store and the gRPC health check (the floor of any call); and POST
-   /trip/preview through the gateway (one gevent worker) against
-   PreviewTrip on SQLite.
-3. Dispatch's nearest-driver search among N online drivers (10,000) in
+   store and the gRPC health check (the floor of any call).
+3. POST /trip/preview and /trip/start through a gateway (one gevent
+   worker) in front of each of those processes, against the in-memory
+   one; and the gateway's preview against PreviewTrip direct, on SQLite.
+4. Dispatch's nearest-driver search among N online drivers (10,000) in
    Redis against the in-process pool.
 
     python -m bench.state [--calls 300] [--rounds 3] [--drivers 10000]
@@ -128,19 +129,6 @@ def grpc_section(bench, calls, rounds, postgres):
             previews[name] += timed(lambda: fares.append(trips.PreviewTrip(request, timeout=5).rideFares[0].id), calls)
             starts[name] += timed(lambda: trips.CreateTrip(
                 trip_pb2.CreateTripRequest(rideFareID=fares.pop(), userID=request.userID), timeout=5), calls)
-    gateway = bench.gunicorn("app:app", workers=1, AUTH_MODE="open", OSRM_ENABLED="false",
-                             PREVIEW_RATE="1000000", PREVIEW_BURST="1000000",  # one rider asks them all
-                             TRIP_SERVICE_ADDR=stubs["SQLite"][2], DRIVER_SERVICE_ADDR=stubs["SQLite"][2])
-    http, body = requests.Session(), json.dumps({
-        "userID": "bench-rider", "pickup": {"latitude": PICKUP.latitude, "longitude": PICKUP.longitude},
-        "destination": {"latitude": DESTINATION.latitude, "longitude": DESTINATION.longitude}})
-    warm = http.post(f"{gateway.base}/trip/preview", data=body, timeout=5)
-    if warm.status_code != 201:
-        raise SystemExit(f"the gateway's preview answered {warm.status_code}: {warm.text}")
-    timed(lambda: http.post(f"{gateway.base}/trip/preview", data=body, timeout=5), 50)  # warm up
-    through_gateway = []
-    for _ in range(rounds):
-        through_gateway += timed(lambda: http.post(f"{gateway.base}/trip/preview", data=body, timeout=5), calls)
     check = percentiles(checks)
     print(f"over gRPC, one call at a time, {rounds} x {calls}: health check (the floor of any call) "
           f"p50 {check[0]:.2f} ms p99 {check[1]:.2f} ms")
@@ -148,9 +136,42 @@ def grpc_section(bench, calls, rounds, postgres):
         print(f"  {name:10s} PreviewTrip p50 {preview[0]:5.2f} ms p99 {preview[1]:5.2f} ms ({preview_ratio:.2f}x"
               f" in memory, {preview[0] / check[0]:.2f}x the floor) | CreateTrip p50 {start[0]:5.2f} ms"
               f" p99 {start[1]:5.2f} ms ({start_ratio:.2f}x in memory)")
-    direct, gateway_p = percentiles(previews["SQLite"]), percentiles(through_gateway)
-    print(f"  POST /trip/preview through the gateway (1 worker, SQLite): p50 {gateway_p[0]:.2f} ms "
-          f"p99 {gateway_p[1]:.2f} ms, {gateway_p[0] - direct[0]:+.2f} ms on PreviewTrip's p50")
+    return {name: address for name, (_trips, _health, address) in stubs.items()}, percentiles(previews["SQLite"])
+
+
+def gateway_section(bench, calls, rounds, addresses, direct_sqlite):
+    """POST /trip/preview and /trip/start through a gateway (1 gevent worker)
+    in front of each TripService of grpc_section: what a phone sees."""
+    gateways = {name: bench.gunicorn("app:app", workers=1, name=f"gateway-{name.replace(' ', '-')}",
+                                     OSRM_ENABLED="false", PREVIEW_RATE="1000000", PREVIEW_BURST="1000000",
+                                     TRIP_SERVICE_ADDR=address, DRIVER_SERVICE_ADDR=address).base
+                for name, address in addresses.items()}
+    http, body = requests.Session(), json.dumps({
+        "userID": "bench-rider", "pickup": {"latitude": PICKUP.latitude, "longitude": PICKUP.longitude},
+        "destination": {"latitude": DESTINATION.latitude, "longitude": DESTINATION.longitude}})
+
+    def call(url, data):
+        answer = http.post(url, data=data, timeout=5)
+        if answer.status_code != 201:
+            raise SystemExit(f"{url} answered {answer.status_code}: {answer.text}")
+        return answer.json()["data"]
+
+    previews, starts = {name: [] for name in gateways}, {name: [] for name in gateways}
+    for base in gateways.values():
+        timed(lambda: call(f"{base}/trip/preview", body), 50)  # warm up
+    for _ in range(rounds):
+        for name, base in gateways.items():
+            fares = []
+            previews[name] += timed(lambda: fares.append(call(f"{base}/trip/preview", body)["rideFares"][0]["id"]), calls)
+            starts[name] += timed(lambda: call(f"{base}/trip/start", json.dumps(
+                {"userID": "bench-rider", "rideFareID": fares.pop()})), calls)
+    print(f"through the gateway (1 gevent worker), one request at a time, {rounds} x {calls}:")
+    for name, preview, start, preview_ratio, start_ratio in against_memory(previews, starts):
+        print(f"  {name:10s} POST /trip/preview p50 {preview[0]:5.2f} ms p99 {preview[1]:5.2f} ms ({preview_ratio:.2f}x"
+              f" in memory) | /trip/start p50 {start[0]:5.2f} ms p99 {start[1]:5.2f} ms ({start_ratio:.2f}x in memory)")
+    through = percentiles(previews["SQLite"])
+    print(f"  SQLite: POST /trip/preview p50 {through[0]:.2f} ms against PreviewTrip direct {direct_sqlite[0]:.2f} ms:"
+          f" {through[0] - direct_sqlite[0]:+.2f} ms")
 
 
 def start_trip_service(bench, name, database_url):
@@ -210,7 +231,8 @@ def run(calls, rounds, drivers):
         postgres = create_database()
         bench.defer(lambda: drop_database(postgres))
         stores_section(bench, calls, rounds, postgres)
-        grpc_section(bench, calls, rounds, postgres)
+        addresses, direct_sqlite = grpc_section(bench, calls, rounds, postgres)
+        gateway_section(bench, calls, rounds, addresses, direct_sqlite)
     search_section(drivers, calls, rounds)
 
 
