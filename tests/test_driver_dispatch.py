@@ -359,3 +359,27 @@ def test_replicas_registering_one_driver_for_two_packages_at_once_leave_them_in_
     for thread in threads:
         thread.join(60)
     assert sorted(d.id for d in pools[0].drivers()) == sorted(drivers)  # each once: in one index only
+
+
+@pytest.mark.parametrize("make_pool", ["redis"], indirect=True)
+def test_a_message_one_replica_handled_is_dropped_by_every_replica(make_pool):
+    """A copy of trip.event.created (an outbox row relayed after its sender
+    died, say) comes to another DriverService replica: no second dispatch."""
+    replicas, ran = (make_pool(), make_pool()), []
+    assert replicas[0].handle_once("find_available_drivers", "m1", lambda: ran.append("first")) is True
+    assert replicas[1].handle_once("find_available_drivers", "m1", lambda: ran.append("copy")) is False
+    assert replicas[1].handle_once("driver_availability", "m1", lambda: ran.append("other queue")) is True
+    assert ran == ["first", "other queue"]
+
+
+@pytest.mark.parametrize("make_pool", ["redis"], indirect=True)
+def test_a_message_whose_handling_failed_is_handled_when_it_comes_again(make_pool):
+    pool, ran = make_pool(), []
+
+    def fails():
+        raise RuntimeError("the replica failed halfway")
+
+    with pytest.raises(RuntimeError):
+        pool.handle_once("find_available_drivers", "m2", fails)
+    assert pool.handle_once("find_available_drivers", "m2", lambda: ran.append("again")) is True
+    assert ran == ["again"]

@@ -10,11 +10,14 @@ Keys, under a prefix (REDIS_KEY_PREFIX):
   `offers:due` orders them by deadline; `trip_offers:<trip>` who was asked;
 - `busy:<id>`: the trip the driver is on, expiring after BUSY_TTL at most;
 - `ended:<trip>`: the trip ended (for ENDED_TTL), so that a registration
-  naming it, read from TripService just before, makes no one busy.
+  naming it, read from TripService just before, makes no one busy;
+- `handled:<queue>:<message id>`: a message some replica handled (for
+  HANDLED_TTL), so that a copy of it is dropped on every replica.
 Every change that reads before it writes is one Lua script, so two
 dispatchers never claim one driver for two trips."""
 import dataclasses
 import json
+import logging
 import time
 
 import redis
@@ -22,13 +25,16 @@ import redis
 from ridesync.driver.dispatch import Offer, TripToDispatch
 from ridesync.driver.pool import Driver, DriverNotFound, new_driver
 from ridesync.ride.fares import PACKAGES
+from ridesync.rabbit import Retry
 from ridesync.ride.model import Coordinate
 
+log = logging.getLogger(__name__)
 SOCKET_TIMEOUT = 5  # seconds, for every command
 SEARCH_RADII_KM = (2, 8, 32, 128)  # the search widens until enough free drivers are found
 SEARCH_WANTS = (8, 64, 1_000_000)  # free drivers asked for at a time, while the ones before were all claimed
 OFFER_GRACE_MS = 60_000  # an offer's key outlives its deadline by this, for expired_offers to find
 BUSY_TTL_S = 12 * 3600  # a trip that never ends frees its driver after this
+HANDLED_TTL_S = 3600  # a copy comes within seconds (a publish repeated) or OUTBOX_HOLD (a relayed row)
 ENDED_TTL_S = 600  # how long a trip's end is remembered; a registration reads its trip within seconds
 UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)  # Redis down, or not answering
 
@@ -163,6 +169,25 @@ class RedisDriverPool:
         self._expired = self._redis.register_script(EXPIRED)
         self._move = self._redis.register_script(MOVE)
         self._nearest_free = self._redis.register_script(NEAREST_FREE)
+
+    def handle_once(self, queue, message_id, work):
+        """As Database.handle_once, for the work queues of DriverService:
+        False, without running work(), when some replica handled a message
+        of this id from this queue. Marked once work() returned, so a
+        replica that dies in the middle leaves the message to its
+        redelivery; two copies handled at the very same moment may both run."""
+        key = f"{self._p}handled:{queue}:{message_id}"
+        try:
+            if self._redis.exists(key):
+                return False
+        except UNREACHABLE as exc:
+            raise Retry(f"Redis: {exc}") from exc
+        work()
+        try:
+            self._redis.set(key, 1, ex=HANDLED_TTL_S)
+        except UNREACHABLE as exc:  # handled: only a copy, if one comes, would be handled again
+            log.warning("message %s of %s handled but not marked in Redis: %s", message_id, queue, exc)
+        return True
 
     def register(self, driver_id, package_slug, session="", trip_id=None):
         driver = new_driver(driver_id, package_slug)

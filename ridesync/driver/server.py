@@ -113,10 +113,12 @@ def main():
             DriverServicer(pool, dispatcher, TripsOfDrivers(grpc_telemetry.channel(settings.trip_service_addr))), s),
         ["driver.DriverService"],
     )
+    handled = pool if settings.redis_url else None  # None: each consumer remembers what it handled itself
     intakes = [
-        WorkQueueConsumer(settings.amqp_url, contract.FIND_AVAILABLE_DRIVERS, dispatcher.handle, "driver-dispatch"),
+        WorkQueueConsumer(settings.amqp_url, contract.FIND_AVAILABLE_DRIVERS, dispatcher.handle, "driver-dispatch",
+                          handled=handled),
         WorkQueueConsumer(settings.amqp_url, contract.DRIVER_AVAILABILITY, dispatcher.handle_availability,
-                          "driver-availability"),
+                          "driver-availability", handled=handled),
         Ticker("offer-clock", dispatcher.expire_offers),
     ]
     for intake in intakes:
