@@ -32,7 +32,7 @@ import redis
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.support import ROOT, Bench, stop_process
+from bench.support import ROOT, Bench, free_port, stop_process
 from ridesync import rabbit
 from ridesync.database import Database
 from ridesync.driver.dispatch import TripToDispatch
@@ -45,7 +45,7 @@ from ridesync.trip.service import TripService
 from ridesync.trip.sql_store import SqlTripStore
 from ridesync.trip.store import TripStore
 from tests.databases import POSTGRES_URL, REDIS_URL, create_database, drop_database
-from tests.support import free_port, grpc_serving
+from tests.probes import grpc_serving
 
 PICKUP, DESTINATION = Coordinate(37.77, -122.41), Coordinate(37.79, -122.39)
 
