@@ -313,7 +313,7 @@ def _keep_drivers_registered():
 def _check_registrations(worker, upstream):
     while not worker.draining:
         gevent.sleep(REGISTRATION_CHECK)
-        held = {line.user_id: line for line in list(worker.lines) if line.driver is not None}
+        held = {line.user_id: line for line in list(worker.lines) if line.driver is not None and not line.hung_up}
         if not held:
             continue
         try:
@@ -335,7 +335,7 @@ def _register_missing(held, upstream):
             continue
         _register_again(line, "DriverService no longer had them", upstream)
         if line.hung_up:  # it closed meanwhile, and its teardown's unregister may have arrived first
-            _unregister(line.driver, line.session)
+            _unregister(line.driver, line.session, upstream)
 
 
 def _current_trip(user_id):
@@ -348,9 +348,9 @@ def _current_trip(user_id):
     return to_json(answer.trip) if answer.HasField("trip") else None
 
 
-def _unregister(driver, session):
+def _unregister(driver, session, upstream=None):
     try:
-        _upstream().drivers.UnregisterDriver(
+        (upstream or _upstream()).drivers.UnregisterDriver(
             driver_pb2.RegisterDriverRequest(driverID=driver["id"], packageSlug=driver["packageSlug"], session=session),
             timeout=CALL_DEADLINE,
         )
