@@ -104,12 +104,10 @@ class Database:
         return self.engine.dialect.name == "postgresql"
 
     @contextmanager
-    def transaction(self, durable=True):
+    def transaction(self):
         """The thread's open transaction, or a new one committed at the end
         (rolled back on an exception). Callbacks given to after_commit run
-        once it has committed. A new transaction that is not durable does
-        not wait for PostgreSQL to flush its commit to disk: what it writes
-        may be lost if the database server crashes (never if we do)."""
+        once it has committed."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             yield conn
@@ -118,8 +116,6 @@ class Database:
         try:
             with self.engine.begin() as conn:
                 self._local.conn = conn
-                if not durable and self.is_postgresql:
-                    conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
                 yield conn
         finally:
             self._local.conn = None
@@ -133,7 +129,7 @@ class Database:
         write whose loss in a database server crash is harmless (never in
         ours). Inside the thread's open transaction, that transaction's."""
         if self._at_once is None or self.in_transaction():
-            with self.transaction(durable=False) as conn:
+            with self.transaction() as conn:
                 yield conn
             return
         with self._at_once.connect() as conn:

@@ -1,7 +1,6 @@
 """TripService over gRPC, and its consumer of drivers' answers: thin edges
 that translate to TripService."""
 import logging
-from contextlib import nullcontext
 
 import grpc
 from google.protobuf import json_format
@@ -39,12 +38,8 @@ DRIVER_STEPS = (*lifecycle.DRIVER_STEPS, lifecycle.CANCELLED)
 
 
 class TripServicer(trip_pb2_grpc.TripServiceServicer):
-    def __init__(self, trips, transaction=nullcontext):
-        """transaction(): what a step's change and the events it publishes
-        (into the outbox) commit in together, so a replica killed between
-        the two loses no event: Database.transaction."""
+    def __init__(self, trips):
         self._trips = trips
-        self._transaction = transaction
 
     def PreviewTrip(self, request, context):
         with grpc_server.status_codes(context, ERROR_CODES):
@@ -83,8 +78,7 @@ class TripServicer(trip_pb2_grpc.TripServiceServicer):
         with grpc_server.status_codes(context, ERROR_CODES):
             _require(request.tripID, "tripID")
             _require(request.userID, "userID")
-            with self._transaction():
-                return _trip_response(self._trips.cancel(request.tripID, "rider", request.userID, request.reason))
+            return _trip_response(self._trips.cancel(request.tripID, "rider", request.userID, request.reason))
 
     def DriverStep(self, request, context):
         with grpc_server.status_codes(context, ERROR_CODES):
@@ -92,11 +86,10 @@ class TripServicer(trip_pb2_grpc.TripServiceServicer):
             _require(request.driverID, "driverID")
             if request.step not in DRIVER_STEPS:
                 raise InvalidArgument(f"step must be one of {', '.join(DRIVER_STEPS)}")
-            with self._transaction():
-                if request.step == lifecycle.CANCELLED:
-                    trip = self._trips.cancel(request.tripID, "driver", request.driverID, request.reason)
-                else:
-                    trip = self._trips.driver_step(request.tripID, request.driverID, request.step)
+            if request.step == lifecycle.CANCELLED:
+                trip = self._trips.cancel(request.tripID, "driver", request.driverID, request.reason)
+            else:
+                trip = self._trips.driver_step(request.tripID, request.driverID, request.step)
             return _trip_response(trip)
 
 
@@ -148,7 +141,7 @@ def main():
     trips, database, outbox, publisher = build(settings)
     server = grpc_server.start(
         settings.trip_listen_addr,
-        lambda s: trip_pb2_grpc.add_TripServiceServicer_to_server(TripServicer(trips, database.transaction), s),
+        lambda s: trip_pb2_grpc.add_TripServiceServicer_to_server(TripServicer(trips), s),
         ["trip.TripService"],
     )
     answers = WorkQueueConsumer(

@@ -141,12 +141,13 @@ class TripService:
     def driver_step(self, trip_id, driver_id, step_name):
         """arrived, started or completed, by the trip's driver: the trip as
         it is now; StepRefused or NotYours when the step is not theirs now."""
-        step = self._step(trip_id, lambda t: lifecycle.driver_step(t, driver_id, step_name),
-                          lambda t: self._store.advance(trip_id, t.status, lifecycle.DRIVER_STEPS[step_name][1]))
-        if step.changed:
-            self._announce(STEP_EVENTS[step_name], step.trip)
-            log.info("driver %s: trip %s of rider %s %s", driver_id, trip_id, step.trip.user_id, step_name)
-        return step.trip
+        with self._transaction():  # the step and its events commit together
+            step = self._step(trip_id, lambda t: lifecycle.driver_step(t, driver_id, step_name),
+                              lambda t: self._store.advance(trip_id, t.status, lifecycle.DRIVER_STEPS[step_name][1]))
+            if step.changed:
+                self._announce(STEP_EVENTS[step_name], step.trip)
+                log.info("driver %s: trip %s of rider %s %s", driver_id, trip_id, step.trip.user_id, step_name)
+            return step.trip
 
     def cancel(self, trip_id, by, user_id, reason=""):
         """The trip cancelled by its "rider" or its "driver": both told, an
@@ -154,19 +155,20 @@ class TripService:
         fare usable again. The trip as it is now."""
         if len(reason) > lifecycle.MAX_REASON:
             raise InvalidArgument(f"reason must be at most {lifecycle.MAX_REASON} characters")
-        step = self._step(trip_id, lambda t: lifecycle.cancel(t, by, user_id),
-                          lambda t: self._store.cancel(trip_id, t.status, by, reason))
-        if not step.changed:
-            return step.trip
-        trip, before = step.trip, step.before
-        if before.offered_to:
-            self._publisher.publish(contract.DRIVER_TRIP_WITHDRAWN, before.offered_to,
-                                    {"tripID": trip.id, "reason": "cancelled"})
-        if before.driver_id:  # a payment session was asked for at the accept
-            self._publisher.publish(contract.PAYMENT_VOID_SESSION, trip.user_id, {"tripID": trip.id, "userID": trip.user_id})
-        self._announce(contract.TRIP_CANCELLED, trip)
-        log.info("%s %s cancelled trip %s (was %s): %s", by, user_id, trip.id, before.status, reason or "no reason given")
-        return trip
+        with self._transaction():  # the cancel and its events commit together
+            step = self._step(trip_id, lambda t: lifecycle.cancel(t, by, user_id),
+                              lambda t: self._store.cancel(trip_id, t.status, by, reason))
+            if not step.changed:
+                return step.trip
+            trip, before = step.trip, step.before
+            if before.offered_to:
+                self._publisher.publish(contract.DRIVER_TRIP_WITHDRAWN, before.offered_to,
+                                        {"tripID": trip.id, "reason": "cancelled"})
+            if before.driver_id:  # a payment session was asked for at the accept
+                self._publisher.publish(contract.PAYMENT_VOID_SESSION, trip.user_id, {"tripID": trip.id, "userID": trip.user_id})
+            self._announce(contract.TRIP_CANCELLED, trip)
+            log.info("%s %s cancelled trip %s (was %s): %s", by, user_id, trip.id, before.status, reason or "no reason given")
+            return trip
 
     def no_drivers_left(self, trip_id):
         """Dispatch has no one left to ask: the trip ends, the rider is told,

@@ -53,10 +53,8 @@ class SqlTripStore:
 
     def take_fare(self, fare_id, user_id):
         # One statement when the fare can be taken; a second read says why
-        # when it cannot. Not durable: the trip saved next is, and its commit
-        # flushes this one too. A database crash before that may give the
-        # fare back, which is harmless: no trip was saved with it.
-        with self._db.transaction(durable=False) as conn:
+        # when it cannot. In CreateTrip's transaction, with the trip it pays for.
+        with self._db.transaction() as conn:
             taken = conn.execute(
                 update(fares).where(fares.c.id == fare_id, fares.c.user_id == user_id, fares.c.used.is_(False),
                                     fares.c.expires_at > self._clock())
