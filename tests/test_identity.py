@@ -24,7 +24,7 @@ BAD_USER_IDS = ["a\nb", "a\rb", "é" * 128, "r" * 129, "a b", "a/b", "a*", "a#",
 def ws_refusal(url, path, headers=None):
     """(status, JSON body) of an upgrade the gateway refuses before it happens."""
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
-        websocket.create_connection(url.replace("http", "ws") + path, timeout=5, header=headers or {})
+        websocket.create_connection(url.replace("http", "ws") + path, timeout=5, header=headers or {}).close()
     return refused.value.status_code, json.loads(refused.value.resp_body), refused.value.resp_headers
 
 

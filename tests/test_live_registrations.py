@@ -104,5 +104,6 @@ def test_a_driver_whose_socket_closes_while_the_check_asks_is_not_registered_aga
                    message="the gateway to check its drivers' registrations again")
         assert [call for call in service.calls if call[1] == leaving][-1] == ("unregister", leaving)
     finally:
+        service.released.set()
         for phone in phones.values():
             phone.close()

@@ -29,7 +29,7 @@ def test_sockets_from_an_origin_outside_a_cors_origins_list_are_refused(ride):
     rider_id = new_id("rider")
     ws_url = url.replace("http", "ws") + f"/ws/riders?userID={rider_id}"
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
-        websocket.create_connection(ws_url, timeout=5, header=bearer(rider_id), origin="https://evil.example")
+        websocket.create_connection(ws_url, timeout=5, header=bearer(rider_id), origin="https://evil.example").close()
     assert refused.value.status_code == 403
     websocket.create_connection(ws_url, timeout=5, header=bearer(rider_id), origin="https://app.example").close()
     websocket.create_connection(ws_url, timeout=5, header=bearer(rider_id), suppress_origin=True).close()  # an app

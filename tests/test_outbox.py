@@ -264,6 +264,7 @@ def test_what_was_committed_while_the_relay_was_busy_is_published_before_it_stop
         assert _rows(database) == 0
     finally:
         release.set()
+        box.stop(5)
         database.close()
 
 
