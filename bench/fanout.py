@@ -60,7 +60,7 @@ class PacedPublisher:
         self.first = self.last = None
 
     def run(self, timeout):
-        params = rabbit.connection_parameters(self.url, f"bench-publisher-{self.label}")
+        params = rabbit.connection_parameters(self.url, f"bench-publisher-{self.label}")[0]  # one node: the first answering is enough
         self._connection = pika.SelectConnection(
             params, on_open_callback=lambda c: c.channel(on_open_callback=self._on_channel),
             on_open_error_callback=self._on_failure, on_close_callback=lambda c, r: c.ioloop.stop())

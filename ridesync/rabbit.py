@@ -6,6 +6,7 @@ nothing else touches its connection; a PublisherPool lets several confirms
 be awaited at once."""
 import logging
 import queue
+import random
 import threading
 import uuid
 from collections import deque
@@ -15,6 +16,7 @@ import pika
 from pika.exceptions import AMQPConnectionError, AMQPChannelError, NackError, UnroutableError
 
 from ridesync import contract, telemetry
+from ridesync.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,26 @@ class Unroutable(PublishFailed):
     """No queue is bound for the message: no one is listening for it."""
 
 
+def node_urls(url):
+    """The broker nodes AMQP_URL names: one URL, or several separated by
+    commas (the nodes of one cluster). ValueError when it names none."""
+    urls = tuple(part.strip() for part in url.split(",") if part.strip())
+    if not urls:
+        raise ValueError(f"AMQP_URL names no broker: {url!r}")
+    return urls
+
+
 def connection_parameters(url, name):
+    """One pika Parameters per node of url, each tried in turn (pika's
+    BlockingConnection takes the list as it is): starting at a node picked at
+    random, so a cluster's clients spread over its nodes, and every other
+    node after it, so a process whose node died connects to another."""
+    urls = node_urls(url)
+    first = random.randrange(len(urls))
+    return [_parameters(node, name) for node in urls[first:] + urls[:first]]
+
+
+def _parameters(url, name):
     params = pika.URLParameters(url)
     params.heartbeat = HEARTBEAT
     params.blocked_connection_timeout = 10
@@ -48,27 +69,33 @@ def connect(url, name):
 
 
 def broker_answers(url, timeout=2.0):
-    """True when a broker at url takes a connection within timeout seconds."""
-    params = pika.URLParameters(url)
-    params.socket_timeout = params.stack_timeout = timeout
-    params.connection_attempts = 1
+    """True when a node of url takes a connection within timeout seconds."""
+    nodes = [pika.URLParameters(node) for node in node_urls(url)]
+    for params in nodes:
+        params.socket_timeout = params.stack_timeout = timeout
+        params.connection_attempts = 1
     try:
-        pika.BlockingConnection(params).close()
+        pika.BlockingConnection(nodes).close()
         return True
     except pika.exceptions.AMQPError:
         return False
 
 
-def declare_topology(channel):
+def declare_topology(channel, work_queue_type=None):
     """The exchange, the service work queues and their dead-letter queue, and
-    the gateway's feed of notifications. Every process declares it, so none depends on which one started first."""
+    the gateway's feed of notifications. Every process declares it, so none
+    depends on which one started first; and all alike, for the broker refuses
+    a queue declared again with other arguments. work_queue_type: classic or
+    quorum (replicated over a cluster's nodes); the WORK_QUEUE_TYPE setting
+    when None."""
+    queue_arguments = work_queue_arguments(work_queue_type or Settings.from_env().work_queue_type)
     channel.exchange_declare(contract.TRIP_EXCHANGE, "topic", durable=True)
     channel.exchange_declare(DEAD_LETTER_EXCHANGE, "fanout", durable=True)
-    channel.queue_declare(DEAD_LETTER_QUEUE, durable=True)
+    channel.queue_declare(DEAD_LETTER_QUEUE, durable=True, arguments=queue_arguments)
     channel.queue_bind(DEAD_LETTER_QUEUE, DEAD_LETTER_EXCHANGE)
     for queue, keys in contract.WORK_QUEUES.items():
         channel.queue_declare(
-            queue, durable=True, arguments={"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
+            queue, durable=True, arguments={**queue_arguments, "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
         )
         for key in keys:
             channel.queue_bind(queue, contract.TRIP_EXCHANGE, routing_key=key)
@@ -76,6 +103,12 @@ def declare_topology(channel):
                           arguments=contract.NOTIFICATIONS_STREAM_ARGUMENTS)
     for key in contract.NOTIFICATION_KEYS:
         channel.queue_bind(contract.NOTIFICATIONS_STREAM, contract.TRIP_EXCHANGE, routing_key=key)
+
+
+def work_queue_arguments(work_queue_type):
+    """A classic queue is declared as before, with no type, so that the queues
+    of a broker that predates the setting are declared as they were."""
+    return {"x-queue-type": "quorum"} if work_queue_type == "quorum" else {}
 
 
 def message_properties(routing_key, owner_id, headers=None, message_id=None):

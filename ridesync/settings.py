@@ -11,6 +11,13 @@ def _list(value):
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
+def _choice(name, value, choices):
+    value = value.strip().lower()
+    if value not in choices:
+        raise ValueError(f"{name} is {value!r}: one of {', '.join(choices)}")
+    return value
+
+
 def _port(value):
     return int(value) if value else None
 
@@ -59,6 +66,7 @@ class Settings:
     body_timeout: float
     max_trip_km: float
     metrics_allow: tuple  # networks (CIDRs) allowed to read /metrics and /live/stats
+    work_queue_type: str  # "classic" or "quorum": the services' work queues (ridesync/rabbit.py)
 
     @classmethod
     def from_env(cls, env=None):
@@ -99,4 +107,5 @@ class Settings:
             body_timeout=float(env.get("BODY_TIMEOUT", "10")),
             max_trip_km=float(env.get("MAX_TRIP_KM", "300")),
             metrics_allow=_list(env.get("METRICS_ALLOW", "127.0.0.0/8,::1/128")),
+            work_queue_type=_choice("WORK_QUEUE_TYPE", env.get("WORK_QUEUE_TYPE", "classic"), ("classic", "quorum")),
         )

@@ -12,6 +12,7 @@ One AMQP connection per worker, on pika's gevent adapter: its callbacks run
 in gevent's hub and only hand notices to in-memory lists; the greenlet that
 owns a socket writes them. pika is used from this one OS thread only, and
 none of its calls here block."""
+import itertools
 import json
 import logging
 import time
@@ -131,7 +132,7 @@ class Inbox:
 
 class Inboxes:
     def __init__(self, url, window_seconds, name, clock=time.monotonic):
-        self._params = rabbit.connection_parameters(url, name)
+        self._nodes = itertools.cycle(rabbit.connection_parameters(url, name))  # the next node at each reconnect
         self._replay = f"{int(window_seconds + REPLAY_MARGIN)}s"
         self.mailroom = Mailroom(window_seconds, HANDOVER_WAIT, _ROLES, clock)
         self._inboxes = {}  # session -> Inbox, until its `left` is in the feed
@@ -205,7 +206,7 @@ class Inboxes:
         if self._stopping:
             return  # stopped while this reconnect waited
         self._connection = GeventConnection(
-            self._params,
+            next(self._nodes),
             on_open_callback=lambda conn: conn.channel(on_open_callback=self._on_channel_open),
             on_open_error_callback=self._on_connection_lost,
             on_close_callback=self._on_connection_lost,
