@@ -11,12 +11,13 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
+from select import POLLIN, poll
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event, insert, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
 from ridesync.rabbit import Retry
@@ -70,9 +71,22 @@ def _with_driver(url):
 
 
 def _postgresql_engine(url, options="", **pool):
-    return create_engine(url, pool_recycle=1800, pool_timeout=10, **pool,
-                         connect_args={"connect_timeout": CONNECT_TIMEOUT,
-                                       "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS} {options}".strip()})
+    engine = create_engine(url, pool_recycle=1800, pool_timeout=10, **pool,
+                           connect_args={"connect_timeout": CONNECT_TIMEOUT,
+                                         "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS} {options}".strip()})
+    event.listen(engine, "checkout", _ended_by_server)
+    return engine
+
+
+def _ended_by_server(dbapi_connection, _record, _proxy):
+    """A pooled connection the server ended meanwhile (a restart, a backend
+    terminated) is replaced before a request takes it: an idle connection
+    is sent nothing, so a readable socket is its "terminating connection"
+    or its end. One poll() system call instead of pool_pre_ping's round trip."""
+    readable = poll()
+    readable.register(dbapi_connection.fileno(), POLLIN)
+    if readable.poll(0):
+        raise DisconnectionError("the server ended this pooled connection")
 
 
 def _sqlite_connected(dbapi_connection, _record):

@@ -21,6 +21,8 @@ import logging
 import time
 
 import redis
+import redis.backoff
+import redis.retry
 
 from ridesync.driver.dispatch import Offer, TripToDispatch
 from ridesync.driver.pool import Driver, DriverNotFound, new_driver
@@ -36,6 +38,7 @@ OFFER_GRACE_MS = 60_000  # an offer's key outlives its deadline by this, for exp
 BUSY_TTL_S = 12 * 3600  # a trip that never ends frees its driver after this
 HANDLED_TTL_S = 3600  # a copy comes within seconds (a publish repeated) or OUTBOX_HOLD (a relayed row)
 ENDED_TTL_S = 600  # how long a trip's end is remembered; a registration reads its trip within seconds
+RESTART_RETRIES = 5  # a command refused while Redis restarts is sent again, 50 ms to 1 s apart (about 2.5 s in all)
 UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)  # Redis down, or not answering
 
 # KEYS: driver hash; ARGV: session. -> {driver JSON, offer JSON or false} or nil
@@ -160,7 +163,7 @@ return package
 class RedisDriverPool:
     def __init__(self, url, prefix="ridesync:"):
         self._redis = redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT,
-                                           decode_responses=True, health_check_interval=30)
+                                           decode_responses=True, health_check_interval=30, retry=_restart_retry())
         self._p = prefix
         self._register = self._redis.register_script(REGISTER)
         self._unregister = self._redis.register_script(UNREGISTER)
@@ -286,6 +289,14 @@ class RedisDriverPool:
 
     def close(self):
         self._redis.close()
+
+
+def _restart_retry():
+    """A connection the server closed is replaced when it is taken from the
+    pool (redis-py); a command refused while Redis restarts is sent again.
+    Not after a timeout: a Redis that hangs is not restarting."""
+    return redis.retry.Retry(redis.backoff.ExponentialWithJitterBackoff(base=0.05, cap=1.0), RESTART_RETRIES,
+                             supported_errors=(redis.exceptions.ConnectionError,))
 
 
 def _free_for(busy, offer, trip_id):
