@@ -60,6 +60,15 @@ DRIVER_NOTIFICATION_KEYS = frozenset({
     TRIP_DRIVER_ASSIGNED, TRIP_DRIVER_ARRIVED, TRIP_STARTED, TRIP_COMPLETED, TRIP_CANCELLED,
 })
 NOTIFICATION_KEYS = RIDER_NOTIFICATION_KEYS | DRIVER_NOTIFICATION_KEYS
+# The header of a notification naming whose socket it is for, "rider" or
+# "driver": a trip's events go to its rider and to its driver, and a rider
+# and a driver may have the same id. Without it, every role taking the type.
+ROLE_HEADER = "role"
+
+
+def for_role(role):
+    """The headers of a notification for the owner's socket in this role."""
+    return {ROLE_HEADER: role}
 
 
 # The feed: every notification for a user's socket also goes to this

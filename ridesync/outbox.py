@@ -21,7 +21,7 @@ import zlib
 
 from sqlalchemy import delete, insert, or_, select, text
 
-from ridesync import telemetry
+from ridesync import contract, telemetry
 from ridesync.rabbit import PublishFailed, Unroutable
 from ridesync.tables import outbox
 
@@ -51,14 +51,18 @@ class Outbox:
     def publish(self, routing_key, owner_id, data):
         self._send(routing_key, owner_id, data, notify=False)
 
-    def notify(self, routing_key, owner_id, data):
-        self._send(routing_key, owner_id, data, notify=True)
+    def notify(self, routing_key, owner_id, data, headers=None):
+        """headers: the notification's own (contract.for_role), kept with its row."""
+        self._send(routing_key, owner_id, data, notify=True, headers=headers)
 
-    def _send(self, routing_key, owner_id, data, notify):
+    def _send(self, routing_key, owner_id, data, notify, headers=None):
         if not self._db.in_transaction():
-            (self._publisher.notify if notify else self._publisher.publish)(routing_key, owner_id, data)
+            if notify:
+                self._publisher.notify(routing_key, owner_id, data, headers)
+            else:
+                self._publisher.publish(routing_key, owner_id, data)
             return
-        self._insert(routing_key, owner_id, data, notify=notify)
+        self._insert(routing_key, owner_id, data, notify=notify, headers=headers)
         self._db.after_commit(self._wake.set)
 
     def publish_or_undo(self, routing_key, owner_id, data, undo):
@@ -78,11 +82,12 @@ class Outbox:
                               not_before=self._clock() + self._hold)
         self._db.after_commit(lambda: self._send_held(row_id, routing_key, owner_id, data, message_id, undo))
 
-    def _insert(self, routing_key, owner_id, data, notify, message_id=None, not_before=None):
+    def _insert(self, routing_key, owner_id, data, notify, message_id=None, not_before=None, headers=None):
         with self._db.transaction() as conn:
             return conn.execute(insert(outbox).values(
                 sender=self._name, routing_key=routing_key, owner_id=owner_id, data=json.dumps(data), notify=notify,
-                headers=json.dumps(telemetry.message_headers()), message_id=message_id or uuid.uuid4().hex,
+                headers=json.dumps({**telemetry.message_headers(), **(headers or {})}),
+                message_id=message_id or uuid.uuid4().hex,
                 not_before=not_before)).inserted_primary_key[0]
 
     def _send_held(self, row_id, routing_key, owner_id, data, message_id, undo):
@@ -168,9 +173,10 @@ class Outbox:
                             "or its own publish took longer than the hold", self._name, row.routing_key,
                             row.owner_id, row.message_id)
             try:
-                with telemetry.resumed(json.loads(row.headers)):  # the trace and request id of the change
+                headers = json.loads(row.headers)
+                with telemetry.resumed(headers):  # the trace and request id of the change
                     self._publisher.publish(row.routing_key, row.owner_id, json.loads(row.data),
-                                            message_id=row.message_id)
+                                            headers=_own_headers(headers), message_id=row.message_id)
             except Unroutable:
                 level = logging.INFO if row.notify else logging.ERROR
                 log.log(level, "outbox of %s: no queue takes %s of %s: dropped", self._name, row.routing_key, row.owner_id)
@@ -179,3 +185,9 @@ class Outbox:
                 return False
             self._delete(row.id)
         return len(rows) == BATCH
+
+
+def _own_headers(headers):
+    """The headers a row's message had of its own, beside the trace and
+    request id that the relay's publish carries anew."""
+    return {name: value for name, value in headers.items() if name == contract.ROLE_HEADER} or None

@@ -117,6 +117,20 @@ def test_a_newer_socket_replaces_the_older_one(ride):
     assert new.next(contract.TRIP_CREATED)["data"]["id"] == "after-replacement"
 
 
+def test_a_rider_and_a_driver_with_the_same_id_are_two_users(ride):
+    user_id = new_id("user")
+    rider = ride.rider(user_id)
+    driver = ride.driver("sedan")
+    trip = ride.start_trip(user_id, "sedan")
+    answer(driver, contract.DRIVER_TRIP_ACCEPT, driver.next(contract.DRIVER_TRIP_REQUEST)["data"])
+    assert rider.next(contract.TRIP_DRIVER_ASSIGNED)["data"]["id"] == trip["id"]
+    assert driver.next(contract.TRIP_DRIVER_ASSIGNED)["data"]["id"] == trip["id"]
+
+    namesake = ride.driver("van", user_id=user_id, v2=True)  # not the rider's driver: the rider's events are not theirs
+    publish_one(user_id, {"tripID": "for-the-driver", "reason": "expired"}, contract.DRIVER_TRIP_WITHDRAWN)
+    assert namesake.next()["data"]["tripID"] == "for-the-driver"
+
+
 def publish_one(rider_id, data, kind=contract.TRIP_CREATED):
     publisher = Publisher(AMQP_URL, "test")
     try:

@@ -104,6 +104,22 @@ def test_a_type_goes_only_to_the_roles_that_take_it():
     assert driver.written == [request.message_id, completed.message_id]
 
 
+def test_a_notification_naming_its_role_goes_only_to_that_role_of_the_owner_here_or_kept_elsewhere():
+    clock = Clock()
+    here, there = mailroom(clock), mailroom(clock)
+    feed = Feed(here, there)
+    rider = Inbox("s1")
+    feed.opened(here, rider)
+    for_rider = Notice(feed._next(), "trip.event.completed", "for-rider", b"{}", {"role": "rider"})
+    for room in (here, there):
+        room.notice("r1", for_rider)
+    driver = Inbox("s2", role="driver")
+    feed.opened(there, driver)  # a driver r1 after the rider r1's event, on another worker
+    for_driver = feed.event("r1", "driver.cmd.trip_request")
+    assert rider.written == ["for-rider"]
+    assert driver.written == [for_driver.message_id]
+
+
 def test_what_a_closed_socket_did_not_write_and_what_came_while_away_reach_the_next_socket_elsewhere_in_order():
     clock = Clock()
     here, there = mailroom(clock), mailroom(clock)

@@ -17,6 +17,8 @@ what comes after."""
 import logging
 from collections import namedtuple
 
+from ridesync.contract import ROLE_HEADER
+
 log = logging.getLogger(__name__)
 
 Notice = namedtuple("Notice", "offset type message_id body headers")
@@ -107,9 +109,10 @@ class Mailroom:
             line.owed = []  # the open session's worker has started it with them
 
     def notice(self, user_id, notice):
+        named = notice.headers.get(ROLE_HEADER)
         for role, types in self._roles.items():
-            if notice.type not in types:
-                continue
+            if notice.type not in types or (named in self._roles and named != role):
+                continue  # a trip's rider r1 and its driver r1 are two users
             line = self._line(role, user_id)
             inbox = self._here.get(line.open)
             if line.open is None or (inbox is not None and line.awaiting is not None):

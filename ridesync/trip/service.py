@@ -246,8 +246,9 @@ class TripService:
 
     def _announce(self, event, trip):
         """The event to the trip's rider and, once it has one, its driver."""
-        for user_id in filter(None, (trip.user_id, trip.driver_id)):
-            self._publisher.notify(event, user_id, trip.to_json())
+        for role, user_id in (("rider", trip.user_id), ("driver", trip.driver_id)):
+            if user_id:
+                self._publisher.notify(event, user_id, trip.to_json(), headers=contract.for_role(role))
 
 
 def withdrawal_reason(trip):
