@@ -73,7 +73,7 @@ from ridesync.ride.model import Coordinate
 from ridesync.settings import Settings
 from ridesync.trip.server import build
 
-trips, database, outbox, publisher = build(Settings.from_env())
+trips, database, outbox, _offers, publisher = build(Settings.from_env())
 rider, driver = sys.argv[1], sys.argv[2]
 _route, fares = trips.preview(rider, Coordinate(37.77, -122.41), Coordinate(37.79, -122.39))
 trip = trips.create_trip(fares[0].id, rider)
@@ -130,7 +130,7 @@ def killed(routing_key, owner_id, data, **_):
     print(data["id"], flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 
-trips, database, outbox, publisher = build(Settings.from_env())
+trips, database, outbox, _offers, publisher = build(Settings.from_env())
 rider = sys.argv[1]
 _route, fares = trips.preview(rider, Coordinate(37.7749, -122.4194), Coordinate(37.79, -122.39))
 publisher.publish = killed

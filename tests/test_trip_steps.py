@@ -182,44 +182,8 @@ def test_a_driver_asked_to_take_a_trip_has_it_as_current_until_they_decline(stor
     assert trips.current_trip("d1") is None and trips.current_trip("r1").id == "t1"
 
 
-class Waiting:
-    """The clock and sleep of a TripService whose answer waits: each sleep
-    moves the clock on, and the first one runs `meanwhile` (another replica
-    recording the offer)."""
-
-    def __init__(self, meanwhile=lambda: None):
-        self.now, self.slept, self._meanwhile = 0.0, 0, meanwhile
-
-    def clock(self):
-        return self.now
-
-    def sleep(self, seconds):
-        if self.slept == 0:
-            self._meanwhile()
-        self.slept += 1
-        self.now += seconds
-
-
-def pending_trip(store):
-    t = trip(trip_id="t1", rider="r1")
-    store.save_trip(t)
-    return t
-
-
-def test_an_answer_that_overtook_its_offer_waits_for_it(store, published):
-    pending_trip(store)
-    waiting = Waiting(meanwhile=lambda: store.offer("t1", "d1"))
-    trips = TripService(planner=None, store=store, publisher=published, clock=waiting.clock, sleep=waiting.sleep)
-    trips.accept("t1", D1)
-    assert store.trip("t1").status == "accepted" and waiting.slept == 1
-    assert [key for key, _, _ in published.take()] == [
-        contract.PAYMENT_CREATE_SESSION, contract.TRIP_DRIVER_ASSIGNED, contract.TRIP_DRIVER_ASSIGNED]
-
-
-def test_an_answer_whose_offer_never_comes_is_refused_after_a_second(store, published):
-    pending_trip(store)
-    waiting = Waiting()
-    trips = TripService(planner=None, store=store, publisher=published, clock=waiting.clock, sleep=waiting.sleep)
-    trips.decline("t1", "d1")
-    assert waiting.now >= 1.0 and store.trip("t1").declined == ()
+def test_without_replicas_to_wait_for_an_answer_between_offers_is_refused_at_once(store, published):
+    store.save_trip(trip(trip_id="t1", rider="r1"))
+    TripService(planner=None, store=store, publisher=published).decline("t1", "d1")
+    assert store.trip("t1").declined == ()
     assert [key for key, _, _ in published.take()] == [contract.DRIVER_ANSWER_REFUSED]

@@ -13,6 +13,7 @@ from ridesync.rabbit import PublisherPool, PublishFailed, WorkQueueConsumer
 from ridesync.ride import lifecycle
 from ridesync.ride.model import Coordinate, InvalidArgument
 from ridesync.settings import Settings
+from ridesync.trip.awaited_offers import AwaitedOffers
 from ridesync.trip.intake import Intake
 from ridesync.trip.osrm import OsrmClient
 from ridesync.trip.planner import RoutePlanner
@@ -117,7 +118,8 @@ def _time_left(context):
 
 
 def build(settings):
-    """(the TripService, its database, its outbox, its publisher to close at the end), from settings."""
+    """(the TripService, its database, its outbox, its awaited offers, its
+    publisher to close at the end), from settings."""
     publisher = PublisherPool(settings.amqp_url, "trip-service", PUBLISHERS)
     database = Database(settings.database_url)
     outbox = Outbox(database, publisher, "trip", hold=settings.outbox_hold)
@@ -127,9 +129,10 @@ def build(settings):
         failure_threshold=settings.osrm_breaker_failures,
         recovery_timeout=settings.osrm_breaker_reset,
     )
+    offers = AwaitedOffers(database)
     trips = TripService(planner, SqlTripStore(database), outbox, fare_ttl=settings.fare_ttl,
-                        max_trip_km=settings.max_trip_km, transaction=database.transaction)
-    return trips, database, outbox, publisher
+                        max_trip_km=settings.max_trip_km, transaction=database.transaction, offers=offers)
+    return trips, database, outbox, offers, publisher
 
 
 def main():
@@ -138,17 +141,17 @@ def main():
     telemetry.start("trip", settings.trip_metrics_port)
     if settings.trip_listen_addr is None:
         raise SystemExit(f"TRIP_SERVICE_ADDR {settings.trip_service_addr!r} names replicas: set TRIP_LISTEN_ADDR")
-    trips, database, outbox, publisher = build(settings)
+    trips, database, outbox, offers, publisher = build(settings)
     server = grpc_server.start(
         settings.trip_listen_addr,
         lambda s: trip_pb2_grpc.add_TripServiceServicer_to_server(TripServicer(trips), s),
         ["trip.TripService"],
     )
     answers = WorkQueueConsumer(
-        settings.amqp_url, contract.DRIVER_TRIP_RESPONSE, Intake(trips).handle, "trip-intake", handled=database,
+        settings.amqp_url, contract.DRIVER_TRIP_RESPONSE, Intake(trips).handle, "trip-intake", handled=offers.start(),
     ).start()
     outbox.start()
     log.info("TripService listening on %s (OSRM %s, database %s)",
              server.address, settings.osrm_url, database.engine.url.render_as_string())
-    shutdown.serve_until_signal("TripService", server, [answers, outbox], [publisher])
+    shutdown.serve_until_signal("TripService", server, [answers, outbox, offers], [publisher])
     database.close()

@@ -12,6 +12,7 @@ from ridesync.ride import lifecycle
 from ridesync.ride.fares import PACKAGES, price_in_cents
 from ridesync.ride.geo import great_circle_m
 from ridesync.ride.model import InvalidArgument, RideFare, Trip
+from ridesync.trip.awaited_offers import OfferAwaited
 from ridesync.trip.store import TripNotFound
 
 log = logging.getLogger(__name__)
@@ -19,17 +20,19 @@ log = logging.getLogger(__name__)
 
 class TripService:
     def __init__(self, planner, store, publisher, fare_ttl=900, clock=time.time, max_trip_km=300,
-                 sleep=time.sleep, transaction=nullcontext):
+                 transaction=nullcontext, offers=None):
         """transaction(): what the store's changes and the publisher's
-        outbox rows of one step commit in together (Database.transaction)."""
+        outbox rows of one step commit in together (Database.transaction).
+        offers: the AwaitedOffers of replicas sharing a database, for an
+        answer that may overtake its offer; None: answers never wait."""
         self._max_trip_m = max_trip_km * 1000
         self._planner = planner
         self._store = store
         self._publisher = publisher
         self._fare_ttl = fare_ttl
         self._clock = clock
-        self._sleep = sleep
         self._transaction = transaction
+        self._offers = offers
 
     def preview(self, user_id, pickup, destination, **call):
         """(route, fares): one fare per package, saved for this rider.
@@ -89,8 +92,10 @@ class TripService:
         may answer it. An offer of a trip that is no longer pending is
         withdrawn at once."""
         try:
-            self._step(trip_id, lambda t: lifecycle.offer(t, driver_id),
-                       lambda t: self._store.offer(trip_id, driver_id))
+            step = self._step(trip_id, lambda t: lifecycle.offer(t, driver_id),
+                              lambda t: self._store.offer(trip_id, driver_id))
+            if step.changed and self._offers is not None:
+                self._offers.ring(trip_id)
         except lifecycle.StepRefused as exc:
             reason = withdrawal_reason(self._store.trip(trip_id))
             self._publisher.publish(contract.DRIVER_TRIP_WITHDRAWN, driver_id, {"tripID": trip_id, "reason": reason})
@@ -203,27 +208,27 @@ class TripService:
     def _answer(self, trip_id, driver_id, decide, apply):
         """A driver's accept or decline: the Step, or None when it was
         refused and the driver told why. An answer that may have overtaken
-        its offer (another replica is still recording it) waits for it."""
+        its offer (another replica is still recording it) raises
+        OfferAwaited, to be handled again once the offer is recorded."""
         try:
-            try:
-                return self._step(trip_id, decide, apply)
-            except lifecycle.NotYours:
-                if not self._offer_recorded(trip_id, driver_id):
-                    raise
-                return self._step(trip_id, decide, apply)
-        except (lifecycle.StepRefused, lifecycle.NotYours) as exc:
-            self._publisher.notify(contract.DRIVER_ANSWER_REFUSED, driver_id,
-                                   {"tripID": trip_id, "code": exc.code, "message": str(exc)})
-            log.warning("driver %s answered trip %s: refused (%s)", driver_id, trip_id, exc)
-            return None
+            return self._step(trip_id, decide, apply)
+        except lifecycle.NotYours as exc:
+            if self._offer_may_come(trip_id, driver_id):
+                raise OfferAwaited(trip_id) from exc
+            refused = exc
+        except lifecycle.StepRefused as exc:
+            refused = exc
+        self._publisher.notify(contract.DRIVER_ANSWER_REFUSED, driver_id,
+                               {"tripID": trip_id, "code": refused.code, "message": str(refused)})
+        log.warning("driver %s answered trip %s: refused (%s)", driver_id, trip_id, refused)
+        return None
 
-    def _offer_recorded(self, trip_id, driver_id):
-        """Whether the trip is offered to this driver within OFFER_WAIT
-        seconds, while it is between offers (dispatch is asking someone)."""
-        deadline = self._clock() + OFFER_WAIT
-        while lifecycle.between_offers(trip := self._trip(trip_id), driver_id) and self._clock() < deadline:
-            self._sleep(OFFER_POLL)
-        return trip.offered_to == driver_id
+    def _offer_may_come(self, trip_id, driver_id):
+        """Whether the trip is between offers and the answer has not yet waited for one."""
+        if self._offers is None or not self._offers.may_wait():
+            return False
+        self._offers.expect(trip_id)
+        return lifecycle.between_offers(self._trip(trip_id), driver_id)
 
     def _step(self, trip_id, decide, apply):
         """decide(trip) says whether the step changes the trip; apply(trip)
@@ -265,8 +270,6 @@ class Step:
     changed: bool
 
 
-OFFER_WAIT = 1.0  # seconds an answer waits for its offer to be recorded
-OFFER_POLL = 0.02
 STEP_ATTEMPTS = 5  # reads and compare-and-sets before a step that keeps racing is refused
 STEP_EVENTS = {
     "arrived": contract.TRIP_DRIVER_ARRIVED,
