@@ -1,11 +1,11 @@
 """gunicorn settings for the API gateway. No preload_app: every gRPC channel
 and AMQP connection is made inside a worker, after the fork."""
 import gc
-import os
 
 import gevent
 
 from ridesync import multiproc
+from ridesync.settings import process_settings
 
 # gevent records which greenlet spawned which: ~6 KiB a socket, and most of
 # what a full garbage collection walks in a busy worker (bench/RESULTS.md).
@@ -19,10 +19,11 @@ gevent.config.track_greenlet_tree = False
 # once idle.
 UPSTREAM_CALLS_IN_FLIGHT = 100
 
+gateway_settings = process_settings()  # a bad setting: gunicorn exits 1 saying which
 multiproc.start()  # first: the worker class brings prometheus_client into the master
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '8081')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+bind = f"0.0.0.0:{gateway_settings.port}"
+workers = gateway_settings.web_concurrency
 worker_class = "ridesync.gateway.gunicorn_worker.GatewayWorker"
 worker_connections = 20000
 graceful_timeout = 10
@@ -59,15 +60,12 @@ def on_exit(server):
 
 
 def when_ready(server):
-    from ridesync.gateway.identity import OPEN, MisconfiguredAuth, checked_auth_mode, operator_networks
-    from ridesync.settings import Settings
+    from ridesync.gateway.identity import OPEN, MisconfiguredAuth, checked_auth_mode
 
-    settings = Settings.from_env()
     try:
-        operator_networks(settings)
-        if checked_auth_mode(settings) == OPEN:
+        if checked_auth_mode(gateway_settings) == OPEN:
             server.log.warning("AUTH_MODE=open: any caller may act as any userID; set AUTH_MODE=token in production")
     except MisconfiguredAuth as exc:
         raise RuntimeError(f"the gateway cannot start: {exc}") from None  # gunicorn prints it and exits 1
-    if "*" in settings.cors_origins:
+    if "*" in gateway_settings.cors_origins:
         server.log.warning("CORS allows every origin (CORS_ORIGINS=*); set CORS_ORIGINS to a list in production")

@@ -5,11 +5,11 @@ from flask import Flask
 from flask_sock import Sock
 
 from ridesync.gateway import MAX_WEBSOCKET_MESSAGE
-from ridesync.settings import Settings
+from ridesync.settings import process_settings
 
 app = Flask(__name__)
 app.config["SOCK_SERVER_OPTIONS"] = {
-    "ping_interval": Settings.from_env().ws_ping_interval,
+    "ping_interval": process_settings().ws_ping_interval,
     "max_message_size": MAX_WEBSOCKET_MESSAGE,
 }
 sock = Sock(app)

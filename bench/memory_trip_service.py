@@ -6,7 +6,7 @@ Environment as for ridesync.trip."""
 from ridesync import contract, grpc_server, logs, shutdown
 from ridesync.pb import trip_pb2_grpc
 from ridesync.rabbit import PublisherPool, WorkQueueConsumer
-from ridesync.settings import Settings
+from ridesync.settings import process_settings
 from ridesync.trip.intake import Intake
 from ridesync.trip.planner import RoutePlanner
 from ridesync.trip.server import PUBLISHERS, TripServicer
@@ -15,8 +15,8 @@ from ridesync.trip.store import TripStore
 
 
 def main():
+    settings = process_settings()
     logs.configure("trip")
-    settings = Settings.from_env()
     publisher = PublisherPool(settings.amqp_url, "bench-memory-trip", PUBLISHERS)
     trips = TripService(RoutePlanner(None, enabled=False), TripStore(), publisher)
     server = grpc_server.start(

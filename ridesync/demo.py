@@ -12,12 +12,11 @@ import json
 import sys
 import uuid
 
-import os
-
 import requests
 import websocket
 
 from ridesync import tokens
+from ridesync.settings import process_settings
 
 TIMEOUT = 15.0  # seconds for any one answer or frame
 PICKUP = {"latitude": 37.7749, "longitude": -122.4194}
@@ -30,7 +29,7 @@ class DemoFailed(Exception):
 
 def credentials(user_id, role):
     """The Authorization header of user_id when AUTH_SECRET is set; none in open mode."""
-    secret = os.environ.get("AUTH_SECRET")
+    secret = process_settings().auth_secret
     return {"Authorization": f"Bearer {tokens.mint(secret, user_id, role)}"} if secret else {}
 
 

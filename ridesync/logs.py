@@ -7,12 +7,13 @@ carries them. LOG_FORMAT=json gives one JSON object per line."""
 import contextvars
 import json
 import logging
-import os
 import re
 import sys
 import time
 import uuid
 from contextlib import contextmanager
+
+from ridesync.settings import process_settings
 
 RIDE_FIELDS = ("request_id", "user", "trip")
 REQUEST_ID_HEADER = "x-request-id"  # HTTP header, gRPC metadata key and AMQP header alike
@@ -24,9 +25,9 @@ _ride = contextvars.ContextVar("ride", default={})
 def configure(process):
     handler = logging.StreamHandler(sys.stdout)  # Procfile runners collect stdout
     handler.addFilter(_RideFilter())
-    json_lines = os.environ.get("LOG_FORMAT", "text").lower() == "json"
-    handler.setFormatter(_JsonFormatter(process) if json_lines else _TextFormatter(process))
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(), handlers=[handler], force=True)
+    settings = process_settings()
+    handler.setFormatter(_JsonFormatter(process) if settings.log_format == "json" else _TextFormatter(process))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
     # pika logs each failed connection attempt as several ERROR lines and a
     # traceback; ridesync.rabbit says it once, with what it will do about it.
     logging.getLogger("pika").setLevel(logging.CRITICAL)

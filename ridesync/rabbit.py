@@ -16,7 +16,7 @@ import pika
 from pika.exceptions import AMQPConnectionError, AMQPChannelError, NackError, UnroutableError
 
 from ridesync import contract, telemetry
-from ridesync.settings import Settings
+from ridesync.settings import process_settings
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def declare_topology(channel, work_queue_type=None):
     a queue declared again with other arguments. work_queue_type: classic or
     quorum (replicated over a cluster's nodes); the WORK_QUEUE_TYPE setting
     when None."""
-    queue_arguments = work_queue_arguments(work_queue_type or Settings.from_env().work_queue_type)
+    queue_arguments = work_queue_arguments(work_queue_type or process_settings().work_queue_type)
     channel.exchange_declare(contract.TRIP_EXCHANGE, "topic", durable=True)
     channel.exchange_declare(DEAD_LETTER_EXCHANGE, "fanout", durable=True)
     channel.queue_declare(DEAD_LETTER_QUEUE, durable=True, arguments=queue_arguments)

@@ -1,25 +1,215 @@
-"""Every setting of every process, read from the environment in one place."""
+"""Every setting of every process: its environment variable, default and
+unit, read once per process (process_settings()), a bad value refused at start naming
+its variable. README's configuration table is made from here
+(`python -m ridesync.settings --readme`; tests/test_settings.py checks it).
+
+To add one: a field below, `name: type = setting("ENV_NAME", default, KIND,
+"what it sets")`, with the KIND that parses and checks it (add a Kind when
+none fits); read it as `settings.process_settings().name` in a process, or take it
+from the Settings a caller passes; then `python -m ridesync.settings --readme`."""
+import functools
+import ipaddress
+import math
 import os
-from dataclasses import dataclass
+import re
+import sys
+from dataclasses import dataclass, field, fields, replace
 
 
-def _bool(value):
-    return value.strip().lower() in ("1", "true", "yes", "on")
+class BadSetting(ValueError):
+    """One or more variables hold values their settings cannot take; the message names each."""
 
 
-def _list(value):
-    return tuple(item.strip() for item in value.split(",") if item.strip())
+@dataclass(frozen=True)
+class Kind:
+    unit: str  # what a value is counted in, for the README's table ("" when nothing)
+    parse: object  # str -> value, ValueError saying what the value should be
 
 
-def _choice(name, value, choices):
-    value = value.strip().lower()
-    if value not in choices:
-        raise ValueError(f"{name} is {value!r}: one of {', '.join(choices)}")
+def _number(text, whole):
+    try:
+        value = int(text) if whole else float(text)
+    except ValueError:
+        raise ValueError("not a whole number" if whole else "not a number") from None
+    if not math.isfinite(value):
+        raise ValueError("not a finite number")
     return value
 
 
-def _port(value):
-    return int(value) if value else None
+def _at_least(least, whole=False):
+    def parse(text):
+        value = _number(text, whole)
+        if value < least:
+            raise ValueError(f"less than {least}")
+        return value
+    return parse
+
+
+def _positive(text):
+    value = _number(text, False)
+    if value <= 0:
+        raise ValueError("not above 0")
+    return value
+
+
+def _port(text):
+    value = _number(text, True)
+    if not 0 <= value <= 65535:
+        raise ValueError("not a port (0 to 65535)")
+    return value
+
+
+_FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def _flag(text):
+    try:
+        return _FLAGS[text.strip().lower()]
+    except KeyError:
+        raise ValueError("not true or false") from None
+
+
+def _names(text):
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _networks(text):
+    names = _names(text)
+    for name in names:
+        try:
+            ipaddress.ip_network(name, strict=False)
+        except ValueError:
+            raise ValueError(f"not a list of networks ({name} is none)") from None
+    return names
+
+
+def _url(text):
+    if not re.match(r"^[a-z][a-z0-9+.-]*://", text.strip(), re.IGNORECASE):
+        raise ValueError("not a URL (scheme://...)")
+    return text.strip()
+
+
+def _choice(*choices):
+    def parse(text):
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"not one of {', '.join(choices)}")
+        return value
+    return Kind("one of " + ", ".join(choices), parse)
+
+
+SECONDS = Kind("seconds", _at_least(0))
+PER_SECOND = Kind("a second", _positive)
+KM = Kind("km", _positive)
+COUNT = Kind("", _at_least(1, whole=True))
+PORT = Kind("port", _port)
+FLAG = Kind("true or false", _flag)
+TEXT = Kind("", str.strip)
+URL = Kind("URL", _url)
+NAMES = Kind("comma-separated", _names)
+NETWORKS = Kind("comma-separated networks", _networks)
+ADDRESS = Kind("gRPC target", str.strip)
+
+
+def setting(env, default, kind, about):
+    """A field read from the variable env; default None: unset (an empty value is unset too)."""
+    return field(default=default, metadata={"env": env, "kind": kind, "about": about})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Processes and where they meet
+    port: int = setting("PORT", 8081, PORT, "where the gateway listens")
+    web_concurrency: int = setting("WEB_CONCURRENCY", 2, COUNT, "gunicorn workers of the gateway")
+    amqp_url: str = setting("AMQP_URL", "amqp://guest:guest@localhost:5672/", URL,
+                            "the RabbitMQ broker, or its cluster's nodes separated by commas")
+    work_queue_type: str = setting("WORK_QUEUE_TYPE", "classic", _choice("classic", "quorum"),
+                                   "the type of the services' work queues and their dead-letter queue")
+    trip_service_addr: str = setting("TRIP_SERVICE_ADDR", "localhost:9093", ADDRESS,
+                                     "the TripService: `host:port`, `dns:///name:port` (every address the name "
+                                     "resolves to) or `ipv4:10.0.0.1:9093,10.0.0.2:9093`")
+    driver_service_addr: str = setting("DRIVER_SERVICE_ADDR", "localhost:9092", ADDRESS,
+                                       "the DriverService, as TRIP_SERVICE_ADDR")
+    trip_listen_addr: str | None = setting("TRIP_LISTEN_ADDR", None, TEXT,
+                                           "where the TripService listens; unset: TRIP_SERVICE_ADDR when that is a "
+                                           "plain `host:port`")
+    driver_listen_addr: str | None = setting("DRIVER_LISTEN_ADDR", None, TEXT,
+                                             "where the DriverService listens; unset: as TRIP_LISTEN_ADDR")
+    database_url: str = setting("DATABASE_URL", "sqlite:///var/ridesync.db", URL,
+                                "the trip and payment state (see State)")
+    redis_url: str | None = setting("REDIS_URL", None, URL,
+                                    "the driver pool's Redis; unset: the pool lives in the `driver` process")
+    redis_key_prefix: str = setting("REDIS_KEY_PREFIX", "ridesync:", TEXT, "before every key in Redis")
+    # Routes and fares
+    osrm_url: str = setting("OSRM_URL", "https://router.project-osrm.org", URL, "the OSRM server asked for routes")
+    osrm_enabled: bool = setting("OSRM_ENABLED", True, FLAG, "false: straight-line estimates only")
+    osrm_timeout: float = setting("OSRM_TIMEOUT", 10.0, SECONDS, "for one OSRM route")
+    osrm_breaker_failures: int = setting("OSRM_BREAKER_FAILURES", 5, COUNT,
+                                         "OSRM failures in a row that open the circuit breaker")
+    osrm_breaker_reset: float = setting("OSRM_BREAKER_RESET", 30.0, SECONDS,
+                                        "before an open breaker lets one call try OSRM again")
+    fare_ttl: float = setting("FARE_TTL", 900.0, SECONDS, "how long a previewed fare may be started")
+    max_trip_km: float = setting("MAX_TRIP_KM", 300.0, KM, "the longest trip, straight and by road")
+    # Rides
+    offer_timeout: float = setting("OFFER_TIMEOUT", 30.0, SECONDS,
+                                   "how long a driver may leave a trip request unanswered")
+    outbox_hold: float = setting("OUTBOX_HOLD", 30.0, SECONDS,
+                                 "how long the relay leaves a CreateTrip's event to the TripService publishing it "
+                                 "(see State)")
+    payment_local_latency: float = setting("PAYMENT_LOCAL_LATENCY", 0.0, SECONDS,
+                                           "the local payment provider's pause before a session")
+    # Sockets
+    reconnect_window: float = setting("RECONNECT_WINDOW", 30.0, SECONDS, "how long a phone's missed events wait for it")
+    ws_ping_interval: float = setting("WS_PING_INTERVAL", 25.0, SECONDS,
+                                      "between pings; sockets that stop answering are dropped")
+    cors_origins: tuple = setting("CORS_ORIGINS", ("*",), NAMES,
+                                  "origins allowed; `*` (with a warning in the log) or a list in production")
+    # Identity and limits
+    auth_mode: str = setting("AUTH_MODE", "token", _choice("token", "open"),
+                             "`open` trusts any userID (development only)")
+    auth_secret: str | None = setting("AUTH_SECRET", None, TEXT, "HS256 secret tokens are checked with")
+    auth_jwks_url: str | None = setting("AUTH_JWKS_URL", None, URL, "RS256/ES256 keys tokens are checked with")
+    auth_audience: str | None = setting("AUTH_AUDIENCE", None, TEXT, "the `aud` a token must have, when set")
+    preview_rate: float = setting("PREVIEW_RATE", 10.0, PER_SECOND,
+                                  "previews and starts per user and gateway worker")
+    preview_burst: int = setting("PREVIEW_BURST", 20, COUNT, "previews and starts per user at once")
+    body_timeout: float = setting("BODY_TIMEOUT", 10.0, SECONDS, "for a request's line and headers, then its body")
+    metrics_allow: tuple = setting("METRICS_ALLOW", ("127.0.0.0/8", "::1/128"), NETWORKS,
+                                   "networks allowed to read /metrics and /live/stats")
+    # Observability
+    log_level: str = setting("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error", "critical"),
+                             "the least a log line must be")
+    log_format: str = setting("LOG_FORMAT", "text", _choice("text", "json"), "`json`: one JSON object per line")
+    otel_traces_exporter: tuple = setting("OTEL_TRACES_EXPORTER", (), NAMES,
+                                          "`console` or `otlp` switch tracing on (see below)")
+    otel_service_name: str | None = setting("OTEL_SERVICE_NAME", None, TEXT,
+                                            "names every process alike; unset: `ridesync-<process>`")
+    trip_metrics_port: int | None = setting("TRIP_METRICS_PORT", None, PORT, "the TripService's metrics; unset: none")
+    driver_metrics_port: int | None = setting("DRIVER_METRICS_PORT", None, PORT,
+                                              "the DriverService's metrics; unset: none")
+    payment_metrics_port: int | None = setting("PAYMENT_METRICS_PORT", None, PORT,
+                                               "the payment service's metrics; unset: none")
+
+    @classmethod
+    def from_env(cls, env=None):
+        """The settings env (os.environ by default) gives; BadSetting naming every variable that is wrong."""
+        env = os.environ if env is None else env
+        values, wrong = {}, []
+        for each in fields(cls):
+            env_name, kind = each.metadata["env"], each.metadata["kind"]
+            text = env.get(env_name)
+            if text is None or (each.default is None and not text.strip()):
+                continue
+            try:
+                values[each.name] = kind.parse(text)
+            except ValueError as exc:
+                wrong.append(f"{env_name}={text!r} is {exc}")
+        if wrong:
+            raise BadSetting("; ".join(wrong))
+        read = cls(**values)
+        return replace(read, osrm_url=read.osrm_url.rstrip("/"),
+                       trip_listen_addr=read.trip_listen_addr or _listen_addr(read.trip_service_addr),
+                       driver_listen_addr=read.driver_listen_addr or _listen_addr(read.driver_service_addr))
 
 
 def _listen_addr(target):
@@ -31,81 +221,56 @@ def _listen_addr(target):
     return target
 
 
-@dataclass(frozen=True)
-class Settings:
-    port: int
-    amqp_url: str
-    trip_service_addr: str
-    driver_service_addr: str
-    osrm_url: str
-    osrm_enabled: bool
-    osrm_timeout: float
-    osrm_breaker_failures: int
-    osrm_breaker_reset: float
-    cors_origins: tuple
-    fare_ttl: float
-    reconnect_window: float
-    ws_ping_interval: float
-    trip_metrics_port: int | None  # None: the service serves no metrics
-    driver_metrics_port: int | None
-    payment_metrics_port: int | None
-    payment_local_latency: float
-    offer_timeout: float
-    outbox_hold: float  # seconds the trip relay leaves a CreateTrip's event to the replica publishing it at once
-    database_url: str
-    redis_url: str | None  # None: the driver pool lives in the DriverService process
-    redis_key_prefix: str
-    trip_listen_addr: str | None  # None: TRIP_SERVICE_ADDR names replicas, and no TRIP_LISTEN_ADDR was given
-    driver_listen_addr: str | None
-    auth_mode: str  # "token" (the default) or "open"
-    auth_secret: str | None
-    auth_jwks_url: str | None
-    auth_audience: str | None
-    preview_rate: float  # previews and starts a second, per user and gateway worker
-    preview_burst: int
-    body_timeout: float
-    max_trip_km: float
-    metrics_allow: tuple  # networks (CIDRs) allowed to read /metrics and /live/stats
-    work_queue_type: str  # "classic" or "quorum": the services' work queues (ridesync/rabbit.py)
+@functools.cache
+def process_settings():
+    """This process's settings, read from its environment once; a bad value ends the process (status 1) naming it."""
+    try:
+        return Settings.from_env()
+    except BadSetting as exc:
+        raise SystemExit(f"ridesync cannot start, bad settings: {exc}") from None
 
-    @classmethod
-    def from_env(cls, env=None):
-        env = os.environ if env is None else env
-        trip_service_addr = env.get("TRIP_SERVICE_ADDR", "localhost:9093")
-        driver_service_addr = env.get("DRIVER_SERVICE_ADDR", "localhost:9092")
-        return cls(
-            port=int(env.get("PORT", "8081")),
-            amqp_url=env.get("AMQP_URL", "amqp://guest:guest@localhost:5672/"),
-            trip_service_addr=trip_service_addr,
-            driver_service_addr=driver_service_addr,
-            osrm_url=env.get("OSRM_URL", "https://router.project-osrm.org").rstrip("/"),
-            osrm_enabled=_bool(env.get("OSRM_ENABLED", "true")),
-            osrm_timeout=float(env.get("OSRM_TIMEOUT", "10")),
-            osrm_breaker_failures=int(env.get("OSRM_BREAKER_FAILURES", "5")),
-            osrm_breaker_reset=float(env.get("OSRM_BREAKER_RESET", "30")),
-            cors_origins=_list(env.get("CORS_ORIGINS", "*")),
-            fare_ttl=float(env.get("FARE_TTL", "900")),
-            reconnect_window=float(env.get("RECONNECT_WINDOW", "30")),
-            ws_ping_interval=float(env.get("WS_PING_INTERVAL", "25")),
-            trip_metrics_port=_port(env.get("TRIP_METRICS_PORT")),
-            driver_metrics_port=_port(env.get("DRIVER_METRICS_PORT")),
-            payment_metrics_port=_port(env.get("PAYMENT_METRICS_PORT")),
-            payment_local_latency=float(env.get("PAYMENT_LOCAL_LATENCY", "0")),
-            offer_timeout=float(env.get("OFFER_TIMEOUT", "30")),
-            outbox_hold=float(env.get("OUTBOX_HOLD", "30")),  # outbox.HOLD
-            database_url=env.get("DATABASE_URL", "sqlite:///var/ridesync.db"),
-            redis_url=env.get("REDIS_URL") or None,
-            redis_key_prefix=env.get("REDIS_KEY_PREFIX", "ridesync:"),
-            trip_listen_addr=env.get("TRIP_LISTEN_ADDR") or _listen_addr(trip_service_addr),
-            driver_listen_addr=env.get("DRIVER_LISTEN_ADDR") or _listen_addr(driver_service_addr),
-            auth_mode=env.get("AUTH_MODE", "token").strip().lower(),
-            auth_secret=env.get("AUTH_SECRET") or None,
-            auth_jwks_url=env.get("AUTH_JWKS_URL") or None,
-            auth_audience=env.get("AUTH_AUDIENCE") or None,
-            preview_rate=float(env.get("PREVIEW_RATE", "10")),
-            preview_burst=int(env.get("PREVIEW_BURST", "20")),
-            body_timeout=float(env.get("BODY_TIMEOUT", "10")),
-            max_trip_km=float(env.get("MAX_TRIP_KM", "300")),
-            metrics_allow=_list(env.get("METRICS_ALLOW", "127.0.0.0/8,::1/128")),
-            work_queue_type=_choice("WORK_QUEUE_TYPE", env.get("WORK_QUEUE_TYPE", "classic"), ("classic", "quorum")),
-        )
+
+README_START = "<!-- settings: made by `python -m ridesync.settings --readme`; edit ridesync/settings.py -->"
+README_END = "<!-- end of settings -->"
+
+
+def readme_table():
+    """The README's table of every setting: variable, default, unit, what it sets."""
+    rows = ["| variable | default | unit | what it sets |", "|---|---|---|---|"]
+    for each in fields(Settings):
+        about = each.metadata["about"].replace("|", "\\|")
+        rows.append(f"| `{each.metadata['env']}` | {_shown(each.default)} | {each.metadata['kind'].unit} | {about} |")
+    return "\n".join(rows)
+
+
+def _shown(default):
+    if default is None or default == ():
+        return "unset"
+    if isinstance(default, bool):
+        return f"`{str(default).lower()}`"
+    if isinstance(default, float) and default.is_integer():
+        return f"`{int(default)}`"
+    if isinstance(default, tuple):
+        return f"`{','.join(default)}`"
+    return f"`{default}`"
+
+
+def readme_with_table(readme):
+    """readme's text with its settings table made anew from Settings."""
+    start, end = readme.index(README_START) + len(README_START), readme.index(README_END)
+    return f"{readme[:start]}\n{readme_table()}\n{readme[end:]}"
+
+
+def main(argv):
+    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+    if argv == ["--readme"]:
+        with open(readme, encoding="utf-8") as f:
+            text = f.read()
+        with open(readme, "w", encoding="utf-8") as f:
+            f.write(readme_with_table(text))
+    else:
+        print(readme_table())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

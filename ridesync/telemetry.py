@@ -11,7 +11,6 @@ it and the request id that caused it (logs.REQUEST_ID_HEADER); whoever takes
 it from the broker continues both."""
 import functools
 import logging
-import os
 from contextlib import contextmanager
 from importlib.metadata import entry_points
 
@@ -19,6 +18,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 from ridesync import contract, identity, logs, metrics
+from ridesync.settings import process_settings
 
 log = logging.getLogger(__name__)
 TRACER = trace.get_tracer("ridesync")  # follows the provider start() sets
@@ -40,7 +40,7 @@ def start(process, metrics_port=None):
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    service = os.environ.get("OTEL_SERVICE_NAME") or f"ridesync-{process}"
+    service = process_settings().otel_service_name or f"ridesync-{process}"
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}))
     for name in _exporter_names():
         provider.add_span_processor(BatchSpanProcessor(_exporter(name)))
@@ -59,8 +59,7 @@ def start_gateway(app):
 
 
 def _exporter_names():
-    names = os.environ.get("OTEL_TRACES_EXPORTER", "none").split(",")
-    return [n.strip() for n in names if n.strip() not in ("", "none")]
+    return [name for name in process_settings().otel_traces_exporter if name != "none"]
 
 
 def _exporter(name):

@@ -9,12 +9,12 @@ JWKS URL (RS256/ES256, fetched once and cached). For development and tests:
 
 prints a token signed with AUTH_SECRET."""
 import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass
 
 from ridesync.identity import ROLES, is_id
+from ridesync.settings import process_settings
 
 LEEWAY = 30  # seconds of clock difference allowed on exp, nbf and iat
 JWKS_TIMEOUT = 5.0  # seconds to fetch the key set
@@ -100,12 +100,12 @@ def main(argv=None):
     parser.add_argument("--role", required=True, choices=ROLES)
     parser.add_argument("--ttl", type=int, default=3600, help="seconds the token is valid (3600)")
     args = parser.parse_args(argv)
-    secret = os.environ.get("AUTH_SECRET")
-    if not secret:
+    settings = process_settings()
+    if not settings.auth_secret:
         sys.exit("set AUTH_SECRET to the secret the gateway checks tokens with")
     if not is_id(args.user):
         sys.exit("--user must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ -")
-    print(mint(secret, args.user, args.role, args.ttl, os.environ.get("AUTH_AUDIENCE")))
+    print(mint(settings.auth_secret, args.user, args.role, args.ttl, settings.auth_audience))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import pika
 import pytest
 
 from ridesync import contract, rabbit
-from ridesync.settings import Settings
+from ridesync.settings import BadSetting, Settings
 from tests.ride import answer, new_id, ride  # noqa: F401 (ride is a fixture)
 from tests.support import AMQP_URL, forward_connections, free_port, wait_until
 
@@ -92,7 +92,7 @@ def test_amqp_url_names_every_node_and_each_is_tried_in_turn():
 def test_work_queue_type_is_classic_unless_set_to_quorum():
     assert Settings.from_env({}).work_queue_type == "classic"
     assert Settings.from_env({"WORK_QUEUE_TYPE": " Quorum "}).work_queue_type == "quorum"
-    with pytest.raises(ValueError, match="WORK_QUEUE_TYPE is 'mirrored': one of classic, quorum"):
+    with pytest.raises(BadSetting, match="WORK_QUEUE_TYPE='mirrored' is not one of classic, quorum"):
         Settings.from_env({"WORK_QUEUE_TYPE": "mirrored"})
 
 
@@ -148,7 +148,8 @@ def test_quorum_work_queues_are_declared_as_quorum_queues_and_consumed(monkeypat
         consumer = rabbit.WorkQueueConsumer(url, contract.PAYMENT_TRIP_RESPONSE,
                                             lambda _key, _owner, data: handled.put(data["tripID"]), "test-quorum")
         publisher = rabbit.Publisher(url, "test-quorum")
-        monkeypatch.setenv("WORK_QUEUE_TYPE", "quorum")  # what both declare the topology with
+        quorum = Settings.from_env({"WORK_QUEUE_TYPE": "quorum"})
+        monkeypatch.setattr(rabbit, "process_settings", lambda: quorum)  # what both declare the topology with
         consumer.start()
         try:
             publisher.publish(contract.PAYMENT_CREATE_SESSION, new_id("rider"), {"tripID": "trip-q"})

@@ -7,7 +7,6 @@ import threading
 import pytest
 
 from ridesync import contract
-from ridesync.settings import Settings
 from ridesync.ride.fares import PACKAGES, price_in_cents
 from ridesync.ride.geo import great_circle_m
 from ridesync.ride.model import Coordinate, InvalidArgument, Route
@@ -263,21 +262,6 @@ def test_when_the_broker_refuses_the_event_no_trip_is_left_and_the_fare_is_usabl
     assert store.trip(data["id"]) is None
     publisher.fails = False
     assert service.create_trip(fares[0].id, "r1").fare == fares[0]
-
-
-# --- settings ------------------------------------------------------------------------
-
-def test_settings_have_working_defaults_and_read_the_environment():
-    default = Settings.from_env({})
-    assert (default.port, default.osrm_timeout, default.osrm_enabled, default.cors_origins) == (8081, 10.0, True, ("*",))
-    assert (default.osrm_breaker_failures, default.osrm_breaker_reset, default.fare_ttl) == (5, 30.0, 900.0)
-    custom = Settings.from_env({
-        "OSRM_ENABLED": "false", "CORS_ORIGINS": "https://a.example, https://b.example",
-        "OSRM_URL": "http://osrm.local/",
-    })
-    assert not custom.osrm_enabled
-    assert custom.cors_origins == ("https://a.example", "https://b.example")
-    assert custom.osrm_url == "http://osrm.local"
 
 
 # --- limits ------------------------------------------------------------------------

@@ -14,8 +14,8 @@ from ridesync.driver.redis_pool import UNREACHABLE, RedisDriverPool
 from ridesync.pb import driver_pb2, driver_pb2_grpc, trip_pb2, trip_pb2_grpc
 from ridesync.ride import lifecycle
 from ridesync.rabbit import Publisher, WorkQueueConsumer
-from ridesync.settings import Settings
 from ridesync.ride.model import Coordinate, InvalidArgument
+from ridesync.settings import process_settings
 
 log = logging.getLogger(__name__)
 TRIP_CHECK_DEADLINE = 2.0  # seconds for TripService to say a registering driver's trip (the gateway waits 5)
@@ -99,8 +99,8 @@ class TripsOfDrivers:
 
 
 def main():
+    settings = process_settings()
     logs.configure("driver")
-    settings = Settings.from_env()
     telemetry.start("driver", settings.driver_metrics_port)
     if settings.driver_listen_addr is None:
         raise SystemExit(f"DRIVER_SERVICE_ADDR {settings.driver_service_addr!r} names replicas: set DRIVER_LISTEN_ADDR")

@@ -9,7 +9,7 @@ from ridesync.gateway.identity import operator_networks, verifier_for
 from ridesync.gateway.limits import TokenBuckets
 from ridesync.gateway.upstream import Upstream
 from ridesync.gateway.worker import Worker
-from ridesync.settings import Settings
+from ridesync.settings import process_settings
 
 MAX_BODY_BYTES = 16 * 1024
 # simple-websocket counts a message as its pieces arrive and closes the
@@ -18,7 +18,7 @@ MAX_WEBSOCKET_MESSAGE = 64 * 1024
 
 
 def create_app(settings=None):
-    settings = settings or Settings.from_env()
+    settings = settings or process_settings()
     app = Flask(__name__)
     app.config["RIDESYNC"] = settings
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES

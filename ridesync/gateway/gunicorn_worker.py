@@ -21,7 +21,7 @@ from gunicorn.http.body import Body
 from gunicorn.workers.ggevent import GeventWorker
 
 from ridesync.gateway import MAX_BODY_BYTES
-from ridesync.settings import Settings
+from ridesync.settings import process_settings
 
 QUICK_DRAIN = 1.5  # seconds; gunicorn's quick shutdown (SIGINT/SIGQUIT) kills at 2 s
 TIMEOUT_WRITE = 1.0  # seconds to hand a 408 to a client that may read nothing
@@ -34,7 +34,7 @@ class RequestTimedOut(Exception):
 class GatewayWorker(GeventWorker):
     def init_process(self):
         self._drain = None
-        self._body_timeout = Settings.from_env().body_timeout
+        self._body_timeout = process_settings().body_timeout
         super().init_process()
 
     def timeout_ctx(self):

@@ -7,14 +7,14 @@ from ridesync.outbox import Outbox
 from ridesync.payment.providers import LocalProvider
 from ridesync.payment.sessions import SessionDesk
 from ridesync.rabbit import Publisher, WorkQueueConsumer
-from ridesync.settings import Settings
+from ridesync.settings import process_settings
 
 log = logging.getLogger("ridesync.payment")
 
 
 def main():
+    settings = process_settings()
     logs.configure("payment")
-    settings = Settings.from_env()
     telemetry.start("payment", settings.payment_metrics_port)
     publisher = Publisher(settings.amqp_url, "payment-service")
     database = Database(settings.database_url)

@@ -12,7 +12,7 @@ from ridesync.pb import trip_pb2, trip_pb2_grpc
 from ridesync.rabbit import PublisherPool, PublishFailed, WorkQueueConsumer
 from ridesync.ride import lifecycle
 from ridesync.ride.model import Coordinate, InvalidArgument
-from ridesync.settings import Settings
+from ridesync.settings import process_settings
 from ridesync.trip.awaited_offers import AwaitedOffers
 from ridesync.trip.intake import Intake
 from ridesync.trip.osrm import OsrmClient
@@ -136,8 +136,8 @@ def build(settings):
 
 
 def main():
+    settings = process_settings()
     logs.configure("trip")
-    settings = Settings.from_env()
     telemetry.start("trip", settings.trip_metrics_port)
     if settings.trip_listen_addr is None:
         raise SystemExit(f"TRIP_SERVICE_ADDR {settings.trip_service_addr!r} names replicas: set TRIP_LISTEN_ADDR")
