@@ -6,14 +6,14 @@ BIN := $(VENV)/bin
 PROTOS := $(wildcard protos/*.proto)
 GENERATED := $(patsubst protos/%.proto,ridesync/pb/%_pb2.py,$(PROTOS))
 
-.PHONY: run test install rabbitmq databases bench clean
+.PHONY: run test install rabbitmq databases chromium bench clean
 
 # AUTH_MODE defaults to open here only, so that the original web client works
 # on a laptop; AUTH_MODE=token AUTH_SECRET=... make run checks tokens.
 run: install rabbitmq
 	AUTH_MODE=$${AUTH_MODE:-open} PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start --port $${PORT:-8081}
 
-test: install rabbitmq databases
+test: install rabbitmq databases chromium
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 install: $(VENV)/.installed $(GENERATED)
@@ -33,6 +33,10 @@ rabbitmq: $(VENV)/.installed
 databases: $(VENV)/.installed
 	$(BIN)/python -m scripts.ensure_postgres
 	$(BIN)/python -m scripts.ensure_redis
+
+# The browser the console's tests drive (Debian's chromium; Playwright downloads none).
+chromium: $(VENV)/.installed
+	$(BIN)/python -m scripts.ensure_chromium
 
 bench: install rabbitmq databases
 	$(BIN)/python -m bench

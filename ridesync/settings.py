@@ -176,6 +176,9 @@ class Settings:
     body_timeout: float = setting("BODY_TIMEOUT", 10.0, SECONDS, "for a request's line and headers, then its body")
     metrics_allow: tuple = setting("METRICS_ALLOW", ("127.0.0.0/8", "::1/128"), NETWORKS,
                                    "networks allowed to read /metrics and /live/stats")
+    # The console
+    map_tiles_url: str | None = setting("MAP_TILES_URL", None, URL,
+                                        "the console's map tiles (`{z}/{x}/{y}`); unset: a plain background, offline")
     # Observability
     log_level: str = setting("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error", "critical"),
                              "the least a log line must be")

@@ -2,7 +2,7 @@
 from flask import Flask
 from flask_cors import CORS
 
-from ridesync.gateway import errors, health, live, observed, trips
+from ridesync.gateway import api_docs, console, errors, health, live, observed, trips
 from ridesync.gateway.frames import V2_SUBPROTOCOL
 from ridesync.gateway.health import BrokerProbe
 from ridesync.gateway.identity import operator_networks, verifier_for
@@ -45,4 +45,6 @@ def create_app(settings=None):
     app.register_blueprint(health.bp)
     app.register_blueprint(trips.bp)
     app.register_blueprint(live.bp)
+    app.register_blueprint(console.bp)
+    app.register_blueprint(api_docs.bp)
     return app

@@ -1,0 +1,165 @@
+"""The console (/console) in headless Chromium: a rider's page and a
+driver's page, each in a browser context of its own, against gunicorn with 2
+gevent workers, the three services and RabbitMQ (the ride fixture). What is
+asserted is what each person sees on their page."""
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser import browser, console  # noqa: F401 (fixtures)
+from tests.ride import new_id, ride  # noqa: F401 (ride is a fixture)
+from tests.support import token
+
+# No offer here expires on its own; open mode unless a test says otherwise.
+OPEN = pytest.mark.ride_env(OFFER_TIMEOUT="60", AUTH_MODE="open")
+
+
+def sign_in(page, role, user_id=None, package="sedan", jwt=None):
+    page.get_by_label(f"a {role}").check()
+    if jwt:
+        page.locator("#token").fill(jwt)
+    else:
+        page.locator("#user-id").fill(user_id)
+    if role == "driver":
+        page.locator("#package").select_option(package)
+    page.get_by_role("button", name="Connect").click()
+    expect(page.locator("#connection")).to_have_text(re.compile(f"^Connected as {role}"))
+
+
+def signed_in(ride, console, tokens=False):
+    """A rider's page and a driver's page, each signed in as a new user (with a token when tokens)."""
+    pages = []
+    for role in ("rider", "driver"):
+        page, user_id = console(ride.url, role), new_id(role)
+        sign_in(page, role, user_id, jwt=token(user_id, role) if tokens else None)
+        pages.append(page)
+    return pages
+
+
+def status(page):
+    return page.locator("#status")
+
+
+def choose_places_and_start(rider, package="sedan"):
+    """Pickup and destination clicked on the map, the fares asked for, one started: the fare's words."""
+    rider.locator("#map").click(position={"x": 300, "y": 420})
+    rider.locator("#map").click(position={"x": 520, "y": 200})
+    expect(rider.locator("#destination")).not_to_have_text("not set")
+    rider.get_by_role("button", name="See fares").click()
+    fare = rider.locator(f"#fares li[data-package={package}]")
+    expect(fare).to_contain_text(re.compile(r"\$\d+\.\d\d"))
+    words = fare.inner_text()
+    fare.get_by_role("button").click()
+    expect(status(rider)).to_have_text("Searching for a driver…")
+    return words
+
+
+def offered(rider, driver, package="sedan"):
+    """The rider starts a ride, and the driver's page shows it offered."""
+    choose_places_and_start(rider, package)
+    expect(driver.locator("#request-text")).to_contain_text(f"asks for a {package} ride")
+    expect(status(driver)).to_have_text("A ride is offered to you.")
+
+
+def driver_card(driver):
+    """The driver's name and car plate as their page shows them."""
+    expect(driver.locator("#driver-card")).not_to_be_empty()
+    name, plate = re.match(r"(.+), car (\S+),", driver.locator("#driver-card").inner_text()).groups()
+    return name, plate
+
+
+@OPEN
+def test_a_whole_ride_to_completed_with_the_car_driven_along_the_route(ride, console):
+    rider, driver = signed_in(ride, console)
+    name, plate = driver_card(driver)
+    expect(status(rider)).to_have_text("No ride yet.")
+    expect(status(driver)).to_have_text("Online, waiting for a ride request.")
+    console.shoot("signed-in", rider, driver)
+
+    offered(rider, driver)
+    console.shoot("offered", rider, driver)
+    driver.get_by_role("button", name="Accept").click()
+    expect(status(rider)).to_have_text(f"Driver assigned: {name}, car {plate}. On the way to you.")
+    expect(status(driver)).to_have_text("On the way to the pickup.")
+    expect(rider.locator("#payment")).to_contain_text("Payment session cs_")
+    console.shoot("accepted", rider, driver)
+
+    driver.get_by_role("button", name="I have arrived").click()
+    expect(status(rider)).to_have_text(f"Your driver has arrived: {name}, car {plate}.")
+    driver.get_by_role("button", name="Start the ride").click()
+    expect(status(rider)).to_have_text("Ride in progress.")
+    expect(status(driver)).to_have_text("Ride in progress.")
+
+    car = driver.locator(".car")
+    before = car.bounding_box()
+    driver.locator("#speed").fill("1000")
+    driver.get_by_role("button", name="Drive along the route").click()
+    expect(driver.get_by_role("button", name="Stop driving")).to_be_visible()
+    console.shoot("driving", rider, driver)
+    expect(driver.get_by_role("button", name="Drive along the route")).to_be_visible(timeout=30000)  # arrived
+    assert car.bounding_box() != before
+    console.shoot("driven", rider, driver)
+
+    driver.get_by_role("button", name="Complete the ride").click()
+    for page in (rider, driver):
+        expect(status(page)).to_have_text(re.compile(r"^Ride completed\. Fare \$\d+\.\d\d\.$"))
+        expect(page.locator("#error")).to_be_hidden()
+    console.shoot("completed", rider, driver)
+
+
+@OPEN
+def test_a_declined_ride_with_no_other_driver_tells_the_rider_no_driver_is_available(ride, console):
+    rider, driver = signed_in(ride, console)
+    offered(rider, driver)
+    driver.get_by_role("button", name="Decline").click()
+    expect(status(driver)).to_have_text("You declined the ride.")
+    expect(status(rider)).to_have_text("No driver is available. Try again.")
+    expect(driver.locator("#request")).to_be_hidden()
+    console.shoot("declined", rider, driver)
+
+
+def test_in_token_mode_a_rider_cancels_an_accepted_ride_and_a_bad_token_is_refused_in_words(ride, console):
+    refused = console(ride.url, "refused")
+    expect(refused.locator("#mode")).to_have_text("token mode")
+    refused.locator("#token").fill("not-a-token")
+    refused.get_by_role("button", name="Connect").click()
+    expect(refused.locator("#error")).to_contain_text("The gateway refused to sign you in")
+    expect(refused.locator("#error")).to_contain_text("(unauthenticated)")
+    console.shoot("bad-token", refused)
+
+    rider, driver = signed_in(ride, console, tokens=True)
+    expect(rider.locator("#who")).to_have_text(re.compile("^rider rider-"))
+    offered(rider, driver)
+    driver.get_by_role("button", name="Accept").click()
+    expect(status(rider)).to_have_text(re.compile("^Driver assigned: "))
+    rider.locator("#rider-reason").fill("plans changed")
+    rider.get_by_role("button", name="Cancel ride").click()
+    for page in (rider, driver):
+        expect(status(page)).to_have_text("Ride cancelled by the rider: plans changed")
+    expect(rider.locator("#rider-cancel")).to_be_hidden()
+    expect(driver.locator("#steps")).to_be_hidden()
+    console.shoot("cancelled", rider, driver)
+
+
+@OPEN
+def test_pages_reloaded_mid_ride_show_the_ride_where_it_is_and_finish_it(ride, console):
+    rider, driver = signed_in(ride, console)
+    name, plate = driver_card(driver)
+    offered(rider, driver)
+    driver.get_by_role("button", name="Accept").click()
+    driver.get_by_role("button", name="I have arrived").click()
+    expect(status(rider)).to_have_text(f"Your driver has arrived: {name}, car {plate}.")
+
+    for page in (rider, driver):
+        page.reload()
+    expect(status(rider)).to_have_text(f"Your driver has arrived: {name}, car {plate}.")
+    expect(status(driver)).to_have_text("At the pickup, waiting for the rider.")
+    expect(rider.locator(".leaflet-overlay-pane path")).to_have_count(3)  # the route, the pickup, the destination
+    console.shoot("reloaded", rider, driver)
+
+    driver.get_by_role("button", name="Start the ride").click()
+    driver.get_by_role("button", name="Complete the ride").click()
+    for page in (rider, driver):
+        expect(status(page)).to_have_text(re.compile(r"^Ride completed\."))
+    console.shoot("completed", rider, driver)
