@@ -3,13 +3,18 @@ driver's page, each in a browser context of its own, against gunicorn with 2
 gevent workers, the three services and RabbitMQ (the ride fixture). What is
 asserted is what each person sees on their page."""
 import re
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
 from tests.browser import browser, console  # noqa: F401 (fixtures)
 from tests.ride import new_id, ride  # noqa: F401 (ride is a fixture)
-from tests.support import token
+from tests.support import ROOT, answer_http, serve_http, token
+
+# Any PNG will do as a map tile.
+TILE = (Path(ROOT) / "ridesync/gateway/console/static/vendor/leaflet-1.9.4/images/layers.png").read_bytes()
 
 # No offer here expires on its own; open mode unless a test says otherwise.
 OPEN = pytest.mark.ride_env(OFFER_TIMEOUT="60", AUTH_MODE="open")
@@ -75,6 +80,8 @@ def test_a_whole_ride_to_completed_with_the_car_driven_along_the_route(ride, con
     name, plate = driver_card(driver)
     expect(status(rider)).to_have_text("No ride yet.")
     expect(status(driver)).to_have_text("Online, waiting for a ride request.")
+    expect(rider.locator("#map.offline")).to_be_visible()  # no MAP_TILES_URL: a plain background
+    expect(rider.locator(".leaflet-tile")).to_have_count(0)
     console.shoot("signed-in", rider, driver)
 
     offered(rider, driver)
@@ -163,3 +170,29 @@ def test_pages_reloaded_mid_ride_show_the_ride_where_it_is_and_finish_it(ride, c
     for page in (rider, driver):
         expect(status(page)).to_have_text(re.compile(r"^Ride completed\."))
     console.shoot("completed", rider, driver)
+
+
+@OPEN
+def test_with_map_tiles_url_the_map_is_drawn_on_tiles_from_it(ride, console):
+    asked = []
+
+    class Tiles(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            asked.append(self.path)
+            answer_http(self, 200, TILE, "image/png")
+
+    server, tiles_url = serve_http(Tiles)
+    try:
+        gateway = ride.another_gateway(workers=1, MAP_TILES_URL=f"{tiles_url}/{{z}}/{{x}}/{{y}}.png")
+        rider = console(gateway, "rider")
+        sign_in(rider, "rider", new_id("rider"))
+        expect(rider.locator("img.leaflet-tile-loaded").first).to_be_visible()
+        assert asked and all(re.fullmatch(r"/14/\d+/\d+\.png", path) for path in asked)
+        expect(rider.locator("#map")).not_to_have_class(re.compile("offline"))
+        console.shoot("tiles", rider)
+    finally:
+        server.shutdown()
+        server.server_close()
