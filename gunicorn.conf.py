@@ -11,14 +11,6 @@ from ridesync.settings import process_settings
 # what a full garbage collection walks in a busy worker (bench/RESULTS.md).
 gevent.config.track_greenlet_tree = False
 
-# gRPC under gevent waits for each blocking call in a thread of the worker's
-# gevent thread pool, and for every future's answer (a preview's) in one more:
-# with gevent's 10, the 11th call in flight waited for one of the first ten to
-# end, and a preview's answer queued behind them all (bench.rush: preview p50
-# 1.15 s against start's 0.22 s). Threads are made as calls need them and end
-# once idle.
-UPSTREAM_CALLS_IN_FLIGHT = 100
-
 gateway_settings = process_settings()  # a bad setting: gunicorn exits 1 saying which
 multiproc.start()  # first: the worker class brings prometheus_client into the master
 
@@ -26,7 +18,7 @@ bind = f"0.0.0.0:{gateway_settings.port}"
 workers = gateway_settings.web_concurrency
 worker_class = "ridesync.gateway.gunicorn_worker.GatewayWorker"
 worker_connections = 20000
-graceful_timeout = 10
+graceful_timeout = gateway_settings.gateway_drain
 timeout = 30
 accesslog = "-"
 control_socket_disable = True  # nothing on disk; several gateways may share a machine
@@ -45,7 +37,7 @@ def post_worker_init(worker):
     from ridesync import logs, telemetry
 
     grpc_gevent.init_gevent()
-    gevent.get_hub().threadpool.maxsize = UPSTREAM_CALLS_IN_FLIGHT
+    gevent.get_hub().threadpool.maxsize = gateway_settings.upstream_calls_in_flight
     logs.configure("gateway")
     telemetry.start_gateway(worker.wsgi)
     gc.freeze()  # what the worker loaded stays: collections need not walk it again

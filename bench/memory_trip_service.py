@@ -9,7 +9,7 @@ from ridesync.rabbit import PublisherPool, WorkQueueConsumer
 from ridesync.settings import process_settings
 from ridesync.trip.intake import Intake
 from ridesync.trip.planner import RoutePlanner
-from ridesync.trip.server import PUBLISHERS, TripServicer
+from ridesync.trip.server import TripServicer
 from ridesync.trip.service import TripService
 from ridesync.trip.store import TripStore
 
@@ -17,7 +17,7 @@ from ridesync.trip.store import TripStore
 def main():
     settings = process_settings()
     logs.configure("trip")
-    publisher = PublisherPool(settings.amqp_url, "bench-memory-trip", PUBLISHERS)
+    publisher = PublisherPool(settings.amqp_url, "bench-memory-trip", settings.trip_publishers)
     trips = TripService(RoutePlanner(None, enabled=False), TripStore(), publisher)
     server = grpc_server.start(
         settings.trip_listen_addr,

@@ -21,15 +21,13 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
 from ridesync.rabbit import Retry
+from ridesync.settings import process_settings
 from ridesync.tables import handled_messages
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 MIGRATION_LOCK = 0x7269646573796E63  # "ridesync": replicas starting at once migrate one at a time
-CONNECT_TIMEOUT = 5  # seconds
-STATEMENT_TIMEOUT_MS = 10_000
-SQLITE_BUSY_TIMEOUT = 30  # seconds a writer waits for another to commit
 
 
 def engine_for(url):
@@ -44,7 +42,8 @@ def engine_for(url):
     in_memory = url.database in (None, "", ":memory:")
     if not in_memory:
         os.makedirs(os.path.dirname(os.path.abspath(url.database)), exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT},
+    engine = create_engine(url, connect_args={"check_same_thread": False,
+                                                "timeout": process_settings().sqlite_busy_timeout},
                            **({"poolclass": StaticPool} if in_memory else {}))
     event.listen(engine, "connect", _sqlite_connected)
     event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
@@ -71,9 +70,11 @@ def _with_driver(url):
 
 
 def _postgresql_engine(url, options="", **pool):
+    settings = process_settings()
+    statement_timeout_ms = round(settings.database_statement_timeout * 1000)
     engine = create_engine(url, pool_recycle=1800, pool_timeout=10, **pool,
-                           connect_args={"connect_timeout": CONNECT_TIMEOUT,
-                                         "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS} {options}".strip()})
+                           connect_args={"connect_timeout": settings.database_connect_timeout,
+                                         "options": f"-c statement_timeout={statement_timeout_ms} {options}".strip()})
     event.listen(engine, "checkout", _ended_by_server)
     return engine
 
@@ -94,7 +95,7 @@ def _sqlite_connected(dbapi_connection, _record):
     dbapi_connection.execute("PRAGMA synchronous=NORMAL")
     # Turning a new file to WAL needs it alone, and SQLite answers "locked"
     # at once, without waiting, to the others of replicas starting together.
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT
+    deadline = time.monotonic() + process_settings().sqlite_busy_timeout
     while True:
         try:
             dbapi_connection.execute("PRAGMA journal_mode=WAL")

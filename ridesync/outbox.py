@@ -23,25 +23,23 @@ from sqlalchemy import delete, insert, or_, select, text
 
 from ridesync import contract, telemetry
 from ridesync.rabbit import PublishFailed, Unroutable
+from ridesync.settings import process_settings
 from ridesync.tables import outbox
 
 log = logging.getLogger(__name__)
 RELAY_LOCK = 0x6F7574626F78  # "outbox", and the sender: one replica of each relays at a time, so rows go out in order
-BATCH = 100
-IDLE_WAIT = 1.0  # seconds between looks at the table when no commit woke the relay
-# Seconds the relay leaves a row that its sender publishes itself: longer
-# than that publish takes (rabbit.Publisher: two connects of 10 s at most, a
-# blocked connection 10 s), so that the relay sends it only when the sender died.
-HOLD = 30.0
 
 
 class Outbox:
-    def __init__(self, database, publisher, name, hold=HOLD, clock=time.time):
-        """name: the service (trip, payment), whose relay publishes only its own rows."""
+    def __init__(self, database, publisher, name, hold=None, clock=time.time):
+        """name: the service (trip, payment), whose relay publishes only its own rows;
+        hold: seconds it leaves a row its sender publishes itself (OUTBOX_HOLD when None)."""
+        settings = process_settings()
         self._db = database
         self._publisher = publisher
         self._name = name
-        self._hold = hold
+        self._hold = settings.outbox_hold if hold is None else hold
+        self._batch, self._idle_wait = settings.outbox_batch, settings.outbox_idle_wait
         self._clock = clock  # wall time: replicas compare not_before
         self._lock_key = RELAY_LOCK + zlib.crc32(name.encode())
         self._wake = threading.Event()
@@ -131,7 +129,7 @@ class Outbox:
     def _run(self):
         while not self._stopped.is_set():
             self._relay_or_log()
-            self._wake.wait(IDLE_WAIT)
+            self._wake.wait(self._idle_wait)
             self._wake.clear()
         # A pass that began before stop() may have looked at the table before
         # the consumers' last commit: this one begins after it.
@@ -141,7 +139,7 @@ class Outbox:
         try:
             self.relay()
         except Exception:  # the database or broker is away: the rows wait for the next look
-            log.exception("outbox of %s: relaying failed; trying again in %ss", self._name, IDLE_WAIT)
+            log.exception("outbox of %s: relaying failed; trying again in %ss", self._name, self._idle_wait)
 
     def relay(self):
         """Publishes the committed rows, oldest first, until none is left or the broker refuses."""
@@ -166,7 +164,7 @@ class Outbox:
         due = or_(outbox.c.not_before.is_(None), outbox.c.not_before <= self._clock())  # held rows: their sender's
         with self._db.transaction() as conn:
             rows = conn.execute(select(outbox).where(outbox.c.sender == self._name, due)
-                                .order_by(outbox.c.id).limit(BATCH)).all()
+                                .order_by(outbox.c.id).limit(self._batch)).all()
         for row in rows:
             if row.not_before is not None:
                 log.warning("outbox of %s: relaying %s of %s (%s), left by its sender: killed after the commit, "
@@ -184,7 +182,7 @@ class Outbox:
                 log.warning("outbox of %s: %s of %s waits for the broker: %s", self._name, row.routing_key, row.owner_id, exc)
                 return False
             self._delete(row.id)
-        return len(rows) == BATCH
+        return len(rows) == self._batch
 
 
 def _own_headers(headers):

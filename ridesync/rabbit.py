@@ -22,8 +22,6 @@ log = logging.getLogger(__name__)
 
 DEAD_LETTER_EXCHANGE = "trip.dead"
 DEAD_LETTER_QUEUE = "dead_letters"
-HEARTBEAT = 30
-HANDLED_MEMORY = 4096  # message ids a consumer remembers having handled
 
 
 class PublishFailed(Exception):
@@ -54,11 +52,12 @@ def connection_parameters(url, name):
 
 
 def _parameters(url, name):
+    settings = process_settings()
     params = pika.URLParameters(url)
-    params.heartbeat = HEARTBEAT
-    params.blocked_connection_timeout = 10
-    params.socket_timeout = 5
-    params.stack_timeout = 10
+    params.heartbeat = settings.amqp_heartbeat
+    params.blocked_connection_timeout = settings.amqp_connect_timeout
+    params.socket_timeout = settings.amqp_socket_timeout
+    params.stack_timeout = settings.amqp_connect_timeout
     params.connection_attempts = 1
     params.client_properties = {"connection_name": name}
     return params
@@ -203,7 +202,7 @@ class Publisher:
         return self._channel
 
     def _keep_alive(self):
-        while not self._stopped.wait(HEARTBEAT / 3):
+        while not self._stopped.wait(process_settings().amqp_heartbeat / 3):
             with self._lock:
                 if self._connection is None or not self._connection.is_open:
                     continue
@@ -272,8 +271,8 @@ class HandledInMemory:
     again, with the same message_id). Database.handle_once is the same for
     replicas sharing a database."""
 
-    def __init__(self, size=HANDLED_MEMORY):
-        self._ids = deque(maxlen=size)
+    def __init__(self):
+        self._ids = deque(maxlen=process_settings().handled_memory)
 
     def handle_once(self, _consumer, message_id, work):
         if message_id in self._ids:
@@ -292,7 +291,6 @@ class WorkQueueConsumer:
     good, goes to the dead-letter queue; Retry, or a publish the broker did
     not confirm (PublishFailed), puts it back on the queue."""
 
-    RECONNECT_PAUSE = 1.0
     CLOSE_WAIT = 1.0  # seconds stop() gives the thread to close its connection cleanly
 
     def __init__(self, url, queue, handle, name, handled=None):
@@ -306,6 +304,7 @@ class WorkQueueConsumer:
         self._in_hand = None  # "routing key of owner" while a message is handled
         self._drained = None  # the message that was in hand when stop() came, once finished
         self._broker_lost = False  # warned once; quiet until connected again
+        self._reconnect_pause = process_settings().reconnect_pause
         self._connection = None
         self._channel = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -342,13 +341,13 @@ class WorkQueueConsumer:
             except (AMQPConnectionError, AMQPChannelError, OSError) as exc:
                 if not self._broker_lost:
                     log.warning("consumer %s lost the broker (%r); reconnecting every %ss",
-                                self._name, exc, self.RECONNECT_PAUSE)
+                                self._name, exc, self._reconnect_pause)
                 self._broker_lost = True
-                self._stopped.wait(self.RECONNECT_PAUSE)
+                self._stopped.wait(self._reconnect_pause)
             except Exception:  # a bug of ours must not end the thread: the service would take no message again
                 log.exception("consumer %s failed unexpectedly; the message in hand is redelivered, reconnecting in %ss",
-                              self._name, self.RECONNECT_PAUSE)
-                self._stopped.wait(self.RECONNECT_PAUSE)
+                              self._name, self._reconnect_pause)
+                self._stopped.wait(self._reconnect_pause)
             finally:
                 self._close()
 
@@ -394,7 +393,7 @@ class WorkQueueConsumer:
             channel.basic_reject(method.delivery_tag, requeue=False)
         except (Retry, PublishFailed) as exc:
             log.warning("consumer %s will retry %s for %s: %s", self._name, method.routing_key, owner_id, exc)
-            self._stopped.wait(self.RECONNECT_PAUSE)
+            self._stopped.wait(self._reconnect_pause)
             channel.basic_nack(method.delivery_tag, requeue=True)
         except Exception:
             log.exception("consumer %s dead-letters %s for %s: handling failed", self._name, method.routing_key, owner_id)

@@ -99,6 +99,7 @@ def _choice(*choices):
 
 
 SECONDS = Kind("seconds", _at_least(0))
+WHOLE_SECONDS = Kind("seconds", _at_least(1, whole=True))
 PER_SECOND = Kind("a second", _positive)
 KM = Kind("km", _positive)
 COUNT = Kind("", _at_least(1, whole=True))
@@ -153,6 +154,8 @@ class Settings:
     # Rides
     offer_timeout: float = setting("OFFER_TIMEOUT", 30.0, SECONDS,
                                    "how long a driver may leave a trip request unanswered")
+    # Longer than the sender's own publish takes (two connects of AMQP_CONNECT_TIMEOUT at most, a blocked
+    # connection as long), so that the relay sends a row only when its sender died.
     outbox_hold: float = setting("OUTBOX_HOLD", 30.0, SECONDS,
                                  "how long the relay leaves a CreateTrip's event to the TripService publishing it "
                                  "(see State)")
@@ -179,6 +182,48 @@ class Settings:
     # The console
     map_tiles_url: str | None = setting("MAP_TILES_URL", None, URL,
                                         "the console's map tiles (`{z}/{x}/{y}`); unset: a plain background, offline")
+    # Inside the processes: timeouts, waits and bounds
+    # gRPC under gevent waits for each blocking call in a thread of the worker's gevent thread pool, and
+    # for every future's answer (a preview's) in one more: with gevent's 10, the 11th call in flight waited
+    # for one of the first ten to end, and a preview's answer queued behind them all (bench.rush: preview
+    # p50 1.15 s against start's 0.22 s). Threads are made as calls need them and end once idle.
+    upstream_calls_in_flight: int = setting("UPSTREAM_CALLS_IN_FLIGHT", 100, COUNT,
+                                            "gRPC calls a gateway worker has in flight at once (its gevent threads)")
+    gateway_drain: int = setting("GATEWAY_DRAIN", 10, WHOLE_SECONDS,
+                                   "a gateway worker's drain after SIGTERM (gunicorn's graceful_timeout)")
+    readyz_timeout: float = setting("READYZ_TIMEOUT", 2.0, SECONDS, "for each dependency /readyz asks")
+    asked_memory: int = setting("ASKED_MEMORY", 4096, COUNT,
+                                "trip requests a gateway worker remembers, to trace the drivers' answers")
+    trip_check_deadline: float = setting("TRIP_CHECK_DEADLINE", 2.0, SECONDS,
+                                         "for the TripService to say a registering driver's trip (the gateway "
+                                         "waits 5)")
+    trip_reply_margin: float = setting("TRIP_REPLY_MARGIN", 0.5, SECONDS,
+                                       "kept back from a preview's deadline to answer with an estimate")
+    trip_publishers: int = setting("TRIP_PUBLISHERS", 8, COUNT,
+                                   "the TripService's broker connections whose confirms may be awaited at once")
+    fare_prune_every: float = setting("FARE_PRUNE_EVERY", 60.0, SECONDS, "between deletions of expired fares")
+    token_leeway: float = setting("TOKEN_LEEWAY", 30.0, SECONDS, "clock difference allowed on a token's exp, nbf and iat")
+    jwks_timeout: float = setting("JWKS_TIMEOUT", 5.0, SECONDS, "to fetch AUTH_JWKS_URL's key set")
+    jwks_lifespan: float = setting("JWKS_LIFESPAN", 300.0, SECONDS, "how long the key set is cached")
+    amqp_heartbeat: int = setting("AMQP_HEARTBEAT", 30, WHOLE_SECONDS,
+                                    "between heartbeats on a broker connection (a third of it for a publisher's)")
+    amqp_socket_timeout: float = setting("AMQP_SOCKET_TIMEOUT", 5.0, SECONDS, "to reach a broker node")
+    amqp_connect_timeout: float = setting("AMQP_CONNECT_TIMEOUT", 10.0, SECONDS,
+                                          "to open a broker connection, and a publish's wait on a blocked one")
+    reconnect_pause: float = setting("RECONNECT_PAUSE", 1.0, SECONDS,
+                                     "before a consumer connects again to the broker, or PostgreSQL, that went away")
+    handled_memory: int = setting("HANDLED_MEMORY", 4096, COUNT,
+                                  "message ids a consumer remembers having handled (with no shared database)")
+    database_connect_timeout: int = setting("DATABASE_CONNECT_TIMEOUT", 5, WHOLE_SECONDS, "to reach PostgreSQL")
+    database_statement_timeout: float = setting("DATABASE_STATEMENT_TIMEOUT", 10.0, SECONDS,
+                                                "for one PostgreSQL statement")
+    sqlite_busy_timeout: float = setting("SQLITE_BUSY_TIMEOUT", 30.0, SECONDS,
+                                         "a SQLite writer's wait for another to commit")
+    outbox_batch: int = setting("OUTBOX_BATCH", 100, COUNT, "rows the outbox relay sends at a time")
+    outbox_idle_wait: float = setting("OUTBOX_IDLE_WAIT", 1.0, SECONDS,
+                                      "between the relay's looks at its table when no commit woke it")
+    shutdown_grace: float = setting("SHUTDOWN_GRACE", 10.0, SECONDS,
+                                    "a service's drain after SIGTERM, finishing the calls and messages in hand")
     # Observability
     log_level: str = setting("LOG_LEVEL", "info", _choice("debug", "info", "warning", "error", "critical"),
                              "the least a log line must be")

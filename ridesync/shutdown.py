@@ -9,8 +9,9 @@ import signal
 import threading
 import time
 
+from ridesync.settings import process_settings
+
 log = logging.getLogger(__name__)
-GRACE_SECONDS = 10
 SIGNAL_POLL = 0.1  # seconds
 
 
@@ -35,10 +36,11 @@ def wait_for_stop_signal():
 def serve_until_signal(name, server=None, consumers=(), publishers=()):
     """Runs until SIGTERM or SIGINT, then stops gracefully and returns."""
     signame = wait_for_stop_signal()
+    grace = process_settings().shutdown_grace
     log.info("%s stopping on %s: refusing new calls and messages, finishing those in hand within %ss",
-             name, signame, GRACE_SECONDS)
+             name, signame, grace)
     began = time.monotonic()
-    drained = stop(server, consumers, began + GRACE_SECONDS)
+    drained = stop(server, consumers, began + grace)
     for publisher in publishers:
         publisher.close()
     log.info("%s stopped %.1fs after %s: %s; publishers closed",

@@ -16,9 +16,6 @@ from dataclasses import dataclass
 from ridesync.identity import ROLES, is_id
 from ridesync.settings import process_settings
 
-LEEWAY = 30  # seconds of clock difference allowed on exp, nbf and iat
-JWKS_TIMEOUT = 5.0  # seconds to fetch the key set
-JWKS_LIFESPAN = 300  # seconds the key set is cached
 SECRET_ALGORITHMS = ["HS256"]
 KEY_SET_ALGORITHMS = ["RS256", "ES256"]
 
@@ -53,11 +50,14 @@ class Verifier:
     def __init__(self, secret=None, jwks_url=None, audience=None):
         if not secret and not jwks_url:
             raise ValueError("a secret or a JWKS URL is needed to check tokens")
+        settings = process_settings()
         self._audience = audience or None
         self._secret = secret
+        self._leeway = settings.token_leeway
         self._keys = None
         if jwks_url:
-            self._keys = _jwt().PyJWKClient(jwks_url, cache_keys=True, lifespan=JWKS_LIFESPAN, timeout=JWKS_TIMEOUT)
+            self._keys = _jwt().PyJWKClient(jwks_url, cache_keys=True, lifespan=settings.jwks_lifespan,
+                                            timeout=settings.jwks_timeout)
 
     def verify(self, token):
         """The Identity a token proves; InvalidToken or KeysUnavailable."""
@@ -65,7 +65,7 @@ class Verifier:
         try:
             key, algorithms = self._key_for(token)
             claims = jwt.decode(
-                token, key, algorithms=algorithms, audience=self._audience, leeway=LEEWAY,
+                token, key, algorithms=algorithms, audience=self._audience, leeway=self._leeway,
                 options={"require": ["sub", "exp"], "verify_aud": self._audience is not None},
             )
         except jwt.PyJWKClientConnectionError as exc:

@@ -6,9 +6,9 @@ import grpc
 import pytest
 
 from ridesync import contract, rabbit
-from ridesync.driver.server import TRIP_CHECK_DEADLINE
 from ridesync.gateway.upstream import CALL_DEADLINE
 from ridesync.pb import driver_pb2, driver_pb2_grpc
+from ridesync.settings import Settings
 from tests.service_support import (PICKUP, about_trip, drain_queue, driver_service, next_matching,  # noqa: F401
                                    publish_raw, publisher, register_at, start_driver_service, trip_json, unique)
 from tests.support import HangingTripService, closed_port_address, wait_until
@@ -59,7 +59,7 @@ def test_a_hanging_trip_service_holds_a_registration_for_its_deadline_only(tmp_p
             registered = driver_pb2_grpc.DriverServiceStub(channel).RegisterDriver(
                 driver_pb2.RegisterDriverRequest(driverID=driver_id, packageSlug="van"), timeout=CALL_DEADLINE)
             took = time.monotonic() - began
-        assert registered.driver.id == driver_id and TRIP_CHECK_DEADLINE <= took < CALL_DEADLINE - 1
+        assert registered.driver.id == driver_id and Settings().trip_check_deadline <= took < CALL_DEADLINE - 1
         assert [call.userID for call in hanging.calls] == [driver_id]
         assert (hanging.metadata[0]["x-user-id"], hanging.metadata[0]["x-user-role"]) == (driver_id, "driver")
         assert "DEADLINE_EXCEEDED" in service.output()

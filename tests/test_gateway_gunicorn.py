@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from ridesync.gateway.health import PROBE_TIMEOUT
+from ridesync.settings import Settings
 from tests.support import (
     AMQP_URL, DESTINATION_JSON, PICKUP_JSON, HangingTripService, assert_route_follows_osrm,
     assert_trip_created_published, bearer, closed_port_address, made_by, new_rider, start_gateway, wait_until,
@@ -133,7 +133,7 @@ def test_calls_stuck_upstream_leave_a_worker_free_to_make_others(gateway):
     finally:
         hanging.close()
     assert (status, answer["error"]["message"]) == (503, "not ready: driver service not answering")
-    assert took < PROBE_TIMEOUT
+    assert took < Settings().readyz_timeout
     assert ended == {503}  # released, not past their deadline (504)
 
 

@@ -14,11 +14,12 @@ import pytest
 
 from ridesync import contract
 from ridesync.pb import driver_pb2, driver_pb2_grpc, trip_pb2, trip_pb2_grpc
-from ridesync.shutdown import GRACE_SECONDS
+from ridesync.settings import Settings
 from tests.service_support import about_trip, next_matching, publisher, purge_queues, start_payment, unique  # noqa: F401
 from tests.support import AMQP_URL, forward_connections, free_port, start_service, wait_until
 from tests.test_trip_service import preview_request
 
+GRACE_SECONDS = Settings().shutdown_grace
 EXIT_DEADLINE = GRACE_SECONDS + 3
 
 

@@ -8,10 +8,12 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ridesync.tokens import LEEWAY, Identity, InvalidToken, KeysUnavailable, Verifier, mint
+from ridesync.settings import Settings
+from ridesync.tokens import Identity, InvalidToken, KeysUnavailable, Verifier, mint
 from tests.support import answer_http, closed_port_address, serve_http
 
 SECRET = "a-secret-of-thirty-two-bytes-or-more"
+LEEWAY = Settings().token_leeway
 
 
 def test_a_minted_token_says_who_and_as_what():

@@ -9,8 +9,9 @@ import pytest
 
 from ridesync.database import Database
 from ridesync.ride.model import Coordinate, RideFare, Route, Trip
+from ridesync.settings import Settings
 from ridesync.trip.intake import trip_driver
-from ridesync.trip.sql_store import PRUNE_EVERY, SqlTripStore
+from ridesync.trip.sql_store import SqlTripStore
 from ridesync.trip.store import FareNotFound, FareNotYours, FareUnavailable, TripStore
 from tests.databases import create_database, drop_database
 from tests.service_support import trip
@@ -100,11 +101,11 @@ def test_a_fare_is_taken_once_by_its_rider_before_it_expires(store, clock):
 
 
 def test_expired_fares_are_forgotten_but_a_used_one_is_still_known_as_used(store, clock):
-    """Forgotten by a later preview's save, PRUNE_EVERY seconds after the last."""
+    """Forgotten by a later preview's save, FARE_PRUNE_EVERY seconds after the last."""
     unused, used = a_fare(clock, "r1", ttl=5), a_fare(clock, "r1", ttl=5)
     store.save_fares([unused, used])
     store.take_fare(used.id, "r1")
-    clock.now += PRUNE_EVERY
+    clock.now += Settings().fare_prune_every
     store.save_fares([a_fare(clock, "r1")])
     with pytest.raises(FareNotFound):
         store.take_fare(unused.id, "r1")

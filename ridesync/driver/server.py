@@ -18,7 +18,6 @@ from ridesync.ride.model import Coordinate, InvalidArgument
 from ridesync.settings import process_settings
 
 log = logging.getLogger(__name__)
-TRIP_CHECK_DEADLINE = 2.0  # seconds for TripService to say a registering driver's trip (the gateway waits 5)
 
 ERROR_CODES = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -90,7 +89,7 @@ class TripsOfDrivers:
         try:
             with identity.acting_as(driver_id, "driver"):
                 trip = self._trips.CurrentTrip(trip_pb2.CurrentTripRequest(userID=driver_id),
-                                               timeout=TRIP_CHECK_DEADLINE).trip
+                                               timeout=process_settings().trip_check_deadline).trip
         except grpc.RpcError as exc:
             log.warning("driver %s: their trip could not be checked, so they register as free: TripService %s %s",
                         driver_id, exc.code().name, exc.details())

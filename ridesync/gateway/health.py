@@ -11,10 +11,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ridesync import rabbit
 from ridesync.gateway.errors import error_response
+from ridesync.settings import process_settings
 
 log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__)
-PROBE_TIMEOUT = 2.0
 
 
 @bp.get("/healthz")
@@ -27,7 +27,7 @@ def readyz():
     settings = current_app.config["RIDESYNC"]
     upstream = current_app.extensions["ridesync.upstream"]
     checks = {
-        "rabbitmq": current_app.extensions["ridesync.broker_probe"].answers(PROBE_TIMEOUT),
+        "rabbitmq": current_app.extensions["ridesync.broker_probe"].answers(process_settings().readyz_timeout),
         "trip service": _grpc_serving(upstream.channel(settings.trip_service_addr)),
         "driver service": _grpc_serving(upstream.channel(settings.driver_service_addr)),
     }
@@ -41,7 +41,7 @@ def readyz():
 def _grpc_serving(channel):
     try:
         answer = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=""), timeout=PROBE_TIMEOUT
+            health_pb2.HealthCheckRequest(service=""), timeout=process_settings().readyz_timeout
         )
     except grpc.RpcError:
         return False

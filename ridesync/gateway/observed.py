@@ -10,9 +10,9 @@ from flask import Blueprint, Response, g, request
 
 from ridesync import contract, logs, metrics, telemetry
 from ridesync.gateway.identity import operators_only
+from ridesync.settings import process_settings
 
 bp = Blueprint("observed", __name__)
-ASKED_MEMORY = 4096  # trip requests remembered per worker for the drivers' answers
 
 _asked = OrderedDict()  # (driver id, trip id) -> message headers of the delivery
 
@@ -61,7 +61,7 @@ def delivering(phone, kind, headers, data):
         metrics.EVENTS_DELIVERED.labels(kind).inc()
         if kind == contract.DRIVER_TRIP_REQUEST:
             _asked[(phone.user_id, telemetry.trip_of(data))] = telemetry.message_headers()
-            while len(_asked) > ASKED_MEMORY:
+            while len(_asked) > process_settings().asked_memory:
                 _asked.popitem(last=False)
 
 

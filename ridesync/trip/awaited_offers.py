@@ -13,12 +13,12 @@ import threading
 import psycopg
 from sqlalchemy import func, select
 
+from ridesync.settings import process_settings
+
 log = logging.getLogger(__name__)
 CHANNEL = "trip_offered"  # NOTIFY payload: the trip's id
 OFFER_WAIT = 1.0  # seconds an answer waits for its offer to be recorded
 LISTEN_POLL = 1.0  # seconds between looks at stop() while no offer is recorded
-RECONNECT_PAUSE = 1.0
-CONNECT_TIMEOUT = 5  # seconds
 
 
 class OfferAwaited(Exception):
@@ -112,13 +112,14 @@ class AwaitedOffers:
 
     def _listen(self):
         url = self._db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        settings = process_settings()
         while not self._stopped.is_set():
             try:
-                with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
+                with psycopg.connect(url, autocommit=True, connect_timeout=settings.database_connect_timeout) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     while not self._stopped.is_set():
                         for notice in conn.notifies(timeout=LISTEN_POLL):
                             self._wake(notice.payload)
             except psycopg.Error as exc:  # answers wait OFFER_WAIT meanwhile, then are handled again
-                log.warning("offer wake-ups: lost PostgreSQL (%s); listening again in %ss", exc, RECONNECT_PAUSE)
-                self._stopped.wait(RECONNECT_PAUSE)
+                log.warning("offer wake-ups: lost PostgreSQL (%s); listening again in %ss", exc, settings.reconnect_pause)
+                self._stopped.wait(settings.reconnect_pause)

@@ -22,8 +22,6 @@ from ridesync.trip.sql_store import SqlTripStore
 from ridesync.trip.store import FareNotFound, FareNotYours, FareUnavailable, TripNotFound
 
 log = logging.getLogger(__name__)
-REPLY_MARGIN = 0.5  # seconds kept back from the caller's deadline to answer with an estimate
-PUBLISHERS = 8  # broker connections whose confirms the gRPC calls and the outbox relay may await at once
 
 ERROR_CODES = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -114,13 +112,13 @@ def _require(value, name):
 
 def _time_left(context):
     remaining = context.time_remaining()
-    return None if remaining is None else remaining - REPLY_MARGIN
+    return None if remaining is None else remaining - process_settings().trip_reply_margin
 
 
 def build(settings):
     """(the TripService, its database, its outbox, its awaited offers, its
     publisher to close at the end), from settings."""
-    publisher = PublisherPool(settings.amqp_url, "trip-service", PUBLISHERS)
+    publisher = PublisherPool(settings.amqp_url, "trip-service", settings.trip_publishers)
     database = Database(settings.database_url)
     outbox = Outbox(database, publisher, "trip", hold=settings.outbox_hold)
     planner = RoutePlanner(

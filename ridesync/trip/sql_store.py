@@ -16,10 +16,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ridesync.ride.lifecycle import ACCEPTED, CANCELLED, NO_DRIVERS_FOUND, PENDING
 from ridesync.ride.model import Coordinate, RideFare, Route, Trip
+from ridesync.settings import process_settings
 from ridesync.tables import current_trips, fares, trips
 from ridesync.trip.store import ANYONE, FareNotFound, FareNotYours, FareUnavailable
 
-PRUNE_EVERY = 60  # seconds between deletions of expired fares
 UPSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}  # INSERT ... ON CONFLICT, one statement
 
 
@@ -44,9 +44,9 @@ class SqlTripStore:
     def _forget_expired(self):
         # Expired, unused fares can never be taken again; used ones stay so
         # that a second start of the same fare is told it was used. At most
-        # once in PRUNE_EVERY seconds: a preview need not pay for it.
+        # once in FARE_PRUNE_EVERY seconds: a preview need not pay for it.
         now = self._clock()
-        if now - self._pruned_at >= PRUNE_EVERY:
+        if now - self._pruned_at >= process_settings().fare_prune_every:
             self._pruned_at = now
             with self._db.at_once() as conn:
                 conn.execute(delete(fares).where(fares.c.expires_at <= now, fares.c.used.is_(False)))
