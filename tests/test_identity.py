@@ -175,3 +175,24 @@ def test_a_gateway_checks_tokens_with_the_keys_of_a_jwks_url(ride):
         assert ws_refusal(url, f"/ws/riders?userID={rider_id}", bearer(rider_id))[0] == 401  # not signed by those keys
     finally:
         key_set.close()
+
+
+def test_while_its_jwks_url_fails_a_gateway_answers_503_and_checks_tokens_with_the_keys_it_has(ride):
+    key_set = KeySet()
+    try:
+        key_set.failing = True
+        url = ride.another_gateway(workers=1, AUTH_SECRET="", AUTH_JWKS_URL=key_set.url)
+
+        def current(token):
+            return requests.get(f"{url}/trip/current", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+        refused = current(key_set.token(new_id("rider"), "rider"))
+        assert (refused.status_code, refused.json()["error"]["code"]) == (503, "unavailable")
+        wait_until(lambda: "tokens cannot be checked: the key set could not be fetched" in ride.gateway_log(),
+                   message="the gateway's log line")
+        key_set.failing = False
+        assert current(key_set.token(new_id("rider"), "rider")).status_code == 404  # let in (no trip): keys fetched
+        key_set.failing = True
+        assert current(key_set.token(new_id("rider"), "rider")).status_code == 404  # with the keys it has
+    finally:
+        key_set.close()

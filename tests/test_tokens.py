@@ -47,7 +47,8 @@ def test_the_audience_is_checked_when_one_is_set():
 
 
 class KeySet:
-    """A JWKS endpoint on loopback publishing an RSA and an EC key; counts its requests."""
+    """A JWKS endpoint on loopback publishing an RSA and an EC key; counts its
+    requests; answers 503 while `failing`."""
 
     def __init__(self):
         self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -58,6 +59,7 @@ class KeySet:
         ]
         body = json.dumps({"keys": keys}).encode()
         self.requests = 0
+        self.failing = False
         key_set = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -66,7 +68,7 @@ class KeySet:
 
             def do_GET(self):
                 key_set.requests += 1
-                answer_http(self, 200, body)
+                answer_http(self, 503, b"{}") if key_set.failing else answer_http(self, 200, body)
 
         self._server, base = serve_http(Handler)
         self.url = f"{base}/.well-known/jwks.json"
