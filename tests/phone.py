@@ -62,6 +62,29 @@ class Phone:
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 return int.from_bytes(data[:2], "big"), data[2:].decode()
 
+    def frames_until_closed(self, timeout=10.0):
+        """Every frame the server sends until its close frame: (frames, close code)."""
+        frames = self.frames
+        self.frames = []
+        self.ws.settimeout(timeout)
+        while True:
+            opcode, data = self.ws.recv_data(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                return frames, int.from_bytes(data[:2], "big")
+            if opcode == websocket.ABNF.OPCODE_TEXT:
+                frames.append(json.loads(data))
+
+    def closed_or_reset(self, timeout=10.0):
+        """True once the socket ends, with a close frame or without (its server killed)."""
+        self.ws.settimeout(timeout)
+        try:
+            while True:
+                opcode, _data = self.ws.recv_data(control_frame=True)
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    return True
+        except (websocket.WebSocketConnectionClosedException, ConnectionError):
+            return True
+
     def close(self):
         try:
             self.ws.close(timeout=2)

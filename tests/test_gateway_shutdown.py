@@ -9,8 +9,9 @@ import pytest
 import requests
 
 from ridesync import contract
+from ridesync.rabbit import Publisher
 from tests.ride import PICKUP, DESTINATION, new_id, ride  # noqa: F401,F811 (ride is a fixture)
-from tests.support import bearer, gunicorn_worker_pids, start_gateway, wait_until
+from tests.support import AMQP_URL, bearer, gunicorn_worker_pids, start_gateway, wait_until
 from tests.test_live import gateway_connections
 
 # "Promptly": far inside the 10 s graceful timeout, with room for a loaded CI machine.
@@ -60,3 +61,32 @@ def test_a_gateway_stopped_while_its_workers_boot_exits_without_waiting_out_the_
         gateway.signal(signal.SIGTERM)
         assert gateway.proc.wait(timeout=8) == 0
         assert "Worker exiting" in gateway.output()
+
+
+@pytest.mark.ride_env(RECONNECT_WINDOW="30")  # the reconnect is quick; the window is not what this test is about
+def test_a_socket_closed_by_the_drain_gets_every_event_once_and_in_order_on_another_gateway(ride):
+    # Published just before SIGTERM to a phone that reads nothing until then,
+    # the events are in every state when the drain cuts the socket: written
+    # (into full TCP buffers), handed to it and not written (its `left`
+    # carries them), or not yet read (kept for the rider by every worker).
+    gateway, url = ride.replica(workers=1, name="gateway-drained")
+    rider_id = new_id("rider")
+    rider = ride.rider(rider_id, url=url)
+    sent = [f"drained-{n}" for n in range(200)]
+    publisher = Publisher(AMQP_URL, "test")
+    try:
+        for trip_id in sent:
+            publisher.publish(contract.TRIP_CREATED, rider_id, {"id": trip_id, "padding": "x" * 65536})
+        gateway.signal(signal.SIGTERM)
+        frames, code = rider.frames_until_closed(timeout=PROMPTLY + 10)
+        assert code == 1001
+        got = [f["data"]["id"] for f in frames if f["type"] == contract.TRIP_CREATED]
+
+        back = ride.rider(rider_id)  # the ride's own gateway
+        got += [back.next(contract.TRIP_CREATED, timeout=15)["data"]["id"] for _ in range(len(sent) - len(got))]
+        assert got == sent
+        publisher.publish(contract.TRIP_CREATED, rider_id, {"id": "last"})
+        assert back.next()["data"]["id"] == "last"  # nothing came twice before it
+    finally:
+        publisher.close()
+    assert gateway.proc.wait(10) == 0
