@@ -75,10 +75,11 @@ export class RiderView {
   driverAt(fix) {
     if (!this.trip || fix.tripID !== this.trip.id || ENDED.has(this.trip.status)) return;
     this.map.car(fix.location, fix.heading);
-    $("eta").textContent = etaInWords(fix);
+    $("eta").textContent = etaInWords(fix, this.trip.status);
   }
 
   show(trip) {
+    const moved = !this.trip || !trip || this.trip.status !== trip.status;
     this.trip = trip;
     const status = $("status");
     status.textContent = statusInWords("rider", trip);
@@ -96,6 +97,10 @@ export class RiderView {
     if (!active) {
       this.map.car(null);
       $("eta").textContent = "";
+    } else if (trip.driverLocation) {
+      this.driverAt(trip.driverLocation);  // trip.state and reads carry the last one sent
+    } else if (moved) {
+      $("eta").textContent = "";  // its target changed (pickup, then destination): wait for the next fix
     }
   }
 }

@@ -50,10 +50,15 @@ export const WITHDRAWN = {
   expired: "it was left unanswered too long",
 };
 
-export function etaInWords(fix) {
+// The driver's distance and ETA: to the pickup until they arrive, then to the destination.
+export function etaInWords(fix, status) {
+  if (status === "arrived") return "";
   const minutes = Math.max(1, Math.round(fix.etaSeconds / 60));
   const km = (fix.distanceMeters / 1000).toFixed(1);
-  return `Driver ${fix.estimated ? "about " : ""}${minutes} min away (${km} km).`;
+  const about = fix.estimated ? "about " : "";
+  return status === "in_progress"
+    ? `${about}${minutes} min to the destination (${km} km).`
+    : `Driver ${about}${minutes} min away (${km} km).`;
 }
 
 export const ENDED = new Set(["completed", "cancelled", "no_drivers_found"]);
