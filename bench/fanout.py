@@ -194,7 +194,10 @@ def floor_phase(bench, owners, rate, seconds):
     return {**check(publisher, rows), "cpu": cpu.per_event_ms(len(publisher.owner_of), done["cpu_seconds"])}
 
 
-def gateway_phase(bench, fleet, owners, rate, seconds, profile=None, workers=()):
+def gateway_phase(bench, fleets, owners, rate, seconds, profile=None, workers=()):
+    """Publishes to owners, who hold their sockets in one or more client
+    fleets, until every event arrived; the exactly-once check, latencies and
+    CPU per event of the broker and the workers."""
     spies = [bench.spy(pid, f"{profile}.{pid}.txt", seconds) for pid in workers] if profile else []
     with CpuMeter(workers) as cpu:
         publisher = PacedPublisher(bench.amqp_url, owners, rate, seconds, "gateway", ROUTING_KEY)
@@ -202,7 +205,7 @@ def gateway_phase(bench, fleet, owners, rate, seconds, profile=None, workers=())
         expected = len(publisher.delivered)
         deadline, last, seen = time.monotonic() + 60, time.monotonic(), -1
         while time.monotonic() < deadline:  # drain: until all arrived, or nothing more for 5 s
-            received = fleet.command("status")["received"]
+            received = sum(fleet.command("status")["received"] for fleet in fleets)
             if received >= expected:
                 break
             if received != seen:
@@ -213,10 +216,12 @@ def gateway_phase(bench, fleet, owners, rate, seconds, profile=None, workers=())
     time.sleep(1)  # a late duplicate would show up here
     for spy in spies:
         spy.wait(30)
-    out = os.path.join(bench.tmp, "gateway.json")
-    fleet.command(f"dump {out}")
-    with open(out) as f:
-        rows = json.load(f)
+    rows = []
+    for n, fleet in enumerate(fleets):
+        out = os.path.join(bench.tmp, f"gateway-{n}.json")
+        fleet.command(f"dump {out}")
+        with open(out) as f:
+            rows += json.load(f)
     return {**check(publisher, rows), "cpu": cpu.per_event_ms(len(publisher.owner_of))}
 
 
@@ -250,7 +255,7 @@ def run(riders=1000, rate=1000, seconds=10, workers=1, profile=None, conf="gunic
         print(show("floor (raw pika)", floor), flush=True)
 
         print(f"  gateway phase starts at {time.time():.3f}", flush=True)
-        ours = gateway_phase(bench, fleet, [f"fan-{n}" for n in range(riders)], rate, seconds, profile,
+        ours = gateway_phase(bench, [fleet], [f"fan-{n}" for n in range(riders)], rate, seconds, profile,
                              gateway.workers())
         print(show("gateway (publish to socket)", ours), flush=True)
         status = fleet.command("status")
