@@ -17,8 +17,6 @@ import time
 import urllib.request
 from urllib.parse import urlsplit
 
-import pika
-
 from ridesync import rabbit
 from tests import vhost
 from tests.probes import grpc_serving
@@ -32,21 +30,28 @@ class Bench:
     """A context for one benchmark run: a temporary directory, a private
     vhost, and everything started inside it stopped on the way out."""
 
-    def __init__(self, name):
+    def __init__(self, name, amqp_url=None):
+        """amqp_url: a broker of the benchmark's own (bench/cluster.py); by
+        default a vhost of its own on this machine's broker."""
         self.name = name
+        self.amqp_url = amqp_url
         self._cleanups = []
         self.tmp = tempfile.mkdtemp(prefix=f"ridesync-{name}-")
 
     def __enter__(self):
         raise_nofile()
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-        self.amqp_url = vhost.private_url(BASE_AMQP_URL)
-        if self.amqp_url == BASE_AMQP_URL:
-            raise SystemExit("rabbitmqctl is needed: the benchmark runs on a vhost of its own")
-        self.vhost = urlsplit(self.amqp_url).path.lstrip("/")
-        self.defer(lambda: vhost.remove(self.amqp_url))
-        with pika.BlockingConnection(pika.URLParameters(self.amqp_url)) as connection:
+        if self.amqp_url is None:
+            self.amqp_url = vhost.private_url(BASE_AMQP_URL)
+            if self.amqp_url == BASE_AMQP_URL:
+                raise SystemExit("rabbitmqctl is needed: the benchmark runs on a vhost of its own")
+            self.defer(lambda: vhost.remove(self.amqp_url))
+        self.vhost = urlsplit(rabbit.node_urls(self.amqp_url)[0]).path.lstrip("/")
+        connection = rabbit.connect(self.amqp_url, f"bench-{self.name}")
+        try:
             rabbit.declare_topology(connection.channel())
+        finally:
+            connection.close()
         return self
 
     def defer(self, cleanup):

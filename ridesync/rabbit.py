@@ -32,6 +32,12 @@ class Unroutable(PublishFailed):
     """No queue is bound for the message: no one is listening for it."""
 
 
+class ConfirmTimeout(AMQPConnectionError):
+    """The broker took a message and did not confirm it in AMQP_CONFIRM_TIMEOUT:
+    its connection is given up. A cluster whose queue leader died while the
+    message was on its way may never confirm it (bench.node_kill)."""
+
+
 def node_urls(url):
     """The broker nodes AMQP_URL names: one URL, or several separated by
     commas (the nodes of one cluster). ValueError when it names none."""
@@ -150,9 +156,9 @@ class Publisher:
         with self._lock:
             for attempt in (1, 2):
                 try:
-                    self._open_channel().basic_publish(
-                        contract.TRIP_EXCHANGE, routing_key, body, props, mandatory=True
-                    )
+                    channel = self._open_channel()
+                    with _confirm_deadline(self._connection, routing_key):
+                        channel.basic_publish(contract.TRIP_EXCHANGE, routing_key, body, props, mandatory=True)
                     return
                 except UnroutableError as exc:
                     raise Unroutable(f"no queue takes {routing_key} for {owner_id}") from exc
@@ -219,6 +225,26 @@ class Publisher:
                 connection.close()
             except Exception:  # the connection is being thrown away either way
                 log.debug("closing a broken connection failed", exc_info=True)
+
+
+@contextmanager
+def _confirm_deadline(connection, routing_key):
+    """Raises ConfirmTimeout in a publish whose confirm takes longer than
+    AMQP_CONFIRM_TIMEOUT. pika's BlockingConnection waits for a confirm with no
+    deadline, and runs the timers of its own call_later only between calls:
+    this one is a timer of its I/O loop, which runs while it waits."""
+    timeout = process_settings().amqp_confirm_timeout
+
+    def no_confirm():
+        connection._impl._transport.abort()  # closed at once: a broker that stopped answering answers no close either
+        raise ConfirmTimeout(f"no confirm for {routing_key} within {timeout:.0f}s")
+
+    ioloop = connection._impl.ioloop
+    timer = ioloop.call_later(timeout, no_confirm)
+    try:
+        yield
+    finally:
+        ioloop.remove_timeout(timer)
 
 
 class PublisherPool:

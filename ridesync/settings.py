@@ -210,6 +210,9 @@ class Settings:
     amqp_socket_timeout: float = setting("AMQP_SOCKET_TIMEOUT", 5.0, SECONDS, "to reach a broker node")
     amqp_connect_timeout: float = setting("AMQP_CONNECT_TIMEOUT", 10.0, SECONDS,
                                           "to open a broker connection, and a publish's wait on a blocked one")
+    amqp_confirm_timeout: float = setting("AMQP_CONFIRM_TIMEOUT", 5.0, SECONDS,
+                                          "a publish's wait for its confirm, before it is made again on a new "
+                                          "connection (a cluster whose queue leader died may never confirm it)")
     reconnect_pause: float = setting("RECONNECT_PAUSE", 1.0, SECONDS,
                                      "before a consumer connects again to the broker, or PostgreSQL, that went away")
     handled_memory: int = setting("HANDLED_MEMORY", 4096, COUNT,
