@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 
-from bench.support import free_port, stop_process, wait_until
+from bench.support import Process, free_port, wait_until
 
 # Not /usr/sbin's wrappers, which run as the rabbitmq user, with the machine's cookie.
 SERVER, CTL = "/usr/lib/rabbitmq/bin/rabbitmq-server", "/usr/lib/rabbitmq/bin/rabbitmqctl"
@@ -63,9 +63,8 @@ class Node:
             return int(f.read().strip())
 
     def start(self):
-        self._log = open(os.path.join(self.dir, "server.log"), "ab")
-        self.proc = subprocess.Popen([SERVER], env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.process = Process("server", [SERVER], self.env, self.dir)
+        self.proc = self.process.proc
 
     def ctl(self, *args, timeout=60):
         """rabbitmqctl on this node; its standard output."""
@@ -97,8 +96,7 @@ class Node:
             except (RuntimeError, subprocess.TimeoutExpired) as error:
                 print(f"{self.name}: {error}; stopping it by signal", file=sys.stderr)
         if self.proc is not None:
-            stop_process(self.proc)
-            self._log.close()
+            self.process.stop(timeout=30)
 
 
 class Cluster:

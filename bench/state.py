@@ -19,9 +19,7 @@ machine weighs on both alike:
 """
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -32,7 +30,7 @@ import redis
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.support import ROOT, Bench, free_port, stop_process
+from bench.support import Bench
 from ridesync import rabbit
 from ridesync.database import Database
 from ridesync.driver.dispatch import TripToDispatch
@@ -45,7 +43,6 @@ from ridesync.trip.service import TripService
 from ridesync.trip.sql_store import SqlTripStore
 from ridesync.trip.store import TripStore
 from tests.databases import POSTGRES_URL, REDIS_URL, create_database, drop_database
-from tests.probes import grpc_serving
 
 PICKUP, DESTINATION = Coordinate(37.77, -122.41), Coordinate(37.79, -122.39)
 
@@ -177,19 +174,9 @@ def gateway_section(bench, calls, rounds, addresses, direct_sqlite):
 def start_trip_service(bench, name, database_url):
     """A TripService process on database_url, or on the in-memory store when
     None: (its stub, its health stub, its address)."""
-    address = f"127.0.0.1:{free_port()}"
-    env = {**os.environ, "TRIP_SERVICE_ADDR": address, "OSRM_ENABLED": "false", "AMQP_URL": bench.amqp_url,
-           "DATABASE_URL": database_url or "", "LOG_LEVEL": "WARNING"}
-    log = open(os.path.join(bench.tmp, f"trip-{name}.log"), "wb")
     module = "ridesync.trip" if database_url else "bench.memory_trip_service"
-    proc = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env, stdout=log, stderr=log,
-                            start_new_session=True)
-    bench.defer(lambda: (stop_process(proc), log.close()))
-    deadline = time.monotonic() + 30
-    while not grpc_serving(address):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"the trip service on {name} did not start")
-        time.sleep(0.1)
+    _, address = bench.service(module, f"trip-{name}", TRIP_SERVICE_ADDR="{address}", OSRM_ENABLED="false",
+                               DATABASE_URL=database_url or "")
     channel = grpc.insecure_channel(address)
     bench.defer(channel.close)
     return trip_pb2_grpc.TripServiceStub(channel), health_pb2_grpc.HealthStub(channel), address

@@ -19,9 +19,8 @@ from urllib.parse import urlsplit
 
 from ridesync import rabbit
 from tests import vhost
-from tests.probes import grpc_serving
+from tests.support import Process, free_port, grpc_serving, wait_until  # noqa: F401 (bench modules import them here)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/")
 NOFILE = 65536
 
@@ -45,6 +44,7 @@ class Bench:
             self.amqp_url = vhost.private_url(BASE_AMQP_URL)
             if self.amqp_url == BASE_AMQP_URL:
                 raise SystemExit("rabbitmqctl is needed: the benchmark runs on a vhost of its own")
+            vhost.create(self.amqp_url)
             self.defer(lambda: vhost.remove(self.amqp_url))
         self.vhost = urlsplit(rabbit.node_urls(self.amqp_url)[0]).path.lstrip("/")
         connection = rabbit.connect(self.amqp_url, f"bench-{self.name}")
@@ -70,81 +70,69 @@ class Bench:
                 print(f"cleanup failed: {error!r}", file=sys.stderr)
         return False
 
-    def log(self, name):
-        return os.path.join(self.tmp, f"{name}.log")
-
     def gunicorn(self, app, workers=1, name="gateway", conf="gunicorn.conf.py", **env):
         """gunicorn -c conf app on loopback; a Gunicorn once it listens. The
         clients say who they are with ?userID= (AUTH_MODE=open)."""
         port = free_port()
-        log = open(self.log(name), "wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", conf, "--bind", f"127.0.0.1:{port}", app],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "AMQP_URL": self.amqp_url, "WEB_CONCURRENCY": str(workers),
-                 "PORT": str(port), "LOG_LEVEL": "WARNING", "AUTH_MODE": "open", **env},
-        )
-        server = Gunicorn(proc, port, self.log(name))
-        self.defer(lambda: (server.stop(), log.close()))
+        process = self.process(name, [sys.executable, "-m", "gunicorn", "-c", conf, "--bind", f"127.0.0.1:{port}", app],
+                               WEB_CONCURRENCY=str(workers), PORT=str(port), LOG_LEVEL="WARNING", AUTH_MODE="open",
+                               **env)
+        server = Gunicorn(process, port)
         server.wait_ready(workers)
         return server
 
     def clients(self, url, prefix, count, concurrency=100, name="clients"):
         """A bench.clients process connecting count WebSockets; returns once all
         handshakes are done, with its first report."""
-        clients = Clients(url, prefix, count, concurrency, self.log(name))
+        clients = Clients(url, prefix, count, concurrency, self.tmp, name)
         self.defer(clients.stop)
         return clients
 
     def python(self, module, *args, name):
-        log = open(self.log(name), "wb")
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                                stderr=log, start_new_session=True, env={**os.environ, "AMQP_URL": self.amqp_url})
-        self.defer(lambda: (stop_process(proc), log.close()))
-        return proc
+        """`python -m module args`, its stdout a pipe (read_json_line): its Popen."""
+        return self.process(name, [sys.executable, "-m", module, *args], stdout=subprocess.PIPE).proc
 
+    def process(self, name, args, stdin=None, stdout=None, **env):
+        """A Process on this run's vhost, stopped on the way out."""
+        process = Process(name, args, {"AMQP_URL": self.amqp_url, **env}, self.tmp, stdin=stdin, stdout=stdout)
+        self.defer(lambda: process.stop(timeout=30))
+        return process
 
     def service(self, module, name, **env):
         """`python -m module` (a gRPC service) on a free loopback port, once
         its health check answers SERVING: (its Popen, its address). env names
         the address (e.g. TRIP_SERVICE_ADDR="{address}") and anything else."""
         address = f"127.0.0.1:{free_port()}"
-        log = open(self.log(name), "wb")
-        proc = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True,
-                                env={**os.environ, "AMQP_URL": self.amqp_url, "LOG_LEVEL": "WARNING",
-                                     **{k: v.format(address=address) for k, v in env.items()}})
-        self.defer(lambda: (stop_process(proc), log.close()))
-        wait_until(lambda: _serving(proc, address, name), 30, f"{name} to serve at {address}")
-        return proc, address
+        process = self.process(name, [sys.executable, "-m", module], LOG_LEVEL="WARNING",
+                               **{k: v.format(address=address) for k, v in env.items()})
+        wait_until(lambda: _serving(process, address), 30, f"{name} to serve at {address}")
+        return process.proc, address
 
     def spy(self, pid, out, seconds, rate=200, gil=False):
         """py-spy record of a process for seconds, as collapsed stacks (pip install py-spy);
         gil: only the thread holding the GIL, i.e. where Python spends its CPU."""
         spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
-        proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", str(rate),
-                                 "--format", "raw", "--nonblocking", "--output", out, *(["--gil"] if gil else [])],
-                                stdout=subprocess.DEVNULL, stderr=open(self.log("py-spy"), "ab"), start_new_session=True)
-        self.defer(lambda: stop_process(proc))
-        return proc
+        return self.process(f"py-spy-{pid}-{os.path.basename(out)}",
+                            [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", str(rate),
+                             "--format", "raw", "--nonblocking", "--output", out, *(["--gil"] if gil else [])],
+                            stdout=subprocess.DEVNULL).proc
 
 
-def _serving(proc, address, name):
+def _serving(process, address):
     """Whether the service answers its health check; RuntimeError if it exited."""
-    if proc.poll() is not None:
-        raise RuntimeError(f"{name} exited with {proc.returncode}")
+    if process.proc.poll() is not None:
+        raise RuntimeError(f"{process.name} exited with {process.proc.returncode}:\n{process.output()[-3000:]}")
     return grpc_serving(address)
 
 
 class Gunicorn:
-    def __init__(self, proc, port, log_path):
-        self.proc, self.port, self.log_path = proc, port, log_path
+    def __init__(self, process, port):
+        self.process, self.proc, self.port = process, process.proc, port
         self.base = f"http://127.0.0.1:{port}"
         self.ws_base = f"ws://127.0.0.1:{port}"
 
     def output(self):
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
+        return self.process.output()
 
     def wait_ready(self, workers, timeout=30):
         def ready():
@@ -172,17 +160,16 @@ class Gunicorn:
             return json.load(answer)
 
     def stop(self, timeout=30):
-        stop_process(self.proc, timeout)
+        self.process.stop(timeout)
 
 
 class Clients:
-    def __init__(self, url, prefix, count, concurrency, log_path):
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.clients", "--url", url, "--prefix", prefix, "--count", str(count),
-             "--concurrency", str(concurrency)],
-            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, start_new_session=True,
+    def __init__(self, url, prefix, count, concurrency, directory, name):
+        self.process = Process(
+            name, [sys.executable, "-m", "bench.clients", "--url", url, "--prefix", prefix, "--count", str(count),
+                   "--concurrency", str(concurrency)], {}, directory, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         )
+        self.proc = self.process.proc
         self.count = count
 
     def wait_connected(self, timeout):
@@ -205,8 +192,7 @@ class Clients:
                 self.command("quit", timeout=30)
             except (OSError, RuntimeError, TimeoutError, ValueError):
                 pass
-        stop_process(self.proc)
-        self._log.close()
+        self.process.stop(timeout=30)
 
 
 def read_json_line(proc, timeout):
@@ -226,22 +212,6 @@ def read_json_line(proc, timeout):
     return json.loads(line)
 
 
-def stop_process(proc, timeout=30):
-    """SIGTERM to the process's group, SIGKILL after timeout."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        except ProcessLookupError:
-            pass
-    else:  # the leader is gone; make sure nothing of its group stays
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def raise_nofile(want=NOFILE):
@@ -258,20 +228,8 @@ def _exit_on_sigterm(_signum, _frame):
     raise SystemExit(143)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def wait_until(condition, timeout, what, interval=0.1):
-    """condition()'s first truthy value; TimeoutError after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-    return value
 
 
 def rss_kib(pid):

@@ -1,7 +1,9 @@
 import itertools
+import os
 
 import pytest
 
+from tests import support, vhost
 from tests.support import AmqpTap, FakeOsrm, made_by, start_trip_service
 
 
@@ -46,9 +48,11 @@ def start_trip(osrm, tmp_path):
 
 @pytest.fixture(scope="session", autouse=True)
 def private_vhost():
-    """This run's RabbitMQ vhost (tests/vhost.py), removed when the run ends."""
-    from tests import support, vhost
-
+    """This run's RabbitMQ vhost (tests/vhost.py), and its URL and the tests'
+    AUTH_SECRET in the environment of every process a test starts; the vhost
+    is removed when the run ends."""
+    vhost.create(support.AMQP_URL)
+    os.environ.update(AMQP_URL=support.AMQP_URL, AUTH_SECRET=support.AUTH_SECRET)
     yield support.AMQP_URL
     vhost.remove(support.AMQP_URL)
 

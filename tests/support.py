@@ -1,5 +1,7 @@
 """Test helpers: real processes on loopback, an OSRM stand-in that is a real
-HTTP server, a tap on the RabbitMQ exchange, and waiting with deadlines."""
+HTTP server, a tap on the RabbitMQ exchange, and waiting with deadlines. The
+benchmarks use them too: importing this module changes nothing (the tests'
+vhost and environment are made by conftest.py's session fixture)."""
 import json
 import os
 import re
@@ -17,16 +19,17 @@ import grpc
 import pika
 
 from ridesync import contract, rabbit, tokens
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from tests import vhost
-from tests.probes import grpc_serving  # noqa: F401 (tests import it from here)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# This run's: its vhost is made, and both are put in the environment of
+# every process a test starts, by the session fixture private_vhost
+# (conftest.py). Gateways check tokens (AUTH_MODE=token, the default) signed
+# with AUTH_SECRET; tests that need open mode say AUTH_MODE=open.
 AMQP_URL = vhost.private_url(os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/"))
-os.environ["AMQP_URL"] = AMQP_URL  # for every process a test starts
-# Gateways check tokens (AUTH_MODE=token, the default) signed with this;
-# tests that need open mode say AUTH_MODE=open.
 AUTH_SECRET = "ridesync-tests-" + uuid.uuid4().hex
-os.environ["AUTH_SECRET"] = AUTH_SECRET
 
 
 def token(user_id, role="rider", **claims):
@@ -45,7 +48,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_until(condition, timeout=10.0, interval=0.02, message="condition"):
+def wait_until(condition, timeout=10.0, message="condition", interval=0.02):
     """condition()'s first truthy value, polling until the deadline."""
     deadline = time.monotonic() + timeout
     while True:
@@ -57,34 +60,52 @@ def wait_until(condition, timeout=10.0, interval=0.02, message="condition"):
         time.sleep(interval)
 
 
-class Process:
-    """A process of ours, started with its own environment and output file."""
+def grpc_serving(address):
+    """Whether the gRPC service at address says it serves."""
+    with grpc.insecure_channel(address) as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.RpcError:
+            return False
+    return answer.status == health_pb2.HealthCheckResponse.SERVING
 
-    def __init__(self, name, args, env, tmp_path):
+
+class Process:
+    """A process of ours in a session of its own, started with its own
+    environment; what it writes goes to directory/name.log (but for its
+    stdout when that is a pipe: the JSON lines a benchmark's process answers with)."""
+
+    def __init__(self, name, args, env, directory, stdin=None, stdout=None):
         self.name = name
-        self.log_path = tmp_path / f"{name}.log"
+        self.log_path = os.path.join(directory, f"{name}.log")
         self._log = open(self.log_path, "wb")
         # The processes of one test share a SQLite file of their own, as make run's do.
-        env = {"DATABASE_URL": f"sqlite:///{tmp_path}/ridesync.db", **env}
+        env = {"DATABASE_URL": f"sqlite:///{directory}/ridesync.db", **env}
         self.proc = subprocess.Popen(
-            args, cwd=ROOT, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT,
+            args, cwd=ROOT, env={**os.environ, **env}, stdin=stdin, stdout=stdout or self._log, stderr=self._log,
             start_new_session=True,
         )
 
     def output(self):
-        return self.log_path.read_text(errors="replace")
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
 
     def signal(self, sig):
         self.proc.send_signal(sig)
 
     def stop(self, timeout=15):
+        """SIGTERM, and SIGKILL to its whole session after timeout; what it left of its session is killed too."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
         self._log.close()
 
     def assert_running(self):

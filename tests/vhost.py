@@ -1,8 +1,11 @@
 """Each test run gets a RabbitMQ virtual host of its own, so that runs side
-by side (and what an earlier run left on the broker) never meet."""
+by side (and what an earlier run left on the broker) never meet: its URL is
+known at import (private_url, no side effect), the vhost is made by create()
+(the session fixture in conftest.py) and removed by remove()."""
 import os
+import shutil
 import subprocess
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 PREFIX = "ridesync-test-"
 
@@ -12,21 +15,25 @@ def _ctl(*args):
 
 
 def private_url(base_url):
-    """base_url on a new vhost of this process's own; base_url itself when
-    this machine's broker cannot be managed from here (no rabbitmqctl)."""
-    parts = urlsplit(base_url)
-    vhost = f"{PREFIX}{os.getpid()}"
-    try:
+    """base_url on a vhost of this process's own; base_url itself when this
+    machine's broker cannot be managed from here (no rabbitmqctl)."""
+    if shutil.which("rabbitmqctl") is None:
+        return base_url
+    return urlunsplit(urlsplit(base_url)._replace(path="/" + quote(f"{PREFIX}{os.getpid()}", safe="")))
+
+
+def create(url):
+    """The vhost of private_url(), made (a base URL is left as it is); the vhosts of dead runs removed."""
+    parts = urlsplit(url)
+    vhost = unquote(parts.path.lstrip("/"))
+    if vhost.startswith(PREFIX):
         _forget_dead_runs()
         _ctl("add_vhost", vhost)
         _ctl("set_permissions", "-p", vhost, parts.username or "guest", ".*", ".*", ".*")
-    except (OSError, subprocess.SubprocessError):
-        return base_url
-    return urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
 
 
 def remove(url):
-    vhost = urlsplit(url).path.lstrip("/")
+    vhost = unquote(urlsplit(url).path.lstrip("/"))
     if vhost.startswith(PREFIX):
         _ctl("delete_vhost", vhost)
 
