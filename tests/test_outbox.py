@@ -268,6 +268,35 @@ def test_what_was_committed_while_the_relay_was_busy_is_published_before_it_stop
         database.close()
 
 
+def test_outbox_rows_are_relayed_by_one_replica_at_a_time_in_order():
+    url = create_database()
+    replicas = [Database(url), Database(url)]
+    broker = Broker()
+    boxes = [Outbox(database, broker, "payment") for database in replicas]
+    first, second = boxes
+    busy, release = threading.Event(), threading.Event()
+    broker.answer = lambda message_id: (busy.set(), release.wait(10))
+    relaying = threading.Thread(target=first.relay)
+    try:
+        for n in range(3):
+            with replicas[n % 2].transaction():  # committed by either replica
+                boxes[n % 2].publish(contract.PAYMENT_SESSION_CREATED, "r1", {"id": f"row-{n}"})
+        relaying.start()
+        wait_until(busy.is_set, message="the first replica to publish its first row")
+        second.relay()  # returns at once: the first holds the lock
+        release.set()
+        relaying.join(15)
+        assert [row for _, row, _ in broker.published] == ["row-0", "row-1", "row-2"]
+        assert _rows(replicas[1]) == 0
+    finally:
+        release.set()
+        if relaying.is_alive():
+            relaying.join(15)
+        for database in replicas:
+            database.close()
+        drop_database(url)
+
+
 def _raise(exc):
     raise exc
 
