@@ -1,0 +1,44 @@
+"""A socket whose `connected` marker the broker does not confirm within 5 s
+(the gateway's broker connection stalls: a SilentProxy between them) opens
+anyway, and what lands in the feed for its user before that marker is
+delivered to it, not dropped."""
+from urllib.parse import urlsplit
+
+import pytest
+
+from ridesync import contract
+from ridesync.rabbit import Publisher
+from tests.phone import Phone
+from tests.ride import new_id, ride  # noqa: F401 (ride is a fixture)
+from tests.support import AMQP_URL, SilentProxy, wait_until
+
+
+@pytest.fixture
+def broker_proxy():
+    broker = urlsplit(AMQP_URL)
+    proxy = SilentProxy((broker.hostname, broker.port or 5672))
+    proxied = broker._replace(netloc=f"{broker.username}:{broker.password}@{urlsplit(proxy.url).netloc}").geturl()
+    yield proxy, proxied
+    proxy.close()
+
+
+def test_a_socket_whose_marker_the_broker_does_not_confirm_opens_and_gets_what_landed_before_it(ride, broker_proxy):
+    proxy, proxied_amqp_url = broker_proxy
+    _gateway, url = ride.replica(workers=1, name="gateway-stalled", AMQP_URL=proxied_amqp_url)
+    rider_id = new_id("rider")
+    proxy.stall()
+    try:
+        rider = Phone(url, f"/ws/riders?userID={rider_id}")  # the upgrade answers after MARKER_WAIT
+        wait_until(lambda: "has not confirmed the socket's marker; opening it anyway" in ride.gateway_log(),
+                   message="the gateway's log line")
+        publisher = Publisher(AMQP_URL, "test")  # straight to the broker: ahead of the stalled marker
+        try:
+            publisher.publish(contract.TRIP_CREATED, rider_id, {"id": "before-the-marker"})
+        finally:
+            publisher.close()
+    finally:
+        proxy.resume()
+    try:
+        assert rider.next(contract.TRIP_CREATED, timeout=15)["data"]["id"] == "before-the-marker"
+    finally:
+        rider.close()
