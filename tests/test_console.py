@@ -116,7 +116,7 @@ def test_a_whole_ride_to_completed_with_the_car_driven_along_the_route(ride, con
 
 
 @OPEN
-def test_a_declined_ride_with_no_other_driver_tells_the_rider_no_driver_is_available(ride, console):
+def test_a_declined_ride_tells_the_rider_no_driver_is_available_and_a_replaced_socket_says_so(ride, console):
     rider, driver = signed_in(ride, console)
     offered(rider, driver)
     driver.get_by_role("button", name="Decline").click()
@@ -124,6 +124,12 @@ def test_a_declined_ride_with_no_other_driver_tells_the_rider_no_driver_is_avail
     expect(status(rider)).to_have_text("No driver is available. Try again.")
     expect(driver.locator("#request")).to_be_hidden()
     console.shoot("declined", rider, driver)
+
+    again = console(ride.url, "rider-again")  # the same rider in another browser: the newer socket wins
+    sign_in(again, "rider", rider.locator("#who").inner_text().removeprefix("rider "))
+    expect(status(again)).to_have_text("No ride yet.")  # the trip ended: trip.state is null
+    expect(rider.locator("#error")).to_contain_text("this user connected somewhere else")
+    console.shoot("replaced", rider, again)
 
 
 def test_in_token_mode_a_rider_cancels_an_accepted_ride_and_a_bad_token_is_refused_in_words(ride, console):

@@ -26,7 +26,7 @@ export class DriverView {
     if (type === "driver.cmd.register") {
       this.driver = data;
       $("driver-card").textContent = `${data.name}, car ${data.carPlate}, ${data.packageSlug}.`;
-      this.moveTo({ point: data.location, heading: 90 });
+      this.moveTo({ point: data.location, heading: null });
     } else if (type === "trip.state" || type === "driver.cmd.trip_request") {
       const offered = data && data.status === "pending";
       Object.assign(this, { offer: offered ? data : null, trip: offered ? null : data });

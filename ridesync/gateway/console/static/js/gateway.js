@@ -52,7 +52,7 @@ const CLOSED = {
   1008: ["the gateway refused this socket", false],
   1009: ["a frame was too large; reconnecting", true],
   1011: ["the gateway failed on this socket; reconnecting", true],
-  4000: ["this user connected somewhere else (another tab?); this one is disconnected", false],
+  4000: ["this user connected somewhere else (another tab?); reload this page to take the connection back", false],
 };
 
 export function closedInWords(event, everOpen) {

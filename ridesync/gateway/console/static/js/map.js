@@ -43,9 +43,10 @@ export class RideMap {
     this.map.fitBounds(this.layers.route.getBounds(), { padding: [40, 40] });
   }
 
-  car(point, heading = 90) {
+  // heading: degrees clockwise from north; null or absent (not yet moved): facing east.
+  car(point, heading) {
     if (!point) return this._drop("car");
-    const html = `<div class="car" style="transform: rotate(${heading - 90}deg)"></div>`;
+    const html = `<div class="car" style="transform: rotate(${(heading ?? 90) - 90}deg)"></div>`;
     const icon = L.divIcon({ html, className: "car-icon", iconSize: [0, 0] });
     if (this.layers.car) {
       this.layers.car.setLatLng(latLng(point)).setIcon(icon);
