@@ -28,6 +28,8 @@ DRIVER_TRIP_COMPLETED = "driver.cmd.trip_completed"
 DRIVER_TRIP_CANCEL = "driver.cmd.trip_cancel"
 DRIVER_TRIP_WITHDRAWN = "driver.cmd.trip_withdrawn"
 PAYMENT_VOID_SESSION = "payment.cmd.void_session"
+# Where the driver is, for the rider of their trip (DESIGN.md, "Driver locations"): state, not an event to keep.
+TRIP_DRIVER_LOCATION = "trip.event.driver_location"
 # Ours, beyond DESIGN.md: dispatch tells TripService it has no one left to
 # ask (owner: rider, data {"tripID"}), and TripService tells a driver's socket
 # that their accept or decline was refused (owner: driver, data {"tripID",
@@ -47,13 +49,15 @@ WORK_QUEUES = {
     DRIVER_TRIP_RESPONSE: (DRIVER_TRIP_ACCEPT, DRIVER_TRIP_DECLINE, DRIVER_TRIP_REQUEST, DISPATCH_NO_DRIVERS_LEFT,
                            PAYMENT_SESSION_CREATED),
     PAYMENT_TRIP_RESPONSE: (PAYMENT_CREATE_SESSION, PAYMENT_VOID_SESSION),
-    DRIVER_AVAILABILITY: (TRIP_DRIVER_ASSIGNED, TRIP_COMPLETED, TRIP_CANCELLED, DRIVER_TRIP_WITHDRAWN),
+    # Also the steps between: tracking follows a trip's status to know where its car is heading.
+    DRIVER_AVAILABILITY: (TRIP_DRIVER_ASSIGNED, TRIP_DRIVER_ARRIVED, TRIP_STARTED, TRIP_COMPLETED, TRIP_CANCELLED,
+                          DRIVER_TRIP_WITHDRAWN),
 }
 
 # The routing keys the gateway delivers to a user's socket, by the socket's role.
 RIDER_NOTIFICATION_KEYS = frozenset({
     TRIP_CREATED, TRIP_DRIVER_ASSIGNED, TRIP_NO_DRIVERS_FOUND, PAYMENT_SESSION_CREATED,
-    TRIP_DRIVER_ARRIVED, TRIP_STARTED, TRIP_COMPLETED, TRIP_CANCELLED,
+    TRIP_DRIVER_ARRIVED, TRIP_STARTED, TRIP_COMPLETED, TRIP_CANCELLED, TRIP_DRIVER_LOCATION,
 })
 DRIVER_NOTIFICATION_KEYS = frozenset({
     DRIVER_TRIP_REQUEST, DRIVER_TRIP_WITHDRAWN, DRIVER_ANSWER_REFUSED,

@@ -167,6 +167,14 @@ class Settings:
                                       "between pings; sockets that stop answering are dropped")
     cors_origins: tuple = setting("CORS_ORIGINS", ("*",), NAMES,
                                   "origins allowed; `*` (with a warning in the log) or a list in production")
+    # Drivers' locations
+    location_push_interval: float = setting("LOCATION_PUSH_INTERVAL", 1.0, SECONDS,
+                                            "the least time between two driver_location frames of a trip")
+    eta_refresh: float = setting("ETA_REFRESH", 15.0, SECONDS,
+                                 "how long a trip's route to its pickup or destination gives its ETA before OSRM "
+                                 "is asked again")
+    location_max_rate: float = setting("LOCATION_MAX_RATE", 5.0, PER_SECOND,
+                                       "driver.cmd.location frames per driver and gateway worker; more are dropped")
     # Identity and limits
     auth_mode: str = setting("AUTH_MODE", "token", _choice("token", "open"),
                              "`open` trusts any userID (development only)")

@@ -6,6 +6,7 @@ import os
 import uuid
 
 import psycopg
+import redis
 from sqlalchemy.engine import make_url
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres:postgres@localhost:5432/postgres")
@@ -27,3 +28,18 @@ def drop_database(url):
 def _admin(statement):
     with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5) as conn:
         conn.execute(statement)
+
+
+def in_redis(make):
+    """The body of a fixture (`yield from in_redis(RedisDriverPool)`): yields
+    a function making make(REDIS_URL, prefix) under a key prefix of the
+    test's own; afterwards closes each and removes the prefix's keys."""
+    prefix = f"ridesync-test:{RUN}:{uuid.uuid4().hex[:8]}:"
+    made = []
+    yield lambda: made.append(make(REDIS_URL, prefix)) or made[-1]
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
+    for key in client.scan_iter(match=f"{prefix}*"):
+        client.delete(key)
+    client.close()
+    for store in made:
+        store.close()

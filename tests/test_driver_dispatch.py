@@ -1,10 +1,8 @@
 """Dispatch and the driver pool: who is asked to take a trip. One suite for
 both pools, in the process and in Redis (a real server, `make test` starts it)."""
 import threading
-import uuid
 
 import pytest
-import redis
 
 from ridesync import contract
 from ridesync.contract import MalformedMessage
@@ -13,7 +11,7 @@ from ridesync.driver.dispatch import Dispatcher, trip_to_dispatch
 from ridesync.driver.pool import DriverNotFound, DriverPool
 from ridesync.driver.redis_pool import RedisDriverPool
 from ridesync.ride.model import Coordinate, InvalidArgument
-from tests.databases import REDIS_URL, RUN
+from tests.databases import in_redis
 from tests.service_support import PICKUP, trip_json
 
 
@@ -24,15 +22,7 @@ def make_pool(request):
     if request.param == "in process":
         yield DriverPool
         return
-    prefix = f"ridesync-test:{RUN}:{uuid.uuid4().hex[:8]}:"
-    pools = []
-    yield lambda: pools.append(RedisDriverPool(REDIS_URL, prefix)) or pools[-1]
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
-    for key in client.scan_iter(match=f"{prefix}*"):
-        client.delete(key)
-    client.close()
-    for pool in pools:
-        pool.close()
+    yield from in_redis(RedisDriverPool)
 
 
 def pool_with(make_pool, *drivers):

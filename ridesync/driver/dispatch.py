@@ -90,14 +90,15 @@ class Dispatcher:
         """driver_availability: a driver is on a trip from its
         driver_assigned until its completed or cancelled (each comes once
         for the rider and once for the driver: the second changes nothing);
-        a withdrawn offer frees the driver it was made to."""
+        a withdrawn offer frees the driver it was made to. The steps
+        between (arrived, started) change nothing here."""
         if routing_key == contract.DRIVER_TRIP_WITHDRAWN:
             self._pool.let_go(owner_id, field(data, "tripID"))
         elif routing_key == contract.TRIP_DRIVER_ASSIGNED:
             trip_id, driver_id = field(data, "id"), field(data, "driver.id")
             for other in self._pool.assign(driver_id, trip_id):
                 self._withdraw(other, trip_id, "taken")
-        else:
+        elif routing_key in (contract.TRIP_COMPLETED, contract.TRIP_CANCELLED):
             driver = data.get("driver")
             self._pool.release(driver.get("id") if isinstance(driver, dict) else None, field(data, "id"))
 

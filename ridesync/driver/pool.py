@@ -175,6 +175,11 @@ class DriverPool:
             self._drivers[driver_id] = moved
             return moved
 
+    def on_trip(self, driver_id):
+        """The id of the trip the driver is on, or None."""
+        with self._lock:
+            return self._on_trip.get(driver_id)
+
     def registered(self, driver_ids):
         """Those of driver_ids who are registered."""
         with self._lock:

@@ -160,10 +160,15 @@ return package
 """
 
 
+def connect(url):
+    """A client of the Redis at url, every command bounded by SOCKET_TIMEOUT."""
+    return redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT,
+                                decode_responses=True, health_check_interval=30, retry=_restart_retry())
+
+
 class RedisDriverPool:
     def __init__(self, url, prefix="ridesync:"):
-        self._redis = redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT,
-                                           decode_responses=True, health_check_interval=30, retry=_restart_retry())
+        self._redis = connect(url)
         self._p = prefix
         self._register = self._redis.register_script(REGISTER)
         self._unregister = self._redis.register_script(UNREGISTER)
@@ -235,6 +240,9 @@ class RedisDriverPool:
         if self._move(keys=[key], args=[self._p, _driver_json(moved), location.longitude, location.latitude]) is None:
             raise DriverNotFound(f"driver {driver_id!r} is not registered")
         return moved
+
+    def on_trip(self, driver_id):
+        return self._redis.get(f"{self._p}busy:{driver_id}")
 
     def registered(self, driver_ids):
         driver_ids = list(driver_ids)

@@ -9,11 +9,14 @@ from google.protobuf import json_format
 
 from ridesync import contract, grpc_server, grpc_telemetry, identity, logs, shutdown, telemetry
 from ridesync.driver.dispatch import Dispatcher
+from ridesync.driver.locations import Locations, TripsUnderWay
 from ridesync.driver.pool import DriverNotFound, DriverPool, new_driver
+from ridesync.driver.redis_locations import RedisTripsUnderWay
 from ridesync.driver.redis_pool import UNREACHABLE, RedisDriverPool
 from ridesync.pb import driver_pb2, driver_pb2_grpc, trip_pb2, trip_pb2_grpc
 from ridesync.ride import lifecycle
 from ridesync.rabbit import Publisher, WorkQueueConsumer
+from ridesync.trip.planner import RoutePlanner
 from ridesync.ride.model import Coordinate, InvalidArgument
 from ridesync.settings import process_settings
 
@@ -27,11 +30,12 @@ ERROR_CODES = {
 
 
 class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
-    def __init__(self, pool, dispatcher, trips):
-        """trips: a TripsOfDrivers."""
+    def __init__(self, pool, dispatcher, trips, locations):
+        """trips: a TripsOfDrivers; locations: a locations.Locations."""
         self._pool = pool
         self._dispatcher = dispatcher
         self._trips = trips
+        self._locations = locations
 
     def RegisterDriver(self, request, context):
         """A driver on a trip is busy with it, however they come: a new
@@ -39,7 +43,10 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
         process (its pool in memory) forgot."""
         with grpc_server.status_codes(context, ERROR_CODES):
             new_driver(request.driverID, request.packageSlug)  # a bad request is refused before TripService is asked
-            trip_id = self._trips.trip_of(request.driverID)
+            trip = self._trips.trip_of(request.driverID)
+            trip_id = trip["id"] if trip else None
+            if trip:
+                self._locations.follow(trip)  # a restarted DriverService (its pool in memory) learns it again
             driver = self._pool.register(request.driverID, request.packageSlug, request.session, trip_id)
             log.info("driver %s registered for %s as %s (%s)%s", driver.id, driver.package_slug, driver.name,
                      driver.car_plate, f", on trip {trip_id}" if trip_id else "")
@@ -64,7 +71,18 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
             location = Coordinate.checked("location", request.location.latitude, request.location.longitude)
             driver = self._pool.move(request.driverID, location)
             log.debug("driver %s is at %s", driver.id, driver.geohash)
+            trip_id = self._pool.on_trip(driver.id)
+            if trip_id is not None:
+                self._locations.fix(trip_id, location)
             return driver_pb2.UpdateLocationResponse(driver=_message(driver))
+
+    def TripLocation(self, request, context):
+        with grpc_server.status_codes(context, ERROR_CODES):
+            frame = self._locations.last(request.tripID)
+            if frame is None:
+                return driver_pb2.TripLocationResponse()
+            return driver_pb2.TripLocationResponse(
+                location=json_format.ParseDict(frame, driver_pb2.DriverLocation()))
 
     def Unregistered(self, request, context):
         with grpc_server.status_codes(context, ERROR_CODES):
@@ -83,7 +101,7 @@ class TripsOfDrivers:
         self._trips = trip_pb2_grpc.TripServiceStub(channel)
 
     def trip_of(self, driver_id):
-        """The trip's id, or None; None too when TripService does not answer
+        """The trip (JSON), or None; None too when TripService does not answer
         in time: the driver registers then, free (one line logged), rather
         than being kept off the road by a TripService outage."""
         try:
@@ -94,7 +112,9 @@ class TripsOfDrivers:
             log.warning("driver %s: their trip could not be checked, so they register as free: TripService %s %s",
                         driver_id, exc.code().name, exc.details())
             return None
-        return trip.id if trip.status in lifecycle.ON_TRIP and trip.driver.id == driver_id else None
+        if trip.status not in lifecycle.ON_TRIP or trip.driver.id != driver_id:
+            return None
+        return json_format.MessageToDict(trip, preserving_proto_field_name=True)
 
 
 def main():
@@ -106,25 +126,46 @@ def main():
     pool = RedisDriverPool(settings.redis_url, settings.redis_key_prefix) if settings.redis_url else DriverPool()
     publisher = Publisher(settings.amqp_url, "driver-service")
     dispatcher = Dispatcher(pool, publisher, settings.offer_timeout)
+    trips = RedisTripsUnderWay(settings.redis_url, settings.redis_key_prefix) if settings.redis_url else TripsUnderWay()
+    locations = Locations(trips, RoutePlanner.from_settings(settings), publisher, settings.location_push_interval,
+                          settings.eta_refresh, hold=_push_hold(settings))
     server = grpc_server.start(
         settings.driver_listen_addr,
         lambda s: driver_pb2_grpc.add_DriverServiceServicer_to_server(
-            DriverServicer(pool, dispatcher, TripsOfDrivers(grpc_telemetry.channel(settings.trip_service_addr))), s),
+            DriverServicer(pool, dispatcher, TripsOfDrivers(grpc_telemetry.channel(settings.trip_service_addr)),
+                           locations), s),
         ["driver.DriverService"],
     )
     handled = pool if settings.redis_url else None  # None: each consumer remembers what it handled itself
     intakes = [
         WorkQueueConsumer(settings.amqp_url, contract.FIND_AVAILABLE_DRIVERS, dispatcher.handle, "driver-dispatch",
                           handled=handled),
-        WorkQueueConsumer(settings.amqp_url, contract.DRIVER_AVAILABILITY, dispatcher.handle_availability,
+        WorkQueueConsumer(settings.amqp_url, contract.DRIVER_AVAILABILITY, availability(dispatcher, locations),
                           "driver-availability", handled=handled),
         Ticker("offer-clock", dispatcher.expire_offers),
+        locations,
     ]
     for intake in intakes:
         intake.start()
     log.info("DriverService listening on %s (driver pool %s)", server.address,
              "in Redis" if settings.redis_url else "in this process")
     shutdown.serve_until_signal("DriverService", server, intakes, [publisher])
+
+
+def _push_hold(settings):
+    """Longer than a location push can take: OSRM's answer, then a publish
+    (two connects of AMQP_CONNECT_TIMEOUT at most, a blocked connection as long)."""
+    return settings.osrm_timeout + 3 * settings.amqp_connect_timeout
+
+
+def availability(dispatcher, locations):
+    """driver_availability's handler: who is busy (dispatch), and where each
+    trip's car is heading (locations)."""
+    def handle(routing_key, owner_id, data):
+        dispatcher.handle_availability(routing_key, owner_id, data)
+        if routing_key != contract.DRIVER_TRIP_WITHDRAWN:
+            locations.follow(data)
+    return handle
 
 
 class Ticker:

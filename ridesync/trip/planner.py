@@ -7,6 +7,7 @@ import threading
 from circuitbreaker import CircuitBreaker
 
 from ridesync import metrics
+from ridesync.trip.osrm import OsrmClient
 from ridesync.trip.routing import CallerGone, NoRoute, RouteUnavailable, estimate_route
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,16 @@ class RoutePlanner:
         metrics.breaker_state(self._reported_state)
         if not enabled:
             log.warning("OSRM is switched off (OSRM_ENABLED=false): every route is an estimate")
+
+    @classmethod
+    def from_settings(cls, settings):
+        """OSRM at OSRM_URL with its timeout and breaker, as the settings say."""
+        return cls(
+            OsrmClient(settings.osrm_url, settings.osrm_timeout).fetch_route,
+            enabled=settings.osrm_enabled,
+            failure_threshold=settings.osrm_breaker_failures,
+            recovery_timeout=settings.osrm_breaker_reset,
+        )
 
     @property
     def breaker_state(self):

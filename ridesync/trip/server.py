@@ -15,7 +15,6 @@ from ridesync.ride.model import Coordinate, InvalidArgument
 from ridesync.settings import process_settings
 from ridesync.trip.awaited_offers import AwaitedOffers
 from ridesync.trip.intake import Intake
-from ridesync.trip.osrm import OsrmClient
 from ridesync.trip.planner import RoutePlanner
 from ridesync.trip.service import TripService
 from ridesync.trip.sql_store import SqlTripStore
@@ -121,14 +120,8 @@ def build(settings):
     publisher = PublisherPool(settings.amqp_url, "trip-service", settings.trip_publishers)
     database = Database(settings.database_url)
     outbox = Outbox(database, publisher, "trip", hold=settings.outbox_hold)
-    planner = RoutePlanner(
-        OsrmClient(settings.osrm_url, settings.osrm_timeout).fetch_route,
-        enabled=settings.osrm_enabled,
-        failure_threshold=settings.osrm_breaker_failures,
-        recovery_timeout=settings.osrm_breaker_reset,
-    )
     offers = AwaitedOffers(database)
-    trips = TripService(planner, SqlTripStore(database), outbox, fare_ttl=settings.fare_ttl,
+    trips = TripService(RoutePlanner.from_settings(settings), SqlTripStore(database), outbox, fare_ttl=settings.fare_ttl,
                         max_trip_km=settings.max_trip_km, transaction=database.transaction, offers=offers)
     return trips, database, outbox, offers, publisher
 
