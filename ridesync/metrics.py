@@ -21,6 +21,9 @@ EVENTS_DELIVERED = Counter("ridesync_gateway_events_delivered_total", "Events wr
 FRAMES_REJECTED = Counter(
     "ridesync_gateway_frames_rejected_total", "Frames from phones answered with an error, by reason", ["reason"]
 )
+LOCATIONS_DROPPED = Counter(
+    "ridesync_gateway_locations_dropped_total", "Drivers' driver.cmd.location frames dropped, over LOCATION_MAX_RATE"
+)
 HTTP_LATENCY = Histogram(
     "ridesync_gateway_http_request_duration_seconds", "HTTP requests to the gateway, by endpoint",
     ["method", "endpoint", "status"],

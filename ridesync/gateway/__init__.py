@@ -7,6 +7,7 @@ from ridesync.gateway.frames import V2_SUBPROTOCOL
 from ridesync.gateway.health import BrokerProbe
 from ridesync.gateway.identity import operator_networks, verifier_for
 from ridesync.gateway.limits import TokenBuckets
+from ridesync.gateway.locations import LocationRate
 from ridesync.gateway.upstream import Upstream
 from ridesync.gateway.worker import Worker
 from ridesync.settings import process_settings
@@ -29,6 +30,7 @@ def create_app(settings=None):
     }
     app.extensions["ridesync.verifier"] = verifier_for(settings)  # refuses to start without a key in token mode
     app.extensions["ridesync.previews"] = TokenBuckets(settings.preview_rate, settings.preview_burst)
+    app.extensions["ridesync.location_rate"] = LocationRate(settings.location_max_rate)
     app.extensions["ridesync.upstream"] = Upstream(settings)
     app.extensions["ridesync.broker_probe"] = BrokerProbe(settings.amqp_url)
     app.extensions["ridesync.operators"] = operator_networks(settings)

@@ -22,6 +22,7 @@ from ridesync.gateway.errors import ApiError, invalid
 from ridesync.gateway.frames import (DRIVER_FRAME_TYPES, DRIVER_STEPS, RIDER_FRAME_TYPES, TRIP_STATE, BadFrame,
                                      is_v2, read_frame, sendable)
 from ridesync.gateway.identity import acting_user, operators_only, origin_allowed
+from ridesync.gateway.locations import with_driver_location
 from ridesync.gateway.phones import Phone
 from ridesync.gateway.trips import to_json
 from ridesync.gateway.upstream import CALL_DEADLINE
@@ -221,7 +222,8 @@ def _handle_rider_frame(line, raw):
 def _handle_driver_frame(line, raw):
     kind, data = read_frame(raw, DRIVER_FRAME_TYPES)
     if kind == contract.DRIVER_LOCATION:
-        _move(line, kind, data)
+        if current_app.extensions["ridesync.location_rate"].allowed(line.user_id):
+            _move(line, kind, data)
     elif kind in DRIVER_STEPS:
         _step(line, kind, data)
     else:
@@ -345,7 +347,7 @@ def _current_trip(user_id):
     except grpc.RpcError as exc:
         log.error("%s's trip not read: %s %s", user_id, exc.code().name, exc.details())
         raise ApiError(503, "unavailable", "the trip service is unavailable; reconnect shortly") from None
-    return to_json(answer.trip) if answer.HasField("trip") else None
+    return with_driver_location(to_json(answer.trip), _upstream()) if answer.HasField("trip") else None
 
 
 def _unregister(driver, session, upstream=None):

@@ -18,6 +18,7 @@ import logging
 from collections import namedtuple
 
 from ridesync.contract import ROLE_HEADER
+from ridesync.ride.tracking import without_locations
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +170,9 @@ class Mailroom:
     @staticmethod
     def _hand_owed(line, inbox, unwritten, cut):
         """The open session starts: first what the cut one did not write,
-        then what was kept after that cut, then what comes."""
-        inbox.release(unwritten + [notice for notice in line.owed if notice.offset > cut])
+        then what was kept after that cut (but no driver's location: the
+        last one is in its `trip.state`), then what comes."""
+        inbox.release(without_locations(unwritten + [notice for notice in line.owed if notice.offset > cut]))
         line.owed = []
 
 

@@ -8,6 +8,7 @@ from google.protobuf import json_format
 from ridesync.gateway import body
 from ridesync.gateway.errors import ApiError, invalid
 from ridesync.gateway.identity import acting_user
+from ridesync.gateway.locations import with_driver_location
 from ridesync.gateway.rider_gone import cancel_if_rider_leaves
 from ridesync.gateway.upstream import CALL_DEADLINE
 from ridesync.pb import trip_pb2
@@ -70,7 +71,7 @@ def current():
     response = _upstream().trips.CurrentTrip(trip_pb2.CurrentTripRequest(userID=user_id), timeout=CALL_DEADLINE)
     if not response.HasField("trip"):
         raise ApiError(404, "not_found", f"{user_id} has no active trip")
-    return jsonify(data=to_json(response.trip))
+    return jsonify(data=with_driver_location(to_json(response.trip), _upstream()))
 
 
 @bp.get("/trip/<trip_id>")
@@ -81,7 +82,7 @@ def read(trip_id):
                                 userID=acting_user(request.args.get("userID"), None)),
         timeout=CALL_DEADLINE,
     )
-    return jsonify(data=to_json(response.trip))
+    return jsonify(data=with_driver_location(to_json(response.trip), _upstream()))
 
 
 def _within_rate(user_id):
