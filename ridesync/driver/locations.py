@@ -85,7 +85,7 @@ class Locations:
             return
         basis = self._basis(trip, fix, now)
         frame = tracking.location_frame(trip, fix, basis)
-        self._publisher.publish(contract.TRIP_DRIVER_LOCATION, trip.rider_id, frame)
+        self._publisher.publish(contract.TRIP_DRIVER_LOCATION, trip.rider_id, frame, contract.for_role("rider"))
         self._trips.record_push(trip_id, fix.at, frame)
         log.debug("driver %s's location sent to rider %s of trip %s", trip.driver_id, trip.rider_id, trip_id)
 
