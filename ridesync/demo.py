@@ -6,7 +6,9 @@ there (the demo mints its phones' tokens), printing each step:
 
 Both phones speak the v2 dialect (Sec-WebSocket-Protocol: ridesync.v2). The
 driver must be the one dispatch asks: on `make run` with no other driver of
-the package online, it is."""
+the package online, it is. The driver's phone drives the car from where
+it registered to the pickup, then along the trip's route, and the rider's
+phone prints where it sees the car and how far it is."""
 import argparse
 import json
 import sys
@@ -19,6 +21,8 @@ from ridesync import tokens
 from ridesync.settings import process_settings
 
 TIMEOUT = 15.0  # seconds for any one answer or frame
+LEG_STEPS = 4  # fixes the car sends on the way to the pickup, and on the way to the destination
+SEEN_WITHIN = 3.0  # seconds the rider waits to see the car move before its driver sends the fix again
 PICKUP = {"latitude": 37.7749, "longitude": -122.4194}
 DESTINATION = {"latitude": 37.7897, "longitude": -122.3972}
 
@@ -43,7 +47,7 @@ class Phone:
         print(f"{self.who:>6} -> {kind} {summary(data)}")
         self.ws.send(json.dumps({"type": kind, "data": data}))
 
-    def expect(self, kind):
+    def expect(self, kind, timeout=TIMEOUT):
         """The data of the next frame of this type. Frames of other types are
         kept for later: two services' events may cross (a payment session
         before the driver assigned)."""
@@ -51,11 +55,12 @@ class Phone:
             if frame["type"] == kind:
                 self.early.remove(frame)
                 return frame["data"]
+        self.ws.settimeout(timeout)
         while True:
             try:
                 frame = json.loads(self.ws.recv())
             except websocket.WebSocketTimeoutException:
-                raise DemoFailed(f"{self.who}: no {kind} within {TIMEOUT:.0f}s") from None
+                raise DemoFailed(f"{self.who}: no {kind} within {timeout:.0f}s") from None
             print(f"{self.who:>6} <- {frame['type']} {summary(frame['data'])}")
             if frame["type"] == "error":
                 raise DemoFailed(f"{self.who} was refused: {frame['data']['message']}")
@@ -71,6 +76,14 @@ def summary(data):
     """What a person wants to see of a frame's data."""
     if not isinstance(data, dict):
         return json.dumps(data)
+    if "etaSeconds" in data:
+        where, heading = data["location"], data["heading"]
+        return (f"the car at {where['latitude']:.5f},{where['longitude']:.5f}"
+                + (f" heading {heading:.0f}°" if heading is not None else "")
+                + f": {data['distanceMeters'] / 1000:.1f} km, {data['etaSeconds'] / 60:.0f} min away"
+                + (" (estimated)" if data.get("estimated") else ""))
+    if "location" in data:
+        return f"at {data['location']['latitude']:.5f},{data['location']['longitude']:.5f}"
     if "status" in data:
         driver = data.get("driver", {}).get("name")
         return f"trip {data['id'][:8]}: {data['status']}" + (f", driver {driver}" if driver else "")
@@ -114,8 +127,12 @@ def ride(base, package):
         driver.expect("trip.event.driver_assigned")
         rider.expect("trip.event.driver_assigned")
         rider.expect("payment.event.session_created")
-        for step, event in (("arrived", "trip.event.driver_arrived"), ("started", "trip.event.started"),
-                            ("completed", "trip.event.completed")):
+        route = trip["route"]["geometry"][0]["coordinates"]
+        for step, event, leg in (("arrived", "trip.event.driver_arrived", line(registered["location"], route[0])),
+                                 ("started", "trip.event.started", ()),
+                                 ("completed", "trip.event.completed", along(route))):
+            for where in leg:
+                drive(driver, rider, where)
             driver.send(f"driver.cmd.trip_{step}", {"tripID": trip["id"]})
             driver.expect(event)
             rider.expect(event)
@@ -126,6 +143,31 @@ def ride(base, package):
     finally:
         rider.close()
         driver.close()
+
+
+def drive(driver, rider, where):
+    """The car at where; sent again until the rider sees it move (the first
+    fix may reach DriverService before it has heard the trip was taken)."""
+    for _ in range(3):
+        driver.send("driver.cmd.location", {"location": where})
+        try:
+            return rider.expect("trip.event.driver_location", SEEN_WITHIN)
+        except DemoFailed:
+            continue
+    raise DemoFailed(f"the rider never saw the car at {where}")
+
+
+def line(start, end):
+    """LEG_STEPS points from start to end, in a straight line, end last."""
+    return [{"latitude": start["latitude"] + (end["latitude"] - start["latitude"]) * i / LEG_STEPS,
+             "longitude": start["longitude"] + (end["longitude"] - start["longitude"]) * i / LEG_STEPS}
+            for i in range(1, LEG_STEPS + 1)]
+
+
+def along(path):
+    """Up to LEG_STEPS points of a route's path after its start, evenly picked, its end last."""
+    return [path[i] for i in sorted({round(step * (len(path) - 1) / LEG_STEPS) for step in range(1, LEG_STEPS + 1)})
+            if i > 0]
 
 
 def main(argv=None):

@@ -14,6 +14,7 @@ def test_the_demo_rides_from_preview_to_completed(ride):
     done = subprocess.run([sys.executable, "-m", "ridesync.demo", "--url", ride.url, "--package", "van"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    for seen in ("driver <- driver.cmd.trip_request", "rider <- trip.event.driver_arrived",
+    for seen in ("driver <- driver.cmd.trip_request", "rider <- trip.event.driver_location the car at",
+                 "rider <- trip.event.driver_arrived",
                  "rider <- trip.event.completed", ": completed, payment session cs_local_"):
         assert seen in done.stdout, done.stdout

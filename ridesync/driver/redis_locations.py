@@ -83,7 +83,7 @@ class RedisTripsUnderWay:
         return self._read("fix", trip_id, Fix.from_json)
 
     def record_fix(self, trip_id, fix):
-        if self._redis.hexists(f"{self._p}live:{trip_id}", "trip"):
+        if self._redis.hget(f"{self._p}live:{trip_id}", "trip"):  # followed, and not ended
             self._write("fix", trip_id, fix.to_json())
 
     def basis(self, trip_id):

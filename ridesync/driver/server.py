@@ -46,11 +46,20 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
             trip = self._trips.trip_of(request.driverID)
             trip_id = trip["id"] if trip else None
             if trip:
-                self._locations.follow(trip)  # a restarted DriverService (its pool in memory) learns it again
+                self._follow(trip)
             driver = self._pool.register(request.driverID, request.packageSlug, request.session, trip_id)
             log.info("driver %s registered for %s as %s (%s)%s", driver.id, driver.package_slug, driver.name,
                      driver.car_plate, f", on trip {trip_id}" if trip_id else "")
             return driver_pb2.RegisterDriverResponse(driver=_message(driver))
+
+    def _follow(self, trip):
+        """A restarted DriverService (its pool in memory) learns again where
+        the car of a trip under way is heading; a trip it cannot read
+        leaves the registration alone."""
+        try:
+            self._locations.follow(trip)
+        except contract.MalformedMessage as exc:
+            log.warning("trip %s: its driver's locations are not followed: %s", trip.get("id"), exc)
 
     def UnregisterDriver(self, request, context):
         with grpc_server.status_codes(context, ERROR_CODES):

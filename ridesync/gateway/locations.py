@@ -10,11 +10,11 @@ from google.protobuf import json_format
 
 from ridesync import metrics
 from ridesync.gateway.limits import TokenBuckets
-from ridesync.gateway.upstream import CALL_DEADLINE
 from ridesync.pb import driver_pb2
 from ridesync.ride.tracking import TRACKED
 
 log = logging.getLogger(__name__)
+LOCATION_DEADLINE = 1.0  # seconds: a Trip is shown without the car rather than a phone kept waiting
 DROPPING_REMEMBERED = 10_000  # drivers over the rate remembered, for one log line per driver while they stay over
 
 
@@ -51,7 +51,7 @@ def with_driver_location(trip, upstream):
         return trip
     try:
         answer = upstream.drivers.TripLocation(driver_pb2.TripLocationRequest(tripID=trip["id"]),
-                                               timeout=CALL_DEADLINE)
+                                               timeout=LOCATION_DEADLINE)
     except grpc.RpcError as exc:
         log.warning("trip %s shown without its driver's location: DriverService %s %s",
                     trip["id"], exc.code().name, exc.details())
