@@ -7,6 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ridesync import contract
 from tests.ride import DESTINATION, PICKUP, answer, new_id, ride  # noqa: F401
+from tests.service_support import purge_queues
 from tests.support import wait_until
 
 pytestmark = pytest.mark.ride_env(OFFER_TIMEOUT="60")
@@ -158,3 +159,12 @@ def test_a_driver_sending_too_many_locations_is_dropped_and_counted_never_answer
     assert driver.poll("error", timeout=1) is None
     step(ride, driver, rider, trip, contract.DRIVER_TRIP_ARRIVED, contract.TRIP_DRIVER_ARRIVED)  # the socket still works
     assert "sends locations faster than 5 a second" in ride.gateway_log()
+
+
+def test_a_driver_service_killed_mid_ride_learns_the_trip_again_when_the_driver_registers(ride):
+    rider, driver, trip = on_a_trip(ride)
+    # Its pool and trips were in its memory; what it had in hand of the trip's events is gone too.
+    ride.restart("driver", kill=True, meanwhile=lambda: purge_queues(contract.DRIVER_AVAILABILITY))
+    followed(ride, trip, "accepted")  # the gateway registers the driver again; TripService names their trip
+    drive(driver, north(700))
+    assert rider.next(LOCATION, timeout=20)["data"]["location"] == north(700)
