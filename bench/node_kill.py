@@ -306,6 +306,7 @@ def run(rides=6, riders=100, rate=100.0, before=10.0, after=20.0):
         records = final_records(gateway.base, ledger)
         running = cluster.running_nodes(via=survivor)
         leaders = survivor.ctl("list_queues", "--no-table-headers", "name", "type", "leader", "members")
+        print(f"  what the processes' logs say of the kill: {failovers(bench)}")
         if not report(ledger, confirmed, records, running, leaders, victim, killed_at):
             raise SystemExit("node kill: something acknowledged was lost (the logs stay, see above)")
 
@@ -321,6 +322,19 @@ def received(bench, fleet, publisher):
     fleet.command(f"dump {out}")
     with open(out) as f:
         return check(publisher, json.load(f))
+
+
+def failovers(bench):
+    """By process: broker connections lost (and made again on another node), publishes given up for want of a confirm."""
+    seen = {}
+    for name in sorted(os.listdir(bench.tmp)):
+        if name.endswith(".log"):
+            with open(os.path.join(bench.tmp, name), errors="replace") as f:
+                text = f.read()
+            lost = sum(text.count(words) for words in ("lost the broker", "lost its connection", "feed channel closed"))
+            if lost:
+                seen[name[:-4]] = f"{lost} connections lost, {text.count('ConfirmTimeout')} lines of a confirm given up"
+    return seen
 
 
 def final_records(base, ledger):
