@@ -158,19 +158,29 @@ class Ledger:
             self.riders[trip_id] = rider_id
 
 
-def http(method, url, attempts, ledger, what, **body):
-    """The JSON answer's data; retried (and counted) while the answer is a 5xx or the call fails."""
-    for _ in range(attempts):
+class Refused(Exception):
+    """A 4xx answer; after_retry: to a call made again after a 5xx or a failure."""
+
+    def __init__(self, answer, after_retry):
+        super().__init__(answer)
+        self.after_retry = after_retry
+
+
+def http(method, url, ledger, what, **body):
+    """The JSON answer's data; retried (and counted) while the answer is a
+    5xx or the call fails; Refused for a 4xx."""
+    for attempt in range(20):
         try:
             answer = requests.request(method, url, data=json.dumps(body) if body else None, timeout=TIMEOUT)
-            if answer.status_code < 500:
-                answer.raise_for_status()
+            if answer.status_code < 400:
                 return answer.json()["data"]
-        except requests.ConnectionError:
+            if answer.status_code < 500:
+                raise Refused(f"{answer.status_code} {answer.text.strip()}", after_retry=attempt > 0)
+        except (requests.ConnectionError, requests.Timeout):
             pass
         ledger.retries[what] += 1
         time.sleep(0.5)
-    raise RuntimeError(f"{method} {url} failed {attempts} times")
+    raise RuntimeError(f"{method} {url} failed 20 times")
 
 
 def rider_loop(base, n, ledger, stop, started):
@@ -183,14 +193,30 @@ def rider_loop(base, n, ledger, stop, started):
         ledger.phones.append(phone)
         try:
             phone.next()  # trip.state
-            preview = http("POST", f"{base}/trip/preview", 20, ledger, "preview", userID=rider_id, pickup=PICKUP,
-                           destination=DESTINATION)
-            fare = next(f for f in preview["rideFares"] if f["packageSlug"] == "sedan")
-            trip = http("POST", f"{base}/trip/start", 20, ledger, "start", userID=rider_id, rideFareID=fare["id"])["trip"]
-            ledger.acknowledge(trip["id"], "pending", rider_id)
-            follow(phone, trip["id"], ledger)
+            follow(phone, start(base, rider_id, ledger), ledger)
+        except Exception as exc:  # counted as a failed ride; the next rider goes on
+            ledger.rides[f"failed: {exc!r:.200}"] += 1
         finally:
             phone.close()
+
+
+def start(base, rider_id, ledger):
+    """The id of the rider's new trip. A start whose answer was a 5xx may
+    still have been made (the gateway's deadline passed while TripService
+    waited on the broker): its retry is refused, and the rider reads the trip
+    from GET /trip/current, as a phone would."""
+    preview = http("POST", f"{base}/trip/preview", ledger, "preview", userID=rider_id, pickup=PICKUP,
+                   destination=DESTINATION)
+    fare = next(f for f in preview["rideFares"] if f["packageSlug"] == "sedan")
+    try:
+        trip = http("POST", f"{base}/trip/start", ledger, "start", userID=rider_id, rideFareID=fare["id"])["trip"]
+    except Refused as refused:
+        if not refused.after_retry:
+            raise
+        ledger.rides["started, the answer lost: read from GET /trip/current"] += 1
+        return http("GET", f"{base}/trip/current?userID={rider_id}", ledger, "current")["id"]
+    ledger.acknowledge(trip["id"], "pending", rider_id)
+    return trip["id"]
 
 
 def follow(phone, trip_id, ledger):
@@ -219,6 +245,8 @@ def driver_loop(base, n, ledger, stop, started):
                 continue
             if frame["type"] == "driver.cmd.trip_request":
                 drive(phone, frame["data"], registered, ledger)
+    except Exception as exc:  # counted; this driver goes offline
+        ledger.rides[f"driver failed: {exc!r:.200}"] += 1
     finally:
         phone.close()
 
@@ -257,10 +285,10 @@ def feed_leader(cluster):
 
 def start_ridesync(bench):
     """Every process of RideSync on the bench's broker: the gateway."""
-    _, driver_addr = bench.service("ridesync.driver", "driver", DRIVER_SERVICE_ADDR="{address}", LOG_LEVEL="INFO")
     _, trip_addr = bench.service("ridesync.trip", "trip", TRIP_SERVICE_ADDR="{address}", OSRM_ENABLED="false",
-                                 DATABASE_URL=f"sqlite:///{bench.tmp}/trips.db", DRIVER_SERVICE_ADDR=driver_addr,
-                                 LOG_LEVEL="INFO")
+                                 DATABASE_URL=f"sqlite:///{bench.tmp}/trips.db", LOG_LEVEL="INFO")
+    _, driver_addr = bench.service("ridesync.driver", "driver", DRIVER_SERVICE_ADDR="{address}",
+                                   TRIP_SERVICE_ADDR=trip_addr, LOG_LEVEL="INFO")
     bench.python("ridesync.payment", name="payment")
     return bench.gunicorn("app:app", workers=2, TRIP_SERVICE_ADDR=trip_addr, DRIVER_SERVICE_ADDR=driver_addr,
                           OFFER_TIMEOUT="60", PREVIEW_RATE="1000", PREVIEW_BURST="1000", LOG_LEVEL="INFO")
@@ -366,7 +394,7 @@ def report(ledger, confirmed, records, running, leaders, victim, killed_at):
           f"{confirmed['p50']:.0f} ms, p99 {confirmed['p99']:.0f} ms, max {confirmed['max']:.0f} ms")
     print(f"  queues after: " + "; ".join(" ".join(line.split("\t")[:3]) for line in leaders.splitlines()))
     print(f"  machine after: {load()}")
-    return not (ledger.lost or behind or confirmed["lost"])
+    return not (ledger.lost or behind or confirmed["lost"] or any("failed" in kind for kind in ledger.rides))
 
 
 def main():

@@ -163,7 +163,12 @@ class Publisher:
                 except UnroutableError as exc:
                     raise Unroutable(f"no queue takes {routing_key} for {owner_id}") from exc
                 except NackError as exc:
-                    raise PublishFailed(f"broker refused {routing_key}: {exc!r}") from exc
+                    # A channel may go on refusing what another takes (a cluster's stream leader died: bench.node_kill).
+                    self._drop()
+                    if attempt == 2:
+                        raise PublishFailed(f"broker refused {routing_key}: {exc!r}") from exc
+                    log.warning("publisher %s: the broker refused %s (%r); trying a new connection",
+                                self._name, routing_key, exc)
                 except (AMQPConnectionError, AMQPChannelError, OSError) as exc:
                     self._drop()
                     if attempt == 2:

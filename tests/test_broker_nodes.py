@@ -141,6 +141,22 @@ def test_a_publish_the_broker_never_confirms_is_given_up_and_made_on_another_nod
     assert [tap.next()[2]["data"]["tripID"] for _ in range(2)] == ["on-the-first", "on-the-second"]
 
 
+def test_a_publish_the_broker_refuses_is_tried_once_more_on_a_new_connection(nodes):
+    first, _ = nodes
+    refusing = new_id("test.refusing")  # a queue that takes nothing: every message to it is nacked
+    with pika.BlockingConnection(pika.URLParameters(AMQP_URL)) as connection:
+        channel = connection.channel()
+        channel.queue_declare(refusing, exclusive=True, arguments={"x-max-length": 0, "x-overflow": "reject-publish"})
+        channel.queue_bind(refusing, contract.TRIP_EXCHANGE, routing_key=refusing)
+        publisher = rabbit.Publisher(first.url, "test-nodes")
+        try:
+            with pytest.raises(rabbit.PublishFailed, match=f"broker refused {refusing}"):
+                publisher.publish(refusing, new_id("rider"), {})
+        finally:
+            publisher.close()
+    assert first.connections == 2
+
+
 @pytest.mark.ride_env(AMQP_URL=f"{FIRST.url},{SECOND.url}", OFFER_TIMEOUT="60")
 def test_a_ride_goes_on_when_the_node_every_process_was_on_dies(nodes, ride):  # noqa: F811
     first, second = nodes
