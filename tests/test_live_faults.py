@@ -1,7 +1,9 @@
-"""A socket whose `connected` marker the broker does not confirm within 5 s
-(the gateway's broker connection stalls: a SilentProxy between them) opens
+"""Sockets when what the gateway needs fails, through real sockets: a
+socket whose `connected` marker the broker does not confirm within 5 s (the
+gateway's broker connection stalls: a SilentProxy between them) opens
 anyway, and what lands in the feed for its user before that marker is
-delivered to it, not dropped."""
+delivered to it, not dropped; a driver's socket that DriverService cannot
+register is refused with 503 before the upgrade, and riders' sockets open."""
 from urllib.parse import urlsplit
 
 import pytest
@@ -10,7 +12,8 @@ from ridesync import contract
 from ridesync.rabbit import Publisher
 from tests.phone import Phone
 from tests.ride import new_id, ride  # noqa: F401 (ride is a fixture)
-from tests.support import AMQP_URL, SilentProxy, wait_until
+from tests.support import AMQP_URL, SilentProxy, bearer, closed_port_address, wait_until
+from tests.test_identity import ws_refusal
 
 
 @pytest.fixture
@@ -42,3 +45,13 @@ def test_a_socket_whose_marker_the_broker_does_not_confirm_opens_and_gets_what_l
         assert rider.next(contract.TRIP_CREATED, timeout=15)["data"]["id"] == "before-the-marker"
     finally:
         rider.close()
+
+
+def test_a_driver_whose_registration_fails_is_refused_with_503_before_the_upgrade(ride):
+    url = ride.another_gateway(workers=1, DRIVER_SERVICE_ADDR=closed_port_address())
+    driver_id = new_id("driver")
+    status, body, _headers = ws_refusal(url, f"/ws/drivers?userID={driver_id}&packageSlug=sedan",
+                                        bearer(driver_id, "driver"))
+    assert (status, body["error"]["code"]) == (503, "unavailable")
+    rider = ride.rider(url=url, v2=True)  # riders need no DriverService
+    assert rider.state is None
