@@ -75,8 +75,8 @@ class Bench:
         clients say who they are with ?userID= (AUTH_MODE=open)."""
         port = free_port()
         process = self.process(name, [sys.executable, "-m", "gunicorn", "-c", conf, "--bind", f"127.0.0.1:{port}", app],
-                               WEB_CONCURRENCY=str(workers), PORT=str(port), LOG_LEVEL="WARNING", AUTH_MODE="open",
-                               **env)
+                               **{"WEB_CONCURRENCY": str(workers), "PORT": str(port), "LOG_LEVEL": "WARNING",
+                                  "AUTH_MODE": "open", **env})
         server = Gunicorn(process, port)
         server.wait_ready(workers)
         return server
@@ -103,8 +103,8 @@ class Bench:
         its health check answers SERVING: (its Popen, its address). env names
         the address (e.g. TRIP_SERVICE_ADDR="{address}") and anything else."""
         address = f"127.0.0.1:{free_port()}"
-        process = self.process(name, [sys.executable, "-m", module], LOG_LEVEL="WARNING",
-                               **{k: v.format(address=address) for k, v in env.items()})
+        process = self.process(name, [sys.executable, "-m", module],
+                               **{"LOG_LEVEL": "WARNING", **{k: v.format(address=address) for k, v in env.items()}})
         wait_until(lambda: _serving(process, address), 30, f"{name} to serve at {address}")
         return process.proc, address
 
