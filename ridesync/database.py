@@ -13,6 +13,7 @@ import time
 from contextlib import contextmanager
 from select import POLLIN, poll
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event, insert, select, text
@@ -27,6 +28,8 @@ from ridesync.tables import handled_messages
 log = logging.getLogger(__name__)
 
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
+RESTARTING = ("Connection refused", "the database system is starting up", "the database system is shutting down")
+RESTART_RETRY_PAUSE = 0.05  # seconds between connection attempts while PostgreSQL restarts
 MIGRATION_LOCK = 0x7269646573796E63  # "ridesync": replicas starting at once migrate one at a time
 
 
@@ -76,7 +79,27 @@ def _postgresql_engine(url, options="", **pool):
                            connect_args={"connect_timeout": settings.database_connect_timeout,
                                          "options": f"-c statement_timeout={statement_timeout_ms} {options}".strip()})
     event.listen(engine, "checkout", _ended_by_server)
+    event.listen(engine, "do_connect", _connect_through_restart)
     return engine
+
+
+def _connect_through_restart(dialect, _record, cargs, cparams):
+    """A new connection, tried again while the server refuses it or is
+    starting (a restart), for DATABASE_CONNECT_TIMEOUT at most: a request
+    made during a restart waits for it rather than failing."""
+    deadline = time.monotonic() + process_settings().database_connect_timeout
+    while True:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except psycopg.OperationalError as exc:
+            if not _restarting(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(RESTART_RETRY_PAUSE)
+
+
+def _restarting(exc):
+    # libpq gives no SQLSTATE for a connection it could not open: its words are all there is.
+    return any(words in str(exc) for words in RESTARTING)
 
 
 def _ended_by_server(dbapi_connection, _record, _proxy):

@@ -46,8 +46,11 @@ class PrivatePostgres:
     def restart(self):
         """A fast shutdown (every backend told to end, as a deploy or a crash
         recovery does) and a start; returns once it takes connections."""
-        self._pg("pg_ctl", "-D", self._data, "-m", "fast", "-w", "-t", "30", "stop")
+        self.stop()
         self.start()
+
+    def stop(self):
+        self._pg("pg_ctl", "-D", self._data, "-m", "fast", "-w", "-t", "30", "stop")
 
     def backend_pids(self):
         with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:

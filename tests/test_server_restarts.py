@@ -81,6 +81,25 @@ def test_every_request_after_a_postgresql_restart_is_served(postgres):
         database.close()
 
 
+def test_a_request_made_while_postgresql_restarts_is_served_once_it_is_back(postgres):
+    database = Database(postgres.url)
+    try:
+        postgres.stop()
+        served = []
+
+        def a_read():
+            with database.at_once() as conn:
+                served.append(conn.execute(text("SELECT count(*) FROM handled_messages")).scalar())
+
+        request = threading.Thread(target=a_read)
+        request.start()
+        postgres.start()
+        request.join(15)
+        assert served == [0]
+    finally:
+        database.close()
+
+
 def test_every_call_after_a_redis_restart_is_served(private_redis):
     pool = RedisDriverPool(private_redis.url, prefix="restart:")
     try:
