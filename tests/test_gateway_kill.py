@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from ridesync import contract
 from tests.ride import answer, new_id, ride  # noqa: F401 (ride is a fixture)
-from tests.support import gunicorn_worker_pids, wait_until
+from tests.support import gunicorn_worker_pids
 
 def worker_holding(gateway, url, phone):
     """The pid of the gunicorn worker holding the server end of phone's socket."""
