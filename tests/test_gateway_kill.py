@@ -1,9 +1,12 @@
 """A gateway worker killed with SIGKILL (real gunicorn, 2 gevent workers),
 seen from the phone, through real sockets only: what its rider gets on
-reconnecting, on whichever worker, when the trip moved on meanwhile."""
+reconnecting, on whichever worker, when the trip moved on meanwhile, and
+what its driver gets when the request died with it."""
 import os
 import signal
 from urllib.parse import urlsplit
+
+import pytest
 
 from ridesync import contract
 from tests.ride import answer, new_id, ride  # noqa: F401 (ride is a fixture)
@@ -78,3 +81,19 @@ def test_a_rider_whose_trip_ended_while_their_worker_was_dead_is_told_no_trip_is
     assert ride.rider(rider_id, v2=True).state is None
     status, body = ride.get(f"/trip/{trip['id']}", rider_id)
     assert status == 200 and body["data"]["status"] == "completed"
+
+
+@pytest.mark.ride_env(OFFER_TIMEOUT="30")  # the offer stands while the driver reconnects
+def test_a_driver_whose_worker_was_killed_while_asked_gets_the_request_in_trip_state_and_can_take_it(ride):
+    rider_url = ride.another_gateway(workers=1)  # the rider out of the kill's way
+    rider_id = new_id("rider")
+    rider = ride.rider(rider_id, url=rider_url, v2=True)
+    driver = ride.driver("van", v2=True)
+    trip = ride.start_trip(rider_id, "van")
+    assert driver.next(contract.DRIVER_TRIP_REQUEST)["data"]["id"] == trip["id"]
+    killed_under(ride, driver)
+
+    again = ride.driver("van", user_id=driver.driver["id"], v2=True)
+    assert (again.state["id"], again.state["status"]) == (trip["id"], "pending")
+    answer(again, contract.DRIVER_TRIP_ACCEPT, again.state)
+    assert rider.next(contract.TRIP_DRIVER_ASSIGNED, timeout=15)["data"]["driver"]["id"] == driver.driver["id"]
