@@ -2,17 +2,21 @@
 instances of one gunicorn gevent worker each, on one broker; the holding
 worker holds the riders every event is for, the idle worker holds a few
 riders who get nothing. Prints each worker's CPU seconds per event of that
-traffic, and idle/holding (the goal: at most 5%). The holding worker's
-figure is the baseline, measured in the same run.
+traffic, and idle/holding (the goal: at most 5%); and the same net of what
+the idle worker burns at rest (its timers and pings, sampled for 5 s before
+the traffic), which it pays with or without the traffic. The holding
+worker's figure is the baseline, measured in the same run.
 
     python -m bench.idle_worker --riders 1000 --idle 10 --rate 1000 --seconds 10
 """
 import argparse
+import time
 
 from bench.fanout import gateway_phase, serving
-from bench.support import Bench, load, machine
+from bench.support import Bench, cpu_seconds, load, machine
 
 GOAL = 0.05
+REST = 5.0  # seconds the idle worker's CPU at rest is sampled for, before the traffic
 
 
 def run(riders=1000, idle=10, rate=1000, seconds=10):
@@ -30,17 +34,23 @@ def run(riders=1000, idle=10, rate=1000, seconds=10):
         serving(holding, riders, 1)
         serving(quiet, idle, 1)
         [holding_pid], [idle_pid] = holding.workers(), quiet.workers()
+        before = cpu_seconds(idle_pid)
+        time.sleep(REST)
+        at_rest = (cpu_seconds(idle_pid) - before) / REST  # its timers and pings: paid with or without traffic
         result = gateway_phase(bench, [busy, still], [f"busy-{n}" for n in range(riders)], rate, seconds,
                                workers=[holding_pid, idle_pid])
         idle_status = still.command("status")
 
     each = result["cpu"]["each"]
     ratio = each[idle_pid] / each[holding_pid]
+    idle_net = max(0.0, each[idle_pid] - 1000 * at_rest * result["cpu"]["seconds"] / result["published"])
     print()
     print(f"idle-worker results ({riders} riders with traffic, {idle} idle, {rate}/s for {seconds} s)")
     print(f"  CPU per event of the traffic: holding worker {each[holding_pid]:.3f} ms, idle worker "
           f"{each[idle_pid]:.3f} ms; idle/holding {100 * ratio:.1f}% (goal at most {100 * GOAL:.0f}%: "
           f"{'met' if ratio <= GOAL else 'MISSED'})")
+    print(f"  the idle worker at rest: {1000 * at_rest:.2f} ms of CPU a second; net of it, {idle_net:.3f} ms per event, "
+          f"{100 * idle_net / each[holding_pid]:.1f}% of the holding worker's")
     print(f"  broker {result['cpu']['broker']:.3f} ms per event ({result['cpu']['broker_net']:.3f} ms net of its "
           f"{result['cpu']['idle_broker_cores']:.2f} cores at rest); publish-to-socket p50 {result['p50']:.1f} ms, "
           f"p99 {result['p99']:.1f} ms at {result['rate']:.0f}/s")

@@ -326,11 +326,11 @@ class CpuMeter:
     def per_event_ms(self, events, ours=None):
         """{"broker", "broker_net", "ours", "each"}: milliseconds of CPU per
         event; ours: the CPU seconds our side used, when it counted them
-        itself; each: every process measured, by pid."""
+        itself; each: every process measured, by pid; seconds: the phase's."""
         ours = sum(self.used.values()) if ours is None else ours
         return {"broker": 1000 * self.broker / events, "broker_net": 1000 * self.broker_net / events,
                 "ours": 1000 * ours / events, "idle_broker_cores": self._idle_rate,
-                "each": {pid: 1000 * used / events for pid, used in self.used.items()}}
+                "each": {pid: 1000 * used / events for pid, used in self.used.items()}, "seconds": self.seconds}
 
     def _broker_rate_at_rest(self):
         before = cpu_seconds(self._broker)
