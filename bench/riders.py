@@ -21,8 +21,8 @@ from urllib.parse import urlsplit  # noqa: E402
 
 import gevent  # noqa: E402
 
-PICKUP = {"latitude": 37.77, "longitude": -122.41}
-DESTINATION = {"latitude": 37.79, "longitude": -122.39}
+from tests.support import DESTINATION_JSON, PICKUP_JSON  # noqa: E402
+
 CALL_TIMEOUT = 60.0  # seconds: a call this slow is a failure, not a sample
 PAUSE_AFTER_FAILURE = 0.1  # seconds, so that a failing gateway is not asked in a tight loop
 
@@ -46,7 +46,7 @@ class Loop:
                 gevent.sleep(PAUSE_AFTER_FAILURE)
 
     def _ride(self, conn, user):
-        preview = self._call(conn, "preview", {"userID": user, "pickup": PICKUP, "destination": DESTINATION})
+        preview = self._call(conn, "preview", {"userID": user, "pickup": PICKUP_JSON, "destination": DESTINATION_JSON})
         if preview is None:
             return
         fare = next(f for f in preview["data"]["rideFares"] if f["packageSlug"] == "sedan")

@@ -43,8 +43,8 @@ from ridesync.trip.service import TripService
 from ridesync.trip.sql_store import SqlTripStore
 from ridesync.trip.store import TripStore
 from tests.databases import POSTGRES_URL, REDIS_URL, create_database, drop_database
+from tests.support import DESTINATION, DESTINATION_JSON, PICKUP, PICKUP_JSON
 
-PICKUP, DESTINATION = Coordinate(37.77, -122.41), Coordinate(37.79, -122.39)
 
 
 def percentiles(samples):
@@ -144,8 +144,8 @@ def gateway_section(bench, calls, rounds, addresses, direct_sqlite):
                                      TRIP_SERVICE_ADDR=address, DRIVER_SERVICE_ADDR=address).base
                 for name, address in addresses.items()}
     http, body = requests.Session(), json.dumps({
-        "userID": "bench-rider", "pickup": {"latitude": PICKUP.latitude, "longitude": PICKUP.longitude},
-        "destination": {"latitude": DESTINATION.latitude, "longitude": DESTINATION.longitude}})
+        "userID": "bench-rider", "pickup": PICKUP_JSON,
+        "destination": DESTINATION_JSON})
 
     def call(url, data):
         answer = http.post(url, data=data, timeout=5)

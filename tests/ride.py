@@ -11,10 +11,9 @@ import requests
 from ridesync import contract
 from tests.phone import Phone
 from tests.service_support import purge_queues
-from tests.support import AMQP_URL, Process, bearer, free_port, start_gateway, start_service
+from tests.support import (AMQP_URL, DESTINATION_JSON, PICKUP_JSON, Process, bearer, free_port, start_gateway,
+                           start_service)
 
-PICKUP = {"latitude": 37.77, "longitude": -122.41}
-DESTINATION = {"latitude": 37.79, "longitude": -122.39}
 
 
 @pytest.fixture
@@ -76,7 +75,7 @@ def ride(osrm, tmp_path, request):
             headers = {**bearer(rider_id), **(headers or {})}
             if fare_id is None:
                 preview = requests.post(f"{base}/trip/preview", timeout=15, headers=headers, data=json.dumps(
-                    {"userID": rider_id, "pickup": PICKUP, "destination": DESTINATION}))
+                    {"userID": rider_id, "pickup": PICKUP_JSON, "destination": DESTINATION_JSON}))
                 assert preview.status_code == 201, preview.text
                 fare_id = next(f["id"] for f in preview.json()["data"]["rideFares"] if f["packageSlug"] == package)
             start = requests.post(f"{base}/trip/start", timeout=15, headers=headers,

@@ -12,10 +12,9 @@ import pytest
 from ridesync import contract, rabbit
 from ridesync.driver.pool import new_driver
 from ridesync.pb import driver_pb2, driver_pb2_grpc, trip_pb2, trip_pb2_grpc
-from ridesync.ride.model import Coordinate, RideFare, Route, Trip
-from tests.support import AMQP_URL, Process, closed_port_address, start_service, wait_until
+from ridesync.ride.model import RideFare, Route, Trip
+from tests.support import AMQP_URL, DESTINATION, PICKUP, Process, closed_port_address, start_service, wait_until
 
-PICKUP = Coordinate(37.7749, -122.4194)
 
 
 @pytest.fixture
@@ -106,7 +105,7 @@ def register_at(stub, driver_id, package, north_m):
 def start_trip(stub, rider):
     """(Trip, its sedan RideFare): a rider's preview and trip start over gRPC."""
     pickup = trip_pb2.Coordinate(latitude=PICKUP.latitude, longitude=PICKUP.longitude)
-    destination = trip_pb2.Coordinate(latitude=37.79, longitude=-122.39)
+    destination = trip_pb2.Coordinate(latitude=DESTINATION.latitude, longitude=DESTINATION.longitude)
     preview = stub.PreviewTrip(trip_pb2.PreviewTripRequest(userID=rider, startLocation=pickup, endLocation=destination), timeout=10)
     sedan = next(f for f in preview.rideFares if f.packageSlug == "sedan")
     return stub.CreateTrip(trip_pb2.CreateTripRequest(rideFareID=sedan.id, userID=rider), timeout=10).trip, sedan
@@ -187,7 +186,7 @@ def next_matching(tap, predicate, timeout=10.0):
 
 def trip(package="sedan", pickup=PICKUP, trip_id="t1", rider="r1", cents=1234):
     """A pending Trip as TripService makes them."""
-    route = Route(path=(pickup, Coordinate(37.79, -122.39)), distance=3000.0, duration=400.0)
+    route = Route(path=(pickup, DESTINATION), distance=3000.0, duration=400.0)
     fare = RideFare(id=f"fare-{trip_id}", user_id=rider, package_slug=package, total_price_in_cents=cents,
                     expires_at=2e9, route=route)
     return Trip(id=trip_id, fare=fare, user_id=rider)

@@ -2,6 +2,7 @@
 HTTP server, a tap on the RabbitMQ exchange, and waiting with deadlines. The
 benchmarks use them too: importing this module changes nothing (the tests'
 vhost and environment are made by conftest.py's session fixture)."""
+import dataclasses
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import grpc
 import pika
 
 from ridesync import contract, rabbit, tokens
+from ridesync.ride.model import Coordinate
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests import vhost
@@ -309,8 +311,10 @@ class FakeOsrm:
 
 # --- helpers shared by the trip-service and gateway tests ----------------------
 
-PICKUP_JSON = {"latitude": 37.77, "longitude": -122.41}
-DESTINATION_JSON = {"latitude": 37.79, "longitude": -122.39}
+# Where the tests' and the benchmarks' rides start and end: as the trip
+# service takes them, and as a phone sends them.
+PICKUP, DESTINATION = Coordinate(37.77, -122.41), Coordinate(37.79, -122.39)
+PICKUP_JSON, DESTINATION_JSON = dataclasses.asdict(PICKUP), dataclasses.asdict(DESTINATION)
 
 
 def made_by(make, close):

@@ -10,8 +10,8 @@ import requests
 
 from ridesync import contract
 from ridesync.rabbit import Publisher
-from tests.ride import PICKUP, DESTINATION, new_id, ride  # noqa: F401,F811 (ride is a fixture)
-from tests.support import AMQP_URL, bearer, gunicorn_worker_pids, start_gateway, wait_until
+from tests.ride import new_id, ride  # noqa: F401,F811 (ride is a fixture)
+from tests.support import AMQP_URL, DESTINATION_JSON, PICKUP_JSON, bearer, gunicorn_worker_pids, start_gateway, wait_until
 from tests.test_live import gateway_connections
 
 # "Promptly": far inside the 10 s graceful timeout, with room for a loaded CI machine.
@@ -31,7 +31,7 @@ def test_a_stopping_gateway_answers_in_flight_requests_and_closes_sockets_going_
     rider_id = new_id("rider")
     in_flight = threading.Thread(target=lambda: preview.update(response=requests.post(
         f"{url}/trip/preview", timeout=15, headers=bearer(rider_id),
-        data=json.dumps({"userID": rider_id, "pickup": PICKUP, "destination": DESTINATION}))))
+        data=json.dumps({"userID": rider_id, "pickup": PICKUP_JSON, "destination": DESTINATION_JSON}))))
     in_flight.start()
     wait_until(lambda: osrm.requests, message="the preview to reach OSRM")
 

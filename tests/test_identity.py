@@ -14,8 +14,9 @@ import websocket
 
 from ridesync import contract
 from ridesync.rabbit import Publisher
-from tests.ride import DESTINATION, PICKUP, answer, assert_a_ride_completes, new_id, ride  # noqa: F401 (ride is a fixture)
-from tests.support import AMQP_URL, AUTH_SECRET, ROOT, bearer, free_port, next_message_for, token, wait_until
+from tests.ride import answer, assert_a_ride_completes, new_id, ride  # noqa: F401 (ride is a fixture)
+from tests.support import (AMQP_URL, AUTH_SECRET, DESTINATION_JSON, PICKUP_JSON, ROOT, bearer, free_port, next_message_for,
+                           token, wait_until)
 from tests.test_tokens import KeySet
 
 BAD_USER_IDS = ["a\nb", "a\rb", "é" * 128, "r" * 129, "a b", "a/b", "a*", "a#", "\ud800", ""]
@@ -33,7 +34,7 @@ def preview(url, body, headers=None):
 
 
 def preview_body(user_id=None):
-    body = {"pickup": PICKUP, "destination": DESTINATION}
+    body = {"pickup": PICKUP_JSON, "destination": DESTINATION_JSON}
     return body if user_id is None else {"userID": user_id, **body}
 
 

@@ -10,12 +10,12 @@ import requests
 import websocket
 
 from ridesync.gateway.limits import TokenBuckets
-from tests.ride import DESTINATION, PICKUP, assert_a_ride_completes, new_id, ride  # noqa: F401 (ride is a fixture)
-from tests.support import bearer, wait_until
+from tests.ride import assert_a_ride_completes, new_id, ride  # noqa: F401 (ride is a fixture)
+from tests.support import DESTINATION_JSON, PICKUP_JSON, bearer, wait_until
 
 
-def preview(session, url, rider_id, destination=DESTINATION):
-    body = {"userID": rider_id, "pickup": PICKUP, "destination": destination}
+def preview(session, url, rider_id, destination=DESTINATION_JSON):
+    body = {"userID": rider_id, "pickup": PICKUP_JSON, "destination": destination}
     return session.post(f"{url}/trip/preview", data=json.dumps(body), headers=bearer(rider_id), timeout=15)
 
 

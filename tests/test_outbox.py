@@ -16,7 +16,6 @@ from ridesync import contract
 from ridesync.database import Database
 from ridesync.outbox import Outbox
 from ridesync.rabbit import PublishFailed
-from ridesync.ride.model import Coordinate
 from ridesync.tables import outbox
 from ridesync.trip.planner import RoutePlanner
 from ridesync.trip.service import TripService
@@ -26,7 +25,7 @@ from tests.databases import create_database, drop_database
 from tests.service_support import (  # noqa: F401 (driver_service: a fixture)
     about_trip, driver_service, next_matching, publish_raw, purge_queues, register_at, unique,
 )
-from tests.support import ROOT, start_trip_service, wait_until
+from tests.support import DESTINATION, PICKUP, ROOT, start_trip_service, wait_until
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -69,13 +68,13 @@ def test_of_replicas_given_one_message_at_once_one_handles_it(database_url):
 # commit: the outbox rows are committed, the relay never ran.
 KILLED_AFTER_COMMIT = """
 import os, signal, sys
-from ridesync.ride.model import Coordinate
 from ridesync.settings import Settings
 from ridesync.trip.server import build
+from tests.support import DESTINATION, PICKUP
 
 trips, database, outbox, _offers, publisher = build(Settings.from_env())
 rider, driver = sys.argv[1], sys.argv[2]
-_route, fares = trips.preview(rider, Coordinate(37.77, -122.41), Coordinate(37.79, -122.39))
+_route, fares = trips.preview(rider, PICKUP, DESTINATION)
 trip = trips.create_trip(fares[0].id, rider)
 trips.record_offer(trip.id, driver)
 database.handle_once("driver_trip_response", "accept-" + trip.id, lambda: trips.accept(trip.id, {"id": driver}))
@@ -122,9 +121,9 @@ def test_what_a_killed_process_committed_is_published_by_the_next_one(database_u
 # committed, held back from the relay, and nothing was published.
 KILLED_BEFORE_PUBLISH = """
 import os, signal, sys
-from ridesync.ride.model import Coordinate
 from ridesync.settings import Settings
 from ridesync.trip.server import build
+from tests.support import DESTINATION, PICKUP
 
 def killed(routing_key, owner_id, data, **_):
     print(data["id"], flush=True)
@@ -132,7 +131,7 @@ def killed(routing_key, owner_id, data, **_):
 
 trips, database, outbox, _offers, publisher = build(Settings.from_env())
 rider = sys.argv[1]
-_route, fares = trips.preview(rider, Coordinate(37.7749, -122.4194), Coordinate(37.79, -122.39))
+_route, fares = trips.preview(rider, PICKUP, DESTINATION)
 publisher.publish = killed
 trips.create_trip(next(f for f in fares if f.package_slug == "sedan").id, rider)
 """
@@ -199,7 +198,7 @@ def sql_trips(database_url):
 
 
 def _fare(trips, rider):
-    return trips.preview(rider, Coordinate(37.77, -122.41), Coordinate(37.79, -122.39))[1][0]
+    return trips.preview(rider, PICKUP, DESTINATION)[1][0]
 
 
 def test_a_trip_is_announced_at_once_and_its_row_deleted(sql_trips):

@@ -21,9 +21,9 @@ from ridesync import contract
 from ridesync.driver.redis_pool import RedisDriverPool
 from tests.databases import REDIS_URL, RUN, create_database, drop_database
 from tests.phone import Phone
-from tests.ride import DESTINATION, PICKUP, answer, new_id
+from tests.ride import answer, new_id
 from tests.service_support import purge_queues
-from tests.support import Process, bearer, free_port, start_gateway, start_service, wait_until
+from tests.support import DESTINATION_JSON, PICKUP_JSON, Process, bearer, free_port, start_gateway, start_service, wait_until
 
 RIDES = int(os.environ.get("REPLICA_RIDES", "50"))
 RIDE_DEADLINE = 180  # seconds for all the rides, on a busy machine
@@ -137,7 +137,7 @@ class Rider(threading.Thread):
         headers = bearer(self.id)
         for _ in range(20):
             preview = requests.post(f"{self.url}/trip/preview", timeout=15, headers=headers, data=json.dumps(
-                {"userID": self.id, "pickup": PICKUP, "destination": DESTINATION}))
+                {"userID": self.id, "pickup": PICKUP_JSON, "destination": DESTINATION_JSON}))
             if preview.status_code == 201:
                 fare = next(f["id"] for f in preview.json()["data"]["rideFares"] if f["packageSlug"] == "sedan")
                 start = requests.post(f"{self.url}/trip/start", timeout=15, headers=headers,

@@ -18,10 +18,8 @@ from ridesync.trip.routing import (
 from ridesync.trip.service import TripService
 from ridesync.trip.store import FareNotFound, FareUnavailable, TripStore
 from tests.service_support import RecordingPublisher
-from tests.support import osrm_route_payload, wait_until
+from tests.support import DESTINATION, PICKUP, osrm_route_payload, wait_until
 
-PICKUP = Coordinate(37.77, -122.41)
-DESTINATION = Coordinate(37.79, -122.39)
 OSRM_ROUTE = Route(path=(PICKUP, DESTINATION), distance=4200.0, duration=600.0)
 
 
@@ -88,8 +86,7 @@ def test_a_coordinate_on_the_edges_is_accepted():
 
 def test_osrm_longitude_latitude_pairs_become_latitude_longitude():
     route = parse_osrm_route(osrm_route_payload([[-122.41, 37.77], [-122.40, 37.78], [-122.39, 37.79]]))
-    assert route.path[0] == Coordinate(latitude=37.77, longitude=-122.41)
-    assert route.path[-1] == Coordinate(latitude=37.79, longitude=-122.39)
+    assert (route.path[0], route.path[-1]) == (PICKUP, DESTINATION)
     assert (route.distance, route.duration, route.estimated) == (4200.0, 600.0, False)
 
 

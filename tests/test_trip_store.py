@@ -8,15 +8,16 @@ import uuid
 import pytest
 
 from ridesync.database import Database
-from ridesync.ride.model import Coordinate, RideFare, Route, Trip
+from ridesync.ride.model import RideFare, Route, Trip
 from ridesync.settings import Settings
 from ridesync.trip.intake import trip_driver
 from ridesync.trip.sql_store import SqlTripStore
 from ridesync.trip.store import FareNotFound, FareNotYours, FareUnavailable, TripStore
 from tests.databases import create_database, drop_database
 from tests.service_support import trip
+from tests.support import DESTINATION, PICKUP
 
-ROUTE = Route(path=(Coordinate(37.77, -122.41), Coordinate(37.79, -122.39)), distance=4200.0, duration=600.0)
+ROUTE = Route(path=(PICKUP, DESTINATION), distance=4200.0, duration=600.0)
 D1 = trip_driver({"id": "d1", "name": "Sam Kim", "profilePicture": "https://p/1.jpg", "carPlate": "7ABC123"})
 
 
