@@ -11,7 +11,6 @@ the broker and our side, per event.
 """
 import argparse
 import json
-import math
 import os
 import random
 import time
@@ -20,7 +19,7 @@ from collections import Counter, deque
 import pika
 
 from bench import floor as floor_module
-from bench.support import Bench, CpuMeter, load, machine, read_json_line, wait_until
+from bench.support import Bench, CpuMeter, load, machine, percentile, read_json_line, wait_until
 from ridesync import contract, rabbit
 
 TARGET_RATIO = 3.0
@@ -150,7 +149,7 @@ def check(publisher, rows):
     for _u, _s, published, received in rows:
         by_second.setdefault(int(published - start), []).append((received - published) * 1000)
     return {
-        "by_second": [(second, percentile(sorted(v), 50), percentile(sorted(v), 99))
+        "by_second": [(second, percentile(v, 50), percentile(v, 99))
                       for second, v in sorted(by_second.items())],
         "published": len(publisher.owner_of), "confirmed": len(publisher.confirmed),
         "nacked": len(publisher.nacked), "unroutable": len(publisher.returned),
@@ -161,12 +160,6 @@ def check(publisher, rows):
         "p50": percentile(latencies, 50), "p90": percentile(latencies, 90),
         "p99": percentile(latencies, 99), "max": latencies[-1] if latencies else float("nan"),
     }
-
-
-def percentile(ordered, p):
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered), max(1, math.ceil(p / 100 * len(ordered)))) - 1]  # nearest rank
 
 
 def show(name, r):

@@ -29,7 +29,7 @@ import sys
 import time
 from collections import Counter
 
-from bench.support import Bench, cpu_seconds, load, machine, read_json_line
+from bench.support import Bench, cpu_seconds, load, machine, percentile, read_json_line
 
 STORES = {"in memory": "bench.memory_trip_service", "SQLite": "ridesync.trip"}
 WARMUP = 3.0  # seconds the riders loop before the measured window
@@ -95,20 +95,16 @@ def cores_used(pids, seconds):
 
 
 def merged(reports):
-    ms = {kind: sorted(sample for report in reports for sample in report["ms"][kind]) for kind in reports[0]["ms"]}
+    ms = {kind: [sample for report in reports for sample in report["ms"][kind]] for kind in reports[0]["ms"]}
     statuses = sum((Counter(report["statuses"]) for report in reports), Counter())
     return {"window": reports[0]["window"], "ms": ms, "statuses": dict(statuses)}
-
-
-def percentile(ordered, share):
-    return ordered[min(len(ordered) - 1, int(len(ordered) * share))] if ordered else float("nan")
 
 
 def summary(result, base):
     ms, base_ms = result["ms"], base["ms"]
     rate = len(ms["preview"]) / result["window"]
-    parts = [f"{kind} p50 {percentile(ms[kind], 0.5):7.1f} ms p99 {percentile(ms[kind], 0.99):7.1f} ms "
-             f"({percentile(ms[kind], 0.5) / percentile(base_ms[kind], 0.5):.2f}x)" for kind in ms]
+    parts = [f"{kind} p50 {percentile(ms[kind], 50):7.1f} ms p99 {percentile(ms[kind], 99):7.1f} ms "
+             f"({percentile(ms[kind], 50) / percentile(base_ms[kind], 50):.2f}x)" for kind in ms]
     cpu = ", ".join(f"{name} {1000 * cores / rate:.1f} ms ({cores:.2f})" for name, cores in result["cores"].items())
     return (" | ".join(parts) + f" | previews/s {rate:6.1f} ({rate / (len(base_ms['preview']) / base['window']):.2f}x)"
             f"\n             CPU per loop (cores used): {cpu} | answers {result['statuses']}")

@@ -30,7 +30,7 @@ import redis
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.support import Bench
+from bench.support import Bench, percentile
 from ridesync import rabbit
 from ridesync.database import Database
 from ridesync.driver.dispatch import TripToDispatch
@@ -48,8 +48,8 @@ from tests.support import DESTINATION, DESTINATION_JSON, PICKUP, PICKUP_JSON
 
 
 def percentiles(samples):
-    ordered = sorted(samples)
-    return ordered[len(ordered) // 2] * 1000, ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+    """(p50, p99) of samples in seconds, in ms."""
+    return percentile(samples, 50) * 1000, percentile(samples, 99) * 1000
 
 
 def timed(call, n):
@@ -174,9 +174,9 @@ def gateway_section(bench, calls, rounds, addresses, direct_sqlite):
 def start_trip_service(bench, name, database_url):
     """A TripService process on database_url, or on the in-memory store when
     None: (its stub, its health stub, its address)."""
-    module = "ridesync.trip" if database_url else "bench.memory_trip_service"
-    _, address = bench.service(module, f"trip-{name}", TRIP_SERVICE_ADDR="{address}", OSRM_ENABLED="false",
-                               DATABASE_URL=database_url or "")
+    module, database = ("ridesync.trip", {"DATABASE_URL": database_url}) if database_url else (
+        "bench.memory_trip_service", {})
+    _, address = bench.service(module, f"trip-{name}", TRIP_SERVICE_ADDR="{address}", OSRM_ENABLED="false", **database)
     channel = grpc.insecure_channel(address)
     bench.defer(channel.close)
     return trip_pb2_grpc.TripServiceStub(channel), health_pb2_grpc.HealthStub(channel), address

@@ -3,6 +3,7 @@ real gunicorn and client processes with raised descriptor limits, reading a
 process's memory, counting what the broker holds, and a cleanup stack that
 runs on success, failure, Ctrl-C and SIGTERM alike."""
 import json
+import math
 import os
 import platform
 import resource
@@ -230,6 +231,16 @@ def _exit_on_sigterm(_signum, _frame):
 
 
 
+
+
+def percentile(samples, p):
+    """The p-th percentile (0 < p <= 100) of samples by nearest rank: the
+    smallest sample that at least p % of them do not exceed (the 50th of 4
+    samples is the 2nd, the 99th of 100 the 99th); nan when there are none."""
+    ordered = sorted(samples)
+    if not ordered:
+        return float("nan")
+    return ordered[max(1, math.ceil(p * len(ordered) / 100)) - 1]
 
 
 def rss_kib(pid):
