@@ -12,7 +12,7 @@ USER_ID_HEADER = "x-user-id"  # gRPC metadata key and AMQP header alike
 USER_ROLE_HEADER = "x-user-role"
 ROLES = ("rider", "driver")
 MAX_ID_LENGTH = 128
-_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
+_ID = re.compile(rf"[A-Za-z0-9._:@-]{{1,{MAX_ID_LENGTH}}}")
 
 _acting = contextvars.ContextVar("acting", default=None)
 

@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from ridesync.identity import ROLES, is_id
+from ridesync.identity import ROLES, InvalidId, checked_id, is_id
 from ridesync.settings import process_settings
 
 SECRET_ALGORITHMS = ["HS256"]
@@ -103,8 +103,10 @@ def main(argv=None):
     settings = process_settings()
     if not settings.auth_secret:
         sys.exit("set AUTH_SECRET to the secret the gateway checks tokens with")
-    if not is_id(args.user):
-        sys.exit("--user must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ -")
+    try:
+        checked_id("--user", args.user)
+    except InvalidId as exc:
+        sys.exit(str(exc))
     print(mint(settings.auth_secret, args.user, args.role, args.ttl, settings.auth_audience))
 
 
