@@ -33,11 +33,10 @@ import websocket
 from bench.cluster import Cluster
 from bench.fanout import ROUTING_KEY, PacedPublisher, check, serving
 from bench.support import Bench, load, machine
+from tests.support import DESTINATION_JSON, PICKUP_JSON
 
 TIMEOUT = 30.0  # seconds a phone waits for one event
 PAUSE = 0.5  # seconds a driver takes between steps
-PICKUP = {"latitude": 37.7749, "longitude": -122.4194}
-DESTINATION = {"latitude": 37.7897, "longitude": -122.3972}
 ORDER = ["pending", "accepted", "arrived", "in_progress", "completed"]
 STATUS_OF = {"trip.event.created": "pending", "trip.event.driver_assigned": "accepted",
              "driver.cmd.trip_request": "pending", "trip.event.driver_arrived": "arrived",
@@ -205,8 +204,8 @@ def start(base, rider_id, ledger):
     still have been made (the gateway's deadline passed while TripService
     waited on the broker): its retry is refused, and the rider reads the trip
     from GET /trip/current, as a phone would."""
-    preview = http("POST", f"{base}/trip/preview", ledger, "preview", userID=rider_id, pickup=PICKUP,
-                   destination=DESTINATION)
+    preview = http("POST", f"{base}/trip/preview", ledger, "preview", userID=rider_id, pickup=PICKUP_JSON,
+                   destination=DESTINATION_JSON)
     fare = next(f for f in preview["rideFares"] if f["packageSlug"] == "sedan")
     try:
         trip = http("POST", f"{base}/trip/start", ledger, "start", userID=rider_id, rideFareID=fare["id"])["trip"]

@@ -6,16 +6,16 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from ridesync import contract
-from tests.ride import DESTINATION, PICKUP, answer, new_id, ride  # noqa: F401
+from tests.ride import answer, new_id, ride  # noqa: F401
 from tests.service_support import purge_queues
-from tests.support import wait_until
+from tests.support import DESTINATION_JSON, PICKUP_JSON, wait_until
 
 pytestmark = pytest.mark.ride_env(OFFER_TIMEOUT="60")
 LOCATION = contract.TRIP_DRIVER_LOCATION
 
 
 def north(metres):
-    return {"latitude": PICKUP["latitude"] + metres / 111_195, "longitude": PICKUP["longitude"]}
+    return {"latitude": PICKUP_JSON["latitude"] + metres / 111_195, "longitude": PICKUP_JSON["longitude"]}
 
 
 def on_a_trip(ride, rider_v2=True):
@@ -62,7 +62,7 @@ def test_the_rider_sees_the_car_come_to_the_pickup_then_drive_to_the_destination
     first = rider.next(LOCATION)["data"]
     assert (first["tripID"], first["heading"], first["location"]) == (trip["id"], None, north(1000))
     assert (first["etaSeconds"], first["distanceMeters"]) == (600, 4200)  # what OSRM answered
-    assert "estimated" not in first and osrm_target(osrm) == PICKUP
+    assert "estimated" not in first and osrm_target(osrm) == PICKUP_JSON
 
     drive(driver, north(900))  # within ETA_REFRESH: OSRM's answer, less the 100 m driven
     second = rider.next(LOCATION)["data"]
@@ -70,7 +70,7 @@ def test_the_rider_sees_the_car_come_to_the_pickup_then_drive_to_the_destination
     assert second["at"] > first["at"]
 
     step(ride, driver, rider, trip, contract.DRIVER_TRIP_ARRIVED, contract.TRIP_DRIVER_ARRIVED)
-    drive(driver, PICKUP)
+    drive(driver, PICKUP_JSON)
     at_pickup = rider.next(LOCATION)["data"]
     assert (at_pickup["etaSeconds"], at_pickup["distanceMeters"]) == (0, 0)
 
@@ -78,7 +78,7 @@ def test_the_rider_sees_the_car_come_to_the_pickup_then_drive_to_the_destination
     drive(driver, north(-50))
     riding = rider.next(LOCATION)["data"]
     assert (riding["etaSeconds"], riding["distanceMeters"]) == (600, 4200)
-    assert osrm_target(osrm) == DESTINATION
+    assert osrm_target(osrm) == DESTINATION_JSON
 
     driver.send(contract.DRIVER_TRIP_COMPLETED, {"tripID": trip["id"]})
     rider.next(contract.TRIP_COMPLETED)

@@ -13,8 +13,8 @@ from ridesync.ride.geo import great_circle_m
 from ridesync.ride.model import Coordinate, Route
 from tests.databases import in_redis
 from tests.service_support import RecordingPublisher, trip_json
+from tests.support import DESTINATION, PICKUP
 
-PICKUP = Coordinate(37.7749, -122.4194)
 
 
 def north(metres, of=PICKUP):
@@ -31,7 +31,7 @@ def test_the_car_heads_for_the_pickup_until_arrived_then_for_the_destination():
     trip = tracking.TripUnderWay.of(on_the_way())
     assert trip.target == ("pickup", PICKUP)
     assert tracking.TripUnderWay.of(on_the_way("arrived")).target is None
-    assert tracking.TripUnderWay.of(on_the_way("in_progress")).target == ("destination", Coordinate(37.79, -122.39))
+    assert tracking.TripUnderWay.of(on_the_way("in_progress")).target == ("destination", DESTINATION)
     assert not tracking.TripUnderWay.of(on_the_way("completed")).tracked
 
 
