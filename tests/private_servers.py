@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 
 import psycopg
+import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -106,3 +107,19 @@ class PrivateRedis:
             self._process.wait(15)
         self._log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres():
+    if PG_BIN is None:
+        pytest.skip("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin)")
+    server = PrivatePostgres()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def private_redis():
+    server = PrivateRedis()
+    yield server
+    server.close()

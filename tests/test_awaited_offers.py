@@ -16,6 +16,7 @@ from ridesync.trip.sql_store import SqlTripStore
 from tests.databases import create_database, drop_database
 from tests.service_support import RecordingPublisher, trip
 from tests.support import wait_until
+from tests.private_servers import postgres  # noqa: F401 (a fixture: a PostgreSQL cluster of the test's own)
 
 DRIVER = {"id": "d1", "name": "Sam Kim", "carPlate": "7ABC123", "packageSlug": "sedan"}
 LONG_WAIT = 60.0  # seconds: an answer woken by a poll or its deadline would not finish within the tests' deadlines
@@ -105,3 +106,22 @@ def test_an_answer_whose_offer_never_comes_is_refused_after_its_wait(replicas, d
     assert not answer.is_alive()
     assert answering_replica.store.trip(pending.id).driver_id is None
     assert [key for key, _, _ in answering_replica.published.take()] == [contract.DRIVER_ANSWER_REFUSED]
+
+
+def test_after_a_postgresql_restart_an_answer_still_wakes_at_its_offers_commit(postgres):  # noqa: F811
+    recording, answering_replica = Replica(postgres.url, LONG_WAIT), Replica(postgres.url, LONG_WAIT)
+    try:
+        wait_until(lambda: answering_replica.offers.listens == 1, message="the replica to listen")
+        postgres.restart()
+        wait_until(lambda: answering_replica.offers.listens == 2, message="the replica to listen again")
+        recording.store.save_trip(pending := trip(trip_id="t-after-restart"))
+
+        answer = answering(answering_replica, pending.id)
+        wait_until(lambda: pending.id in answering_replica.offers.waiting(), message="the answer to wait")
+        recording.take(contract.DRIVER_TRIP_REQUEST, "d1", pending.to_json(), "offer-t-after-restart")
+        answer.join(15)
+        assert not answer.is_alive(), "the answer was not woken by the offer's commit"
+        assert recording.store.trip(pending.id).driver_id == "d1"
+    finally:
+        for replica in (recording, answering_replica):
+            replica.close()

@@ -4,33 +4,16 @@ taken, instead of failing the request that takes it. Each test restarts a
 server of its own (tests/private_servers.py)."""
 import threading
 
-import pytest
 from sqlalchemy import text
 
 from ridesync.database import Database
 from ridesync.driver.redis_pool import RedisDriverPool
 from ridesync.driver.dispatch import TripToDispatch
 from ridesync.ride.model import Coordinate
-from tests.private_servers import PG_BIN, PrivatePostgres, PrivateRedis
+from tests.private_servers import postgres, private_redis  # noqa: F401 (fixtures)
 
 PICKUP = Coordinate(latitude=52.52, longitude=13.40)
 AT_ONCE = 8  # requests in flight together: the pool then holds this many connections
-
-
-@pytest.fixture
-def postgres():
-    if PG_BIN is None:
-        pytest.skip("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin)")
-    server = PrivatePostgres()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def private_redis():
-    server = PrivateRedis()
-    yield server
-    server.close()
 
 
 def together(request, count=AT_ONCE):

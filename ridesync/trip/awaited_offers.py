@@ -38,6 +38,7 @@ class AwaitedOffers:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._stopped = threading.Event()
+        self.listens = 0  # LISTENs the listener made: one more after each time it lost PostgreSQL
         self._listener = threading.Thread(target=self._listen, name="offer-listener", daemon=True)
 
     def start(self):
@@ -117,6 +118,7 @@ class AwaitedOffers:
             try:
                 with psycopg.connect(url, autocommit=True, connect_timeout=settings.database_connect_timeout) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    self.listens += 1
                     while not self._stopped.is_set():
                         for notice in conn.notifies(timeout=LISTEN_POLL):
                             self._wake(notice.payload)
