@@ -198,6 +198,7 @@ def test_with_map_tiles_url_the_map_is_drawn_on_tiles_from_it(ride, console):
         expect(rider.locator("img.leaflet-tile-loaded").first).to_be_visible()
         assert asked and all(re.fullmatch(r"/14/\d+/\d+\.png", path) for path in asked)
         expect(rider.locator("#map")).not_to_have_class(re.compile("offline"))
+        expect(rider.locator(".leaflet-control-attribution")).to_contain_text(f"map tiles: {tiles_url.split('/')[2]}")
         console.shoot("tiles", rider)
     finally:
         server.shutdown()

@@ -15,7 +15,8 @@ export class RideMap {
   constructor(element, tilesURL) {
     this.map = L.map(element, { center: START, zoom: 14 });
     if (tilesURL) {
-      L.tileLayer(tilesURL, { maxZoom: 19, attribution: "map tiles: MAP_TILES_URL" }).addTo(this.map);
+      const host = tilesURL.split("/")[2] || tilesURL;
+      L.tileLayer(tilesURL, { maxZoom: 19, attribution: `map tiles: ${host}` }).addTo(this.map);
     } else {
       element.classList.add("offline");
     }

@@ -89,7 +89,7 @@ export class Session {
       return;
     }
     const status = frame.data && frame.data.status;
-    log(`${frame.type}${status ? ` (${status})` : ""}`);
+    if (frame.type !== "trip.event.driver_location") log(`${frame.type}${status ? ` (${status})` : ""}`);  // one a second
     if (frame.type === "error") {
       showError(`The gateway refused that: ${frame.data.message} (${frame.data.code}).`);
       return;
