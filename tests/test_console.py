@@ -67,6 +67,14 @@ def offered(rider, driver, package="sedan"):
     expect(status(driver)).to_have_text("A ride is offered to you.")
 
 
+def drive(driver, meanwhile=lambda: None):
+    """The driver drives along their path at 1000 km/h, meanwhile() is called, and the car gets there."""
+    driver.locator("#speed").fill("1000")
+    driver.get_by_role("button", name="Drive along the route").click()
+    meanwhile()
+    expect(driver.get_by_role("button", name="Drive along the route")).to_be_visible(timeout=30000)
+
+
 def driver_card(driver):
     """The driver's name and car plate as their page shows them."""
     expect(driver.locator("#driver-card")).not_to_be_empty()
@@ -100,11 +108,10 @@ def test_a_whole_ride_to_completed_with_the_car_driven_along_the_route(ride, con
 
     car = driver.locator(".car")
     before = car.bounding_box()
-    driver.locator("#speed").fill("1000")
-    driver.get_by_role("button", name="Drive along the route").click()
-    expect(driver.get_by_role("button", name="Stop driving")).to_be_visible()
-    console.shoot("driving", rider, driver)
-    expect(driver.get_by_role("button", name="Drive along the route")).to_be_visible(timeout=30000)  # arrived
+    drive(driver, lambda: (
+        expect(rider.locator(".car")).to_be_visible(),  # trip.event.driver_location: the rider sees the car coming
+        expect(rider.locator("#eta")).to_have_text(re.compile(r"^\d+ min to the destination \(\d+\.\d km\)\.$")),
+        console.shoot("driving", rider, driver)))
     assert car.bounding_box() != before
     console.shoot("driven", rider, driver)
 
@@ -161,12 +168,17 @@ def test_pages_reloaded_mid_ride_show_the_ride_where_it_is_and_finish_it(ride, c
     name, plate = driver_card(driver)
     offered(rider, driver)
     driver.get_by_role("button", name="Accept").click()
+    expect(status(driver)).to_have_text("On the way to the pickup.")
+    drive(driver)  # to the pickup
+    expect(rider.locator(".car")).to_be_visible()
     driver.get_by_role("button", name="I have arrived").click()
     expect(status(rider)).to_have_text(f"Your driver has arrived: {name}, car {plate}.")
 
     for page in (rider, driver):
         page.reload()
     expect(status(rider)).to_have_text(f"Your driver has arrived: {name}, car {plate}.")
+    expect(rider.locator(".car")).to_be_visible()  # trip.state's driverLocation: where the car was last seen
+    expect(rider.locator("#payment")).to_contain_text("Payment session cs_")
     expect(status(driver)).to_have_text("At the pickup, waiting for the rider.")
     expect(rider.locator(".leaflet-overlay-pane path")).to_have_count(3)  # the route, the pickup, the destination
     console.shoot("reloaded", rider, driver)

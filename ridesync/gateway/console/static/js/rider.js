@@ -1,6 +1,6 @@
 // The rider's page: pickup and destination on the map, fares, start, the
 // ride as it happens, cancel, and the driver's car coming.
-import { ENDED, etaInWords, money, place, statusInWords } from "./words.js";
+import { ENDED, etaInWords, money, paymentInWords, place, statusInWords } from "./words.js";
 
 const $ = (id) => document.getElementById(id);
 const CANCELLABLE = new Set(["pending", "accepted", "arrived"]);
@@ -25,7 +25,7 @@ export class RiderView {
     } else if (type === "trip.event.driver_location") {
       this.driverAt(data);
     } else if (type === "payment.event.session_created") {
-      $("payment").textContent = `Payment session ${data.sessionID}: ${money(data.amount, data.currency)}.`;
+      $("payment").textContent = paymentInWords(data);
     }
   }
 
@@ -87,6 +87,9 @@ export class RiderView {
     const active = this.active();
     $("rider-cancel").hidden = !(trip && CANCELLABLE.has(trip.status));
     $("choose").hidden = active;
+    // The session may be announced before the Trip that names it: a Trip without one leaves it shown.
+    if (trip && trip.payment) $("payment").textContent = paymentInWords(trip.payment);
+    else if (!trip || trip.status === "pending") $("payment").textContent = "";
     if (trip) {
       this.map.trip(trip);
       $("fares").replaceChildren();

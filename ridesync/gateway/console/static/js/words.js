@@ -3,6 +3,10 @@ export function money(cents, currency = "USD") {
   return new Intl.NumberFormat("en-US", { style: "currency", currency }).format(cents / 100);
 }
 
+export function paymentInWords(payment) {
+  return `Payment session ${payment.sessionID}: ${money(payment.amount, payment.currency)}.`;
+}
+
 export function place(point) {
   return `${point.latitude.toFixed(5)}, ${point.longitude.toFixed(5)}`;
 }
