@@ -100,6 +100,7 @@ def _choice(*choices):
 
 SECONDS = Kind("seconds", _at_least(0))
 WHOLE_SECONDS = Kind("seconds", _at_least(1, whole=True))
+BYTES = Kind("bytes", _at_least(1, whole=True))
 PER_SECOND = Kind("a second", _positive)
 KM = Kind("km", _positive)
 COUNT = Kind("", _at_least(1, whole=True))
@@ -210,6 +211,24 @@ class Settings:
     trip_publishers: int = setting("TRIP_PUBLISHERS", 8, COUNT,
                                    "the TripService's broker connections whose confirms may be awaited at once")
     fare_prune_every: float = setting("FARE_PRUNE_EVERY", 60.0, SECONDS, "between deletions of expired fares")
+    offer_wait: float = setting("OFFER_WAIT", 1.0, SECONDS,
+                                "how long a driver's answer that overtook its offer waits for it to be recorded")
+    step_attempts: int = setting("STEP_ATTEMPTS", 5, COUNT,
+                                 "reads and compare-and-sets before a trip's step that keeps racing is refused")
+    osrm_max_body: int = setting("OSRM_MAX_BODY", 8 * 1024 * 1024, BYTES, "the largest OSRM answer read")
+    redis_timeout: float = setting("REDIS_TIMEOUT", 5.0, SECONDS, "for every Redis command, and to connect")
+    busy_ttl: int = setting("BUSY_TTL", 12 * 3600, WHOLE_SECONDS,
+                            "after which a trip that never ends frees its driver (in Redis)")
+    ended_ttl: int = setting("ENDED_TTL", 600, WHOLE_SECONDS,
+                             "how long Redis remembers a trip's end; a registration reads its trip within seconds")
+    handled_ttl: int = setting("HANDLED_TTL", 3600, WHOLE_SECONDS,
+                               "how long Redis remembers a handled message: a copy comes within seconds (a publish "
+                               "repeated) or OUTBOX_HOLD (a relayed row)")
+    offer_grace: int = setting("OFFER_GRACE", 60, WHOLE_SECONDS,
+                               "how long an offer's key in Redis outlives its deadline, for expired offers to be found")
+    ended_remembered: int = setting("ENDED_REMEMBERED", 10_000, COUNT,
+                                    "ended trips a DriverService remembers in memory, so that a late registration "
+                                    "or event busies no one")
     token_leeway: float = setting("TOKEN_LEEWAY", 30.0, SECONDS, "clock difference allowed on a token's exp, nbf and iat")
     jwks_timeout: float = setting("JWKS_TIMEOUT", 5.0, SECONDS, "to fetch AUTH_JWKS_URL's key set")
     jwks_lifespan: float = setting("JWKS_LIFESPAN", 300.0, SECONDS, "how long the key set is cached")

@@ -18,11 +18,11 @@ from ridesync import contract
 from ridesync.rabbit import PublishFailed
 from ridesync.ride import tracking
 from ridesync.ride.tracking import PushClaim, TripUnderWay
+from ridesync.settings import process_settings
 
 log = logging.getLogger(__name__)
 PUSH_TICK = 0.1  # seconds between looks for pushes due, besides being woken by a fix
 PUSHERS = 8  # pushes at once: one waiting for OSRM holds up no other trip
-ENDED_REMEMBERED = 10_000  # ended trips remembered in memory, so a late event does not bring one back
 
 
 class Locations:
@@ -164,7 +164,7 @@ class TripsUnderWay:
             for kept in (self._trips, self._fixes, self._bases, self._pushed, self._claims, self._due):
                 kept.pop(trip_id, None)
             self._ended[trip_id] = None
-            if len(self._ended) > ENDED_REMEMBERED:
+            if len(self._ended) > process_settings().ended_remembered:
                 self._ended.popitem(last=False)
             return followed
 

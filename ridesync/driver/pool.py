@@ -10,13 +10,13 @@ from ridesync.ride.geo import great_circle_m
 from ridesync.ride.geohash import encode as encode_geohash
 from ridesync.ride.fares import PACKAGES
 from ridesync.ride.model import Coordinate, InvalidArgument
+from ridesync.settings import process_settings
 
 FIRST_NAMES = ("Alex", "Sam", "Jordan", "Maria", "Wei", "Priya", "Diego", "Fatima", "Liam", "Aiko")
 LAST_NAMES = ("Rivera", "Chen", "Okafor", "Novak", "Haddad", "Kim", "Silva", "Müller", "Patel", "Jones")
 SAN_FRANCISCO = Coordinate(latitude=37.7749, longitude=-122.4194)
 START_SPREAD = 0.03  # degrees either way, a few kilometres
 PORTRAITS = 10  # randomuser.me has lego portraits 0..9
-ENDED_REMEMBERED = 10_000  # trips whose end is remembered, so that a registration read before it busies no one
 
 
 class DriverNotFound(Exception):
@@ -154,7 +154,7 @@ class DriverPool:
             if driver_id is not None and self._on_trip.get(driver_id) == trip_id:
                 del self._on_trip[driver_id]
             self._ended[trip_id] = None
-            if len(self._ended) > ENDED_REMEMBERED:
+            if len(self._ended) > process_settings().ended_remembered:
                 self._ended.popitem(last=False)
 
     def expired_offers(self, now):

@@ -11,9 +11,10 @@ Each expires (KEPT_TTL_S after its last write), so a dead replica's trips lapse.
 import json
 import uuid
 
-from ridesync.driver.redis_pool import BUSY_TTL_S, ENDED_TTL_S, connect
+from ridesync.driver.redis_pool import connect
 from ridesync.ride import tracking
 from ridesync.ride.tracking import EtaBasis, Fix, TripUnderWay
+from ridesync.settings import process_settings
 
 KEPT_TTL_S = 3600  # a fix, route or push kept after its last write
 
@@ -65,12 +66,12 @@ class RedisTripsUnderWay:
 
     def follow(self, trip):
         return self._follow(keys=[f"{self._p}live:{trip.id}"],
-                            args=[json.dumps(trip.to_json()), tracking.progress(trip.status), BUSY_TTL_S]) == 1
+                            args=[json.dumps(trip.to_json()), tracking.progress(trip.status), process_settings().busy_ttl]) == 1
 
     def end(self, trip_id):
         """True when the trip was followed until now."""
         followed = bool(self._redis.hget(f"{self._p}live:{trip_id}", "trip"))
-        self._follow(keys=[f"{self._p}live:{trip_id}"], args=["", tracking.progress("completed"), ENDED_TTL_S])
+        self._follow(keys=[f"{self._p}live:{trip_id}"], args=["", tracking.progress("completed"), process_settings().ended_ttl])
         self._redis.delete(*(f"{self._p}{kind}:{trip_id}" for kind in ("fix", "basis", "pushed", "claim")))
         self._redis.zrem(f"{self._p}locations:due", trip_id)
         return followed

@@ -29,15 +29,11 @@ from ridesync.driver.pool import Driver, DriverNotFound, new_driver
 from ridesync.ride.fares import PACKAGES
 from ridesync.rabbit import Retry
 from ridesync.ride.model import Coordinate
+from ridesync.settings import process_settings
 
 log = logging.getLogger(__name__)
-SOCKET_TIMEOUT = 5  # seconds, for every command
 SEARCH_RADII_KM = (2, 8, 32, 128)  # the search widens until enough free drivers are found
 SEARCH_WANTS = (8, 64, 1_000_000)  # free drivers asked for at a time, while the ones before were all claimed
-OFFER_GRACE_MS = 60_000  # an offer's key outlives its deadline by this, for expired_offers to find
-BUSY_TTL_S = 12 * 3600  # a trip that never ends frees its driver after this
-HANDLED_TTL_S = 3600  # a copy comes within seconds (a publish repeated) or OUTBOX_HOLD (a relayed row)
-ENDED_TTL_S = 600  # how long a trip's end is remembered; a registration reads its trip within seconds
 RESTART_RETRIES = 5  # a command refused while Redis restarts is sent again, 50 ms to 1 s apart (about 2.5 s in all)
 UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)  # Redis down, or not answering
 
@@ -161,8 +157,9 @@ return package
 
 
 def connect(url):
-    """A client of the Redis at url, every command bounded by SOCKET_TIMEOUT."""
-    return redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT,
+    """A client of the Redis at url, every command bounded by REDIS_TIMEOUT."""
+    timeout = process_settings().redis_timeout
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                 decode_responses=True, health_check_interval=30, retry=_restart_retry())
 
 
@@ -192,7 +189,7 @@ class RedisDriverPool:
             raise Retry(f"Redis: {exc}") from exc
         work()
         try:
-            self._redis.set(key, 1, ex=HANDLED_TTL_S)
+            self._redis.set(key, 1, ex=process_settings().handled_ttl)
         except UNREACHABLE as exc:  # handled: only a copy, if one comes, would be handled again
             log.warning("message %s of %s handled but not marked in Redis: %s", message_id, queue, exc)
         return True
@@ -201,7 +198,7 @@ class RedisDriverPool:
         driver = new_driver(driver_id, package_slug)
         self._register(keys=[f"{self._p}driver:{driver_id}"], args=[
             self._p, driver_id, _driver_json(driver), package_slug, session, driver.location.longitude,
-            driver.location.latitude, trip_id or "", BUSY_TTL_S])
+            driver.location.latitude, trip_id or "", process_settings().busy_ttl])
         return driver
 
     def unregister(self, driver_id, session=""):
@@ -212,7 +209,7 @@ class RedisDriverPool:
         return _driver_of(driver), (_offer_of(offer) if offer else None)
 
     def ask(self, driver_id, offer):
-        ttl_ms = max(1, int((offer.expires_at - time.time()) * 1000)) + OFFER_GRACE_MS
+        ttl_ms = max(1, int((offer.expires_at - time.time()) * 1000)) + process_settings().offer_grace * 1000
         return self._ask(args=[self._p, driver_id, offer.trip.id, _offer_json(offer), offer.expires_at, ttl_ms]) == 1
 
     def let_go(self, driver_id, trip_id):
@@ -225,7 +222,8 @@ class RedisDriverPool:
         self._offers_of(trip_id, driver_id or "", "release")
 
     def _offers_of(self, trip_id, driver_id, mode):
-        return self._offers_of_trip(args=[self._p, trip_id, driver_id, BUSY_TTL_S, mode, ENDED_TTL_S])
+        settings = process_settings()
+        return self._offers_of_trip(args=[self._p, trip_id, driver_id, settings.busy_ttl, mode, settings.ended_ttl])
 
     def expired_offers(self, now):
         flat = self._expired(args=[self._p, now])

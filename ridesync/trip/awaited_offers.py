@@ -17,7 +17,6 @@ from ridesync.settings import process_settings
 
 log = logging.getLogger(__name__)
 CHANNEL = "trip_offered"  # NOTIFY payload: the trip's id
-OFFER_WAIT = 1.0  # seconds an answer waits for its offer to be recorded
 LISTEN_POLL = 1.0  # seconds between looks at stop() while no offer is recorded
 
 
@@ -30,9 +29,10 @@ class OfferAwaited(Exception):
 
 
 class AwaitedOffers:
-    def __init__(self, database, wait=OFFER_WAIT):
+    def __init__(self, database, wait=None):
+        """wait: seconds an answer waits for its offer (OFFER_WAIT when None)."""
         self._db = database
-        self._wait = wait
+        self._wait = process_settings().offer_wait if wait is None else wait
         self._rung = {}  # trip id -> Event, for the answers expecting its offer
         self._waiting = set()  # trip ids whose answers wait now
         self._lock = threading.Lock()

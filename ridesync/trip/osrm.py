@@ -10,12 +10,12 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from ridesync import metrics
+from ridesync.settings import process_settings
 from ridesync.trip.routing import CallerGone, NoRoute, RouteUnavailable, parse_osrm_route
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "RideSync/1.0 (ride-hailing trip service)"
-MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
 class OsrmClient:
@@ -106,7 +106,7 @@ def _read_capped(response):
     body = bytearray()
     for chunk in response.iter_content(64 * 1024):
         body += chunk
-        if len(body) > MAX_BODY_BYTES:
+        if len(body) > process_settings().osrm_max_body:
             raise RouteUnavailable("OSRM answer is larger than we accept")
     return bytes(body)
 

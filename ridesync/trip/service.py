@@ -12,6 +12,7 @@ from ridesync.ride import lifecycle
 from ridesync.ride.fares import PACKAGES, price_in_cents
 from ridesync.ride.geo import great_circle_m
 from ridesync.ride.model import InvalidArgument, RideFare, Trip
+from ridesync.settings import process_settings
 from ridesync.trip.awaited_offers import OfferAwaited
 from ridesync.trip.store import TripNotFound
 
@@ -234,7 +235,7 @@ class TripService:
         """decide(trip) says whether the step changes the trip; apply(trip)
         makes the change if the trip is still as it was read. Raises
         TripNotFound, StepRefused, NotYours."""
-        for _ in range(STEP_ATTEMPTS):
+        for _ in range(process_settings().step_attempts):
             before = self._trip(trip_id)
             if decide(before) is None:
                 return Step(before, before, changed=False)
@@ -270,7 +271,6 @@ class Step:
     changed: bool
 
 
-STEP_ATTEMPTS = 5  # reads and compare-and-sets before a step that keeps racing is refused
 STEP_EVENTS = {
     "arrived": contract.TRIP_DRIVER_ARRIVED,
     "started": contract.TRIP_STARTED,
