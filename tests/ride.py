@@ -71,17 +71,7 @@ def ride(osrm, tmp_path, request):
             return phone
 
         def start_trip(self, rider_id, package="sedan", headers=None, fare_id=None):
-            """The trip started with a new fare of this package, or with fare_id."""
-            headers = {**bearer(rider_id), **(headers or {})}
-            if fare_id is None:
-                preview = requests.post(f"{base}/trip/preview", timeout=15, headers=headers, data=json.dumps(
-                    {"userID": rider_id, "pickup": PICKUP_JSON, "destination": DESTINATION_JSON}))
-                assert preview.status_code == 201, preview.text
-                fare_id = next(f["id"] for f in preview.json()["data"]["rideFares"] if f["packageSlug"] == package)
-            start = requests.post(f"{base}/trip/start", timeout=15, headers=headers,
-                                  data=json.dumps({"rideFareID": fare_id, "userID": rider_id}))
-            assert start.status_code == 201, start.text
-            return start.json()["data"]["trip"]
+            return start_trip(base, rider_id, package, headers, fare_id)
 
         logs = [gateway]
 
@@ -119,6 +109,20 @@ def ride(osrm, tmp_path, request):
         phone.close()
     for process in reversed(processes):
         process.stop()
+
+
+def start_trip(base, rider_id, package="sedan", headers=None, fare_id=None):
+    """The trip started at the gateway at base with a new fare of this package, or with fare_id."""
+    headers = {**bearer(rider_id), **(headers or {})}
+    if fare_id is None:
+        preview = requests.post(f"{base}/trip/preview", timeout=15, headers=headers, data=json.dumps(
+            {"userID": rider_id, "pickup": PICKUP_JSON, "destination": DESTINATION_JSON}))
+        assert preview.status_code == 201, preview.text
+        fare_id = next(f["id"] for f in preview.json()["data"]["rideFares"] if f["packageSlug"] == package)
+    start = requests.post(f"{base}/trip/start", timeout=15, headers=headers,
+                          data=json.dumps({"rideFareID": fare_id, "userID": rider_id}))
+    assert start.status_code == 201, start.text
+    return start.json()["data"]["trip"]
 
 
 def new_id(role):

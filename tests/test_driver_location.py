@@ -6,7 +6,9 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from ridesync import contract
-from tests.ride import answer, new_id, ride  # noqa: F401
+from tests.phone import Phone
+from tests.ride import answer, new_id, ride, start_trip  # noqa: F401
+from tests.test_replicas import cluster  # noqa: F401 (a fixture: two replicas of each service, on Redis)
 from tests.service_support import purge_queues
 from tests.support import DESTINATION_JSON, PICKUP_JSON, wait_until
 
@@ -168,3 +170,34 @@ def test_a_driver_service_killed_mid_ride_learns_the_trip_again_when_the_driver_
     followed(ride, trip, "accepted")  # the gateway registers the driver again; TripService names their trip
     drive(driver, north(700))
     assert rider.next(LOCATION, timeout=20)["data"]["location"] == north(700)
+
+
+def test_on_two_driver_service_replicas_sharing_redis_a_trip_gets_one_frame_per_interval_newest_last(cluster):
+    """Fixes of one driver go round-robin to both DriverService replicas
+    (OSRM off: every ETA is estimated); the throttle and the order hold per trip."""
+    rider_id = new_id("rider")
+    rider = Phone(cluster.url, f"/ws/riders?userID={rider_id}", v2=True)
+    driver = Phone(cluster.url, f"/ws/drivers?userID={new_id('driver')}&packageSlug=sedan", v2=True)
+    try:
+        driver.driver = driver.next(contract.DRIVER_REGISTER)["data"]
+        trip = start_trip(cluster.url, rider_id)
+        answer(driver, contract.DRIVER_TRIP_ACCEPT, driver.next(contract.DRIVER_TRIP_REQUEST, timeout=20)["data"])
+        rider.next(contract.TRIP_DRIVER_ASSIGNED, timeout=20)
+        line = f"trip {trip['id']} of rider {rider_id} is accepted"
+        wait_until(lambda: any(line in p.output() for p in cluster.replicas["driver"]), timeout=10, message=line)
+        frames = []
+        for batch in range(3):
+            sent = [north(1000 - 100 * batch - 10 * i) for i in range(5)]  # within LOCATION_MAX_RATE's burst
+            for where in sent:
+                drive(driver, where)
+            batch_frames = [rider.next(LOCATION, timeout=10)["data"]]
+            while batch_frames[-1]["location"] != sent[-1]:
+                batch_frames.append(rider.next(LOCATION, timeout=10)["data"])
+            assert len(batch_frames) <= 2  # the first fix at once, the newest once the interval is over
+            frames += batch_frames
+        assert all(frame["estimated"] for frame in frames)
+        assert [f["at"] for f in frames] == sorted({f["at"] for f in frames})  # each newer than the one before
+        assert rider.poll(LOCATION, timeout=2) is None
+    finally:
+        rider.close()
+        driver.close()
