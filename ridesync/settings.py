@@ -229,7 +229,18 @@ class Settings:
     ended_remembered: int = setting("ENDED_REMEMBERED", 10_000, COUNT,
                                     "ended trips a DriverService remembers in memory, so that a late registration "
                                     "or event busies no one")
-    token_leeway: float = setting("TOKEN_LEEWAY", 30.0, SECONDS, "clock difference allowed on a token's exp, nbf and iat")
+    location_deadline: float = setting("LOCATION_DEADLINE", 1.0, SECONDS,
+                                       "for DriverService to say a Trip's driver location: shown without the car "
+                                       "rather than a phone kept waiting")
+    location_pushers: int = setting("LOCATION_PUSHERS", 8, COUNT,
+                                    "driver location pushes at once: one waiting for OSRM holds up no other trip")
+    location_kept_ttl: int = setting("LOCATION_KEPT_TTL", 3600, WHOLE_SECONDS,
+                                     "how long Redis keeps a trip's last fix, route or push after its last write")
+    dropping_remembered: int = setting("DROPPING_REMEMBERED", 10_000, COUNT,
+                                       "drivers over LOCATION_MAX_RATE a gateway worker remembers, for one log line "
+                                       "per driver while they stay over")
+    token_leeway: float = setting("TOKEN_LEEWAY", 30.0, SECONDS,
+                                  "clock difference allowed on a token's exp, nbf and iat")
     jwks_timeout: float = setting("JWKS_TIMEOUT", 5.0, SECONDS, "to fetch AUTH_JWKS_URL's key set")
     jwks_lifespan: float = setting("JWKS_LIFESPAN", 300.0, SECONDS, "how long the key set is cached")
     amqp_heartbeat: int = setting("AMQP_HEARTBEAT", 30, WHOLE_SECONDS,

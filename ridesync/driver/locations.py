@@ -22,7 +22,6 @@ from ridesync.settings import process_settings
 
 log = logging.getLogger(__name__)
 PUSH_TICK = 0.1  # seconds between looks for pushes due, besides being woken by a fix
-PUSHERS = 8  # pushes at once: one waiting for OSRM holds up no other trip
 
 
 class Locations:
@@ -36,7 +35,7 @@ class Locations:
         self._interval, self._refresh, self._hold, self._clock = push_interval, eta_refresh, hold, clock
         self._wake = threading.Event()
         self._stopped = threading.Event()
-        self._pool = ThreadPoolExecutor(PUSHERS, thread_name_prefix="location-push")
+        self._pool = ThreadPoolExecutor(process_settings().location_pushers, thread_name_prefix="location-push")
         self._thread = threading.Thread(target=self._run, name="location-pusher", daemon=True)
 
     def follow(self, trip):

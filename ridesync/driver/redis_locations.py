@@ -7,7 +7,7 @@ locations.TripsUnderWay. Keys, under the pool's prefix:
   its ETA is taken from, and the last frame pushed (with its fix's time);
 - `claim:<trip>`: who pushes it now, or pushed it last, until when;
 - `locations:due`: trips whose newest fix waits to be pushed, by when.
-Each expires (KEPT_TTL_S after its last write), so a dead replica's trips lapse."""
+Each expires (LOCATION_KEPT_TTL after its last write), so a dead replica's trips lapse."""
 import json
 import uuid
 
@@ -16,7 +16,6 @@ from ridesync.ride import tracking
 from ridesync.ride.tracking import EtaBasis, Fix, TripUnderWay
 from ridesync.settings import process_settings
 
-KEPT_TTL_S = 3600  # a fix, route or push kept after its last write
 
 # KEYS: live hash; ARGV: trip JSON or '', progress, ttl s. A later status replaces the one known. -> 1 replaced
 FOLLOW = """
@@ -59,6 +58,9 @@ class RedisTripsUnderWay:
     def __init__(self, url, prefix="ridesync:"):
         self._redis = connect(url)
         self._p = prefix
+        settings = process_settings()
+        self._kept_ttl, self._busy_ttl = settings.location_kept_ttl, settings.busy_ttl
+        self._ended_ttl = settings.ended_ttl
         self._follow = self._redis.register_script(FOLLOW)
         self._claim = self._redis.register_script(CLAIM)
         self._settle = self._redis.register_script(SETTLE)
@@ -66,12 +68,12 @@ class RedisTripsUnderWay:
 
     def follow(self, trip):
         return self._follow(keys=[f"{self._p}live:{trip.id}"],
-                            args=[json.dumps(trip.to_json()), tracking.progress(trip.status), process_settings().busy_ttl]) == 1
+                            args=[json.dumps(trip.to_json()), tracking.progress(trip.status), self._busy_ttl]) == 1
 
     def end(self, trip_id):
         """True when the trip was followed until now."""
         followed = bool(self._redis.hget(f"{self._p}live:{trip_id}", "trip"))
-        self._follow(keys=[f"{self._p}live:{trip_id}"], args=["", tracking.progress("completed"), process_settings().ended_ttl])
+        self._follow(keys=[f"{self._p}live:{trip_id}"], args=["", tracking.progress("completed"), self._ended_ttl])
         self._redis.delete(*(f"{self._p}{kind}:{trip_id}" for kind in ("fix", "basis", "pushed", "claim")))
         self._redis.zrem(f"{self._p}locations:due", trip_id)
         return followed
@@ -104,11 +106,12 @@ class RedisTripsUnderWay:
 
     def claim(self, trip_id, now, hold):
         token = uuid.uuid4().hex
-        free_at = self._claim(keys=[f"{self._p}claim:{trip_id}"], args=[token, repr(now), repr(now + hold), KEPT_TTL_S])
+        free_at = self._claim(keys=[f"{self._p}claim:{trip_id}"],
+                              args=[token, repr(now), repr(now + hold), self._kept_ttl])
         return (token, None) if free_at == "" else (None, float(free_at))
 
     def settle(self, trip_id, token, until):
-        self._settle(keys=[f"{self._p}claim:{trip_id}"], args=[token, repr(until), KEPT_TTL_S])
+        self._settle(keys=[f"{self._p}claim:{trip_id}"], args=[token, repr(until), self._kept_ttl])
 
     def defer(self, trip_id, at):
         self._redis.zadd(f"{self._p}locations:due", {trip_id: at}, lt=True)
@@ -121,7 +124,7 @@ class RedisTripsUnderWay:
         return make(json.loads(text)) if text else None
 
     def _write(self, kind, trip_id, data):
-        self._redis.set(f"{self._p}{kind}:{trip_id}", json.dumps(data), ex=KEPT_TTL_S)
+        self._redis.set(f"{self._p}{kind}:{trip_id}", json.dumps(data), ex=self._kept_ttl)
 
     def close(self):
         self._redis.close()

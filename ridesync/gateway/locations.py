@@ -12,10 +12,9 @@ from ridesync import metrics
 from ridesync.gateway.limits import TokenBuckets
 from ridesync.pb import driver_pb2
 from ridesync.ride.tracking import TRACKED
+from ridesync.settings import process_settings
 
 log = logging.getLogger(__name__)
-LOCATION_DEADLINE = 1.0  # seconds: a Trip is shown without the car rather than a phone kept waiting
-DROPPING_REMEMBERED = 10_000  # drivers over the rate remembered, for one log line per driver while they stay over
 
 
 class LocationRate:
@@ -28,6 +27,7 @@ class LocationRate:
         self._rate = rate
         self._buckets = TokenBuckets(rate, max(1, int(rate)), clock)
         self._dropping = set()
+        self._remembered = process_settings().dropping_remembered
 
     def allowed(self, driver_id):
         if not self._buckets.take(driver_id):
@@ -35,7 +35,7 @@ class LocationRate:
             return True
         metrics.LOCATIONS_DROPPED.inc()
         if driver_id not in self._dropping:
-            if len(self._dropping) >= DROPPING_REMEMBERED:
+            if len(self._dropping) >= self._remembered:
                 self._dropping.clear()
             self._dropping.add(driver_id)
             log.warning("driver %s sends locations faster than %g a second: dropping the excess",
@@ -51,7 +51,7 @@ def with_driver_location(trip, upstream):
         return trip
     try:
         answer = upstream.drivers.TripLocation(driver_pb2.TripLocationRequest(tripID=trip["id"]),
-                                               timeout=LOCATION_DEADLINE)
+                                               timeout=process_settings().location_deadline)
     except grpc.RpcError as exc:
         log.warning("trip %s shown without its driver's location: DriverService %s %s",
                     trip["id"], exc.code().name, exc.details())
