@@ -96,7 +96,8 @@ def summary(data):
 
 
 def http(method, url, headers, **body):
-    answer = requests.request(method, url, data=json.dumps(body) if body else None, headers=headers, timeout=TIMEOUT)
+    answer = requests.request(method, url, data=json.dumps(body) if body else None, timeout=TIMEOUT,
+                              headers={**headers, "X-RideSync-Dialect": "v2"})  # route points as named
     if answer.status_code >= 400:
         raise DemoFailed(f"{method} {url}: {answer.status_code} {answer.text}")
     return answer.json()["data"]

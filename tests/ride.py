@@ -14,6 +14,7 @@ from tests.service_support import purge_queues
 from tests.support import (AMQP_URL, DESTINATION_JSON, PICKUP_JSON, Process, bearer, free_port, start_gateway,
                            start_service)
 
+AS_NAMED = {"X-RideSync-Dialect": "v2"}  # route points in HTTP answers as named, not in the original client's order
 
 
 @pytest.fixture
@@ -94,11 +95,13 @@ def ride(osrm, tmp_path, request):
 
         def get(self, path, user_id):
             """GET path of the gateway as user_id: (status, JSON body)."""
-            answer = requests.get(f"{base}{path}", params={"userID": user_id}, headers=bearer(user_id), timeout=15)
+            answer = requests.get(f"{base}{path}", params={"userID": user_id}, headers={**bearer(user_id), **AS_NAMED},
+                                  timeout=15)
             return answer.status_code, answer.json()
 
         def post(self, path, body):
-            answer = requests.post(f"{base}{path}", data=json.dumps(body), headers=bearer(body["userID"]), timeout=15)
+            answer = requests.post(f"{base}{path}", data=json.dumps(body), headers={**bearer(body["userID"]), **AS_NAMED},
+                                   timeout=15)
             return answer.status_code, answer.json()
 
         def gateway_log(self):
@@ -113,7 +116,7 @@ def ride(osrm, tmp_path, request):
 
 def start_trip(base, rider_id, package="sedan", headers=None, fare_id=None):
     """The trip started at the gateway at base with a new fare of this package, or with fare_id."""
-    headers = {**bearer(rider_id), **(headers or {})}
+    headers = {**bearer(rider_id), **AS_NAMED, **(headers or {})}
     if fare_id is None:
         preview = requests.post(f"{base}/trip/preview", timeout=15, headers=headers, data=json.dumps(
             {"userID": rider_id, "pickup": PICKUP_JSON, "destination": DESTINATION_JSON}))

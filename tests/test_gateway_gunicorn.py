@@ -56,7 +56,7 @@ def test_a_rider_previews_and_starts_a_trip_through_gunicorn(gateway, trip_servi
     tap = amqp_tap("trip.event.created")
     process, base = gateway(trip_service, workers=2)
     rider = new_rider()
-    status, _, answer = request(base, "POST", "/trip/preview", preview_body(rider))
+    status, _, answer = request(base, "POST", "/trip/preview", preview_body(rider), {"X-RideSync-Dialect": "v2"})
     assert status == 201
     assert_route_follows_osrm(answer["data"]["route"], osrm)
     assert len(answer["data"]["rideFares"]) == 4

@@ -17,8 +17,9 @@ from tests.support import (
 PREFLIGHT = {
     "Origin": "https://app.example",
     "Access-Control-Request-Method": "POST",
-    "Access-Control-Request-Headers": "Content-Type",
+    "Access-Control-Request-Headers": "Content-Type, X-RideSync-Dialect",
 }
+AS_NAMED = {"X-RideSync-Dialect": "v2"}
 
 
 def gateway_app(**env):
@@ -54,6 +55,18 @@ def post(client, path, body, **kwargs):
     return client.post(path, data=data, content_type="text/plain", headers=headers | kwargs.pop("headers", {}), **kwargs)
 
 
+def test_without_the_dialect_header_route_points_are_in_the_original_clients_order(client, osrm):
+    """The original web client reads `[coord.longitude, coord.latitude]` as
+    [lat, lng]: the Go original wrote OSRM's [lon, lat] as latitude, longitude."""
+    v1, v2 = (post(client, "/trip/preview", preview_body(new_rider()), headers=headers).get_json()["data"]
+              for headers in ({}, AS_NAMED))
+    assert_route_follows_osrm(v2["route"], osrm)
+    points = [[(p["latitude"], p["longitude"]) for p in answer["route"]["geometry"][0]["coordinates"]]
+              for answer in (v1, v2)]
+    assert points[0] == [(longitude, latitude) for latitude, longitude in points[1]]
+    assert v1["route"]["distance"] == v2["route"]["distance"] and len(v1["rideFares"]) == 4
+
+
 def preview_body(user_id, pickup=PICKUP_JSON, destination=DESTINATION_JSON):
     return {"userID": user_id, "pickup": pickup, "destination": destination}
 
@@ -78,8 +91,9 @@ def assert_error(response, status, code, says=""):
 
 def test_a_preview_posted_as_text_plain_gets_the_route_and_four_fares(client, osrm):
     rider = new_rider()
-    response = post(client, "/trip/preview", preview_body(rider))
+    response = post(client, "/trip/preview", preview_body(rider), headers=AS_NAMED)
     assert response.status_code == 201
+    assert "X-RideSync-Dialect" in response.headers["Vary"]
     data = response.get_json()["data"]
     assert_route_follows_osrm(data["route"], osrm)
     assert data["route"]["estimated"] is False
@@ -228,7 +242,7 @@ def test_a_preflight_gets_200_with_the_allow_headers_and_never_reaches_the_handl
     assert response.status_code == 200
     assert response.headers["Access-Control-Allow-Origin"] in ("*", PREFLIGHT["Origin"])
     assert {"GET", "POST", "PUT", "DELETE", "OPTIONS"} <= set(response.headers["Access-Control-Allow-Methods"].split(", "))
-    assert "content-type" in response.headers["Access-Control-Allow-Headers"].lower()
+    assert {"content-type", "x-ridesync-dialect"} <= set(response.headers["Access-Control-Allow-Headers"].lower().split(", "))
     assert b"error" not in response.data
 
 

@@ -207,3 +207,24 @@ def test_the_chores_go_on_after_one_fails(monkeypatch):
                 gevent.sleep(0.05)
     finally:
         inboxes.stop()
+
+
+def test_what_the_writer_holds_back_is_handed_on_first_when_cut():
+    """A v1 rider's payment session held until its driver_assigned (dialects.py)."""
+    owner, socket, held = Owner(), Socket(), []
+    inbox = Inbox(owner, "rider", "rider-1", "s1")
+
+    def write(notice):
+        if notice.offset == 1:
+            held.append(notice)
+            return True
+        return socket.write(notice)
+
+    inbox.write_to(write, socket.replace, held)
+    inbox.release([notice(1), notice(2)])
+    written(inbox)
+    socket.gone = True
+    inbox.put(notice(3))
+    written(inbox)
+    inbox.cut()
+    assert socket.written == [2] and owner.handed_on == [1, 3]

@@ -8,17 +8,28 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from ridesync import contract
-from ridesync.gateway.frames import V1_TYPES
 from tests.ride import answer, new_id, ride  # noqa: F401 (ride is a fixture)
 from tests.support import SilentProxy, wait_until
 
 WITHDRAWN = contract.DRIVER_TRIP_WITHDRAWN
 # No offer here expires on its own (the fixture's 2 s would, on a loaded machine).
 pytestmark = pytest.mark.ride_env(OFFER_TIMEOUT="60")
+# The types the original web client knows (its contracts.ts, TripEvents), the
+# commands it sends included: any other type replaces its page with an error.
+ORIGINAL_TYPES = {
+    "trip.event.no_drivers_found", "trip.event.driver_assigned", "trip.event.completed", "trip.event.cancelled",
+    "trip.event.created", "driver.cmd.location", "driver.cmd.trip_request", "driver.cmd.trip_accept",
+    "driver.cmd.trip_decline", "driver.cmd.register", "payment.event.session_created",
+}
 
 
 def step(driver, kind, trip, **data):
     driver.send(kind, {"tripID": trip["id"], **data})
+
+
+def assert_back_to_waiting(driver):
+    """The original driver page's own state after a decline: `data?.trip ?? data` of this frame is null."""
+    assert driver.next(contract.DRIVER_TRIP_REQUEST)["data"] is None
 
 
 def offered_and_accepted(ride, rider_id, driver, package="sedan", **start):
@@ -216,25 +227,27 @@ def test_the_original_clients_frames_through_whole_rides_get_only_types_it_knows
     for kind in (contract.DRIVER_TRIP_ARRIVED, contract.DRIVER_TRIP_STARTED, contract.DRIVER_TRIP_COMPLETED):
         step(driver, kind, trip)
     driver.send_raw("not json")
-    for phone in (rider, driver):
-        assert phone.next(contract.TRIP_COMPLETED)["data"]["id"] == trip["id"]
+    assert rider.next(contract.TRIP_COMPLETED)["data"]["id"] == trip["id"]
+    assert_back_to_waiting(driver)
 
-    offered = ride.start_trip(rider_id)  # cancelled while offered: v1 is not told it was withdrawn
+    offered = ride.start_trip(rider_id)  # cancelled while offered: the driver's page goes back to waiting
     assert driver.next(contract.DRIVER_TRIP_REQUEST)["data"]["id"] == offered["id"]
     assert ride.post("/trip/cancel", {"tripID": offered["id"], "userID": rider_id})[0] == 200
     assert rider.next(contract.TRIP_CANCELLED)["data"]["id"] == offered["id"]
+    assert_back_to_waiting(driver)
 
     cancelled = ride.start_trip(rider_id)  # cancelled by the rider after the accept
     answer(driver, contract.DRIVER_TRIP_ACCEPT, driver.next(contract.DRIVER_TRIP_REQUEST)["data"])
     assert rider.next(contract.TRIP_DRIVER_ASSIGNED)["data"]["id"] == cancelled["id"]
     assert ride.post("/trip/cancel", {"tripID": cancelled["id"], "userID": rider_id})[0] == 200
-    for phone in (rider, driver):
-        assert phone.next(contract.TRIP_CANCELLED)["data"]["id"] == cancelled["id"]
+    assert rider.next(contract.TRIP_CANCELLED)["data"]["id"] == cancelled["id"]
+    assert_back_to_waiting(driver)
 
     for phone in (rider, driver):
         while phone.poll(timeout=0.5) is not None:
             pass
-        assert set(phone.seen) <= V1_TYPES, set(phone.seen) - V1_TYPES
+        assert set(phone.seen) <= ORIGINAL_TYPES, set(phone.seen) - ORIGINAL_TYPES
+    assert driver.seen.count(contract.DRIVER_REGISTER) == 1
     # Not answered, but counted: the refused step and the frame that is not JSON.
     rejected = {s.labels["reason"]: s.value for f in text_string_to_metric_families(
         requests.get(f"{ride.url}/metrics", timeout=5).text) if f.name == "ridesync_gateway_frames_rejected"

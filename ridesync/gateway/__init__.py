@@ -3,6 +3,7 @@ from flask import Flask
 from flask_cors import CORS
 
 from ridesync.gateway import api_docs, console, errors, health, live, observed, trips
+from ridesync.gateway.dialects import HTTP_HEADER
 from ridesync.gateway.frames import V2_SUBPROTOCOL
 from ridesync.gateway.health import BrokerProbe
 from ridesync.gateway.identity import operator_networks, verifier_for
@@ -39,7 +40,7 @@ def create_app(settings=None):
         app,
         origins=list(settings.cors_origins),
         methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
-        allow_headers=["Content-Type", "Authorization", "X-Request-ID", "traceparent", "tracestate"],
+        allow_headers=["Content-Type", "Authorization", "X-Request-ID", "traceparent", "tracestate", HTTP_HEADER],
         expose_headers=["X-Request-ID"],
     )
     observed.register(app)

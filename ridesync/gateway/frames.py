@@ -1,6 +1,5 @@
 """What a phone may send us over its WebSocket, checked before anything is
-done with it (text in, (type, data) or BadFrame out); and what each dialect
-may be sent. Plain logic."""
+done with it (text in, (type, data) or BadFrame out). Plain logic."""
 import json
 
 from ridesync import contract, identity
@@ -108,23 +107,13 @@ DRIVER_STEPS = {
     contract.DRIVER_TRIP_CANCEL: "cancelled",
 }
 
-# Dialects (DESIGN.md, "WebSocket API"): a socket is v2 when the phone asks
-# for this subprotocol, else v1, the original web client, which takes any
-# type outside its list for a fatal error.
+# Dialects (DESIGN.md, "WebSocket API"; dialects.py): a socket is v2 when
+# the phone asks for this subprotocol, else v1, the original web client.
 V2_SUBPROTOCOL = "ridesync.v2"
 TRIP_STATE = "trip.state"
-V1_TYPES = frozenset({
-    contract.TRIP_CREATED, contract.TRIP_DRIVER_ASSIGNED, contract.TRIP_NO_DRIVERS_FOUND,
-    contract.TRIP_COMPLETED, contract.TRIP_CANCELLED, contract.PAYMENT_SESSION_CREATED,
-    contract.DRIVER_REGISTER, contract.DRIVER_TRIP_REQUEST,
-})
 
 
 def is_v2(subprotocol_header):
     """Whether the phone asked for v2 in its Sec-WebSocket-Protocol header."""
     return V2_SUBPROTOCOL in (p.strip() for p in (subprotocol_header or "").split(","))
 
-
-def sendable(v2, kind):
-    """Whether a frame of this type may be sent to a socket of that dialect."""
-    return v2 or kind in V1_TYPES

@@ -46,7 +46,7 @@ class Inbox:
     something to write (an idle rider holds none, bench/RESULTS.md)."""
 
     __slots__ = ("role", "user_id", "session", "live", "replaced", "left_in_feed", "closed", "in_feed", "_owner",
-                 "_deliveries", "_write", "_writer", "_cut", "_on_replaced")
+                 "_deliveries", "_held", "_write", "_writer", "_cut", "_on_replaced")
 
     def __init__(self, owner, role, user_id, session):
         self._owner = owner
@@ -54,6 +54,7 @@ class Inbox:
         self.live = False  # the Mailroom has let it start
         self.replaced = False  # a newer socket of the user took over
         self._deliveries = []  # handed to this socket, not yet written, oldest first
+        self._held = []  # taken by the socket's writer and held back (dialects.py), older than any delivery
         self._write = None  # write(notice) -> False once the socket is gone
         self._writer = None  # the greenlet writing, while there is something to write
         self._cut = False  # gets nothing more
@@ -71,9 +72,10 @@ class Inbox:
         self.in_feed = None
         return in_feed
 
-    def write_to(self, write, on_replaced):
-        """The socket is open: write(notice) writes to it; on_replaced() closes it."""
-        self._write, self._on_replaced = write, on_replaced
+    def write_to(self, write, on_replaced, held=()):
+        """The socket is open: write(notice) writes to it, or keeps it in the
+        list held until it can; on_replaced() closes it."""
+        self._write, self._on_replaced, self._held = write, on_replaced, held
         if self.replaced:
             on_replaced()
         self._wake()
@@ -107,7 +109,7 @@ class Inbox:
             self.replaced = True
             if self._on_replaced is not None:
                 gevent.spawn(self._on_replaced)
-        self._owner.leave(self, self._deliveries)
+        self._owner.leave(self, [*self._held, *self._deliveries])
         self._deliveries = []
 
     def _wake(self):

@@ -17,10 +17,9 @@ from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
 from ridesync import contract, metrics
-from ridesync.gateway import observed
+from ridesync.gateway import dialects, observed
 from ridesync.gateway.errors import ApiError, invalid
-from ridesync.gateway.frames import (DRIVER_FRAME_TYPES, DRIVER_STEPS, RIDER_FRAME_TYPES, TRIP_STATE, BadFrame,
-                                     is_v2, read_frame, sendable)
+from ridesync.gateway.frames import DRIVER_FRAME_TYPES, DRIVER_STEPS, RIDER_FRAME_TYPES, BadFrame, is_v2, read_frame
 from ridesync.gateway.identity import acting_user, operators_only, origin_allowed
 from ridesync.gateway.locations import with_driver_location
 from ridesync.gateway.phones import Phone
@@ -66,10 +65,8 @@ def open_line():
         # registration, and leaves it (and the offer it may hold) alone.
         line.driver = _register(user_id, package, line.session)
         _keep_drivers_registered()
-        line.first.append((contract.DRIVER_REGISTER, line.driver))
     line.open_inbox()
-    if v2:
-        line.first.append((TRIP_STATE, _current_trip(user_id)))
+    line.first = line.dialect.opening(line.driver, _current_trip(user_id) if v2 else None)
 
 
 @bp.teardown_request
@@ -130,11 +127,13 @@ class Line:
         self.role, self.user_id, self.v2 = role, user_id, v2
         self.session = uuid.uuid4().hex  # its inbox's, and what registers a driver with DriverService
         self.phone = None
+        self.dialect = dialects.for_socket(role, v2)
         self.first = []  # (type, data) frames the socket gets before any other
         self.driver = None  # a driver's line: the Driver as DriverService registered it
         self.position = None  # a rider's line: where the rider's phone last said they are
         self.hung_up = False
         self._worker = _worker()
+        self._upstream = _upstream()  # its writer runs outside the request
         self._worker.lines.add(self)
         self._inbox = None
 
@@ -157,12 +156,12 @@ class Line:
             return
         for frame in self.first:
             self.phone.send(*frame)
-        self._inbox.write_to(self._deliver, self.phone.replace)
+        self._inbox.write_to(self._deliver, self.phone.replace, self.dialect.held)
 
     def _deliver(self, notice):
-        """A notification as this socket's dialect has it: a refused answer
-        is an `error` frame on v2 (counted on both), and types the original
-        client does not know never reach a v1 socket. False once the socket is gone."""
+        """A notification as this socket's dialect has it (dialects.py): a
+        refused answer is an `error` frame on v2 (counted on both). False
+        once the socket is gone."""
         try:
             _owner, data = contract.open_envelope(notice.body)
         except ValueError as exc:
@@ -175,10 +174,18 @@ class Line:
             log.info("driver %s was refused: %s", self.user_id, message)
             metrics.FRAMES_REJECTED.labels(code).inc()
             kind, data = "error", {"code": code, "message": message}
-        if not sendable(self.v2, kind):
-            log.debug("%s not sent to v1 %s %s", kind, self.role, self.user_id)
-            return True
-        return self.phone.deliver(kind, notice.message_id, data, notice.headers)
+        return self.dialect.deliver(kind, data, notice, self._write, self._read_trip)
+
+    def _write(self, write):
+        return self.phone.deliver(write.kind, write.message_id, write.data, write.notice.headers)
+
+    def _read_trip(self):
+        try:
+            return _read_current_trip(self._upstream, self.user_id)
+        except grpc.RpcError as exc:
+            log.warning("%s %s: trip not read (%s %s); a payment session waits for its driver_assigned",
+                        self.role, self.user_id, exc.code().name, exc.details())
+            return dialects.UNREAD
 
     def frames(self):
         while (raw := self.phone.receive()) is not None:
@@ -343,11 +350,16 @@ def _register_missing(held, upstream):
 def _current_trip(user_id):
     """The user's active trip (JSON) or None, for `trip.state`."""
     try:
-        answer = _upstream().trips.CurrentTrip(trip_pb2.CurrentTripRequest(userID=user_id), timeout=CALL_DEADLINE)
+        trip = _read_current_trip(_upstream(), user_id)
     except grpc.RpcError as exc:
         log.error("%s's trip not read: %s %s", user_id, exc.code().name, exc.details())
         raise ApiError(503, "unavailable", "the trip service is unavailable; reconnect shortly") from None
-    return with_driver_location(to_json(answer.trip), _upstream()) if answer.HasField("trip") else None
+    return with_driver_location(trip, _upstream()) if trip is not None else None
+
+
+def _read_current_trip(upstream, user_id):
+    answer = upstream.trips.CurrentTrip(trip_pb2.CurrentTripRequest(userID=user_id), timeout=CALL_DEADLINE)
+    return to_json(answer.trip) if answer.HasField("trip") else None
 
 
 def _unregister(driver, session, upstream=None):

@@ -1,11 +1,13 @@
 """POST /trip/preview, POST /trip/start, POST /trip/cancel, GET
-/trip/current and GET /trip/<tripID>."""
+/trip/current and GET /trip/<tripID>. Route points in every answer are in
+the original client's order unless the caller sends `X-RideSync-Dialect: v2`
+(dialects.py)."""
 import math
 
 from flask import Blueprint, current_app, jsonify, request
 from google.protobuf import json_format
 
-from ridesync.gateway import body
+from ridesync.gateway import body, dialects
 from ridesync.gateway.errors import ApiError, invalid
 from ridesync.gateway.identity import acting_user
 from ridesync.gateway.locations import with_driver_location
@@ -60,7 +62,7 @@ def cancel():
                                    userID=acting_user(data.get("userID"), "rider"), reason=reason),
         timeout=CALL_DEADLINE,
     )
-    return jsonify(data=to_json(response.trip))
+    return _answer(to_json(response.trip))
 
 
 @bp.get("/trip/current")
@@ -71,7 +73,7 @@ def current():
     response = _upstream().trips.CurrentTrip(trip_pb2.CurrentTripRequest(userID=user_id), timeout=CALL_DEADLINE)
     if not response.HasField("trip"):
         raise ApiError(404, "not_found", f"{user_id} has no active trip")
-    return jsonify(data=with_driver_location(to_json(response.trip), _upstream()))
+    return _answer(with_driver_location(to_json(response.trip), _upstream()))
 
 
 @bp.get("/trip/<trip_id>")
@@ -82,7 +84,7 @@ def read(trip_id):
                                 userID=acting_user(request.args.get("userID"), None)),
         timeout=CALL_DEADLINE,
     )
-    return jsonify(data=with_driver_location(to_json(response.trip), _upstream()))
+    return _answer(with_driver_location(to_json(response.trip), _upstream()))
 
 
 def _within_rate(user_id):
@@ -97,7 +99,16 @@ def _upstream():
 
 
 def _created(message):
-    return jsonify(data=to_json(message)), 201
+    return _answer(to_json(message), 201)
+
+
+def _answer(data, status=200):
+    if not dialects.http_as_named(request.headers.get(dialects.HTTP_HEADER)):
+        data = dialects.original_order(data)
+    response = jsonify(data=data)
+    response.status_code = status
+    response.vary.add(dialects.HTTP_HEADER)
+    return response
 
 
 def to_json(message):
