@@ -38,7 +38,7 @@ import logging
 from collections import OrderedDict, namedtuple
 
 from ridesync import contract
-from ridesync.gateway.frames import TRIP_STATE
+from ridesync.gateway.frames import TRIP_STATE, V1_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +130,7 @@ class V1Rider(Dialect):
         if kind in (contract.TRIP_CANCELLED, contract.TRIP_COMPLETED):
             self._stage(trip_id, ENDED)
             self.held[:] = [held for held in self.held if _payment_trip(held) != trip_id]
-            return [_as_is(kind, original_order(data), notice)]
-        if kind in (contract.TRIP_CREATED, contract.TRIP_NO_DRIVERS_FOUND):
-            return [_as_is(kind, original_order(data), notice)]
-        return []
+        return [_as_is(kind, original_order(data), notice)] if kind in V1_TYPES else []
 
     def _payment(self, data, notice, read_trip):
         trip_id = data.get("tripID")

@@ -108,9 +108,15 @@ DRIVER_STEPS = {
 }
 
 # Dialects (DESIGN.md, "WebSocket API"; dialects.py): a socket is v2 when
-# the phone asks for this subprotocol, else v1, the original web client.
+# the phone asks for this subprotocol, else v1, the original web client,
+# which takes any type outside its list for a fatal error.
 V2_SUBPROTOCOL = "ridesync.v2"
 TRIP_STATE = "trip.state"
+V1_TYPES = frozenset({
+    contract.TRIP_CREATED, contract.TRIP_DRIVER_ASSIGNED, contract.TRIP_NO_DRIVERS_FOUND,
+    contract.TRIP_COMPLETED, contract.TRIP_CANCELLED, contract.PAYMENT_SESSION_CREATED,
+    contract.DRIVER_REGISTER, contract.DRIVER_TRIP_REQUEST,
+})
 
 
 def is_v2(subprotocol_header):
