@@ -57,21 +57,23 @@ def http_as_named(header_value):
 
 
 def original_order(value):
-    """value (JSON) with every route's points as the original wrote them:
-    latitude and longitude exchanged. A new object; value is left alone."""
-    if isinstance(value, list):
-        return [original_order(item) for item in value]
+    """A Trip, {"trip": Trip} or an HTTP answer (JSON) with its route's points
+    as the original wrote them: latitude and longitude exchanged. A new
+    object; value is left alone."""
     if not isinstance(value, dict):
         return value
-    return {key: _route(item) if key == "route" else original_order(item) for key, item in value.items()}
+    changed = dict(value)
+    if isinstance(value.get("route"), dict):
+        changed["route"] = _route(value["route"])
+    if isinstance(value.get("trip"), dict):
+        changed["trip"] = original_order(value["trip"])
+    return changed
 
 
 def _route(route):
-    if not isinstance(route, dict):
-        return route
-    geometry = [{**part, "coordinates": [{**point, "latitude": point.get("longitude"), "longitude": point.get("latitude")}
-                                         for point in part.get("coordinates", [])]}
-                for part in route.get("geometry", [])]
+    geometry = [{"coordinates": [{"latitude": point.get("longitude"), "longitude": point.get("latitude")}
+                                 for point in part.get("coordinates", ())]}
+                for part in route.get("geometry", ())]
     return {**route, "geometry": geometry}
 
 
