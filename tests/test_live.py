@@ -120,7 +120,7 @@ def test_a_newer_socket_replaces_the_older_one(ride):
 def test_a_rider_and_a_driver_with_the_same_id_are_two_users(ride):
     user_id = new_id("user")
     rider = ride.rider(user_id)
-    driver = ride.driver("sedan")
+    driver = ride.driver("sedan", v2=True)  # a v1 driver is not sent driver_assigned (the original was not)
     trip = ride.start_trip(user_id, "sedan")
     answer(driver, contract.DRIVER_TRIP_ACCEPT, driver.next(contract.DRIVER_TRIP_REQUEST)["data"])
     assert rider.next(contract.TRIP_DRIVER_ASSIGNED)["data"]["id"] == trip["id"]
