@@ -17,9 +17,9 @@ multiproc.start()  # first: the worker class brings prometheus_client into the m
 bind = f"0.0.0.0:{gateway_settings.port}"
 workers = gateway_settings.web_concurrency
 worker_class = "ridesync.gateway.gunicorn_worker.GatewayWorker"
-worker_connections = 20000
+worker_connections = gateway_settings.worker_connections
 graceful_timeout = gateway_settings.gateway_drain
-timeout = 30
+timeout = gateway_settings.worker_timeout
 accesslog = "-"
 control_socket_disable = True  # nothing on disk; several gateways may share a machine
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'  # no query string: a socket's ?token= is a secret

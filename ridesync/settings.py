@@ -198,6 +198,11 @@ class Settings:
     # p50 1.15 s against start's 0.22 s). Threads are made as calls need them and end once idle.
     upstream_calls_in_flight: int = setting("UPSTREAM_CALLS_IN_FLIGHT", 100, COUNT,
                                             "gRPC calls a gateway worker has in flight at once (its gevent threads)")
+    worker_connections: int = setting("WORKER_CONNECTIONS", 20_000, COUNT,
+                                      "sockets and requests a gateway worker holds at once (gunicorn's "
+                                      "worker_connections)")
+    worker_timeout: int = setting("WORKER_TIMEOUT", 30, WHOLE_SECONDS,
+                                  "after which gunicorn restarts a gateway worker that stopped answering its master")
     gateway_drain: int = setting("GATEWAY_DRAIN", 10, WHOLE_SECONDS,
                                    "a gateway worker's drain after SIGTERM (gunicorn's graceful_timeout)")
     readyz_timeout: float = setting("READYZ_TIMEOUT", 2.0, SECONDS, "for each dependency /readyz asks")
