@@ -52,7 +52,6 @@ class Locations:
         """The driver of trip_id is at location now: their trip's last fix, pushed soon."""
         now = self._clock()
         self._trips.record_fix(trip_id, tracking.next_fix(self._trips.last_fix(trip_id), location, now))
-        self._trips.defer(trip_id, now)
         self._wake.set()
 
     def last(self, trip_id):
@@ -174,9 +173,11 @@ class TripsUnderWay:
         return self._fixes.get(trip_id)
 
     def record_fix(self, trip_id, fix):
+        """The followed trip's last fix, its push due at once."""
         with self._lock:
             if trip_id in self._trips:
                 self._fixes[trip_id] = fix
+                self._due_at(trip_id, fix.at)
 
     def basis(self, trip_id):
         return self._bases.get(trip_id)
@@ -215,7 +216,10 @@ class TripsUnderWay:
 
     def defer(self, trip_id, at):
         with self._lock:
-            self._due[trip_id] = min(at, self._due.get(trip_id, at))
+            self._due_at(trip_id, at)
+
+    def _due_at(self, trip_id, at):
+        self._due[trip_id] = min(at, self._due.get(trip_id, at))
 
     def due(self, now):
         with self._lock:

@@ -26,6 +26,15 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
+# KEYS: live hash, fix, due set; ARGV: fix JSON, ttl s, trip id, due at. A followed trip's fix, its push due.
+RECORD_FIX = """
+local trip = redis.call('HGET', KEYS[1], 'trip')
+if not trip or trip == '' then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+redis.call('ZADD', KEYS[3], 'LT', ARGV[4], ARGV[3])
+return 1
+"""
+
 # A claim is "<token> <until>", until on the pushers' wall clock (as offers' deadlines are).
 # KEYS: claim; ARGV: token, now, until, ttl s. -> '' claimed, else when it may be claimed
 CLAIM = """
@@ -62,6 +71,7 @@ class RedisTripsUnderWay:
         self._kept_ttl, self._busy_ttl = settings.location_kept_ttl, settings.busy_ttl
         self._ended_ttl = settings.ended_ttl
         self._follow = self._redis.register_script(FOLLOW)
+        self._record_fix = self._redis.register_script(RECORD_FIX)
         self._claim = self._redis.register_script(CLAIM)
         self._settle = self._redis.register_script(SETTLE)
         self._due = self._redis.register_script(DUE)
@@ -86,8 +96,8 @@ class RedisTripsUnderWay:
         return self._read("fix", trip_id, Fix.from_json)
 
     def record_fix(self, trip_id, fix):
-        if self._redis.hget(f"{self._p}live:{trip_id}", "trip"):  # followed, and not ended
-            self._write("fix", trip_id, fix.to_json())
+        self._record_fix(keys=[f"{self._p}live:{trip_id}", f"{self._p}fix:{trip_id}", f"{self._p}locations:due"],
+                         args=[json.dumps(fix.to_json()), self._kept_ttl, trip_id, repr(fix.at)])
 
     def basis(self, trip_id):
         return self._read("basis", trip_id, EtaBasis.from_json)
