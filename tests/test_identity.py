@@ -13,6 +13,7 @@ import requests
 import websocket
 
 from ridesync import contract
+from ridesync.gateway.upstream import CALL_DEADLINE
 from ridesync.rabbit import Publisher
 from tests.ride import answer, assert_a_ride_completes, new_id, ride  # noqa: F401 (ride is a fixture)
 from tests.support import (AMQP_URL, AUTH_SECRET, DESTINATION_JSON, PICKUP_JSON, ROOT, bearer, free_port, next_message_for,
@@ -23,9 +24,10 @@ BAD_USER_IDS = ["a\nb", "a\rb", "é" * 128, "r" * 129, "a b", "a/b", "a*", "a#",
 
 
 def ws_refusal(url, path, headers=None):
-    """(status, JSON body) of an upgrade the gateway refuses before it happens."""
+    """(status, JSON body) of an upgrade the gateway refuses before it happens
+    (a driver's only after waiting out the gRPC call deadline for a DriverService that is down)."""
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
-        websocket.create_connection(url.replace("http", "ws") + path, timeout=5, header=headers or {}).close()
+        websocket.create_connection(url.replace("http", "ws") + path, timeout=CALL_DEADLINE + 5, header=headers or {}).close()
     return refused.value.status_code, json.loads(refused.value.resp_body), refused.value.resp_headers
 
 

@@ -59,7 +59,7 @@ def test_the_driver_service_restarted_mid_ride(ride):
 
 def reconnected(ride, driver_id):
     """The driver's app on a new socket, or None while the gateway answers
-    503 (it has not yet dialled the restarted DriverService again): the app tries again."""
+    503 (DriverService not back within the call deadline): the app tries again."""
     try:
         return ride.driver("sedan", user_id=driver_id, v2=True)
     except websocket.WebSocketBadStatusException as exc:

@@ -288,9 +288,11 @@ def _forward_answer(line, kind, data):
 
 def _register(driver_id, package, session):
     try:
+        # wait_for_ready: a restarted DriverService this worker is still backing off from (up to 1 s)
+        # is waited for within the deadline, rather than refused at once while the other workers reach it.
         answer = _upstream().drivers.RegisterDriver(
             driver_pb2.RegisterDriverRequest(driverID=driver_id, packageSlug=package, session=session),
-            timeout=CALL_DEADLINE,
+            timeout=CALL_DEADLINE, wait_for_ready=True,
         )
     except grpc.RpcError as exc:
         log.error("driver %s not registered: %s %s", driver_id, exc.code().name, exc.details())
