@@ -11,7 +11,8 @@ publish goes to the broker at once, as Publisher's does.
 publish_or_undo is for a change that must not stand unannounced (CreateTrip:
 a broker that does not take trip.event.created is a 503 and the fare usable
 again): its row is published at once after the commit by the caller's
-thread, and held back from the relay meanwhile."""
+thread, and held back from the relay meanwhile; the relay deletes it at its
+next pass."""
 import json
 import logging
 import threading
@@ -42,6 +43,7 @@ class Outbox:
         self._batch, self._idle_wait = settings.outbox_batch, settings.outbox_idle_wait
         self._clock = clock  # wall time: replicas compare not_before
         self._lock_key = RELAY_LOCK + zlib.crc32(name.encode())
+        self._published, self._published_lock = [], threading.Lock()  # ids of rows publish_or_undo sent
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"{name}-outbox", daemon=True)
@@ -66,7 +68,8 @@ class Outbox:
     def publish_or_undo(self, routing_key, owner_id, data, undo):
         """Inside a transaction: the message is committed with it as a row
         the relay leaves alone for `hold` seconds, published right after the
-        commit (confirmed, with the row's message_id) and its row deleted.
+        commit (confirmed, with the row's message_id) and its row deleted
+        by the relay's next pass, within OUTBOX_IDLE_WAIT.
         When the broker does not take it, the row is deleted and undo() run
         in one transaction, and the error raised out of the commit; unless
         the relay sent the row meanwhile: then the change stands. A sender
@@ -97,10 +100,8 @@ class Outbox:
             log.warning("outbox of %s: %s of %s was not taken at once (%s), but the relay had sent it: it stands",
                         self._name, routing_key, owner_id, exc)
             return
-        try:
-            self._delete(row_id)
-        except Exception:  # published: the relay sends it again after the hold, and consumers drop the copy
-            log.exception("outbox of %s: %s of %s published, its row not deleted", self._name, routing_key, owner_id)
+        with self._published_lock:  # deleted by the relay's next pass, not on the caller's time
+            self._published.append(row_id)
 
     def _withdraw(self, row_id, undo):
         """Deletes the row and runs undo(), in one transaction; False when the relay had taken the row."""
@@ -110,10 +111,25 @@ class Outbox:
             undo()
             return True
 
-    def _delete(self, row_id):
-        """A published row's; lost in a database server crash, it is published again, and its copy dropped."""
+    def _delete(self, *row_ids):
+        """Published rows'; lost in a database server crash, they are published again, and their copies dropped."""
         with self._db.at_once() as conn:
-            conn.execute(delete(outbox).where(outbox.c.id == row_id))
+            conn.execute(delete(outbox).where(outbox.c.id.in_(row_ids)))
+
+    def _forget_published(self):
+        """Deletes the rows their senders published themselves, long before
+        their hold ends (OUTBOX_IDLE_WAIT against OUTBOX_HOLD); kept for the
+        next pass when the database is away."""
+        with self._published_lock:
+            row_ids, self._published = self._published, []
+        if not row_ids:
+            return
+        try:
+            self._delete(*row_ids)
+        except Exception:
+            with self._published_lock:
+                self._published[:0] = row_ids
+            raise
 
     def start(self):
         self._thread.start()
@@ -142,7 +158,9 @@ class Outbox:
             log.exception("outbox of %s: relaying failed; trying again in %ss", self._name, self._idle_wait)
 
     def relay(self):
-        """Publishes the committed rows, oldest first, until none is left or the broker refuses."""
+        """Deletes the rows published by their senders, then publishes the
+        committed rows, oldest first, until none is left or the broker refuses."""
+        self._forget_published()
         if not self._db.is_postgresql:  # SQLite: one replica
             self._relay_all()
             return

@@ -21,9 +21,10 @@ log = logging.getLogger(__name__)
 
 class TripService:
     def __init__(self, planner, store, publisher, fare_ttl=900, clock=time.time, max_trip_km=300,
-                 transaction=nullcontext, offers=None):
-        """transaction(): what the store's changes and the publisher's
-        outbox rows of one step commit in together (Database.transaction).
+                 transaction=None, offers=None):
+        """transaction(pipelined=False): what the store's changes and the
+        publisher's outbox rows of one step commit in together
+        (Database.transaction); None: each change commits by itself.
         offers: the AwaitedOffers of replicas sharing a database, for an
         answer that may overtake its offer; None: answers never wait."""
         self._max_trip_m = max_trip_km * 1000
@@ -32,7 +33,7 @@ class TripService:
         self._publisher = publisher
         self._fare_ttl = fare_ttl
         self._clock = clock
-        self._transaction = transaction
+        self._transaction = transaction or _each_by_itself
         self._offers = offers
 
     def preview(self, user_id, pickup, destination, **call):
@@ -73,7 +74,7 @@ class TripService:
         trip exists. With a database, the fare, the trip and the announcement
         commit together, so a trip whose process dies right after the commit
         is still announced (Outbox.publish_or_undo)."""
-        with self._transaction():
+        with self._transaction(pipelined=True):  # its statements' answers are read only where needed
             fare = self._store.take_fare(fare_id, user_id)
             trip = Trip(id=str(uuid.uuid4()), fare=fare, user_id=user_id)
             self._store.save_trip(trip)  # before the event, which others act on at once
@@ -255,6 +256,10 @@ class TripService:
         for role, user_id in (("rider", trip.user_id), ("driver", trip.driver_id)):
             if user_id:
                 self._publisher.notify(event, user_id, trip.to_json(), headers=contract.for_role(role))
+
+
+def _each_by_itself(**_options):
+    return nullcontext()
 
 
 def withdrawal_reason(trip):
