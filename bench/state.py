@@ -3,7 +3,8 @@ baseline measured in the same run, rounds interleaved so that a busy
 machine weighs on both alike:
 
 1. TripService's preview and start (no gRPC; OSRM off; the start publishes
-   trip.event.created to a real RabbitMQ, confirmed) on SQLite and on
+   trip.event.created to a real RabbitMQ, confirmed, through the outbox as
+   the service does) on SQLite and on
    PostgreSQL against the in-memory store: p50/p99 of each, and rides
    (a preview and a start) per second with 4 threads.
 2. PreviewTrip and CreateTrip over gRPC to a TripService process on
@@ -36,6 +37,7 @@ from ridesync.database import Database
 from ridesync.driver.dispatch import TripToDispatch
 from ridesync.driver.pool import DriverPool
 from ridesync.driver.redis_pool import RedisDriverPool
+from ridesync.outbox import Outbox
 from ridesync.pb import trip_pb2, trip_pb2_grpc
 from ridesync.ride.model import Coordinate
 from ridesync.trip.planner import RoutePlanner
@@ -65,8 +67,10 @@ def stores_section(bench, calls, rounds, postgres):
     publisher = rabbit.Publisher(bench.amqp_url, "bench-state")
     databases = {"SQLite": Database(f"sqlite:///{bench.tmp}/bench.db"), "PostgreSQL": Database(postgres)}
     services = {"in memory": TripService(RoutePlanner(None, enabled=False), TripStore(), publisher)}
-    for name, database in databases.items():
-        services[name] = TripService(RoutePlanner(None, enabled=False), SqlTripStore(database), publisher)
+    outboxes = [Outbox(database, publisher, "trip").start() for database in databases.values()]
+    for (name, database), outbox in zip(databases.items(), outboxes):  # wired as ridesync/trip/server.py does
+        services[name] = TripService(RoutePlanner(None, enabled=False), SqlTripStore(database), outbox,
+                                     transaction=database.transaction)
     previews, starts, rides = ({name: [] for name in services} for _ in range(3))
     for _ in range(rounds):
         for name, trips in services.items():
@@ -79,6 +83,8 @@ def stores_section(bench, calls, rounds, postgres):
         print(f"  {name:10s} preview p50 {preview[0]:6.2f} ms p99 {preview[1]:6.2f} ms ({preview_ratio:.2f}x)"
               f" | start p50 {start[0]:6.2f} ms p99 {start[1]:6.2f} ms ({start_ratio:.2f}x)"
               f" | rides/s {statistics.median(rides[name]):7.1f} (rounds {', '.join(f'{r:.0f}' for r in rides[name])})")
+    for outbox in outboxes:
+        outbox.stop(timeout=10)
     publisher.close()
     for database in databases.values():
         database.close()
