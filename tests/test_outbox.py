@@ -10,13 +10,14 @@ import time
 
 import pika
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from ridesync import contract
 from ridesync.database import Database
 from ridesync.outbox import Outbox
 from ridesync.rabbit import PublishFailed
-from ridesync.tables import outbox
+from ridesync.tables import handled_messages, outbox
 from ridesync.trip.planner import RoutePlanner
 from ridesync.trip.service import TripService
 from ridesync.trip.sql_store import SqlTripStore
@@ -62,6 +63,21 @@ def test_of_replicas_given_one_message_at_once_one_handles_it(database_url):
     assert ran[-1] == "other queue" and "again" not in ran
     for replica in replicas:
         replica.close()
+
+
+def test_a_pipelined_transaction_whose_unanswered_insert_is_refused_commits_nothing(database_url):
+    database = Database(database_url)
+    handled = [{"consumer": "c", "message_id": message_id, "handled_at": 0} for message_id in ("m", "other")]
+    try:
+        with database.transaction() as conn:
+            conn.execute(insert(handled_messages).values(handled[0]))
+        with pytest.raises(IntegrityError), database.transaction(pipelined=True) as conn:
+            conn.execute(insert(handled_messages).values(handled[1]))
+            conn.execute(insert(handled_messages).values(handled[0]))  # a second copy: refused, answered later
+        with database.transaction(pipelined=True) as conn:  # the connection serves again
+            assert conn.execute(select(handled_messages.c.message_id)).scalars().all() == ["m"]
+    finally:
+        database.close()
 
 
 # A trip service's accept, in a process killed with SIGKILL right after the
