@@ -17,7 +17,7 @@ import orjson
 from bench.fanout import sample_trip
 from ridesync import contract
 from ridesync.gateway import dialects
-from ridesync.gateway.mailroom import Notice
+from ridesync.gateway.sockets.ledger import Notice
 
 SOCKETS = {"v2": ("rider", True), "v1 rider": ("rider", False), "v1 driver": ("driver", False)}
 KINDS = {"v2": contract.TRIP_CREATED, "v1 rider": contract.TRIP_CREATED, "v1 driver": contract.DRIVER_TRIP_REQUEST}

@@ -76,7 +76,7 @@ def for_role(role):
 
 
 # The feed: every notification for a user's socket also goes to this
-# stream, which every gateway worker reads (ridesync/gateway/inboxes.py).
+# stream, which every gateway worker reads (ridesync/gateway/sockets/feed.py).
 # Its retention is far longer than any reconnect window: a worker that starts
 # reads the window back from it.
 NOTIFICATIONS_STREAM = "gateway.notifications"

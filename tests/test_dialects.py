@@ -5,7 +5,7 @@ import pytest
 
 from ridesync import contract
 from ridesync.gateway import dialects
-from ridesync.gateway.mailroom import Notice
+from ridesync.gateway.sockets.ledger import Notice
 
 ROUTE = {"geometry": [{"coordinates": [{"latitude": 37.77, "longitude": -122.41},
                                        {"latitude": 37.79, "longitude": -122.39}]}], "distance": 4200.0}

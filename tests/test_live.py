@@ -75,7 +75,7 @@ def test_many_riders_over_several_gateway_processes_each_get_exactly_their_own_e
     riders = {new_id("rider"): None for _ in range(40)}
     for n, rider_id in enumerate(riders):
         riders[rider_id] = ride.rider(rider_id, urls[n % 2])
-    workers = set(re.findall(r"gateway\[(\d+)\] ridesync.gateway.live: rider rider-\w+ connected", ride.gateway_log()))
+    workers = set(re.findall(r"gateway\[(\d+)\] ridesync.gateway.sockets.connection: rider rider-\w+ connected", ride.gateway_log()))
     assert len(workers) >= 2, "the riders should be spread over several gateway processes"
 
     publisher = Publisher(AMQP_URL, "test")

@@ -84,7 +84,7 @@ def test_sockets_on_every_gunicorn_worker_are_summed_at_metrics(tmp_path):
 
 
 def _workers_with_riders(gateway):
-    return set(re.findall(r"gateway\[(\d+)\] ridesync.gateway.live: rider \S+ connected", gateway.output()))
+    return set(re.findall(r"gateway\[(\d+)\] ridesync.gateway.sockets.connection: rider \S+ connected", gateway.output()))
 
 
 def _open_sockets(base):

@@ -7,7 +7,7 @@ import pytest
 from ridesync import contract
 from ridesync.driver.locations import Locations, TripsUnderWay
 from ridesync.driver.redis_locations import RedisTripsUnderWay
-from ridesync.gateway.mailroom import Notice
+from ridesync.gateway.sockets.ledger import Notice
 from ridesync.ride import tracking
 from ridesync.ride.geo import great_circle_m
 from ridesync.ride.model import Coordinate, Route

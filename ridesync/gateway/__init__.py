@@ -2,7 +2,7 @@
 from flask import Flask
 from flask_cors import CORS
 
-from ridesync.gateway import api_docs, console, errors, health, live, observed, trips
+from ridesync.gateway import api_docs, console, errors, health, observed, trips
 from ridesync.gateway.dialects import HTTP_HEADER
 from ridesync.gateway.frames import V2_SUBPROTOCOL
 from ridesync.gateway.health import BrokerProbe
@@ -10,7 +10,8 @@ from ridesync.gateway.identity import operator_networks, verifier_for
 from ridesync.gateway.limits import TokenBuckets
 from ridesync.gateway.locations import LocationRate
 from ridesync.gateway.upstream import Upstream
-from ridesync.gateway.worker import Worker
+from ridesync.gateway.sockets import routes
+from ridesync.gateway.sockets.hub import Hub
 from ridesync.settings import process_settings
 
 MAX_BODY_BYTES = 16 * 1024
@@ -35,7 +36,7 @@ def create_app(settings=None):
     app.extensions["ridesync.upstream"] = Upstream(settings)
     app.extensions["ridesync.broker_probe"] = BrokerProbe(settings.amqp_url)
     app.extensions["ridesync.operators"] = operator_networks(settings)
-    app.extensions["ridesync.worker"] = Worker(settings)
+    app.extensions["ridesync.hub"] = Hub(settings)
     CORS(
         app,
         origins=list(settings.cors_origins),
@@ -47,7 +48,7 @@ def create_app(settings=None):
     errors.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(trips.bp)
-    app.register_blueprint(live.bp)
+    app.register_blueprint(routes.bp)
     app.register_blueprint(console.bp)
     app.register_blueprint(api_docs.bp)
     return app

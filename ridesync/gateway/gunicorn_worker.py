@@ -107,4 +107,4 @@ def _emptied(signal_queue):
 
 
 def _gateway(app):
-    return app.extensions["ridesync.worker"]
+    return app.extensions["ridesync.hub"]

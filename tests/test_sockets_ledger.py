@@ -1,8 +1,9 @@
-"""Who gets which notification, from the feed alone: the Mailroom of each
-worker, fed the same records in the same order, with no broker."""
+"""Who gets which notification, from the feed alone: the Ledger of each
+worker, fed the same records in the same order, with no broker; what it
+decides is applied to stand-in sockets as the hub applies it."""
 import pytest
 
-from ridesync.gateway.mailroom import MAX_OWED, Mailroom, Notice
+from ridesync.gateway.sockets.ledger import MAX_OWED, Cut, Deliver, Ledger, Notice, Start
 
 ROLES = {"rider": {"trip.event.created", "trip.event.completed"},
          "driver": {"driver.cmd.trip_request", "trip.event.completed"}}
@@ -18,7 +19,7 @@ class Clock:
 
 
 class Inbox:
-    """A socket's inbox as the Mailroom sees it: what it was handed, in the order it would write it."""
+    """A socket as the Ledger's decisions reach it: what it was handed, in the order it would write it."""
 
     def __init__(self, session, role="rider", user_id="r1"):
         self.session, self.role, self.user_id = session, role, user_id
@@ -36,8 +37,40 @@ class Inbox:
         self.cut_off = True
 
 
+class Worker:
+    """A worker's Ledger, its decisions applied to the sockets registered here."""
+
+    def __init__(self, ledger):
+        self._ledger, self._inboxes = ledger, {}
+
+    def register(self, inbox):
+        self._inboxes[inbox.session] = inbox
+        self._ledger.register(inbox.session)
+
+    def __getattr__(self, name):
+        method = getattr(self._ledger, name)
+        if name not in ("connected", "leaving", "left", "notice"):
+            return method
+        return lambda *args: self._apply(method(*args))
+
+    def _apply(self, decided):
+        for decision in decided:
+            inbox = self._inboxes[decision.session]
+            if isinstance(decision, Deliver):
+                inbox.put(decision.notice)
+            elif isinstance(decision, Start):
+                inbox.release(decision.first)
+            else:
+                assert isinstance(decision, Cut)
+                inbox.cut()
+
+    @property
+    def users(self):
+        return self._ledger.users
+
+
 class Feed:
-    """Records in offset order, to one or more workers' Mailrooms."""
+    """Records in offset order, to one or more workers' Ledgers."""
 
     def __init__(self, *mailrooms):
         self.mailrooms, self.offset = list(mailrooms), 0
@@ -77,7 +110,7 @@ class Feed:
 
 
 def mailroom(clock):
-    return Mailroom(WINDOW, HANDOVER_WAIT, ROLES, clock)
+    return Worker(Ledger(WINDOW, HANDOVER_WAIT, ROLES, clock))
 
 
 def test_a_connected_user_gets_their_events_in_order_and_no_one_elses():
