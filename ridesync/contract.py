@@ -2,7 +2,7 @@
 queues and the envelope. DESIGN.md, "RabbitMQ", is the source of these names."""
 import json
 
-import orjson
+from ridesync import messages
 
 TRIP_EXCHANGE = "trip"
 
@@ -94,14 +94,11 @@ def envelope(owner_id, data):
 
 
 def open_envelope(body):
-    """(owner_id, data) of a message body; ValueError when it is not an envelope."""
-    message = orjson.loads(body)  # every notification, on every gateway worker: the fast parser
-    if not isinstance(message, dict) or not isinstance(message.get("ownerId"), str):
-        raise ValueError("message is not an envelope with an ownerId")
-    data = message.get("data")
-    if not isinstance(data, dict):
-        raise ValueError("message data is not an object")
-    return message["ownerId"], data
+    """(owner_id, data) of a message body (every notification, on every
+    gateway worker); messages.Refused, a ValueError naming the field, when
+    it is not an envelope."""
+    envelope = messages.decode(body, messages.Envelope)
+    return envelope.owner_id, envelope.data
 
 
 class MalformedMessage(ValueError):

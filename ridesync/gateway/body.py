@@ -5,7 +5,7 @@ from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ridesync.gateway.errors import invalid
-from ridesync.gateway.frames import is_text
+from ridesync.messages import is_text
 from ridesync.gateway.identity import checked
 from ridesync.ride.model import Coordinate, InvalidArgument
 

@@ -1,10 +1,11 @@
 """What a phone may send us over its WebSocket, checked before anything is
-done with it (text in, (type, data) or BadFrame out). Plain logic."""
+done with it (text in, (type, message) or BadFrame out; the messages are
+ridesync/messages.py's). Plain logic."""
 import json
 
-from ridesync import contract, identity
-from ridesync.ride.lifecycle import MAX_REASON
-from ridesync.ride.model import Coordinate, InvalidArgument
+import msgspec
+
+from ridesync import contract, messages
 
 MAX_ECHO = 80  # characters of a phone's own text quoted back in an error (and its log line)
 
@@ -16,9 +17,29 @@ class BadFrame(Exception):
 
 
 def read_frame(raw, allowed_types):
-    """(type, data) of a frame whose type is in allowed_types."""
+    """(type, message) of a frame whose type is in allowed_types."""
     if isinstance(raw, (bytes, bytearray)):
         raise BadFrame("unsupported_frame", "binary frames are not supported; send JSON text")
+    kind, data = _parts(raw)
+    if not isinstance(kind, str) or kind not in allowed_types:
+        allowed = ", ".join(sorted(allowed_types)) or "none"
+        raise BadFrame("unknown_type", f"unknown frame type {kind!r:.{MAX_ECHO}}; this socket accepts: {allowed}")
+    try:
+        return kind, messages.decode(data, READERS[kind], "data")
+    except messages.Refused as exc:
+        code = "invalid_frame" if str(exc).startswith("data must") else "invalid_argument"
+        raise BadFrame(code, f"{kind}: {exc}") from None
+
+
+def _parts(raw):
+    """(type, data) of a frame: data still to be read (a msgspec.Raw); or,
+    when it is not a frame msgspec reads, read by json, which takes JSON
+    only a lax reader takes and says what is wrong with the rest."""
+    try:
+        frame = _FRAME.decode(raw)
+        return frame.type, frame.data
+    except (msgspec.DecodeError, RecursionError):
+        pass
     try:
         frame = json.loads(raw)
     except ValueError as exc:
@@ -27,74 +48,19 @@ def read_frame(raw, allowed_types):
         raise BadFrame("invalid_json", "the frame is not valid JSON: it is nested too deeply") from None
     if not isinstance(frame, dict):
         raise BadFrame("invalid_frame", 'a frame is a JSON object {"type": ..., "data": {...}}')
-    kind, data = frame.get("type"), frame.get("data")
-    if not isinstance(kind, str) or kind not in allowed_types:
-        allowed = ", ".join(sorted(allowed_types)) or "none"
-        raise BadFrame("unknown_type", f"unknown frame type {kind!r:.{MAX_ECHO}}; this socket accepts: {allowed}")
-    if not isinstance(data, dict):
-        raise BadFrame("invalid_frame", f"{kind}: data must be an object")
-    return kind, READERS[kind](kind, data)
+    return frame.get("type"), frame.get("data")
 
 
-def _location(kind, data):
-    location = data.get("location")
-    if not isinstance(location, dict):
-        raise BadFrame("invalid_argument", f"{kind}: data.location is required")
-    try:
-        where = Coordinate.checked("data.location", location.get("latitude"), location.get("longitude"))
-    except InvalidArgument as exc:
-        raise BadFrame("invalid_argument", f"{kind}: {exc}") from None
-    geohash = data.get("geohash", "")
-    if not isinstance(geohash, str) or len(geohash) > 12:
-        raise BadFrame("invalid_argument", f"{kind}: data.geohash must be a string of at most 12 characters")
-    return {"location": {"latitude": where.latitude, "longitude": where.longitude}, "geohash": geohash}
+_FRAME = msgspec.json.Decoder(messages.Frame)
 
-
-def _trip_id(kind, data):
-    _id(kind, data, "tripID")
-    return {"tripID": data["tripID"]}  # a step takes nothing else from the phone
-
-
-def _trip_cancel(kind, data):
-    reason = data.get("reason", "")
-    if not isinstance(reason, str) or len(reason) > MAX_REASON or not is_text(reason):
-        raise BadFrame("invalid_argument", f"{kind}: data.reason must be text of at most {MAX_REASON} characters")
-    return {**_trip_id(kind, data), "reason": reason}
-
-
-def _trip_answer(kind, data):
-    for name in ("tripID", "riderID"):
-        _id(kind, data, name)
-    if not isinstance(data.get("driver"), dict):
-        raise BadFrame("invalid_argument", f"{kind}: data.driver is required and must be an object")
-    # Forwarded to TripService: nothing the phone added rides along (its driver is replaced by the registered one).
-    return {"tripID": data["tripID"], "riderID": data["riderID"], "driver": data["driver"]}
-
-
-def _id(kind, data, name):
-    try:
-        identity.checked_id(f"data.{name}", data.get(name))
-    except identity.InvalidId as exc:
-        raise BadFrame("invalid_argument", f"{kind}: {exc}") from None
-
-
-def is_text(value):
-    """False for a string no protobuf or UTF-8 writer takes (a lone surrogate)."""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-READERS = {
-    contract.DRIVER_LOCATION: _location,
-    contract.DRIVER_TRIP_ACCEPT: _trip_answer,
-    contract.DRIVER_TRIP_DECLINE: _trip_answer,
-    contract.DRIVER_TRIP_ARRIVED: _trip_id,
-    contract.DRIVER_TRIP_STARTED: _trip_id,
-    contract.DRIVER_TRIP_COMPLETED: _trip_id,
-    contract.DRIVER_TRIP_CANCEL: _trip_cancel,
+READERS = {  # a frame's type -> its data's message
+    contract.DRIVER_LOCATION: messages.DriverMoved,
+    contract.DRIVER_TRIP_ACCEPT: messages.DriverAnswer,
+    contract.DRIVER_TRIP_DECLINE: messages.DriverAnswer,
+    contract.DRIVER_TRIP_ARRIVED: messages.TripStep,
+    contract.DRIVER_TRIP_STARTED: messages.TripStep,
+    contract.DRIVER_TRIP_COMPLETED: messages.TripStep,
+    contract.DRIVER_TRIP_CANCEL: messages.DriverCancel,
 }
 DRIVER_FRAME_TYPES = frozenset(READERS)
 # The v1 rider page sends its own position, on the rider socket, as a driver's location frame.

@@ -8,6 +8,7 @@ import logging
 
 import gevent
 import grpc
+import msgspec
 from flask import current_app
 
 from ridesync import contract
@@ -16,6 +17,7 @@ from ridesync.gateway.errors import ApiError
 from ridesync.gateway.frames import DRIVER_FRAME_TYPES, DRIVER_STEPS, BadFrame, read_frame
 from ridesync.gateway.trips import to_json
 from ridesync.gateway.upstream import CALL_DEADLINE
+from ridesync.messages import as_json
 from ridesync.pb import driver_pb2, trip_pb2
 from ridesync.rabbit import PublishFailed
 
@@ -35,10 +37,9 @@ def handle_frame(connection, raw):
 
 
 def _move(connection, kind, data):
-    location = data["location"]
     request = driver_pb2.UpdateLocationRequest(
         driverID=connection.user_id,
-        location=driver_pb2.Location(latitude=location["latitude"], longitude=location["longitude"]),
+        location=driver_pb2.Location(latitude=data.location.latitude, longitude=data.location.longitude),
     )
     try:
         moved = _upstream().drivers.UpdateLocation(request, timeout=CALL_DEADLINE)
@@ -54,8 +55,8 @@ def _step(connection, kind, data):
     """A driver's step of their trip, taken by TripService at once, so a
     refused one is answered on this socket."""
     trip = _call(kind, lambda: _upstream().trips.DriverStep(
-        trip_pb2.DriverStepRequest(tripID=data["tripID"], driverID=connection.user_id, step=DRIVER_STEPS[kind],
-                                   reason=data.get("reason", "")),
+        trip_pb2.DriverStepRequest(tripID=data.trip_id, driverID=connection.user_id, step=DRIVER_STEPS[kind],
+                                   reason=getattr(data, "reason", "")),
         timeout=CALL_DEADLINE,
     )).trip
     log.info("driver %s: %s for trip %s, now %s", connection.user_id, kind, trip.id, trip.status)
@@ -69,18 +70,18 @@ def _call(kind, call):
 
 
 def _forward_answer(connection, kind, data):
-    """An accept or decconnection, for TripService, which checks that the trip is
+    """An accept or decline, for TripService, which checks that the trip is
     offered to this driver and answers on this socket if not."""
     # The driver in an answer is the one DriverService registered for this
     # socket, not what the phone says it is: riders see that name and plate.
-    data = {**data, "driver": connection.driver}
-    with observed.answering(connection.user_id, data["tripID"]):
+    answer = msgspec.structs.replace(data, driver=connection.driver)
+    with observed.answering(connection.user_id, answer.trip_id):
         try:
-            _hub().publisher.publish(kind, connection.user_id, data)
+            _hub().publisher.publish(kind, connection.user_id, as_json(answer))
         except PublishFailed as exc:
             log.error("driver %s: %s not forwarded: %s", connection.user_id, kind, exc)
             raise BadFrame("unavailable", f"{kind} could not be forwarded; send it again") from None
-        log.info("driver %s answered %s for trip %s", connection.user_id, kind, data["tripID"])
+        log.info("driver %s answered %s for trip %s", connection.user_id, kind, answer.trip_id)
 
 
 def register(driver_id, package, session):

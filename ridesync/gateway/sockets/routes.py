@@ -133,8 +133,7 @@ def _answer_bad_frame(connection, handle):
 
 def _handle_rider_frame(connection, raw):
     _kind, data = read_frame(raw, RIDER_FRAME_TYPES)
-    location = data["location"]
-    connection.position = Coordinate(location["latitude"], location["longitude"])
+    connection.position = Coordinate(data.location.latitude, data.location.longitude)
     log.debug("rider %s is at %s", connection.user_id, connection.position)
 
 

@@ -1,0 +1,172 @@
+"""Every message that crosses an edge, defined once as a typed structure
+(msgspec Structs: bench/messages.py measured them against pydantic and our
+hand checks), with the names on the wire (DESIGN.md) as field names.
+
+An edge decodes bytes into one of these with `decode`, and everything
+behind it reads attributes; a message that is not one is refused with
+`Refused`, whose text names the field ("data.location.latitude must be a
+number between -90 and 90")."""
+import json
+import re
+from typing import Annotated
+
+import msgspec
+
+from ridesync.identity import MAX_ID_LENGTH
+from ridesync.ride.lifecycle import MAX_REASON
+
+TRIP_ID = "tripID"  # the one place this name is written
+
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[A-Za-z0-9._:@-]+$")]
+Latitude = Annotated[float, msgspec.Meta(ge=-90, le=90)]
+Longitude = Annotated[float, msgspec.Meta(ge=-180, le=180)]
+Reason = Annotated[str, msgspec.Meta(max_length=MAX_REASON)]
+Geohash = Annotated[str, msgspec.Meta(max_length=12)]
+
+
+class Refused(ValueError):
+    """Bytes that are not the message asked for; the text names the field."""
+
+
+# --- on a socket, from a phone -------------------------------------------------------------
+
+class Frame(msgspec.Struct):
+    """{"type": ..., "data": {...}}: data is read once its type is known."""
+    type: object = None
+    data: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class Location(msgspec.Struct):
+    latitude: Latitude
+    longitude: Longitude
+
+
+class DriverMoved(msgspec.Struct):
+    """driver.cmd.location (and a v1 rider page's own position)."""
+    location: Location
+    geohash: Geohash = ""
+
+
+class TripStep(msgspec.Struct):
+    """driver.cmd.trip_arrived, _started, _completed: the trip, nothing else."""
+    trip_id: Id = msgspec.field(name=TRIP_ID)
+
+
+class DriverCancel(TripStep):
+    """driver.cmd.trip_cancel."""
+    reason: Reason = ""
+
+
+class DriverAnswer(TripStep):
+    """driver.cmd.trip_accept and _decline; its driver is replaced by the
+    registered one before it goes on to TripService."""
+    rider_id: Id = msgspec.field(name="riderID")
+    driver: dict
+
+
+# --- on the broker ----------------------------------------------------------------------------
+
+class Envelope(msgspec.Struct):
+    """The body of every message on the broker: who it is about, and what."""
+    owner_id: str = msgspec.field(name="ownerId")
+    data: dict
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+_DECODERS = {}
+
+
+def decode(raw, kind, path=""):
+    """raw (JSON text or bytes, a msgspec.Raw, or a value a lax reader made)
+    as a `kind`; Refused naming the field, under path ("data"), when it is
+    not one. JSON that only a lax reader takes (a lone surrogate, NaN) is
+    read by json (ValueError when even it cannot) and checked the same
+    way, and then refused for a string that is not text."""
+    if isinstance(raw, (str, bytes, bytearray, msgspec.Raw)):
+        decoder = _DECODERS.get(kind) or _DECODERS.setdefault(kind, msgspec.json.Decoder(kind))
+        try:
+            return decoder.decode(raw)
+        except msgspec.ValidationError as exc:
+            raise Refused(said(exc, path)) from None
+        except msgspec.DecodeError:
+            raw = json.loads(bytes(raw) if isinstance(raw, msgspec.Raw) else raw)
+    try:
+        value = msgspec.convert(raw, kind)
+    except msgspec.ValidationError as exc:
+        raise Refused(said(exc, path)) from None
+    not_text = next(_not_text(msgspec.to_builtins(value), path), None)
+    if not_text is not None:
+        raise Refused(f"{not_text} {_RULES.get(_leaf(not_text), 'must be text')}")
+    return value
+
+
+def as_json(message):
+    """A message as JSON-ready builtins, with the wire's names."""
+    return msgspec.to_builtins(message)
+
+
+def said(error, path=""):
+    """msgspec's ValidationError in our words, naming the field."""
+    words, _, at = str(error).partition(" - at `$")
+    where = _joined(path, at.rstrip("`").lstrip("."))
+    missing = re.fullmatch(r"Object missing required field `(.+)`", words)
+    if missing:
+        where = _joined(where, missing[1])
+    rule = _RULES.get(_leaf(where))
+    if rule is None:
+        rule = next((rule for phrase, rule in _ID_RULES if phrase in words), None) or _expected(words, missing)
+    return f"{where or 'the message'} {rule}"
+
+
+_RULES = {  # a field's rule, whatever part of it was broken
+    "latitude": "must be a number between -90 and 90",
+    "longitude": "must be a number between -180 and 180",
+    "reason": f"must be text of at most {MAX_REASON} characters",
+    "geohash": "must be a string of at most 12 characters",
+    "location": "is required: an object with latitude and longitude",
+    "driver": "is required and must be an object",
+}
+_ID_RULES = (  # msgspec's phrase -> an id's rule (identity.checked_id's words)
+    ("of length <=", f"must be at most {MAX_ID_LENGTH} characters"),
+    ("matching regex", "may hold only letters, digits and . _ : @ -"),
+    ("Expected `str`", "is required and must be a non-empty string"),
+)
+_TYPE_NAMES = {"object": "an object", "str": "a string", "float": "a number", "int": "an integer", "array": "a list"}
+
+
+def _expected(words, missing):
+    expected = re.match(r"Expected `(\w+)`", words)
+    if missing or expected is None:
+        return "is required"
+    return f"must be {_TYPE_NAMES.get(expected[1], expected[1])}"
+
+
+def _joined(path, step):
+    return f"{path}.{step}" if path and step and not step.startswith("[") else f"{path}{step}"
+
+
+def _leaf(where):
+    return where.rpartition(".")[2]
+
+
+def _not_text(value, path):
+    """The paths of the strings in value that no UTF-8 writer takes (a lone surrogate)."""
+    if isinstance(value, str):
+        if not is_text(value):
+            yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _not_text(item, _joined(path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _not_text(item, f"{path}[{i}]")
+
+
+def is_text(value):
+    """False for a string no protobuf or UTF-8 writer takes (a lone surrogate)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
