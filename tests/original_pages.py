@@ -57,13 +57,24 @@ class Page:
     frames change the page's state as they come."""
 
     def __init__(self, base_url, path):
-        self.phone = Phone(base_url, path, headers={})  # no subprotocol, no token: what a page sends
-        self.phone.ws.settimeout(None)  # a page waits as long as it is open
         self.error = None
         self.seen = []
         self.changed = threading.Condition()
+        self._socket_url = (base_url, path)
+        self.reconnect()
+
+    def reconnect(self):
+        """Its socket (opened again, once the last one ended), the page as it is."""
+        self.phone = Phone(*self._socket_url, headers={})  # no subprotocol, no token: what a page sends
+        self.phone.ws.settimeout(None)  # a page waits as long as it is open
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        self.opened()
+
+    def ended(self, timeout=10.0):
+        """True once its socket has ended (closed, or its server gone)."""
+        self._reader.join(timeout)
+        return not self._reader.is_alive()
 
     def _read(self):
         while True:
@@ -103,6 +114,8 @@ class RiderPage(Page):
         self.status = self.payment_session = self.assigned_driver = self.preview = None
         self.route = []  # the polyline, [lat, lng] points
         super().__init__(base_url, f"/ws/riders?userID={self.user_id}")
+
+    def opened(self):
         self.send("driver.cmd.location", {"location": HOME})
 
     def on_frame(self, kind, data):
@@ -144,6 +157,8 @@ class DriverPage(Page):
         self.user_id = str(uuid.uuid4())
         self.status = self.trip = self.driver = None
         super().__init__(base_url, f"/ws/drivers?userID={self.user_id}&packageSlug={package}")
+
+    def opened(self):
         self.send("driver.cmd.location", {"location": HOME, "geohash": "9q8yyk8"})
 
     def on_frame(self, kind, data):

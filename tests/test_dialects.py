@@ -163,3 +163,56 @@ def test_the_end_of_the_trip_a_v1_driver_page_shows_takes_it_back_to_waiting(kin
     socket.give(contract.DRIVER_TRIP_REQUEST, trip("t2"))
     socket.give(kind, {**data, "tripID": "t1", "id": "t1"})  # the page shows t2 now: left alone
     assert socket.written[-1] == (contract.DRIVER_TRIP_REQUEST, original(trip("t2")))
+
+
+PAID = {**ACCEPTED, "payment": {"sessionID": "cs_t1", "amount": 1234, "currency": "USD"}}
+
+
+@pytest.mark.parametrize("current, caught_up", [
+    (None, []),  # no ride to show: the page ignores an end anyway
+    (trip(), [(contract.TRIP_CREATED, original(trip()))]),
+    (ACCEPTED, [(contract.TRIP_DRIVER_ASSIGNED, original(ACCEPTED))]),
+    (PAID, [(contract.TRIP_DRIVER_ASSIGNED, original(PAID)), (contract.PAYMENT_SESSION_CREATED, payment())]),
+])
+def test_a_v1_rider_whose_handover_was_lost_is_brought_to_its_current_trip(current, caught_up):
+    socket = Socket("rider", current=current)
+    socket.give(dialects.LOST_HANDOVER, {})
+    assert socket.written == caught_up and socket.reads == 1
+    # What was kept for the socket follows, older than the trip read: nothing of it undoes the page's state.
+    for kind, data in ((contract.TRIP_CREATED, trip()), (contract.TRIP_DRIVER_ASSIGNED, ACCEPTED),
+                       (contract.PAYMENT_SESSION_CREATED, payment())):
+        socket.give(kind, data)
+    assert socket.kinds[-2:] == [contract.TRIP_DRIVER_ASSIGNED, contract.PAYMENT_SESSION_CREATED]
+
+
+def test_a_v1_rider_whose_held_payment_comes_first_is_not_written_its_trip_again():
+    socket = Socket("rider", current=dialects.UNREAD)
+    socket.give(contract.PAYMENT_SESSION_CREATED, payment())
+    socket.give(dialects.LOST_HANDOVER, {})  # the trip still unread: the page stays as it is
+    socket.current = PAID
+    socket.give(dialects.LOST_HANDOVER, {})
+    socket.give(contract.TRIP_DRIVER_ASSIGNED, ACCEPTED)
+    assert socket.kinds == [contract.TRIP_DRIVER_ASSIGNED, contract.PAYMENT_SESSION_CREATED]
+    assert socket.dialect.held == []
+    socket.give(dialects.LOST_HANDOVER, {})  # shown already
+    assert len(socket.written) == 2
+
+
+@pytest.mark.parametrize("current, caught_up", [
+    (trip(), [(contract.DRIVER_TRIP_REQUEST, original(trip()))]),  # offered: it can take it
+    (ACCEPTED, [(contract.DRIVER_TRIP_REQUEST, original(ACCEPTED))]),
+    (None, [(contract.DRIVER_TRIP_REQUEST, None)]),  # its trip ended: "Waiting for a rider..."
+])
+def test_a_v1_driver_whose_handover_was_lost_is_shown_its_current_trip_or_none(current, caught_up):
+    socket = Socket("driver", driver=DRIVER, current=current)
+    socket.give(dialects.LOST_HANDOVER, {})
+    assert socket.written[1:] == caught_up
+    if current is not None:
+        socket.give(dialects.LOST_HANDOVER, {})
+        assert socket.written[1:] == caught_up
+
+
+def test_v2_is_written_nothing_for_a_lost_handover_its_trip_state_said_it():
+    socket = Socket("rider", v2=True, current=ACCEPTED)
+    socket.give(dialects.LOST_HANDOVER, {})
+    assert socket.written == [("trip.state", ACCEPTED)] and socket.reads == 0

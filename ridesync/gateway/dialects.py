@@ -29,6 +29,15 @@ replaces), whose two pages are small state machines:
   `data?.trip ?? data` as its trip, null, and shows "Waiting for a rider...",
   the state its own decline leaves it in. Nothing is written when the page
   shows another trip than the one that ended.
+- A socket whose worker was killed (SIGKILL, OOM) took with it what it had
+  been handed and not written, and what came for the user until their next
+  socket: that socket is handed LOST_HANDOVER in its place (hub.tick), and
+  the page is brought to the user's current trip, read then, as the frames
+  it understands, less what this socket already wrote of it: a rider's
+  `trip.event.created` (pending), or its `driver_assigned` then its payment
+  session (the one held, or the one in the trip record); a driver's trip as
+  `driver.cmd.trip_request`, `data: null` when no trip is current. A v2
+  socket's `trip.state`, read after its marker, already says it all.
 - The original wrote route points with latitude and longitude exchanged
   (OSRM's [lon, lat] read as [lat, lon]) and both pages exchange them back;
   v1 frames, and HTTP answers unless asked for v2, carry them that way.
@@ -48,7 +57,9 @@ RECENT_TRIPS = 32  # trips a v1 rider socket remembers the stage of
 Write = namedtuple("Write", "kind data notice message_id")
 UNREAD = object()  # what read_trip() gives when the trip could not be read
 ASSIGNED, PAID, ENDED = "assigned", "paid", "ended"
+EARLIER_STAGES = (contract.TRIP_CREATED, contract.TRIP_NO_DRIVERS_FOUND)  # of a trip before its driver
 OFFER_ENDS = (contract.DRIVER_TRIP_WITHDRAWN, contract.TRIP_CANCELLED, contract.TRIP_COMPLETED)
+LOST_HANDOVER = "gateway.lost"  # carried by a forfeit `left`: what the dead worker's socket had is lost
 
 
 def http_as_named(header_value):
@@ -94,7 +105,7 @@ class Dialect:
         return ([(contract.DRIVER_REGISTER, driver)] if driver is not None else []) + [(TRIP_STATE, trip)]
 
     def plan(self, kind, data, notice, read_trip):
-        return [_as_is(kind, data, notice)]
+        return [] if kind == LOST_HANDOVER else [_as_is(kind, data, notice)]
 
     def written(self, write):
         """write went out."""
@@ -124,10 +135,12 @@ class V1Rider(Dialect):
     def plan(self, kind, data, notice, read_trip):
         if kind == contract.PAYMENT_SESSION_CREATED:
             return self._payment(data, notice, read_trip)
+        if kind == LOST_HANDOVER:
+            return _caught_up(read_trip, notice, self._current)
         trip_id = data.get("id")
+        if trip_id in self._trips and kind in (contract.TRIP_DRIVER_ASSIGNED, *EARLIER_STAGES):
+            return []  # written already (made from the trip read), or the trip is past it or over
         if kind == contract.TRIP_DRIVER_ASSIGNED:
-            if trip_id in self._trips:
-                return []  # written already (made from the trip read), or the trip is over
             return [_as_is(kind, original_order(data), notice)] + self._held_for(trip_id)
         if kind in (contract.TRIP_CANCELLED, contract.TRIP_COMPLETED):
             self._stage(trip_id, ENDED)
@@ -150,6 +163,17 @@ class V1Rider(Dialect):
             return []
         return [Write(contract.TRIP_DRIVER_ASSIGNED, original_order(trip), notice, None),
                 _as_is(contract.PAYMENT_SESSION_CREATED, data, notice)]
+
+    def _current(self, trip, notice):
+        """The writes that bring the page from what this socket wrote of trip to trip."""
+        if trip is None or trip["id"] in self._trips:
+            return []  # no ride for the page to show (it ignores an end), or shown already
+        if not trip.get("driver"):
+            return [Write(contract.TRIP_CREATED, original_order(trip), notice, None)]
+        paid = self._held_for(trip["id"]) or (
+            [Write(contract.PAYMENT_SESSION_CREATED, {"tripID": trip["id"], **trip["payment"]}, notice, None)]
+            if trip.get("payment") else [])
+        return [Write(contract.TRIP_DRIVER_ASSIGNED, original_order(trip), notice, None)] + paid
 
     def _held_for(self, trip_id):
         return [_as_is(contract.PAYMENT_SESSION_CREATED, _payload(held), held)
@@ -179,14 +203,31 @@ class V1Driver(Dialect):
         return [(contract.DRIVER_REGISTER, driver)]
 
     def plan(self, kind, data, notice, read_trip):
+        if kind == LOST_HANDOVER:
+            return _caught_up(read_trip, notice, self._current)
         if kind == contract.DRIVER_TRIP_REQUEST:
             return [_as_is(kind, original_order(data), notice)]
         if kind in OFFER_ENDS and self._shown in (None, data.get("tripID", data.get("id"))):
             return [Write(contract.DRIVER_TRIP_REQUEST, None, notice, None)]
         return []
 
+    def _current(self, trip, notice):
+        """The trip the driver has now as its request, or none (null) when it has none; nothing when shown already."""
+        if trip is not None and trip["id"] == self._shown:
+            return []
+        return [Write(contract.DRIVER_TRIP_REQUEST, original_order(trip) if trip else None, notice, None)]
+
     def written(self, write):
         self._shown = write.data["id"] if write.data is not None else None
+
+
+def _caught_up(read_trip, notice, current):
+    """current(trip, notice) for the user's current trip, read now; nothing when it cannot be read."""
+    trip = read_trip()
+    if trip is UNREAD:
+        log.warning("a socket whose worker died is not brought to its trip: the trip service did not answer")
+        return []
+    return current(trip, notice)
 
 
 def _as_is(kind, data, notice):

@@ -20,6 +20,7 @@ import gevent
 from gevent.event import Event
 
 from ridesync import contract, telemetry
+from ridesync.gateway.dialects import LOST_HANDOVER
 from ridesync.gateway.sockets.feed import CONNECTED, LEAVING, LEFT, Feed
 from ridesync.gateway.sockets.ledger import Cut, Deliver, Ledger, Notice, Start
 from ridesync.rabbit import Publisher
@@ -117,9 +118,12 @@ class Hub:
     def tick(self):
         """For each socket here that waited too long for the `left` of the one
         it cut (that worker died), a forfeit `left`, so every worker goes on
-        at the same point."""
+        at the same point. It carries, in place of what that socket did not
+        write, one notice saying it is lost (dialects.LOST_HANDOVER)."""
         for role, user_id, session in self._ledger.expire():
-            self._feed.mark(LEFT, role, user_id, session, b"[]", cut=self._feed.offset, forfeit=True)
+            lost = [[self._feed.offset, LOST_HANDOVER, f"lost-{session}", contract.envelope(user_id, {}).decode(), {}]]
+            self._feed.mark(LEFT, role, user_id, session, json.dumps(lost).encode(), cut=self._feed.offset,
+                            forfeit=True)
 
     def _apply(self, decided):
         for decision in decided:
