@@ -4,6 +4,7 @@ import json
 import signal
 import sys
 import uuid
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -22,19 +23,36 @@ def ride(osrm, tmp_path, request):
     """Every process of a ride, started for one test, on work queues emptied
     of what earlier tests left (a trip a stopped DriverService never took).
     A test marked ride_env(NAME="value") has those settings too."""
+    settings = request.node.get_closest_marker("ride_env")
+    with riding(osrm, tmp_path, settings.kwargs if settings else {}) as started:
+        yield started
+
+
+@contextmanager
+def riding(osrm, tmp_path, settings):
+    """The ride's processes, with these settings too; every one started is
+    stopped at the end, also when one of them fails to start."""
+    processes, phones = [], []
+    try:
+        yield _started(osrm, tmp_path, settings, processes, phones)
+    finally:
+        for phone in phones:
+            phone.close()
+        for process in reversed(processes):
+            process.stop()
+
+
+def _started(osrm, tmp_path, settings, processes, phones):
+    """Starts the ride's processes into processes: the Ride."""
     purge_queues(*contract.WORK_QUEUES)
     trip_addr, driver_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    settings = request.node.get_closest_marker("ride_env")
     env = {"TRIP_SERVICE_ADDR": trip_addr, "DRIVER_SERVICE_ADDR": driver_addr, "OSRM_URL": osrm.url,
-           "RECONNECT_WINDOW": "3", "OFFER_TIMEOUT": "2", "AMQP_URL": AMQP_URL, **(settings.kwargs if settings else {})}
-    processes = [
-        start_service("ridesync.trip", trip_addr, env, tmp_path),
-        start_service("ridesync.driver", driver_addr, env, tmp_path),
-    ]
+           "RECONNECT_WINDOW": "3", "OFFER_TIMEOUT": "2", "AMQP_URL": AMQP_URL, **settings}
+    processes.append(start_service("ridesync.trip", trip_addr, env, tmp_path))
+    processes.append(start_service("ridesync.driver", driver_addr, env, tmp_path))
     processes.append(Process("payment", [sys.executable, "-m", "ridesync.payment"], env, tmp_path))
     gateway, base = start_gateway(env, tmp_path, workers=2)
     processes.append(gateway)
-    phones = []
 
     class Ride:
         url = base
@@ -107,11 +125,7 @@ def ride(osrm, tmp_path, request):
         def gateway_log(self):
             return "".join(process.output() for process in self.logs)
 
-    yield Ride()
-    for phone in phones:
-        phone.close()
-    for process in reversed(processes):
-        process.stop()
+    return Ride()
 
 
 def start_trip(base, rider_id, package="sedan", headers=None, fare_id=None):
