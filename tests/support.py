@@ -166,6 +166,34 @@ def gunicorn_worker_pids(process):
     return [int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)", process.output())]
 
 
+def tcp_sockets(local_port=None, remote_port=None):
+    """The TCP sockets on this machine with these ports, as their fds link to them ("socket:[inode]")."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                local, remote = (int(address.rsplit(":", 1)[1], 16) for address in fields[1:3])
+                if local_port in (None, local) and remote_port in (None, remote):
+                    found.add(f"socket:[{fields[9]}]")
+    return found
+
+
+def sockets_of(pid):
+    """What the fds of process pid link to (its sockets among them); empty once it is gone."""
+    fds, links = f"/proc/{pid}/fd", set()
+    try:
+        names = os.listdir(fds)
+    except FileNotFoundError:
+        return links
+    for fd in names:
+        try:
+            links.add(os.readlink(os.path.join(fds, fd)))
+        except FileNotFoundError:  # closed since it was listed (the listing's own, in this process)
+            continue
+    return links
+
+
 class AmqpTap:
     """A private queue bound to the `trip` exchange: what was published."""
 

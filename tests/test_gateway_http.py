@@ -1,6 +1,8 @@
 """The gateway's HTTP contract, through the Flask test client, in front of a
 real TripService on loopback (and the OSRM stand-in behind it)."""
 import json
+import os
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -11,7 +13,8 @@ from ridesync.settings import Settings
 from ridesync.ride.fares import price_in_cents
 from tests.support import (
     AMQP_URL, AUTH_SECRET, DESTINATION_JSON, PICKUP_JSON, HangingTripService, assert_route_follows_osrm,
-    assert_trip_created_published, bearer, closed_port_address, made_by, new_rider, wait_until,
+    assert_trip_created_published, bearer, closed_port_address, made_by, new_rider, sockets_of, tcp_sockets,
+    wait_until,
 )
 
 PREFLIGHT = {
@@ -30,9 +33,23 @@ def gateway_app(**env):
     }))
 
 
+def closed(app):
+    """What the app opened closed: its channels upstream, and its readyz's broker connection."""
+    app.extensions["ridesync.upstream"].close()
+    app.extensions["ridesync.broker_probe"].close()
+
+
+def broker_connections():
+    """The connections this process holds to the broker."""
+    return tcp_sockets(remote_port=urlsplit(AMQP_URL).port or 5672) & sockets_of(os.getpid())
+
+
 @pytest.fixture
 def gateway_apps():
-    yield from made_by(gateway_app, lambda app: app.extensions["ridesync.upstream"].close())
+    """gateway_app, each app closed after the test, which leaves none of their broker connections open."""
+    before = broker_connections()
+    yield from made_by(gateway_app, closed)
+    assert broker_connections() - before == set()
 
 
 @pytest.fixture
@@ -292,3 +309,13 @@ def test_readyz_is_200_when_trip_driver_and_rabbitmq_answer(make_client, trip_se
     response = client.get("/readyz")
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["status"] == "ready"
+
+
+def test_an_app_closed_leaves_none_of_its_broker_connections_open(trip_service, driver_service):
+    """The readyz probe keeps its broker connection between probes; closing the app closes it."""
+    before = broker_connections()
+    app = gateway_app(TRIP_SERVICE_ADDR=trip_service.address, DRIVER_SERVICE_ADDR=driver_service)
+    assert app.test_client().get("/readyz").status_code == 200
+    assert broker_connections() - before, "the probe's connection, kept between probes"
+    closed(app)
+    assert broker_connections() - before == set()

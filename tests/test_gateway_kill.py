@@ -14,41 +14,30 @@ import requests
 from ridesync import contract
 from tests.original_pages import DriverPage, RiderPage
 from tests.ride import answer, new_id, ride  # noqa: F401 (ride is a fixture)
-from tests.support import gunicorn_worker_pids, wait_until
+from tests.support import gunicorn_worker_pids, sockets_of, tcp_sockets, wait_until
 
 DESTINATION = {"latitude": 37.7849, "longitude": -122.4094}
 PAGES = pytest.mark.ride_env(AUTH_MODE="open", OFFER_TIMEOUT="30")  # the pages send no token
 
 def worker_holding(gateway, url, phone):
     """The pid of the gunicorn worker holding the server end of phone's socket."""
-    client_port, server_port = phone.ws.sock.getsockname()[1], urlsplit(url).port
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as lines:
-            for line in list(lines)[1:]:
-                fields = line.split()
-                local, remote = (int(address.rsplit(":", 1)[1], 16) for address in fields[1:3])
-                if (local, remote) == (server_port, client_port):
-                    inodes.add(f"socket:[{fields[9]}]")
+    client_port = phone.ws.sock.getsockname()[1]
+    server_end = tcp_sockets(local_port=urlsplit(url).port, remote_port=client_port)
     for pid in gunicorn_worker_pids(gateway):
-        fds = f"/proc/{pid}/fd"
-        try:
-            if inodes & {os.readlink(os.path.join(fds, fd)) for fd in os.listdir(fds)}:
-                return pid
-        except FileNotFoundError:  # a worker that died before
-            continue
+        if server_end & sockets_of(pid):
+            return pid
     raise AssertionError(f"no worker of the gateway holds the socket from port {client_port}")
 
 
-def killed_under(ride, phone):
-    """The worker holding phone's socket killed with SIGKILL; once the phone sees its socket end."""
+def killed_under(ride, phone, ended=None):
+    """The worker holding phone's socket killed with SIGKILL; once the phone
+    sees its socket end (ended(timeout), of a page reading it, or the phone's own)."""
     os.kill(worker_holding(ride.process("gateway"), ride.url, phone), signal.SIGKILL)
-    assert phone.closed_or_reset(timeout=10)
+    assert (ended or phone.closed_or_reset)(timeout=10)
 
 
 def killed_under_page(ride, page):
-    os.kill(worker_holding(ride.process("gateway"), ride.url, page.phone), signal.SIGKILL)
-    assert page.ended()
+    killed_under(ride, page.phone, page.ended)
 
 
 def on_a_trip(ride):

@@ -78,6 +78,13 @@ class BrokerProbe:
                 self._abandon(timeout)
                 return False
 
+    def close(self):
+        """The connection kept closed: an app made and done with in one process (tests) leaves none open."""
+        with self._lock:
+            connection, self._connection = self._connection, None
+            if connection is not None and self._pid == os.getpid():
+                _close(connection, process_settings().readyz_timeout)
+
     def _abandon(self, timeout):
         """The connection, in an unknown state, is never used again: closed
         in a greenlet of its own (the probe does not wait), which gives up
