@@ -3,12 +3,16 @@ connection pooled before it is replaced by a fresh one when it is next
 taken, instead of failing the request that takes it. Each test restarts a
 server of its own (tests/private_servers.py)."""
 import threading
+import time
 
 from sqlalchemy import text
 
 from ridesync.database import Database
+import redis
+
+from ridesync.driver.redis_locations import RedisTripsUnderWay
 from ridesync.driver.redis_pool import RedisDriverPool
-from ridesync.driver.dispatch import TripToDispatch
+from ridesync.driver.dispatch import Offer, TripToDispatch
 from ridesync.ride.model import Coordinate
 from tests.private_servers import postgres, private_redis  # noqa: F401 (fixtures)
 
@@ -102,8 +106,8 @@ def test_every_call_after_a_redis_restart_is_served(private_redis):
         pool.close()
 
 
-def trip_near(pickup):
-    return TripToDispatch(trip={}, id="t-restart", rider_id="r-restart", package_slug="sedan", pickup=pickup,
+def trip_near(pickup, trip_id="t-restart"):
+    return TripToDispatch(trip={}, id=trip_id, rider_id="r-restart", package_slug="sedan", pickup=pickup,
                           declined=())
 
 
@@ -118,5 +122,51 @@ def test_a_call_made_while_redis_restarts_is_served_once_it_is_back(private_redi
         private_redis.start()
         call.join(15)
         assert registered and pool.registered(["d-before", "d-during"]) == {"d-before", "d-during"}
+    finally:
+        pool.close()
+
+
+def reply_lost_once(client, command, restart):
+    """The first reply to command that client reads is lost: the command ran,
+    then Redis restarted (keeping what it ran) and the client saw its
+    connection end, as a restart between a script and its reply does. The
+    client's retry sends it again, on a Redis whose script cache is empty."""
+    parse_response = client.parse_response
+    lost = []
+
+    def parse(conn, command_name, **options):
+        reply = parse_response(conn, command_name, **options)
+        if command_name == command and not lost:
+            lost.append(reply)
+            restart()
+            raise redis.exceptions.ConnectionError("the reply was lost to a restart")
+        return reply
+
+    client.parse_response = parse
+    return lost
+
+
+def test_a_push_claim_sent_again_after_its_reply_was_lost_is_still_its_claimers(private_redis):
+    trips = RedisTripsUnderWay(private_redis.url, prefix="restart:")
+    try:
+        trips.claim("t-before", now=100.0, hold=5.0)  # the script in Redis's cache, as after the first push
+        lost = reply_lost_once(trips._redis, "EVALSHA", private_redis.restart)
+        token, free_at = trips.claim("t-claimed", now=100.0, hold=5.0)
+        assert lost == [""] and free_at is None and token  # the first run claimed it; the second says so
+        assert trips.claim("t-claimed", now=101.0, hold=5.0) == (None, 105.0)  # and no one else has it
+    finally:
+        trips.close()
+
+
+def test_an_offer_sent_again_after_its_reply_was_lost_still_claims_its_driver(private_redis):
+    pool = RedisDriverPool(private_redis.url, prefix="restart:")
+    try:
+        for driver_id in ("d-asked", "d-before"):
+            pool.register(driver_id, "sedan")
+        offer = Offer(trip_near(PICKUP), time.time() + 30)
+        assert pool.ask("d-before", offer)  # the script in Redis's cache
+        lost = reply_lost_once(pool._redis, "EVALSHA", private_redis.restart)
+        assert pool.ask("d-asked", offer) and lost == [1]
+        assert not pool.ask("d-asked", Offer(trip_near(PICKUP, "t-other"), time.time() + 30))
     finally:
         pool.close()

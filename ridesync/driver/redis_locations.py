@@ -36,12 +36,13 @@ return 1
 """
 
 # A claim is "<token> <until>", until on the pushers' wall clock (as offers' deadlines are).
+# A claim held under this token is this claim sent again (its reply lost, redis_pool's retry): claimed.
 # KEYS: claim; ARGV: token, now, until, ttl s. -> '' claimed, else when it may be claimed
 CLAIM = """
 local held = redis.call('GET', KEYS[1])
 if held then
-  local free_at = string.match(held, ' (.+)$')
-  if tonumber(free_at) > tonumber(ARGV[2]) then return free_at end
+  local token, free_at = string.match(held, '^(%S+) (.+)$')
+  if token ~= ARGV[1] and tonumber(free_at) > tonumber(ARGV[2]) then return free_at end
 end
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[3], 'EX', ARGV[4])
 return ''
