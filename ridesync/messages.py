@@ -8,7 +8,7 @@ behind it reads attributes; a message that is not one is refused with
 number between -90 and 90")."""
 import json
 import re
-from typing import Annotated
+from typing import Annotated, Optional
 
 import msgspec
 
@@ -52,7 +52,7 @@ class TripStep(msgspec.Struct):
     trip_id: Id = msgspec.field(name=TRIP_ID)
 
 
-class DriverCancel(TripStep):
+class Cancellation(TripStep):
     """driver.cmd.trip_cancel."""
     reason: Reason = ""
 
@@ -62,6 +62,27 @@ class DriverAnswer(TripStep):
     registered one before it goes on to TripService."""
     rider_id: Id = msgspec.field(name="riderID")
     driver: dict
+
+
+# --- in an HTTP body -------------------------------------------------------------------------
+# userID: optional with a token (the token's user), required in open mode (gateway/identity.py).
+
+class FarePreview(msgspec.Struct):
+    """POST /trip/preview."""
+    pickup: Location
+    destination: Location
+    user_id: Optional[Id] = msgspec.field(default=None, name="userID")
+
+
+class TripStart(msgspec.Struct):
+    """POST /trip/start."""
+    ride_fare_id: Id = msgspec.field(name="rideFareID")
+    user_id: Optional[Id] = msgspec.field(default=None, name="userID")
+
+
+class RiderCancellation(Cancellation):
+    """POST /trip/cancel."""
+    user_id: Optional[Id] = msgspec.field(default=None, name="userID")
 
 
 # --- on the broker ----------------------------------------------------------------------------
@@ -80,16 +101,15 @@ _DECODERS = {}
 def decode(raw, kind, path=""):
     """raw (JSON text or bytes, a msgspec.Raw, or a value a lax reader made)
     as a `kind`; Refused naming the field, under path ("data"), when it is
-    not one. JSON that only a lax reader takes (a lone surrogate, NaN) is
-    read by json (ValueError when even it cannot) and checked the same
-    way, and then refused for a string that is not text."""
+    not one. What msgspec refuses is read again by json, which takes JSON
+    only a lax reader takes (a lone surrogate, NaN: checked the same way,
+    and then refused for a string that is not text) and raises ValueError
+    or RecursionError for what is not JSON."""
     if isinstance(raw, (str, bytes, bytearray, msgspec.Raw)):
         decoder = _DECODERS.get(kind) or _DECODERS.setdefault(kind, msgspec.json.Decoder(kind))
         try:
             return decoder.decode(raw)
-        except msgspec.ValidationError as exc:
-            raise Refused(said(exc, path)) from None
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # a refused message: the slow path says why
             raw = json.loads(bytes(raw) if isinstance(raw, msgspec.Raw) else raw)
     try:
         value = msgspec.convert(raw, kind)
@@ -97,7 +117,7 @@ def decode(raw, kind, path=""):
         raise Refused(said(exc, path)) from None
     not_text = next(_not_text(msgspec.to_builtins(value), path), None)
     if not_text is not None:
-        raise Refused(f"{not_text} {_RULES.get(_leaf(not_text), 'must be text')}")
+        raise Refused(f"{not_text} must be text; a lone surrogate such as \\ud800 is not text")
     return value
 
 
@@ -124,15 +144,15 @@ _RULES = {  # a field's rule, whatever part of it was broken
     "longitude": "must be a number between -180 and 180",
     "reason": f"must be text of at most {MAX_REASON} characters",
     "geohash": "must be a string of at most 12 characters",
-    "location": "is required: an object with latitude and longitude",
+    **dict.fromkeys(("location", "pickup", "destination"), "is required: an object with latitude and longitude"),
     "driver": "is required and must be an object",
 }
 _ID_RULES = (  # msgspec's phrase -> an id's rule (identity.checked_id's words)
     ("of length <=", f"must be at most {MAX_ID_LENGTH} characters"),
     ("matching regex", "may hold only letters, digits and . _ : @ -"),
-    ("Expected `str`", "is required and must be a non-empty string"),
+    ("Expected `str", "is required and must be a non-empty string"),
 )
-_TYPE_NAMES = {"object": "an object", "str": "a string", "float": "a number", "int": "an integer", "array": "a list"}
+_TYPE_NAMES = {"object": "a JSON object", "str": "a string", "float": "a number", "int": "an integer", "array": "a list"}
 
 
 def _expected(words, missing):

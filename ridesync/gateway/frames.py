@@ -60,7 +60,7 @@ READERS = {  # a frame's type -> its data's message
     contract.DRIVER_TRIP_ARRIVED: messages.TripStep,
     contract.DRIVER_TRIP_STARTED: messages.TripStep,
     contract.DRIVER_TRIP_COMPLETED: messages.TripStep,
-    contract.DRIVER_TRIP_CANCEL: messages.DriverCancel,
+    contract.DRIVER_TRIP_CANCEL: messages.Cancellation,
 }
 DRIVER_FRAME_TYPES = frozenset(READERS)
 # The v1 rider page sends its own position, on the rider socket, as a driver's location frame.

@@ -7,9 +7,10 @@ import math
 from flask import Blueprint, current_app, jsonify, request
 from google.protobuf import json_format
 
+from ridesync import messages
 from ridesync.gateway import body, dialects
-from ridesync.gateway.errors import ApiError, invalid
-from ridesync.gateway.identity import acting_user
+from ridesync.gateway.errors import ApiError
+from ridesync.gateway.identity import acting_user, checked
 from ridesync.gateway.locations import with_driver_location
 from ridesync.gateway.rider_gone import cancel_if_rider_leaves
 from ridesync.gateway.upstream import CALL_DEADLINE
@@ -21,11 +22,10 @@ PREVIEW_MARGIN = 2.0  # seconds beyond OSRM_TIMEOUT for the trip service to answ
 
 @bp.post("/trip/preview")
 def preview():
-    data = body.json_object()
-    user_id = acting_user(data.get("userID"), "rider")
+    asked = body.read(messages.FarePreview)
+    user_id = acting_user(asked.user_id, "rider")
     _within_rate(user_id)
-    pickup = body.coordinate(data, "pickup")
-    destination = body.coordinate(data, "destination")
+    pickup, destination = asked.pickup, asked.destination
     call = _upstream().trips.PreviewTrip.future(
         trip_pb2.PreviewTripRequest(
             userID=user_id,
@@ -40,11 +40,11 @@ def preview():
 
 @bp.post("/trip/start")
 def start():
-    data = body.json_object()
-    user_id = acting_user(data.get("userID"), "rider")
+    asked = body.read(messages.TripStart)
+    user_id = acting_user(asked.user_id, "rider")
     _within_rate(user_id)
     response = _upstream().trips.CreateTrip(
-        trip_pb2.CreateTripRequest(rideFareID=body.identifier(data, "rideFareID"), userID=user_id),
+        trip_pb2.CreateTripRequest(rideFareID=asked.ride_fare_id, userID=user_id),
         timeout=CALL_DEADLINE,
     )
     return _created(response)
@@ -53,13 +53,10 @@ def start():
 @bp.post("/trip/cancel")
 def cancel():
     """The rider cancels their trip (until the ride starts)."""
-    data = body.json_object()
-    reason = data.get("reason", "")
-    if not isinstance(reason, str):
-        raise invalid("reason must be a string")
+    asked = body.read(messages.RiderCancellation)
     response = _upstream().trips.CancelTrip(
-        trip_pb2.CancelTripRequest(tripID=body.identifier(data, "tripID"),
-                                   userID=acting_user(data.get("userID"), "rider"), reason=reason),
+        trip_pb2.CancelTripRequest(tripID=asked.trip_id, userID=acting_user(asked.user_id, "rider"),
+                                   reason=asked.reason),
         timeout=CALL_DEADLINE,
     )
     return _answer(to_json(response.trip))
@@ -80,7 +77,7 @@ def current():
 def read(trip_id):
     """A trip, to its rider or its driver."""
     response = _upstream().trips.GetTrip(
-        trip_pb2.GetTripRequest(tripID=body.identifier({"tripID": trip_id}, "tripID"),
+        trip_pb2.GetTripRequest(tripID=checked(trip_id, messages.TRIP_ID),
                                 userID=acting_user(request.args.get("userID"), None)),
         timeout=CALL_DEADLINE,
     )

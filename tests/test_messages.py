@@ -1,0 +1,63 @@
+"""ridesync/messages.py is the one definition of what crosses an edge: the
+HTTP bodies the OpenAPI document describes and the frames docs/asyncapi.yaml
+does are its Structs (the same fields, the same required ones, every
+documented example read), and what it refuses is said naming the field.
+Plain checks, no I/O."""
+import json
+import os
+
+import msgspec
+import pytest
+
+from ridesync import messages
+from ridesync.gateway import frames
+from tests.support import ROOT
+from tests.test_asyncapi import frame
+
+with open(os.path.join(ROOT, "ridesync", "gateway", "openapi.json")) as document:
+    OPENAPI = json.load(document)
+BODIES = {"/trip/preview": messages.FarePreview, "/trip/start": messages.TripStart,
+          "/trip/cancel": messages.RiderCancellation}
+
+
+def fields(schema):
+    """{field: required} of an object schema."""
+    return {name: name in schema.get("required", ()) for name in schema["properties"]}
+
+
+def struct_schema(kind):
+    schema = msgspec.json.schema(kind)
+    return schema["$defs"][kind.__name__]
+
+
+@pytest.mark.parametrize("path", sorted(BODIES))
+def test_a_documented_body_is_its_struct(path):
+    for content in OPENAPI["paths"][path]["post"]["requestBody"]["content"].values():
+        assert fields(content["schema"]) == fields(struct_schema(BODIES[path]))
+        assert messages.decode(json.dumps(content["example"]), BODIES[path])
+
+
+@pytest.mark.parametrize("kind", sorted(frames.DRIVER_FRAME_TYPES))
+def test_a_documented_frame_is_its_struct(kind):
+    documented = frame(kind)["payload"]["properties"]["data"]
+    assert fields(documented) == fields(struct_schema(frames.READERS[kind]))
+
+
+@pytest.mark.parametrize("kind, raw, says", [
+    (messages.FarePreview, {"pickup": {"latitude": 1, "longitude": "2"}}, "pickup.longitude must be a number"),
+    (messages.FarePreview, {"pickup": {"latitude": 1, "longitude": 2}}, "destination is required"),
+    (messages.TripStart, {"rideFareID": "f 1"}, "rideFareID may hold only"),
+    (messages.RiderCancellation, {"tripID": "t1", "userID": 7}, "userID is required and must be a non-empty string"),
+    (messages.Envelope, {"ownerId": "r1", "data": [1]}, "data must be a JSON object"),
+    (messages.Envelope, [1], "the message must be a JSON object"),
+])
+def test_what_is_refused_is_said_naming_the_field(kind, raw, says):
+    with pytest.raises(messages.Refused, match=says):
+        messages.decode(json.dumps(raw), kind)
+
+
+def test_a_lone_surrogate_is_refused_naming_its_field_and_a_stray_one_ignored():
+    with pytest.raises(messages.Refused, match=r"reason must be text"):
+        messages.decode('{"tripID": "t1", "reason": "flat \\ud800"}', messages.RiderCancellation)
+    kept = messages.decode('{"tripID": "t1", "note": "\\ud800"}', messages.RiderCancellation)
+    assert messages.as_json(kept) == {"tripID": "t1", "reason": "", "userID": None}
