@@ -170,3 +170,32 @@ def test_an_offer_sent_again_after_its_reply_was_lost_still_claims_its_driver(pr
         assert not pool.ask("d-asked", Offer(trip_near(PICKUP, "t-other"), time.time() + 30))
     finally:
         pool.close()
+
+
+def test_what_a_taking_script_took_is_its_answer_again_when_it_is_sent_again_after_its_reply_was_lost(private_redis):
+    pool = RedisDriverPool(private_redis.url, prefix="restart:")
+    trips = RedisTripsUnderWay(private_redis.url, prefix="restart:")
+    try:
+        for driver_id in ("d-late", "d-took", "d-also", "d-gone"):
+            pool.register(driver_id, "sedan", session="s")
+        asked = {"d-late": ("t-late", -1), "d-took": ("t-took", 30), "d-also": ("t-took", 30), "d-gone": ("t-gone", 30)}
+        for driver_id, (trip_id, within) in asked.items():
+            assert pool.ask(driver_id, Offer(trip_near(PICKUP, trip_id), time.time() + within))
+        trips.defer("t-due", 1.0)
+
+        def lost_once(warm_up, client=pool._redis):
+            warm_up()  # the script in Redis's cache, taking nothing
+            reply_lost_once(client, "EVALSHA", private_redis.restart)
+
+        lost_once(lambda: pool.expired_offers(0.0))
+        assert [driver_id for driver_id, _offer in pool.expired_offers(time.time())] == ["d-late"]
+        lost_once(lambda: pool.assign("d-nobody", "t-nothing"))
+        assert pool.assign("d-took", "t-took") == ["d-also"]  # d-also is told its offer was taken
+        lost_once(lambda: pool.unregister("d-nobody", "s"))
+        driver, offer = pool.unregister("d-gone", "s")
+        assert driver.id == "d-gone" and offer.trip.id == "t-gone"  # the trip is passed on to the next driver
+        lost_once(lambda: trips.due(0.0), trips._redis)
+        assert trips.due(2.0) == ["t-due"]
+    finally:
+        trips.close()
+        pool.close()

@@ -11,7 +11,7 @@ Each expires (LOCATION_KEPT_TTL after its last write), so a dead replica's trips
 import json
 import uuid
 
-from ridesync.driver.redis_pool import connect
+from ridesync.driver.redis_pool import connect, reply_kept, reply_key
 from ridesync.ride import tracking
 from ridesync.ride.tracking import EtaBasis, Fix, TripUnderWay
 from ridesync.settings import process_settings
@@ -56,12 +56,12 @@ redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'EX', ARGV[3])
 return 1
 """
 
-# KEYS: due set; ARGV: now. -> the trips due by now, taken off the set
-DUE = """
+# KEYS: due set, reply; ARGV: now. -> the trips due by now, taken off the set
+DUE = reply_kept("""
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
 return due
-"""
+""")
 
 
 class RedisTripsUnderWay:
@@ -128,7 +128,7 @@ class RedisTripsUnderWay:
         self._redis.zadd(f"{self._p}locations:due", {trip_id: at}, lt=True)
 
     def due(self, now):
-        return self._due(keys=[f"{self._p}locations:due"], args=[now])
+        return self._due(keys=[f"{self._p}locations:due", reply_key(self._p)], args=[now])
 
     def _read(self, kind, trip_id, make):
         text = self._redis.get(f"{self._p}{kind}:{trip_id}")

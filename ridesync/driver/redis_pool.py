@@ -13,12 +13,15 @@ Keys, under a prefix (REDIS_KEY_PREFIX):
   naming it, read from TripService just before, makes no one busy;
 - `handled:<queue>:<message id>`: a message some replica handled (for
   HANDLED_TTL), so that a copy of it is dropped on every replica.
+- `reply:<token>`: what a script that takes what it returns answered
+  (for KEPT_REPLY_MS), so that the same call sent again answers the same.
 Every change that reads before it writes is one Lua script, so two
 dispatchers never claim one driver for two trips."""
 import dataclasses
 import json
 import logging
 import time
+import uuid
 
 import redis
 import redis.backoff
@@ -36,9 +39,31 @@ SEARCH_RADII_KM = (2, 8, 32, 128)  # the search widens until enough free drivers
 SEARCH_WANTS = (8, 64, 1_000_000)  # free drivers asked for at a time, while the ones before were all claimed
 RESTART_RETRIES = 5  # a command refused while Redis restarts is sent again, 50 ms to 1 s apart (about 2.5 s in all)
 UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)  # Redis down, or not answering
+KEPT_REPLY_MS = 60_000  # a taking script's reply is kept this long for the same call sent again
 
-# KEYS: driver hash; ARGV: session. -> {driver JSON, offer JSON or false} or nil
-UNREGISTER = """
+
+def reply_kept(script):
+    """A script that takes (deletes) what it returns, its reply kept under
+    its last KEY: sent again by the retry after its reply was lost (a restart
+    between the two), it answers what the first run took, not nothing."""
+    return f"""
+local kept = redis.call('GET', KEYS[#KEYS])
+if kept then return cjson.decode(kept) end
+local reply = (function()
+{script}
+end)()
+if reply and #reply > 0 then redis.call('SET', KEYS[#KEYS], cjson.encode(reply), 'PX', {KEPT_REPLY_MS}) end
+return reply
+"""
+
+
+def reply_key(prefix):
+    """Where a taking script keeps its reply to one call (reply_kept)."""
+    return f"{prefix}reply:{uuid.uuid4().hex}"
+
+
+# KEYS: driver hash, reply; ARGV: session. -> {driver JSON, offer JSON or false} or nil
+UNREGISTER = reply_kept("""
 if redis.call('HGET', KEYS[1], 'session') ~= ARGV[1] then return nil end
 local driver = redis.call('HGET', KEYS[1], 'driver')
 local package = redis.call('HGET', KEYS[1], 'package')
@@ -49,7 +74,7 @@ local offer = redis.call('GET', ARGV[2] .. 'offer:' .. id)
 redis.call('DEL', ARGV[2] .. 'offer:' .. id)
 redis.call('ZREM', ARGV[2] .. 'offers:due', id)
 return {driver, offer}
-"""
+""")
 
 # ARGV: prefix, driver id, trip id, offer JSON, deadline, key ttl ms. -> 1 claimed, 0 not
 ASK = """
@@ -65,9 +90,9 @@ redis.call('PEXPIRE', p .. 'trip_offers:' .. trip, ARGV[6])
 return 1
 """
 
-# ARGV: prefix, trip id, driver id or '', busy ttl s, 'assign'|'release'|'let_go', ended ttl s.
+# KEYS: reply; ARGV: prefix, trip id, driver id or '', busy ttl s, 'assign'|'release'|'let_go', ended ttl s.
 # -> ids of the drivers whose offer of the trip was void
-OFFERS_OF_TRIP = """
+OFFERS_OF_TRIP = reply_kept("""
 local p, trip, driver, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 local asked = mode == 'let_go' and {driver} or redis.call('SMEMBERS', p .. 'trip_offers:' .. trip)
 local voided = {}
@@ -89,7 +114,7 @@ elseif mode == 'release' then
   redis.call('SET', p .. 'ended:' .. trip, '1', 'EX', ARGV[6])
 end
 return voided
-"""
+""")
 
 # KEYS: driver hash; ARGV: prefix, driver id, driver JSON, package, session, longitude, latitude,
 # trip id or '', busy ttl s. The driver in the package's index and no other's; on the trip, unless it has ended.
@@ -104,8 +129,8 @@ if trip ~= '' and redis.call('EXISTS', p .. 'ended:' .. trip) == 0 then
 end
 """
 
-# ARGV: prefix, now. -> offer JSONs past their deadline, each withdrawn
-EXPIRED = """
+# KEYS: reply; ARGV: prefix, now. -> offer JSONs past their deadline, each withdrawn
+EXPIRED = reply_kept("""
 local p = ARGV[1]
 local due = redis.call('ZRANGEBYSCORE', p .. 'offers:due', '-inf', ARGV[2])
 local expired = {}
@@ -119,7 +144,7 @@ for _, id in ipairs(due) do
   end
 end
 return expired
-"""
+""")
 
 # ARGV: prefix, package, longitude, latitude, trip id, how many, radii (comma-separated), declined ids...
 # -> the Driver JSONs of up to that many free drivers who did not decline the trip, nearest first
@@ -202,7 +227,7 @@ class RedisDriverPool:
         return driver
 
     def unregister(self, driver_id, session=""):
-        gone = self._unregister(keys=[f"{self._p}driver:{driver_id}"], args=[session, self._p])
+        gone = self._unregister(keys=[f"{self._p}driver:{driver_id}", reply_key(self._p)], args=[session, self._p])
         if gone is None:
             return None, None
         driver, offer = gone
@@ -223,10 +248,11 @@ class RedisDriverPool:
 
     def _offers_of(self, trip_id, driver_id, mode):
         settings = process_settings()
-        return self._offers_of_trip(args=[self._p, trip_id, driver_id, settings.busy_ttl, mode, settings.ended_ttl])
+        return self._offers_of_trip(keys=[reply_key(self._p)],
+                                    args=[self._p, trip_id, driver_id, settings.busy_ttl, mode, settings.ended_ttl])
 
     def expired_offers(self, now):
-        flat = self._expired(args=[self._p, now])
+        flat = self._expired(keys=[reply_key(self._p)], args=[self._p, now])
         return [(flat[i], _offer_of(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     def move(self, driver_id, location):
