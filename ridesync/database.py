@@ -157,17 +157,16 @@ class Database:
     def transaction(self, pipelined=False):
         """The thread's open transaction, or a new one committed at the end
         (rolled back on an exception). Callbacks given to after_commit run
-        once it has committed. pipelined, on PostgreSQL: BEGIN goes with the
-        first statement, INSERTs without RETURNING with the next statement
-        whose result is read, and COMMIT alone: a few round trips instead of
-        one each (psycopg's pipeline mode)."""
+        once it has committed. pipelined, on PostgreSQL: in psycopg's
+        pipeline mode, a statement waits for its answer only when its rows
+        are read; a transaction that reads one answer takes two round trips."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             yield conn
             return
         self._local.after_commit = []
         try:
-            with self.engine.connect() as conn, self._pipeline(conn, pipelined), conn.begin():
+            with self.engine.connect() as conn, self._begun(conn, pipelined):
                 self._local.conn = conn
                 yield conn
         finally:
@@ -176,17 +175,8 @@ class Database:
         for callback in callbacks:
             callback()
 
-    @contextmanager
-    def _pipeline(self, conn, pipelined):
-        if not (pipelined and self.is_postgresql):
-            yield
-            return
-        with conn.connection.driver_connection.pipeline() as pipeline:
-            conn.info[PIPELINE] = pipeline
-            try:
-                yield
-            finally:
-                del conn.info[PIPELINE]
+    def _begun(self, conn, pipelined):
+        return _pipelined(conn) if pipelined and self.is_postgresql else conn.begin()
 
     @contextmanager
     def at_once(self):
@@ -230,6 +220,61 @@ class Database:
         self.engine.dispose()
         if self._at_once is not None:
             self._at_once.dispose()
+
+
+@contextmanager
+def _pipelined(conn):
+    """A transaction in pipeline mode whose BEGIN and COMMIT are sent as
+    statements: BEGIN goes with the first statement (psycopg's own would
+    wait for its answer), the COMMIT with the statements still unanswered
+    and the closing Sync. Then SQLAlchemy's commit finds nothing to do; on
+    an error its rollback sends ROLLBACK."""
+    conn.execution_options(isolation_level="AUTOCOMMIT")  # psycopg begins nothing itself; reset when pooled again
+    driver = conn.connection.driver_connection
+    with conn.begin(), _as_dbapi_errors(conn, "COMMIT"), driver.pipeline() as pipeline:
+        driver.execute("BEGIN")
+        conn.info[PIPELINE] = pipeline
+        try:
+            yield
+            driver.execute("COMMIT")
+        finally:
+            del conn.info[PIPELINE]
+
+
+class Prebuilt:
+    """A Core statement built and compiled once per dialect, run on the
+    driver's own cursor in the thread's transaction: a statement of a hot
+    path then costs no statement built, no cache key, no execution context
+    or Result around the driver's (about a sixth of conn.execute's Python,
+    bench/RESULTS.md). run() takes its bind parameters by name and returns
+    the driver's cursor (rows as tuples); in a pipelined transaction the
+    statement is sent at once and answered when its rows are fetched."""
+
+    def __init__(self, statement):
+        self._statement = statement
+        self._compiled = {}  # dialect name -> (SQL, parameters' defaults, their order when positional)
+
+    def run(self, conn, **params):
+        sql, defaults, order = self._compiled.get(conn.dialect.name) or self._compile(conn.dialect)
+        values = {**defaults, **params}
+        cursor = conn.connection.driver_connection.cursor()
+        with _as_dbapi_errors(conn, sql):
+            cursor.execute(sql, values if order is None else [values[name] for name in order])
+        return cursor
+
+    def _compile(self, dialect):
+        compiled = self._statement.compile(dialect=dialect)
+        self._compiled[dialect.name] = str(compiled), compiled.params, compiled.positiontup
+        return self._compiled[dialect.name]
+
+
+@contextmanager
+def _as_dbapi_errors(conn, statement):
+    """The driver's errors as conn.execute raises them (IntegrityError, OperationalError...)."""
+    try:
+        yield
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(statement, None, exc, conn.dialect.loaded_dbapi.Error) from exc
 
 
 def migrate(engine):
