@@ -13,22 +13,26 @@ a broker that does not take trip.event.created is a 503 and the fare usable
 again): its row is published at once after the commit by the caller's
 thread, and held back from the relay meanwhile; the relay deletes it at its
 next pass."""
-import json
 import logging
 import threading
 import time
 import uuid
 import zlib
 
-from sqlalchemy import delete, insert, or_, select, text
+import orjson
+from sqlalchemy import bindparam, delete, insert, or_, select, text
 
 from ridesync import contract, telemetry
+from ridesync.database import Prebuilt
 from ridesync.rabbit import PublishFailed, Unroutable
 from ridesync.settings import process_settings
 from ridesync.tables import outbox
 
 log = logging.getLogger(__name__)
 RELAY_LOCK = 0x6F7574626F78  # "outbox", and the sender: one replica of each relays at a time, so rows go out in order
+# Sent without waiting for an answer (inline: no RETURNING of the id), the row known by its message_id.
+INSERT_ROW = Prebuilt(insert(outbox).inline().values({column.name: bindparam(column.name) for column in outbox.c
+                                                      if column is not outbox.c.id}))
 
 
 class Outbox:
@@ -43,7 +47,7 @@ class Outbox:
         self._batch, self._idle_wait = settings.outbox_batch, settings.outbox_idle_wait
         self._clock = clock  # wall time: replicas compare not_before
         self._lock_key = RELAY_LOCK + zlib.crc32(name.encode())
-        self._published, self._published_lock = [], threading.Lock()  # ids of rows publish_or_undo sent
+        self._published, self._published_lock = [], threading.Lock()  # message ids of rows publish_or_undo sent
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"{name}-outbox", daemon=True)
@@ -78,57 +82,57 @@ class Outbox:
         if not self._db.in_transaction():
             self._publisher.publish_or_undo(routing_key, owner_id, data, undo)
             return
+        message_id = self._insert(routing_key, owner_id, data, notify=False, not_before=self._clock() + self._hold)
+        self._db.after_commit(lambda: self._send_held(routing_key, owner_id, data, message_id, undo))
+
+    def _insert(self, routing_key, owner_id, data, notify, not_before=None, headers=None):
+        """The row's message_id."""
         message_id = uuid.uuid4().hex
-        row_id = self._insert(routing_key, owner_id, data, notify=False, message_id=message_id,
-                              not_before=self._clock() + self._hold)
-        self._db.after_commit(lambda: self._send_held(row_id, routing_key, owner_id, data, message_id, undo))
-
-    def _insert(self, routing_key, owner_id, data, notify, message_id=None, not_before=None, headers=None):
         with self._db.transaction() as conn:
-            return conn.execute(insert(outbox).values(
-                sender=self._name, routing_key=routing_key, owner_id=owner_id, data=json.dumps(data), notify=notify,
-                headers=json.dumps({**telemetry.message_headers(), **(headers or {})}),
-                message_id=message_id or uuid.uuid4().hex,
-                not_before=not_before)).inserted_primary_key[0]
+            INSERT_ROW.run(conn, sender=self._name, routing_key=routing_key, owner_id=owner_id,
+                           data=orjson.dumps(data).decode(), notify=notify, message_id=message_id,
+                           headers=orjson.dumps({**telemetry.message_headers(), **(headers or {})}).decode(),
+                           not_before=not_before)
+        return message_id
 
-    def _send_held(self, row_id, routing_key, owner_id, data, message_id, undo):
+    def _send_held(self, routing_key, owner_id, data, message_id, undo):
         try:
             self._publisher.publish(routing_key, owner_id, data, message_id=message_id)
         except Exception as exc:
-            if self._withdraw(row_id, undo):
+            if self._withdraw(message_id, undo):
                 raise
             log.warning("outbox of %s: %s of %s was not taken at once (%s), but the relay had sent it: it stands",
                         self._name, routing_key, owner_id, exc)
             return
         with self._published_lock:  # deleted by the relay's next pass, not on the caller's time
-            self._published.append(row_id)
+            self._published.append(message_id)
 
-    def _withdraw(self, row_id, undo):
+    def _withdraw(self, message_id, undo):
         """Deletes the row and runs undo(), in one transaction; False when the relay had taken the row."""
         with self._db.transaction() as conn:
-            if not conn.execute(delete(outbox).where(outbox.c.id == row_id)).rowcount:
+            if not conn.execute(delete(outbox).where(outbox.c.message_id == message_id)).rowcount:
                 return False
             undo()
             return True
 
-    def _delete(self, *row_ids):
+    def _delete(self, *message_ids):
         """Published rows'; lost in a database server crash, they are published again, and their copies dropped."""
         with self._db.at_once() as conn:
-            conn.execute(delete(outbox).where(outbox.c.id.in_(row_ids)))
+            conn.execute(delete(outbox).where(outbox.c.message_id.in_(message_ids)))
 
     def _forget_published(self):
         """Deletes the rows their senders published themselves, long before
         their hold ends (OUTBOX_IDLE_WAIT against OUTBOX_HOLD); kept for the
         next pass when the database is away."""
         with self._published_lock:
-            row_ids, self._published = self._published, []
-        if not row_ids:
+            message_ids, self._published = self._published, []
+        if not message_ids:
             return
         try:
-            self._delete(*row_ids)
+            self._delete(*message_ids)
         except Exception:
             with self._published_lock:
-                self._published[:0] = row_ids
+                self._published[:0] = message_ids
             raise
 
     def start(self):
@@ -189,9 +193,9 @@ class Outbox:
                             "or its own publish took longer than the hold", self._name, row.routing_key,
                             row.owner_id, row.message_id)
             try:
-                headers = json.loads(row.headers)
+                headers = orjson.loads(row.headers)
                 with telemetry.resumed(headers):  # the trace and request id of the change
-                    self._publisher.publish(row.routing_key, row.owner_id, json.loads(row.data),
+                    self._publisher.publish(row.routing_key, row.owner_id, orjson.loads(row.data),
                                             headers=_own_headers(headers), message_id=row.message_id)
             except Unroutable:
                 level = logging.INFO if row.notify else logging.ERROR
@@ -199,7 +203,7 @@ class Outbox:
             except PublishFailed as exc:
                 log.warning("outbox of %s: %s of %s waits for the broker: %s", self._name, row.routing_key, row.owner_id, exc)
                 return False
-            self._delete(row.id)
+            self._delete(row.message_id)
         return len(rows) == self._batch
 
 
