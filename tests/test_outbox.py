@@ -2,6 +2,7 @@
 message handled once whichever replica gets it, and what a process
 committed published even when it is killed before it could publish."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,11 +11,12 @@ import time
 
 import pika
 import pytest
-from sqlalchemy import func, insert, select
+from psycopg import pq
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from ridesync import contract
-from ridesync.database import Database
+from ridesync.database import Database, Prebuilt
 from ridesync.outbox import Outbox
 from ridesync.rabbit import PublishFailed
 from ridesync.tables import handled_messages, outbox
@@ -66,18 +68,48 @@ def test_of_replicas_given_one_message_at_once_one_handles_it(database_url):
 
 
 def test_a_pipelined_transaction_whose_unanswered_insert_is_refused_commits_nothing(database_url):
+    """Nor does its connection stay in autocommit: the next transaction on it
+    still rolls back."""
     database = Database(database_url)
-    handled = [{"consumer": "c", "message_id": message_id, "handled_at": 0} for message_id in ("m", "other")]
+    record = Prebuilt(insert(handled_messages).values(consumer="c", message_id=bindparam("id"), handled_at=0))
     try:
         with database.transaction() as conn:
-            conn.execute(insert(handled_messages).values(handled[0]))
+            record.run(conn, id="m")
         with pytest.raises(IntegrityError), database.transaction(pipelined=True) as conn:
-            conn.execute(insert(handled_messages).values(handled[1]))
-            conn.execute(insert(handled_messages).values(handled[0]))  # a second copy: refused, answered later
+            conn.execute(insert(handled_messages).values(consumer="c", message_id="other", handled_at=0))
+            record.run(conn, id="m")  # a second copy: refused, answered with the COMMIT
+        with pytest.raises(RuntimeError), database.transaction() as conn:  # the pool's one connection again
+            record.run(conn, id="rolled back")
+            raise RuntimeError("rolled back")
         with database.transaction(pipelined=True) as conn:  # the connection serves again
             assert conn.execute(select(handled_messages.c.message_id)).scalars().all() == ["m"]
     finally:
         database.close()
+
+
+def test_a_trip_is_started_on_postgresql_in_two_exchanges_with_the_server(tmp_path):
+    """The fare's UPDATE goes with BEGIN and is answered; the trip's, the
+    current trip's and the outbox row's INSERTs go with the COMMIT, in one
+    more exchange (what the libpq trace of the connection shows)."""
+    url = create_database()
+    database = Database(url)
+    try:
+        trips = TripService(RoutePlanner(None, enabled=False), SqlTripStore(database),
+                            Outbox(database, Broker(), "trip"), transaction=database.transaction)
+        rider = unique("rider")
+        fare = _fare(trips, rider)
+        with database.engine.connect() as conn:  # the pool's one connection, which the start takes next
+            server = conn.connection.driver_connection.pgconn
+        with open(tmp_path / "trace", "w") as trace:
+            server.trace(trace.fileno())
+            server.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+            trips.create_trip(fare.id, rider)
+            server.untrace()
+        senders = "".join(line[0] for line in (tmp_path / "trace").read_text().splitlines())  # F(rontend), B(ackend)
+        assert re.fullmatch("F+B+F+B+", senders), f"exchanges: {re.findall('F+B+', senders)}"
+    finally:
+        database.close()
+        drop_database(url)
 
 
 # A trip service's accept, in a process killed with SIGKILL right after the
