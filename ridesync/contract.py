@@ -31,9 +31,9 @@ PAYMENT_VOID_SESSION = "payment.cmd.void_session"
 # Where the driver is, for the rider of their trip (DESIGN.md, "Driver locations"): state, not an event to keep.
 TRIP_DRIVER_LOCATION = "trip.event.driver_location"
 # Ours, beyond DESIGN.md: dispatch tells TripService it has no one left to
-# ask (owner: rider, data {"tripID"}), and TripService tells a driver's socket
-# that their accept or decline was refused (owner: driver, data {"tripID",
-# "code", "message"}; an `error` frame on a v2 socket).
+# ask (owner: rider, data messages.AboutTrip), and TripService tells a driver's
+# socket that their accept or decline was refused (owner: driver, data
+# messages.AnswerRefused; an `error` frame on a v2 socket).
 DISPATCH_NO_DRIVERS_LEFT = "dispatch.event.no_drivers_left"
 DRIVER_ANSWER_REFUSED = "driver.event.answer_refused"
 
@@ -101,8 +101,7 @@ def open_envelope(body):
     return envelope.owner_id, envelope.data
 
 
-class MalformedMessage(ValueError):
-    """An envelope whose data lacks what its routing key promises."""
+MalformedMessage = messages.Refused  # an envelope whose data lacks what its routing key promises
 
 
 def field(data, path, kind=str):

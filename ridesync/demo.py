@@ -17,7 +17,7 @@ import uuid
 import requests
 import websocket
 
-from ridesync import tokens
+from ridesync import messages, tokens
 from ridesync.settings import process_settings
 
 TIMEOUT = 15.0  # seconds for any one answer or frame
@@ -89,9 +89,9 @@ def summary(data):
         return f"trip {data['id'][:8]}: {data['status']}" + (f", driver {driver}" if driver else "")
     if "carPlate" in data:
         return f"{data['id']}: {data['name']}, {data['carPlate']}"
-    if "tripID" in data:
-        rest = {k: v for k, v in data.items() if k not in ("tripID", "riderID", "driver")}
-        return f"trip {data['tripID'][:8]}" + (f" {json.dumps(rest)}" if rest else "")
+    if messages.TRIP_ID in data:
+        rest = {k: v for k, v in data.items() if k not in (messages.TRIP_ID, "riderID", "driver")}
+        return f"trip {data[messages.TRIP_ID][:8]}" + (f" {json.dumps(rest)}" if rest else "")
     return json.dumps(data)
 
 
@@ -124,7 +124,8 @@ def ride(base, package):
         rider.expect("trip.event.created")
 
         request = driver.expect("driver.cmd.trip_request")
-        driver.send("driver.cmd.trip_accept", {"tripID": request["id"], "riderID": rider_id, "driver": registered})
+        driver.send("driver.cmd.trip_accept", messages.as_json(
+            messages.DriverAnswer(trip_id=request["id"], rider_id=rider_id, driver=registered)))
         driver.expect("trip.event.driver_assigned")
         rider.expect("trip.event.driver_assigned")
         rider.expect("payment.event.session_created")
@@ -134,7 +135,7 @@ def ride(base, package):
                                  ("completed", "trip.event.completed", along(route))):
             for where in leg:
                 drive(driver, rider, where)
-            driver.send(f"driver.cmd.trip_{step}", {"tripID": trip["id"]})
+            driver.send(f"driver.cmd.trip_{step}", messages.as_json(messages.AboutTrip(trip_id=trip["id"])))
             driver.expect(event)
             rider.expect(event)
         record = http("GET", f"{base}/trip/{trip['id']}?userID={rider_id}", as_rider)

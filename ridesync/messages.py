@@ -47,17 +47,19 @@ class DriverMoved(msgspec.Struct):
     geohash: Geohash = ""
 
 
-class TripStep(msgspec.Struct):
-    """driver.cmd.trip_arrived, _started, _completed: the trip, nothing else."""
+class AboutTrip(msgspec.Struct):
+    """A message about one trip, by its id; on its own, a driver's step
+    (driver.cmd.trip_arrived, _started, _completed) and dispatch's
+    dispatch.event.no_drivers_left."""
     trip_id: Id = msgspec.field(name=TRIP_ID)
 
 
-class Cancellation(TripStep):
+class Cancellation(AboutTrip):
     """driver.cmd.trip_cancel."""
     reason: Reason = ""
 
 
-class DriverAnswer(TripStep):
+class DriverAnswer(AboutTrip):
     """driver.cmd.trip_accept and _decline; its driver is replaced by the
     registered one before it goes on to TripService."""
     rider_id: Id = msgspec.field(name="riderID")
@@ -91,6 +93,46 @@ class Envelope(msgspec.Struct):
     """The body of every message on the broker: who it is about, and what."""
     owner_id: str = msgspec.field(name="ownerId")
     data: dict
+
+
+class Withdrawal(AboutTrip):
+    """driver.cmd.trip_withdrawn: the offer made to its owner is off."""
+    reason: str
+
+
+class AnswerRefused(AboutTrip):
+    """driver.event.answer_refused: TripService refused a driver's accept or decline."""
+    code: str
+    message: str
+
+
+class SessionOrder(AboutTrip):
+    """payment.cmd.create_session: amount in cents."""
+    user_id: Id = msgspec.field(name="userID")
+    amount: Annotated[int, msgspec.Meta(gt=0)]
+    currency: str
+
+
+class SessionVoid(AboutTrip):
+    """payment.cmd.void_session."""
+    user_id: Id = msgspec.field(name="userID")
+
+
+class SessionCreated(AboutTrip):
+    """payment.event.session_created, for the rider and TripService: amount in cents."""
+    session_id: Id = msgspec.field(name="sessionID")
+    amount: int
+    currency: str
+
+
+class DriverLocation(AboutTrip, omit_defaults=True):
+    """trip.event.driver_location: where the rider's driver is (ride/tracking.py)."""
+    location: Location
+    heading: Optional[float]
+    eta_seconds: int = msgspec.field(name="etaSeconds")
+    distance_meters: int = msgspec.field(name="distanceMeters")
+    at: str
+    estimated: bool = False
 
 
 # --- decoding -------------------------------------------------------------------------------
@@ -146,6 +188,7 @@ _RULES = {  # a field's rule, whatever part of it was broken
     "geohash": "must be a string of at most 12 characters",
     **dict.fromkeys(("location", "pickup", "destination"), "is required: an object with latitude and longitude"),
     "driver": "is required and must be an object",
+    "amount": "must be a positive whole number of cents",
 }
 _ID_RULES = (  # msgspec's phrase -> an id's rule (identity.checked_id's words)
     ("of length <=", f"must be at most {MAX_ID_LENGTH} characters"),

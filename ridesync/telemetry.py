@@ -17,7 +17,7 @@ from importlib.metadata import entry_points
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
-from ridesync import contract, identity, logs, metrics
+from ridesync import contract, identity, logs, messages, metrics
 from ridesync.settings import process_settings
 
 log = logging.getLogger(__name__)
@@ -131,11 +131,11 @@ def text_only(headers):
 
 
 def trip_of(data):
-    """The trip a message's data is about: {"tripID"}, a Trip, or {"trip": Trip}."""
+    """The trip a message's data is about: a messages.AboutTrip, a Trip, or {"trip": Trip}."""
     if not isinstance(data, dict):
         return None
     trip = data.get("trip")
-    return data.get("tripID") or data.get("id") or (trip.get("id") if isinstance(trip, dict) else None)
+    return data.get(messages.TRIP_ID) or data.get("id") or (trip.get("id") if isinstance(trip, dict) else None)
 
 
 def _peek(body):

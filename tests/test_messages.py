@@ -1,6 +1,6 @@
 """ridesync/messages.py is the one definition of what crosses an edge: the
-HTTP bodies the OpenAPI document describes and the frames docs/asyncapi.yaml
-does are its Structs (the same fields, the same required ones, every
+HTTP bodies the OpenAPI document describes, and the frames and the broker's
+messages about a trip docs/asyncapi.yaml does, are its Structs (the same fields, the same required ones, every
 documented example read), and what it refuses is said naming the field.
 Plain checks, no I/O."""
 import json
@@ -9,13 +9,20 @@ import os
 import msgspec
 import pytest
 
-from ridesync import messages
+from ridesync import contract, messages
 from ridesync.gateway import frames
 from tests.support import ROOT
-from tests.test_asyncapi import frame
+from tests.test_asyncapi import ASYNCAPI, frame, resolved
 
 with open(os.path.join(ROOT, "ridesync", "gateway", "openapi.json")) as document:
     OPENAPI = json.load(document)
+ON_THE_BROKER = {  # the messages about a trip by its id; the rest carry a Trip (OpenAPI's)
+    contract.DRIVER_TRIP_WITHDRAWN: messages.Withdrawal, contract.DISPATCH_NO_DRIVERS_LEFT: messages.AboutTrip,
+    contract.TRIP_DRIVER_LOCATION: messages.DriverLocation, contract.DRIVER_TRIP_ACCEPT: messages.DriverAnswer,
+    contract.DRIVER_TRIP_DECLINE: messages.DriverAnswer, contract.DRIVER_ANSWER_REFUSED: messages.AnswerRefused,
+    contract.PAYMENT_CREATE_SESSION: messages.SessionOrder, contract.PAYMENT_VOID_SESSION: messages.SessionVoid,
+    contract.PAYMENT_SESSION_CREATED: messages.SessionCreated,
+}
 BODIES = {"/trip/preview": messages.FarePreview, "/trip/start": messages.TripStart,
           "/trip/cancel": messages.RiderCancellation}
 
@@ -41,6 +48,15 @@ def test_a_documented_body_is_its_struct(path):
 def test_a_documented_frame_is_its_struct(kind):
     documented = frame(kind)["payload"]["properties"]["data"]
     assert fields(documented) == fields(struct_schema(frames.READERS[kind]))
+
+
+@pytest.mark.parametrize("routing_key", sorted(ON_THE_BROKER))
+def test_a_documented_broker_message_is_its_struct(routing_key):
+    message = next(resolved(m) for name, m in ASYNCAPI["components"]["messages"].items()
+                   if name.startswith("amqp_") and m["name"] == routing_key)
+    assert fields(message["payload"]["properties"]["data"]) == fields(struct_schema(ON_THE_BROKER[routing_key]))
+    example = message["examples"][0]["payload"]
+    assert messages.as_json(messages.decode(json.dumps(example["data"]), ON_THE_BROKER[routing_key])) == example["data"]
 
 
 @pytest.mark.parametrize("kind, raw, says", [

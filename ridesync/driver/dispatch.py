@@ -8,7 +8,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from ridesync import contract
+from ridesync import contract, messages
 from ridesync.contract import field
 from ridesync.rabbit import PublishFailed
 from ridesync.ride.model import Coordinate
@@ -84,7 +84,8 @@ class Dispatcher:
             return
         log.info("no %s driver left for trip %s of rider %s (%d declined it)",
                  trip.package_slug, trip.id, trip.rider_id, len(trip.declined))
-        self._publisher.publish(contract.DISPATCH_NO_DRIVERS_LEFT, trip.rider_id, {"tripID": trip.id})
+        self._publisher.publish(contract.DISPATCH_NO_DRIVERS_LEFT, trip.rider_id,
+                                messages.as_json(messages.AboutTrip(trip_id=trip.id)))
 
     def handle_availability(self, routing_key, owner_id, data):
         """driver_availability: a driver is on a trip from its
@@ -93,7 +94,7 @@ class Dispatcher:
         a withdrawn offer frees the driver it was made to. The steps
         between (arrived, started) change nothing here."""
         if routing_key == contract.DRIVER_TRIP_WITHDRAWN:
-            self._pool.let_go(owner_id, field(data, "tripID"))
+            self._pool.let_go(owner_id, messages.decode(data, messages.Withdrawal, "data").trip_id)
         elif routing_key == contract.TRIP_DRIVER_ASSIGNED:
             trip_id, driver_id = field(data, "id"), field(data, "driver.id")
             for other in self._pool.assign(driver_id, trip_id):
@@ -110,7 +111,8 @@ class Dispatcher:
             self._withdraw(driver_id, offer.trip.id, "expired")
 
     def _withdraw(self, driver_id, trip_id, reason):
-        self._publisher.publish(contract.DRIVER_TRIP_WITHDRAWN, driver_id, {"tripID": trip_id, "reason": reason})
+        self._publisher.publish(contract.DRIVER_TRIP_WITHDRAWN, driver_id,
+                                messages.as_json(messages.Withdrawal(trip_id=trip_id, reason=reason)))
         log.info("trip %s withdrawn from driver %s: %s", trip_id, driver_id, reason)
 
     def pass_on(self, driver_id, offer, why):
@@ -119,8 +121,8 @@ class Dispatcher:
         when the broker did not take that."""
         trip = offer.trip
         try:
-            self._publisher.publish(contract.DRIVER_TRIP_DECLINE, driver_id,
-                                    {"tripID": trip.id, "riderID": trip.rider_id, "driver": {"id": driver_id}})
+            self._publisher.publish(contract.DRIVER_TRIP_DECLINE, driver_id, messages.as_json(
+                messages.DriverAnswer(trip_id=trip.id, rider_id=trip.rider_id, driver={"id": driver_id})))
         except PublishFailed as exc:
             log.error("trip %s of rider %s not passed on from driver %s (%s): %s",
                       trip.id, trip.rider_id, driver_id, why, exc)

@@ -57,9 +57,9 @@ READERS = {  # a frame's type -> its data's message
     contract.DRIVER_LOCATION: messages.DriverMoved,
     contract.DRIVER_TRIP_ACCEPT: messages.DriverAnswer,
     contract.DRIVER_TRIP_DECLINE: messages.DriverAnswer,
-    contract.DRIVER_TRIP_ARRIVED: messages.TripStep,
-    contract.DRIVER_TRIP_STARTED: messages.TripStep,
-    contract.DRIVER_TRIP_COMPLETED: messages.TripStep,
+    contract.DRIVER_TRIP_ARRIVED: messages.AboutTrip,
+    contract.DRIVER_TRIP_STARTED: messages.AboutTrip,
+    contract.DRIVER_TRIP_COMPLETED: messages.AboutTrip,
     contract.DRIVER_TRIP_CANCEL: messages.Cancellation,
 }
 DRIVER_FRAME_TYPES = frozenset(READERS)

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
-from ridesync import contract
+from ridesync import contract, messages
 from ridesync.contract import field
 from ridesync.ride.geo import great_circle_m
 from ridesync.ride.model import Coordinate
@@ -143,17 +143,11 @@ def location_frame(trip, fix, basis):
     None once the driver said they arrived (the car is at the pickup,
     nothing is left to drive)."""
     seconds, metres = (0, 0) if basis is None else eta(basis, fix)
-    frame = {
-        "tripID": trip.id,
-        "location": {"latitude": fix.location.latitude, "longitude": fix.location.longitude},
-        "heading": fix.heading,
-        "etaSeconds": seconds,
-        "distanceMeters": metres,
-        "at": datetime.fromtimestamp(fix.at, timezone.utc).isoformat(),
-    }
-    if basis is not None and basis.estimated:
-        frame["estimated"] = True
-    return frame
+    return messages.as_json(messages.DriverLocation(
+        trip_id=trip.id, location=messages.Location(fix.location.latitude, fix.location.longitude),
+        heading=fix.heading, eta_seconds=seconds, distance_meters=metres,
+        at=datetime.fromtimestamp(fix.at, timezone.utc).isoformat(), estimated=basis is not None and basis.estimated,
+    ))
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,12 @@
 """TripService's consumer of driver_trip_response, its one intake of
 messages, in the order they happened: drivers' answers (owner: the driver,
-data {"tripID", "riderID", "driver": Driver}), the offers dispatch made
+data messages.DriverAnswer), the offers dispatch made
 (driver.cmd.trip_request, owner: the driver asked, data: Trip), dispatch
 running out of drivers, and payment sessions created. Each becomes a call of
 TripService."""
 import logging
 
-from ridesync import contract
+from ridesync import contract, messages
 from ridesync.contract import MalformedMessage, field
 from ridesync.trip.store import TripNotFound
 
@@ -28,7 +28,8 @@ class Intake:
             contract.DRIVER_TRIP_ACCEPT: self._answer,
             contract.DRIVER_TRIP_DECLINE: self._answer,
             contract.DRIVER_TRIP_REQUEST: lambda _key, owner_id, data: trips.record_offer(field(data, "id"), owner_id),
-            contract.DISPATCH_NO_DRIVERS_LEFT: lambda _key, _owner, data: trips.no_drivers_left(field(data, "tripID")),
+            contract.DISPATCH_NO_DRIVERS_LEFT: lambda _key, _owner, data: trips.no_drivers_left(
+                messages.decode(data, messages.AboutTrip, "data").trip_id),
             contract.PAYMENT_SESSION_CREATED: self._payment,
         }
 
@@ -42,18 +43,15 @@ class Intake:
             log.warning("%s of %s dropped: %s", routing_key, owner_id, exc)
 
     def _answer(self, routing_key, owner_id, data):
-        trip_id = field(data, "tripID")
-        driver = field(data, "driver", dict)
-        if field(data, "driver.id") != owner_id:
+        answer = messages.decode(data, messages.DriverAnswer, "data")
+        if answer.driver.get("id") != owner_id:
             raise MalformedMessage(f"data.driver.id is not the driver {owner_id} who sent it")
         if routing_key == contract.DRIVER_TRIP_ACCEPT:
-            self._trips.accept(trip_id, trip_driver(driver))
+            self._trips.accept(answer.trip_id, trip_driver(answer.driver))
         else:
-            self._trips.decline(trip_id, owner_id)
+            self._trips.decline(answer.trip_id, owner_id)
 
     def _payment(self, _routing_key, _owner_id, data):
-        self._trips.attach_payment(field(data, "tripID"), {
-            "sessionID": field(data, "sessionID"),
-            "amount": field(data, "amount", float),
-            "currency": field(data, "currency"),
-        })
+        session = messages.decode(data, messages.SessionCreated, "data")
+        self._trips.attach_payment(session.trip_id, {
+            key: value for key, value in messages.as_json(session).items() if key != messages.TRIP_ID})

@@ -5,7 +5,7 @@ import logging
 import grpc
 from google.protobuf import json_format
 
-from ridesync import contract, grpc_server, logs, shutdown, telemetry
+from ridesync import contract, grpc_server, logs, messages, shutdown, telemetry
 from ridesync.database import Database
 from ridesync.outbox import Outbox
 from ridesync.pb import trip_pb2, trip_pb2_grpc
@@ -58,12 +58,12 @@ class TripServicer(trip_pb2_grpc.TripServiceServicer):
             _require(request.rideFareID, "rideFareID")
             trip = self._trips.create_trip(request.rideFareID, request.userID)
             return json_format.ParseDict(
-                {"tripID": trip.id, "trip": trip.to_json()}, trip_pb2.CreateTripResponse()
+                {messages.TRIP_ID: trip.id, "trip": trip.to_json()}, trip_pb2.CreateTripResponse()
             )
 
     def GetTrip(self, request, context):
         with grpc_server.status_codes(context, ERROR_CODES):
-            _require(request.tripID, "tripID")
+            _require(request.tripID, messages.TRIP_ID)
             _require(request.userID, "userID")
             return _trip_response(self._trips.trip_for(request.tripID, request.userID))
 
@@ -74,13 +74,13 @@ class TripServicer(trip_pb2_grpc.TripServiceServicer):
 
     def CancelTrip(self, request, context):
         with grpc_server.status_codes(context, ERROR_CODES):
-            _require(request.tripID, "tripID")
+            _require(request.tripID, messages.TRIP_ID)
             _require(request.userID, "userID")
             return _trip_response(self._trips.cancel(request.tripID, "rider", request.userID, request.reason))
 
     def DriverStep(self, request, context):
         with grpc_server.status_codes(context, ERROR_CODES):
-            _require(request.tripID, "tripID")
+            _require(request.tripID, messages.TRIP_ID)
             _require(request.driverID, "driverID")
             if request.step not in DRIVER_STEPS:
                 raise InvalidArgument(f"step must be one of {', '.join(DRIVER_STEPS)}")

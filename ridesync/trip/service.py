@@ -7,7 +7,7 @@ import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass
 
-from ridesync import contract
+from ridesync import contract, messages
 from ridesync.ride import lifecycle
 from ridesync.ride.fares import PACKAGES, price_in_cents
 from ridesync.ride.geo import great_circle_m
@@ -100,7 +100,8 @@ class TripService:
                 self._offers.ring(trip_id)
         except lifecycle.StepRefused as exc:
             reason = withdrawal_reason(self._store.trip(trip_id))
-            self._publisher.publish(contract.DRIVER_TRIP_WITHDRAWN, driver_id, {"tripID": trip_id, "reason": reason})
+            self._publisher.publish(contract.DRIVER_TRIP_WITHDRAWN, driver_id,
+                                    messages.as_json(messages.Withdrawal(trip_id=trip_id, reason=reason)))
             log.info("driver %s was offered trip %s too late (%s): withdrawn", driver_id, trip_id, exc)
 
     def accept(self, trip_id, driver):
@@ -117,12 +118,9 @@ class TripService:
         try:
             # The payment command first: a retry repeats it harmlessly (one
             # session per trip), while a rider told of a driver stays told.
-            self._publisher.publish(contract.PAYMENT_CREATE_SESSION, trip.user_id, {
-                "tripID": trip.id,
-                "userID": trip.user_id,
-                "amount": round(trip.fare.total_price_in_cents),
-                "currency": "USD",
-            })
+            self._publisher.publish(contract.PAYMENT_CREATE_SESSION, trip.user_id, messages.as_json(
+                messages.SessionOrder(trip_id=trip.id, user_id=trip.user_id,
+                                      amount=round(trip.fare.total_price_in_cents), currency="USD")))
             self._announce(contract.TRIP_DRIVER_ASSIGNED, trip)
         except Exception:
             self._store.unassign_driver(trip_id, driver["id"])
@@ -170,9 +168,10 @@ class TripService:
             trip, before = step.trip, step.before
             if before.offered_to:
                 self._publisher.publish(contract.DRIVER_TRIP_WITHDRAWN, before.offered_to,
-                                        {"tripID": trip.id, "reason": "cancelled"})
+                                        messages.as_json(messages.Withdrawal(trip_id=trip.id, reason="cancelled")))
             if before.driver_id:  # a payment session was asked for at the accept
-                self._publisher.publish(contract.PAYMENT_VOID_SESSION, trip.user_id, {"tripID": trip.id, "userID": trip.user_id})
+                self._publisher.publish(contract.PAYMENT_VOID_SESSION, trip.user_id,
+                                        messages.as_json(messages.SessionVoid(trip_id=trip.id, user_id=trip.user_id)))
             self._announce(contract.TRIP_CANCELLED, trip)
             log.info("%s %s cancelled trip %s (was %s): %s", by, user_id, trip.id, before.status, reason or "no reason given")
             return trip
@@ -220,8 +219,8 @@ class TripService:
             refused = exc
         except lifecycle.StepRefused as exc:
             refused = exc
-        self._publisher.notify(contract.DRIVER_ANSWER_REFUSED, driver_id,
-                               {"tripID": trip_id, "code": refused.code, "message": str(refused)})
+        self._publisher.notify(contract.DRIVER_ANSWER_REFUSED, driver_id, messages.as_json(
+            messages.AnswerRefused(trip_id=trip_id, code=refused.code, message=str(refused))))
         log.warning("driver %s answered trip %s: refused (%s)", driver_id, trip_id, refused)
         return None
 
