@@ -48,6 +48,7 @@ from collections import OrderedDict, namedtuple
 
 from ridesync import contract
 from ridesync.gateway.frames import TRIP_STATE, V1_TYPES
+from ridesync.messages import TRIP_ID
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ class V1Rider(Dialect):
         return [_as_is(kind, original_order(data), notice)] if kind in V1_TYPES else []
 
     def _payment(self, data, notice, read_trip):
-        trip_id = data.get("tripID")
+        trip_id = data.get(TRIP_ID)
         stage = self._trips.get(trip_id)
         if stage == ASSIGNED:
             return [_as_is(contract.PAYMENT_SESSION_CREATED, data, notice)]
@@ -171,7 +172,7 @@ class V1Rider(Dialect):
         if not trip.get("driver"):
             return [Write(contract.TRIP_CREATED, original_order(trip), notice, None)]
         paid = self._held_for(trip["id"]) or (
-            [Write(contract.PAYMENT_SESSION_CREATED, {"tripID": trip["id"], **trip["payment"]}, notice, None)]
+            [Write(contract.PAYMENT_SESSION_CREATED, {TRIP_ID: trip["id"], **trip["payment"]}, notice, None)]
             if trip.get("payment") else [])
         return [Write(contract.TRIP_DRIVER_ASSIGNED, original_order(trip), notice, None)] + paid
 
@@ -183,7 +184,7 @@ class V1Rider(Dialect):
         if write.kind == contract.TRIP_DRIVER_ASSIGNED:
             self._stage(write.data["id"], ASSIGNED)
         elif write.kind == contract.PAYMENT_SESSION_CREATED:
-            self._stage(write.data["tripID"], PAID)
+            self._stage(write.data[TRIP_ID], PAID)
             if write.notice in self.held:
                 self.held.remove(write.notice)
 
@@ -207,7 +208,7 @@ class V1Driver(Dialect):
             return _caught_up(read_trip, notice, self._current)
         if kind == contract.DRIVER_TRIP_REQUEST:
             return [_as_is(kind, original_order(data), notice)]
-        if kind in OFFER_ENDS and self._shown in (None, data.get("tripID", data.get("id"))):
+        if kind in OFFER_ENDS and self._shown in (None, data.get(TRIP_ID, data.get("id"))):
             return [Write(contract.DRIVER_TRIP_REQUEST, None, notice, None)]
         return []
 
@@ -239,4 +240,4 @@ def _payload(notice):
 
 
 def _payment_trip(notice):
-    return _payload(notice).get("tripID")
+    return _payload(notice).get(TRIP_ID)
