@@ -11,6 +11,7 @@ from ridesync.gateway.limits import TokenBuckets
 from ridesync.gateway.locations import LocationRate
 from ridesync.gateway.upstream import Upstream
 from ridesync.gateway.sockets import routes
+from ridesync.gateway.sockets.connection import ReadByHandler
 from ridesync.gateway.sockets.hub import Hub
 from ridesync.settings import process_settings
 
@@ -29,6 +30,7 @@ def create_app(settings=None):
         "ping_interval": settings.ws_ping_interval,
         "max_message_size": MAX_WEBSOCKET_MESSAGE,
         "subprotocols": [V2_SUBPROTOCOL],
+        "thread_class": ReadByHandler,  # each socket's own greenlet reads it: one greenlet a socket, not two
     }
     app.extensions["ridesync.verifier"] = verifier_for(settings)  # refuses to start without a key in token mode
     app.extensions["ridesync.previews"] = TokenBuckets(settings.preview_rate, settings.preview_burst)

@@ -2,16 +2,23 @@
 first, and the notifications the hub gives it, written in order by one
 greenlet that runs only while there is something to write (an idle rider
 holds none, bench/RESULTS.md). It calls nothing back: the hub tells it what
-to write, when it may start, and when it is cut off."""
+to write, when it may start, and when it is cut off.
+
+It also reads its socket, in the socket's own greenlet: simple-websocket's
+reader thread is never started (ReadByHandler), so an idle socket holds one
+greenlet and no selector (bench/RESULTS.md, "memory per rider")."""
 import logging
 import socket
+import time
 import uuid
-from collections import deque
 
 import gevent
 import orjson
 from gevent.lock import RLock
 from simple_websocket import ConnectionClosed
+from wsproto.events import Ping
+from wsproto.frame_protocol import CloseReason
+from wsproto.utilities import LocalProtocolError
 
 from ridesync import contract, metrics
 from ridesync.gateway import dialects, observed
@@ -21,11 +28,25 @@ log = logging.getLogger(__name__)
 REPLACED = (4000, "replaced by a newer connection")
 RECENT_MESSAGES = 64  # message ids remembered to drop redelivered copies
 WRITE_TIMEOUT = 10.0  # seconds a write may wait on a phone that reads nothing
+PING_UNANSWERED = (CloseReason.POLICY_VIOLATION, "Ping/Pong timeout")  # simple-websocket's close
+
+
+class ReadByHandler:
+    """simple-websocket's thread_class (SOCK_SERVER_OPTIONS): the reader
+    thread it makes for each socket is never started; Connection.receive
+    reads in the socket's own greenlet instead."""
+    __slots__ = ("name",)
+
+    def __init__(self, target):
+        self.name = "read by its handler"
+
+    def start(self):
+        pass
 
 
 class Connection:
     __slots__ = ("role", "user_id", "v2", "dialect", "session", "first", "driver", "position", "closed", "replaced",
-                 "started", "cut_off", "_unwritable", "_ws", "_sock", "_recent", "_pending", "_writer", "_read_trip")
+                 "started", "cut_off", "_unwritable", "_ws", "_sock", "_readable", "_next_ping", "_recent", "_pending", "_writer", "_read_trip")
 
     def __init__(self, role, user_id, v2, read_trip):
         """read_trip() -> the user's current trip (JSON), None, or dialects.UNREAD: for the v1 dialect."""
@@ -41,8 +62,9 @@ class Connection:
         self.started = False  # the hub let it write: what an older socket left is in front
         self.cut_off = False  # gets nothing more
         self._unwritable = False  # a write failed: the socket is gone, its teardown comes
-        self._ws = self._sock = None
-        self._recent = deque(maxlen=RECENT_MESSAGES)
+        self._ws = self._sock = self._readable = None
+        self._next_ping = None  # when the phone is pinged next (time.monotonic)
+        self._recent = []  # the last RECENT_MESSAGES message ids it wrote, oldest first
         self._pending = []  # notifications given, not yet written, oldest first
         self._writer = None  # the greenlet writing, while there is something to write
 
@@ -51,8 +73,9 @@ class Connection:
     def open(self, ws):
         """The WebSocket is up."""
         self._ws = ws
-        # simple-websocket writes from its reader thread too (pongs, close
-        # replies), with a bare send(): one lock and sendall keep frames whole.
+        # simple-websocket writes pongs and close replies (from receive())
+        # with a bare send(), beside the writer: one lock and sendall keep
+        # frames whole.
         self._sock = ws.sock = _OneWriterSocket(ws.sock)
         metrics.socket_opened(self.role)
         log.info("%s %s connected (%s)", self.role, self.user_id, "v2" if self.v2 else "v1")
@@ -77,16 +100,68 @@ class Connection:
     def send_error(self, code, message):
         self.send("error", {"code": code, "message": message})
 
-    def frames(self):
-        """Each frame the phone sends, until the socket closes."""
-        while True:
-            try:
-                raw = self._ws.receive()
-            except ConnectionClosed:
-                return
-            if raw is None:
-                return
-            yield raw
+    def receive(self):
+        """The next frame the phone sends; None once the socket is closed.
+        Read as simple-websocket's reader thread would: its events handled
+        by it (pings answered, a close answered, a message too big refused),
+        a ping every ping_interval, and the socket closed (1008) when the
+        phone did not answer the one before."""
+        ws = self._ws
+        if self._readable is None:  # the first call
+            self._readable = gevent.get_hub().loop.io(self._sock.fileno(), 1)  # 1: readable
+            if ws.ping_interval:
+                self._next_ping = time.monotonic() + ws.ping_interval
+        while not ws.input_buffer:
+            if not ws.connected:
+                return None
+            if self._arrived():
+                self._read()
+            else:
+                self._ping()
+        return ws.input_buffer.pop(0)
+
+    def _arrived(self):
+        """True once the phone sent something (or close() woke it), False
+        at the next ping; when that is overdue (a frame took long to
+        handle), only what had already arrived counts."""
+        ws = self._ws
+        wait = None if self._next_ping is None else self._next_ping - time.monotonic()
+        ws.event.clear()  # set for the messages just read; a close() since would have been seen
+        self._readable.start(ws.event.set)
+        try:
+            if wait is None or wait > 0:
+                ws.event.wait(wait)
+            else:
+                gevent.idle()  # after what the event loop has ready
+            return ws.event.is_set()
+        finally:
+            self._readable.stop()
+
+    def _read(self):
+        ws = self._ws
+        if not ws.connected:  # close() woke it
+            return
+        try:
+            data = self._sock.recv(ws.receive_bytes)
+            if not data:
+                raise OSError("the phone hung up")
+            ws.ws.receive_data(data)
+            ws.connected = ws._handle_events()
+        except (OSError, LocalProtocolError):
+            ws.connected = False
+
+    def _ping(self):
+        ws = self._ws
+        if not ws.pong_received:
+            self.close(*PING_UNANSWERED)
+            ws.connected = False  # even if the close frame could not be written
+            return
+        ws.pong_received = False
+        self._next_ping = max(time.monotonic(), self._next_ping) + ws.ping_interval
+        try:
+            self._sock.send(ws.ws.send(Ping()))
+        except OSError:
+            ws.connected = False
 
     def close(self, code, reason):
         try:
@@ -195,6 +270,7 @@ class Connection:
         if message_id in self._recent:
             return False
         self._recent.append(message_id)
+        del self._recent[:-RECENT_MESSAGES]
         return True
 
 

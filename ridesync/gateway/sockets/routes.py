@@ -97,7 +97,7 @@ def _serve(ws, handle):
         connection.close(*GOING_AWAY)
         return
     connection.greet()
-    for raw in connection.frames():
+    while (raw := connection.receive()) is not None:
         _answer_bad_frame(connection, lambda: handle(connection, raw))
 
 
