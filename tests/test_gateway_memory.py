@@ -14,7 +14,7 @@ RIDERS = 10
 def test_an_open_socket_holds_one_greenlet_which_reads_each_frame_the_phone_sends(ride):
     url = ride.another_gateway(workers=1)
     stats = lambda: requests.get(f"{url}/live/stats?greenlets=1", timeout=5).json()  # noqa: E731
-    ride.rider(url=url).close()  # the worker's broker connection, and its greenlets, exist from here on
+    ride.rider(url=url, v2=True).close()  # its broker connection, gRPC channel and their greenlets from here on
     idle = wait_until(lambda: (s := stats())["inboxes"] == 0 and s, message="an idle worker")
 
     riders = [ride.rider(url=url, v2=True) for _ in range(RIDERS)]
