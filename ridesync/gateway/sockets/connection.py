@@ -46,7 +46,8 @@ class ReadByHandler:
 
 class Connection:
     __slots__ = ("role", "user_id", "v2", "dialect", "session", "first", "driver", "position", "closed", "replaced",
-                 "started", "cut_off", "_unwritable", "_ws", "_sock", "_readable", "_next_ping", "_recent", "_pending", "_writer", "_read_trip")
+                 "started", "cut_off", "_unwritable", "_ws", "_sock", "_readable", "_next_ping", "_recent", "_pending",
+                 "_writer", "_read_trip")
 
     def __init__(self, role, user_id, v2, read_trip):
         """read_trip() -> the user's current trip (JSON), None, or dialects.UNREAD: for the v1 dialect."""
