@@ -99,6 +99,7 @@ def _choice(*choices):
 
 
 SECONDS = Kind("seconds", _at_least(0))
+SOME_SECONDS = Kind("seconds", _positive)
 WHOLE_SECONDS = Kind("seconds", _at_least(1, whole=True))
 BYTES = Kind("bytes", _at_least(1, whole=True))
 PER_SECOND = Kind("a second", _positive)
@@ -258,6 +259,29 @@ class Settings:
                                           "connection (a cluster whose queue leader died may never confirm it)")
     reconnect_pause: float = setting("RECONNECT_PAUSE", 1.0, SECONDS,
                                      "before a consumer connects again to the broker, or PostgreSQL, that went away")
+    # The live sockets' feed (README, Live sockets)
+    feed_prefetch: int = setting("FEED_PREFETCH", 1000, COUNT,
+                                 "notifications in flight from the stream to a gateway worker (a stream consumer "
+                                 "needs a prefetch)")
+    feed_ack_every: int = setting("FEED_ACK_EVERY", 100, COUNT,
+                                  "stream records a gateway worker acks at once (a stream ack only grants credit)")
+    feed_ack_pause: float = setting("FEED_ACK_PAUSE", 0.2, SOME_SECONDS,
+                                    "after which a gateway worker acks what it read anyway, and gives up the "
+                                    "hand-overs that waited HANDOVER_WAIT")
+    feed_replay_margin: float = setting("FEED_REPLAY_MARGIN", 30.0, SECONDS,
+                                        "read back from the stream before RECONNECT_WINDOW when a gateway worker "
+                                        "starts")
+    marker_wait: float = setting("MARKER_WAIT", 5.0, SECONDS,
+                                 "an upgrade's wait for its `connected` marker to be in the stream (then it opens "
+                                 "anyway)")
+    handover_wait: float = setting("HANDOVER_WAIT", 5.0, SECONDS,
+                                   "a socket's wait for the `left` of the one it replaced (then that worker is "
+                                   "taken for dead)")
+    max_owed: int = setting("MAX_OWED", 1000, COUNT,
+                            "notifications a gateway worker keeps for one away user; the oldest go first")
+    registration_check: float = setting("REGISTRATION_CHECK", 2.0, SOME_SECONDS,
+                                        "between a gateway worker's questions to DriverService: whose registrations "
+                                        "did it lose")
     handled_memory: int = setting("HANDLED_MEMORY", 4096, COUNT,
                                   "message ids a consumer remembers having handled (with no shared database)")
     database_connect_timeout: int = setting("DATABASE_CONNECT_TIMEOUT", 5, WHOLE_SECONDS, "to reach PostgreSQL")

@@ -5,6 +5,7 @@ its `left`. And the feed's records as the Hub and the Feed take them,
 handed in without a broker. (Moved from test_inbox.py with the code: an
 Inbox is now a Connection's queue, Inboxes the Hub and the Feed.)"""
 import json
+from dataclasses import replace
 
 import gevent
 import pytest
@@ -13,12 +14,12 @@ from pika.exceptions import ChannelWrongStateError
 
 from ridesync import contract
 from ridesync.gateway import dialects
-from ridesync.gateway.sockets import hub as hub_module
 from ridesync.gateway.sockets.connection import REPLACED, Connection
 from ridesync.gateway.sockets.feed import CONNECTED, LEAVING, LEFT, Feed
 from ridesync.gateway.sockets.hub import Hub
 from ridesync.gateway.sockets.ledger import Notice
 from ridesync.settings import process_settings
+NO_BROKER = replace(process_settings(), amqp_url="amqp://127.0.0.1:1/")
 
 
 class WebSocket:
@@ -130,8 +131,7 @@ class Channel:
 def hub(monkeypatch):
     """A worker's Hub whose Feed never connects: records are handed in with feed(), markers land on .channel."""
     monkeypatch.setattr(Feed, "start", lambda feed: feed)
-    monkeypatch.setattr(hub_module, "MARKER_WAIT", 0.01)
-    made = Hub(process_settings())._started()
+    made = Hub(replace(process_settings(), marker_wait=0.01))._started()
     made.channel = made._feed._channel = Channel()
     yield made
     made._publisher.close()
@@ -206,14 +206,14 @@ def test_a_malformed_left_reaches_no_socket_and_a_good_one_still_does(hub, caplo
 
 
 def test_a_feed_stopped_while_a_reconnect_waits_opens_no_connection():
-    stream = Feed("amqp://127.0.0.1:1/", 30, "test", reader=None)
+    stream = Feed(NO_BROKER, "test", reader=None)
     stream.stop()
     stream._connect()  # the reconnect scheduled when the broker was lost
     assert stream.stopped and stream._connection is None
 
 
 def test_a_socket_that_opens_while_the_feed_channel_closes_opens_and_its_marker_goes_out_on_the_next():
-    stream = Feed("amqp://127.0.0.1:1/", 30, "test", reader=None)
+    stream = Feed(NO_BROKER, "test", reader=None)
     stream._channel = Channel(is_open=False)  # the broker closed it; its close callback has not run yet
     stream.mark(CONNECTED, "rider", "rider-1", "s1")
     reopened = Channel()
@@ -230,7 +230,7 @@ def test_the_chores_go_on_after_one_fails():
             if failures:
                 raise failures.pop()
 
-    stream = Feed("amqp://127.0.0.1:1/", 30, "test", reader=Reader())
+    stream = Feed(NO_BROKER, "test", reader=Reader())
     stream._chores = gevent.spawn(stream._every_so_often)  # start() without its connection
     try:
         with gevent.Timeout(5, AssertionError("the chores stopped after a failure")):

@@ -3,11 +3,11 @@ worker, fed the same records in the same order, with no broker; what it
 decides is applied to stand-in sockets as the hub applies it."""
 import pytest
 
-from ridesync.gateway.sockets.ledger import MAX_OWED, Cut, Deliver, Ledger, Notice, Start
+from ridesync.gateway.sockets.ledger import Cut, Deliver, Ledger, Notice, Start
 
 ROLES = {"rider": {"trip.event.created", "trip.event.completed"},
          "driver": {"driver.cmd.trip_request", "trip.event.completed"}}
-WINDOW, HANDOVER_WAIT = 30.0, 5.0
+WINDOW, HANDOVER_WAIT, MAX_OWED = 30.0, 5.0, 1000
 
 
 class Clock:
@@ -110,7 +110,7 @@ class Feed:
 
 
 def mailroom(clock):
-    return Worker(Ledger(WINDOW, HANDOVER_WAIT, ROLES, clock))
+    return Worker(Ledger(WINDOW, HANDOVER_WAIT, MAX_OWED, ROLES, clock))
 
 
 def test_a_connected_user_gets_their_events_in_order_and_no_one_elses():

@@ -22,7 +22,6 @@ from ridesync.pb import driver_pb2, trip_pb2
 from ridesync.rabbit import PublishFailed
 
 log = logging.getLogger(__name__)
-REGISTRATION_CHECK = 2.0  # seconds between asking DriverService whose registrations it lost
 
 
 def handle_frame(connection, raw):
@@ -116,12 +115,13 @@ def keep_registered():
     silently stops getting trip requests."""
     hub, upstream = _hub(), _upstream()
     if hub.registrar is None:
-        hub.registrar = gevent.spawn(_check_registrations, hub, upstream)
+        every = current_app.config["RIDESYNC"].registration_check
+        hub.registrar = gevent.spawn(_check_registrations, hub, upstream, every)
 
 
-def _check_registrations(hub, upstream):
+def _check_registrations(hub, upstream, every):
     while not hub.draining:
-        gevent.sleep(REGISTRATION_CHECK)
+        gevent.sleep(every)
         held = {c.user_id: c for c in hub.connections() if c.driver is not None and not c.closed}
         if not held:
             continue
@@ -131,7 +131,7 @@ def _check_registrations(hub, upstream):
             log.warning("drivers' registrations not checked: %s %s", exc.code().name, exc.details())
         except Exception as exc:  # a bug of ours must not end the checks: drivers would silently get no requests
             log.error("drivers' registrations not checked, trying again in %.0fs: %s: %s",
-                      REGISTRATION_CHECK, type(exc).__name__, exc)
+                      every, type(exc).__name__, exc)
 
 
 def _register_missing(held, upstream):

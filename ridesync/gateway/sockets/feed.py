@@ -26,21 +26,19 @@ from ridesync import contract, rabbit
 
 log = logging.getLogger(__name__)
 
-FEED_PREFETCH = 1000  # stream records in flight to this worker (a stream consumer needs a prefetch)
-ACK_EVERY = 100  # records acked at once: a stream ack only grants credit
-ACK_PAUSE = 0.2  # seconds after which records read are acked anyway
-REPLAY_MARGIN = 30  # seconds read before the window when a worker starts
-RECONNECT_PAUSE = 1.0
 CONNECTED, LEAVING, LEFT = "gateway.connected", "gateway.leaving", "gateway.left"
 
 
 class Feed:
-    def __init__(self, url, window_seconds, name, reader):
-        """reader: what takes the feed (the hub): take(offset, headers,
+    def __init__(self, settings, name, reader):
+        """settings: its FEED_* ones, RECONNECT_WINDOW and RECONNECT_PAUSE.
+        reader: what takes the feed (the hub): take(offset, headers,
         message_id, body) for each record in order, in_feed(session) once a
-        `connected` marker is, and tick() every ACK_PAUSE seconds."""
-        self._nodes = itertools.cycle(rabbit.connection_parameters(url, name))  # the next node at each reconnect
-        self._replay = f"{int(window_seconds + REPLAY_MARGIN)}s"
+        `connected` marker is, and tick() every FEED_ACK_PAUSE seconds."""
+        self._nodes = itertools.cycle(rabbit.connection_parameters(settings.amqp_url, name))  # the next node each time
+        self._replay = f"{int(settings.reconnect_window + settings.feed_replay_margin)}s"
+        self._prefetch, self._ack_every = settings.feed_prefetch, settings.feed_ack_every
+        self._ack_pause, self._reconnect_pause = settings.feed_ack_pause, settings.reconnect_pause
         self._reader = reader
         self._unseen = {}  # marker id -> (headers, body): published, not yet read back from the feed
         self._unconfirmed = {}  # delivery tag -> marker id, published on the current channel
@@ -98,8 +96,8 @@ class Feed:
         self._channel = self._unacked = None
         if self._stopping:
             return
-        log.warning("the feed lost the broker (%s); reconnecting in %.0fs", reason, RECONNECT_PAUSE)
-        gevent.spawn_later(RECONNECT_PAUSE, self._connect)
+        log.warning("the feed lost the broker (%s); reconnecting in %.0fs", reason, self._reconnect_pause)
+        gevent.spawn_later(self._reconnect_pause, self._connect)
 
     def _on_channel_open(self, channel):
         channel.add_on_close_callback(self._on_channel_closed)
@@ -107,7 +105,7 @@ class Feed:
         self._published = 0
         channel.confirm_delivery(self._on_confirm)
         rabbit.declare_topology(channel)  # the gateway may be the first process up
-        channel.basic_qos(prefetch_count=FEED_PREFETCH, callback=lambda _ok: self._consume(channel))
+        channel.basic_qos(prefetch_count=self._prefetch, callback=lambda _ok: self._consume(channel))
 
     def _consume(self, channel):
         start = self._replay if self._offset is None else self._offset + 1
@@ -123,8 +121,8 @@ class Feed:
         self._channel = self._unacked = None
         connection = self._connection
         if not self._stopping and connection is not None and connection.is_open:
-            log.warning("feed channel closed (%s); reopening in %.0fs", reason, RECONNECT_PAUSE)
-            gevent.spawn_later(RECONNECT_PAUSE, self._reopen_channel, connection)
+            log.warning("feed channel closed (%s); reopening in %.0fs", reason, self._reconnect_pause)
+            gevent.spawn_later(self._reconnect_pause, self._reopen_channel, connection)
 
     def _reopen_channel(self, connection):
         if not self._stopping and connection is self._connection and connection.is_open:
@@ -167,7 +165,7 @@ class Feed:
         offset = headers.get("x-stream-offset")
         self._unacked = (channel, method.delivery_tag)
         self._read += 1
-        if self._read % ACK_EVERY == 0:
+        if self._read % self._ack_every == 0:
             self._ack()
         if not isinstance(offset, int) or (self._offset is not None and offset <= self._offset):
             return  # a stream consumer may start a little before the offset asked for
@@ -187,11 +185,11 @@ class Feed:
 
     def _every_so_often(self):
         while True:
-            gevent.sleep(ACK_PAUSE)
+            gevent.sleep(self._ack_pause)
             try:
                 self._chore()
             except Exception:  # a bug of ours must not end the chores: sockets would wait for a dead worker's `left`
-                log.exception("the feed's chores failed; trying again in %.1fs", ACK_PAUSE)
+                log.exception("the feed's chores failed; trying again in %.1fs", self._ack_pause)
 
     def _chore(self):
         self._ack()

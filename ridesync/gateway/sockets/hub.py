@@ -28,8 +28,6 @@ from ridesync.rabbit import Publisher
 log = logging.getLogger(__name__)
 
 GOING_AWAY = (1001, "server shutting down; reconnect")
-HANDOVER_WAIT = 5.0  # seconds a socket waits for the `left` of the one it replaced
-MARKER_WAIT = 5.0  # seconds an upgrade waits for its `connected` marker to be in the stream
 ROLES = {"rider": contract.RIDER_NOTIFICATION_KEYS, "driver": contract.DRIVER_NOTIFICATION_KEYS}
 
 
@@ -59,7 +57,7 @@ class Hub:
         in_feed = self._in_feed[session] = Event()
         self._feed.mark(CONNECTED, connection.role, connection.user_id, session)
         try:
-            return in_feed.wait(MARKER_WAIT)
+            return in_feed.wait(self._settings.marker_wait)
         finally:
             self._in_feed.pop(session, None)
 
@@ -159,12 +157,13 @@ class Hub:
         if self._pid != os.getpid():
             name = f"gateway-{os.getpid()}"
             self._pid = os.getpid()
-            window = self._settings.reconnect_window
             self._connections = {}  # session -> Connection
             self._unsettled = set()  # sessions in the feed whose `left` is not yet read
             self._in_feed = {}  # session -> Event set once its `connected` marker is in the feed
-            self._ledger = Ledger(window, HANDOVER_WAIT, ROLES, self._clock)
-            self._feed = Feed(self._settings.amqp_url, window, name, self).start()
+            settings = self._settings
+            self._ledger = Ledger(settings.reconnect_window, settings.handover_wait, settings.max_owed, ROLES,
+                                  self._clock)
+            self._feed = Feed(settings, name, self).start()
             self._publisher = Publisher(self._settings.amqp_url, name)
         return self
 

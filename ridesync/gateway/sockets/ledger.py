@@ -28,17 +28,20 @@ Notice = namedtuple("Notice", "offset type message_id body headers")
 Deliver = namedtuple("Deliver", "session notice")  # the session writes it, after what it was given before
 Start = namedtuple("Start", "session first")  # the session writes: first these, then what it was given
 Cut = namedtuple("Cut", "session")  # it gets nothing more; its `left` says what it did not write
-MAX_OWED = 1000  # notifications kept for one away user; the oldest go first
+# Not a setting: a marker is published again only after a reconnect of the
+# feed, long before a user has had eight more sessions.
 PAST_SESSIONS = 8  # sessions remembered per user, so a repeated marker changes nothing
 
 
 class Ledger:
-    def __init__(self, window, handover_wait, roles, clock):
+    def __init__(self, window, handover_wait, max_owed, roles, clock):
         """roles: role -> notification types its sockets take. handover_wait:
         seconds a new session waits for the `left` of the one it cut before
-        it starts without it (that worker died)."""
+        it starts without it (that worker died). max_owed: notifications kept
+        for one away user; the oldest go first."""
         self._window = window
         self._handover_wait = handover_wait
+        self._max_owed = max_owed
         self._roles = roles
         self._clock = clock
         self._entries = {}  # (role, user id) -> _Entry
@@ -126,11 +129,11 @@ class Ledger:
             here = entry.open in self._here
             if entry.open is None or (here and entry.awaiting is not None):
                 entry.owed.append(notice)  # until someone connects, or the one here may start
-                if len(entry.owed) > MAX_OWED:
+                if len(entry.owed) > self._max_owed:
                     del entry.owed[0]
                     if not entry.dropping:  # one log line while they are away, not one per notification
                         log.warning("%s %s is away with over %d notifications; dropping the oldest",
-                                    role, user_id, MAX_OWED)
+                                    role, user_id, self._max_owed)
                         entry.dropping = True
             elif here:
                 decided.append(Deliver(entry.open, notice))
@@ -208,4 +211,4 @@ class _Entry:
         self.settled = []  # sessions whose `left` was seen, newest last
         self.known = False  # a marker of this user was seen
         self.forfeited = False  # this worker gave up waiting for the awaited `left`
-        self.dropping = False  # over MAX_OWED: the oldest of what was kept are being dropped
+        self.dropping = False  # over max_owed: the oldest of what was kept are being dropped
