@@ -103,28 +103,3 @@ def open_envelope(body):
 
 MalformedMessage = messages.Refused  # an envelope whose data lacks what its routing key promises
 
-
-def field(data, path, kind=str):
-    """The value at a dotted path of a message's data ("route.geometry.0"),
-    MalformedMessage naming the path when it is missing or not of kind
-    (str: a non-empty string; float: any number; list; dict)."""
-    value = data
-    for step in path.split("."):
-        try:
-            value = value[int(step)] if isinstance(value, list) else value[step]
-        except (KeyError, IndexError, TypeError, ValueError):
-            raise MalformedMessage(f"data.{path} is missing") from None
-    if not _is_kind(value, kind):
-        raise MalformedMessage(f"data.{path} must be {_KIND_NAMES[kind]}")
-    return value
-
-
-_KIND_NAMES = {str: "a non-empty string", float: "a number", list: "a list", dict: "an object"}
-
-
-def _is_kind(value, kind):
-    if kind is str:
-        return isinstance(value, str) and value != ""
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, kind)

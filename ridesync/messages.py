@@ -8,11 +8,13 @@ behind it reads attributes; a message that is not one is refused with
 number between -90 and 90")."""
 import json
 import re
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import msgspec
 
 from ridesync.identity import MAX_ID_LENGTH
+from ridesync.ride import lifecycle
+from ridesync.ride.fares import PACKAGES
 from ridesync.ride.lifecycle import MAX_REASON
 
 TRIP_ID = "tripID"  # the one place this name is written
@@ -22,6 +24,7 @@ Latitude = Annotated[float, msgspec.Meta(ge=-90, le=90)]
 Longitude = Annotated[float, msgspec.Meta(ge=-180, le=180)]
 Reason = Annotated[str, msgspec.Meta(max_length=MAX_REASON)]
 Geohash = Annotated[str, msgspec.Meta(max_length=12)]
+STATUSES = (lifecycle.PENDING, *lifecycle.RIDE, lifecycle.CANCELLED, lifecycle.NO_DRIVERS_FOUND)
 
 
 class Refused(ValueError):
@@ -135,6 +138,81 @@ class DriverLocation(AboutTrip, omit_defaults=True):
     estimated: bool = False
 
 
+# --- the Trip (OpenAPI's), the data of trip.event.* and driver.cmd.trip_request ------------
+# Read at each consumer's edge; the dict it came as is what is passed on, so its bytes never change.
+
+class Geometry(msgspec.Struct):
+    coordinates: Annotated[list[Location], msgspec.Meta(min_length=1)]
+
+
+class Route(msgspec.Struct):
+    """Its first geometry's first point is the pickup, its last one's last the destination."""
+    geometry: Annotated[list[Geometry], msgspec.Meta(min_length=1)]
+    distance: float  # metres
+    duration: float  # seconds
+    estimated: bool
+
+    @property
+    def pickup(self):
+        return self.geometry[0].coordinates[0]
+
+    @property
+    def destination(self):
+        return self.geometry[-1].coordinates[-1]
+
+
+class RideFare(msgspec.Struct):
+    id: Id
+    user_id: Id = msgspec.field(name="userID")
+    package_slug: Literal[PACKAGES] = msgspec.field(name="packageSlug")
+    total_price_in_cents: float = msgspec.field(name="totalPriceInCents")
+    expires_at: str = msgspec.field(name="expiresAt")
+
+
+class TripDriver(msgspec.Struct):
+    """What the rider sees of the driver; only the id is sure (trip/intake.py keeps the rest when given)."""
+    id: Id
+    name: str = ""
+    profile_picture: str = msgspec.field(default="", name="profilePicture")
+    car_plate: str = msgspec.field(default="", name="carPlate")
+
+
+class TripPayment(msgspec.Struct):
+    session_id: Id = msgspec.field(name="sessionID")
+    amount: int  # cents
+    currency: str
+
+
+class Trip(msgspec.Struct):
+    id: Id
+    selected_fare: RideFare = msgspec.field(name="selectedFare")
+    route: Route
+    status: Literal[STATUSES]
+    user_id: Id = msgspec.field(name="userID")  # the rider
+    driver: Optional[TripDriver] = None  # once accepted
+    payment: Optional[TripPayment] = None
+    cancelled_by: Optional[Literal["rider", "driver"]] = msgspec.field(default=None, name="cancelledBy")
+    reason: Optional[Reason] = None
+    driver_location: Optional[DriverLocation] = msgspec.field(default=None, name="driverLocation")
+
+    @property
+    def driver_id(self):
+        """Its driver's id, None before one accepted."""
+        return self.driver.id if self.driver else None
+
+    def assigned_driver_id(self):
+        """Its driver's id, for a message that must have one: Refused when it has none."""
+        if self.driver is None:
+            raise Refused("data.driver.id is required")
+        return self.driver.id
+
+
+class NotInterested(msgspec.Struct):
+    """trip.event.driver_not_interested: the trip, for the next driver."""
+    trip: Trip
+    declined_driver_ids: list[Id] = msgspec.field(name="declinedDriverIDs")
+
+
 # --- decoding -------------------------------------------------------------------------------
 
 _DECODERS = {}
@@ -189,9 +267,13 @@ _RULES = {  # a field's rule, whatever part of it was broken
     **dict.fromkeys(("location", "pickup", "destination"), "is required: an object with latitude and longitude"),
     "driver": "is required and must be an object",
     "amount": "must be a positive whole number of cents",
+    "status": f"must be one of {', '.join(STATUSES)}",
+    "packageSlug": f"must be one of {', '.join(PACKAGES)}",
+    "cancelledBy": "must be rider or driver",
 }
 _ID_RULES = (  # msgspec's phrase -> an id's rule (identity.checked_id's words)
     ("of length <=", f"must be at most {MAX_ID_LENGTH} characters"),
+    ("Expected `array` of length >=", "must be a non-empty list"),
     ("matching regex", "may hold only letters, digits and . _ : @ -"),
     ("Expected `str", "is required and must be a non-empty string"),
 )

@@ -61,12 +61,15 @@ def test_the_trip_is_read_from_the_created_event():
 
 
 @pytest.mark.parametrize("routing_key, data, problem", [
-    (contract.TRIP_CREATED, {"id": "t1"}, "data.route.geometry.0.coordinates.0 is missing"),
-    (contract.TRIP_CREATED, {**trip_json(), "selectedFare": {}}, "data.selectedFare.packageSlug is missing"),
-    (contract.TRIP_CREATED, {**trip_json(), "userID": ""}, "data.userID must be a non-empty string"),
-    (contract.TRIP_DRIVER_NOT_INTERESTED, trip_json(), "data.trip is missing"),
+    (contract.TRIP_CREATED, {"id": "t1"}, "data.selectedFare is required"),
+    (contract.TRIP_CREATED, {**trip_json(), "route": {**trip_json()["route"], "geometry": []}},
+     "data.route.geometry must be a non-empty list"),
+    (contract.TRIP_CREATED, {**trip_json(), "selectedFare": {**trip_json()["selectedFare"], "packageSlug": "bus"}},
+     "data.selectedFare.packageSlug must be one of suv, sedan"),
+    (contract.TRIP_CREATED, {**trip_json(), "userID": ""}, "data.userID is required and must be a non-empty string"),
+    (contract.TRIP_DRIVER_NOT_INTERESTED, trip_json(), "data.trip is required"),
     (contract.TRIP_DRIVER_NOT_INTERESTED, {"trip": trip_json(), "declinedDriverIDs": [1]},
-     "data.declinedDriverIDs must be a list of strings"),
+     r"data.declinedDriverIDs\[0\] is required and must be a non-empty string"),
 ])
 def test_a_message_without_what_dispatch_needs_is_malformed(routing_key, data, problem):
     with pytest.raises(MalformedMessage, match=problem):
@@ -166,7 +169,7 @@ def test_a_redelivered_trip_goes_to_the_driver_already_asked(make_pool):
 
 
 def assigned(trip_id, driver_id, rider="r1"):
-    return {"id": trip_id, "userID": rider, "driver": {"id": driver_id}}
+    return {**trip_json(trip_id=trip_id, rider=rider), "status": "accepted", "driver": {"id": driver_id}}
 
 
 def test_a_driver_is_busy_from_the_accept_to_the_end_of_the_trip_whatever_their_socket_does(make_pool):
@@ -218,7 +221,8 @@ def test_a_cancelled_trip_frees_its_driver_and_voids_its_offers(make_pool):
     dispatcher.handle(contract.TRIP_CREATED, "r2", trip_json("sedan", trip_id="t2", rider="r2"))
     dispatcher.handle_availability(contract.TRIP_DRIVER_ASSIGNED, "r1", assigned("t1", "near"))
     dispatcher.handle_availability(contract.TRIP_CANCELLED, "r1", assigned("t1", "near"))
-    dispatcher.handle_availability(contract.TRIP_CANCELLED, "r2", {"id": "t2", "userID": "r2"})
+    dispatcher.handle_availability(contract.TRIP_CANCELLED, "r2", {**trip_json(trip_id="t2", rider="r2"),
+                                                                      "status": "cancelled"})
     assert {d.id for d in pool.free_drivers("t3")} == {"near", "far"}
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from ridesync import contract, messages
 from ridesync.gateway import frames
+from tests.service_support import trip_json
 from tests.support import ROOT
 from tests.test_asyncapi import ASYNCAPI, frame, resolved
 
@@ -77,3 +78,56 @@ def test_a_lone_surrogate_is_refused_naming_its_field_and_a_stray_one_ignored():
         messages.decode('{"tripID": "t1", "reason": "flat \\ud800"}', messages.RiderCancellation)
     kept = messages.decode('{"tripID": "t1", "note": "\\ud800"}', messages.RiderCancellation)
     assert messages.as_json(kept) == {"tripID": "t1", "reason": "", "userID": None}
+
+
+TRIP_PARTS = {"Trip": messages.Trip, "Route": messages.Route, "RideFare": messages.RideFare,
+              "TripPayment": messages.TripPayment, "DriverLocation": messages.DriverLocation}
+CARRYING_A_TRIP = {contract.DRIVER_TRIP_REQUEST: messages.Trip, contract.TRIP_CREATED: messages.Trip,
+                   contract.TRIP_DRIVER_ASSIGNED: messages.Trip, contract.TRIP_COMPLETED: messages.Trip,
+                   contract.TRIP_DRIVER_NOT_INTERESTED: messages.NotInterested}
+
+
+def test_asyncapis_trip_is_the_trip_struct_and_its_parts_too():
+    trip = resolved(ASYNCAPI["components"]["schemas"]["Trip"])
+    assert fields(trip) == fields(struct_schema(messages.Trip))
+    for name, kind in TRIP_PARTS.items():
+        assert fields(OPENAPI["components"]["schemas"][name]) == fields(struct_schema(kind)), name
+    # A driver is known by their id: the rest is kept when the driver had it (trip/intake.py).
+    assert set(fields(OPENAPI["components"]["schemas"]["TripDriver"])) == set(fields(struct_schema(messages.TripDriver)))
+
+
+@pytest.mark.parametrize("routing_key", sorted(CARRYING_A_TRIP))
+def test_a_documented_message_carrying_a_trip_is_read_as_one(routing_key):
+    documented = [resolved(m) for m in ASYNCAPI["components"]["messages"].values() if m.get("name") == routing_key]
+    examples = [example["payload"]["data"] for message in documented for example in message.get("examples", ())
+                if "data" in example["payload"]]
+    assert examples
+    for data in examples:
+        assert messages.decode(json.dumps(data), CARRYING_A_TRIP[routing_key], "data")
+
+
+def trip_with(**changed):
+    return json.dumps({**trip_json(), **changed})
+
+
+@pytest.mark.parametrize("raw, says", [
+    (trip_with(status="lost"), "data.status must be one of pending, accepted"),
+    (trip_with(route={"geometry": [], "distance": 1, "duration": 1, "estimated": False}),
+     "data.route.geometry must be a non-empty list"),
+    (trip_with(route={"geometry": [{"coordinates": [{"latitude": 91, "longitude": 0}]}], "distance": 1,
+                      "duration": 1, "estimated": False}),
+     r"data.route.geometry\[0\].coordinates\[0\].latitude must be a number between -90 and 90"),
+    (trip_with(driver={"name": "Ann"}), "data.driver.id is required"),
+    (trip_with(selectedFare={}), "data.selectedFare.id is required"),
+    (trip_with(cancelledBy="dispatch"), "data.cancelledBy must be rider or driver"),
+])
+def test_a_trip_that_is_not_one_is_refused_naming_the_field(raw, says):
+    with pytest.raises(messages.Refused, match=says):
+        messages.decode(raw, messages.Trip, "data")
+
+
+def test_a_trip_without_its_driver_is_refused_where_one_is_needed():
+    trip = messages.decode(trip_with(), messages.Trip, "data")
+    assert trip.driver_id is None
+    with pytest.raises(messages.Refused, match="data.driver.id is required"):
+        trip.assigned_driver_id()

@@ -4,7 +4,7 @@ Redis (a real server, `make test` starts it), with a fake clock and the
 route planner's answers given by the test."""
 import pytest
 
-from ridesync import contract
+from ridesync import contract, messages
 from ridesync.driver.locations import Locations, TripsUnderWay
 from ridesync.driver.redis_locations import RedisTripsUnderWay
 from ridesync.gateway.sockets.ledger import Notice
@@ -25,19 +25,24 @@ def on_the_way(status="accepted", trip_id="t1", rider="r1", driver="d1"):
     return {**trip_json(trip_id=trip_id, rider=rider), "status": status, "driver": {"id": driver}}
 
 
+def under_way(trip):
+    """A trip event's data as tracking reads it, decoded as DriverService's consumer does."""
+    return tracking.TripUnderWay.of(messages.decode(trip, messages.Trip, "data"))
+
+
 # --- plain logic ------------------------------------------------------------------
 
 def test_the_car_heads_for_the_pickup_until_arrived_then_for_the_destination():
-    trip = tracking.TripUnderWay.of(on_the_way())
+    trip = under_way(on_the_way())
     assert trip.target == ("pickup", PICKUP)
-    assert tracking.TripUnderWay.of(on_the_way("arrived")).target is None
-    assert tracking.TripUnderWay.of(on_the_way("in_progress")).target == ("destination", DESTINATION)
-    assert not tracking.TripUnderWay.of(on_the_way("completed")).tracked
+    assert under_way(on_the_way("arrived")).target is None
+    assert under_way(on_the_way("in_progress")).target == ("destination", DESTINATION)
+    assert not under_way(on_the_way("completed")).tracked
 
 
 def test_a_trip_event_without_its_driver_or_route_is_malformed():
     with pytest.raises(contract.MalformedMessage, match="data.driver.id"):
-        tracking.TripUnderWay.of(trip_json())
+        under_way(trip_json())
 
 
 def test_heading_follows_consecutive_fixes_and_is_kept_while_the_car_stands():
@@ -69,14 +74,14 @@ def test_a_route_is_asked_again_only_after_the_refresh_period_or_for_a_new_targe
 
 
 def test_the_frame_says_where_the_car_is_how_far_and_whether_the_eta_is_estimated():
-    trip = tracking.TripUnderWay.of(on_the_way())
+    trip = under_way(on_the_way())
     fix = tracking.Fix(PICKUP, 1_700_000_000.0, heading=90.0)
     basis = tracking.EtaBasis("pickup", 0.0, 1200.4, 180.2, True, 0.0)
     assert tracking.location_frame(trip, fix, basis) == {
         "tripID": "t1", "location": {"latitude": PICKUP.latitude, "longitude": PICKUP.longitude},
         "heading": 90.0, "etaSeconds": 180, "distanceMeters": 1200, "at": "2023-11-14T22:13:20+00:00",
         "estimated": True}
-    arrived = tracking.location_frame(tracking.TripUnderWay.of(on_the_way("arrived")), fix, None)
+    arrived = tracking.location_frame(under_way(on_the_way("arrived")), fix, None)
     assert (arrived["etaSeconds"], arrived["distanceMeters"], "estimated" in arrived) == (0, 0, False)
 
 
@@ -207,7 +212,7 @@ def test_no_fix_goes_anywhere_once_the_trip_ended_or_for_a_trip_not_followed(tra
     tracker.fix("unknown", north(10))
     tracker.follow(on_the_way())
     tracker.fix("t1", north(10))
-    tracker.follow({"id": "t1", "status": "completed"})
+    tracker.follow(on_the_way("completed"))
     tracker.follow(on_the_way())  # a late driver_assigned brings no ended trip back
     tracker.fix("t1", north(20))
     assert push_due(tracker) == []

@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass
 
 from ridesync import contract, messages
-from ridesync.contract import field
 from ridesync.rabbit import PublishFailed
 from ridesync.ride.model import Coordinate
 from ridesync.ride.geo import great_circle_m
@@ -29,21 +28,19 @@ class TripToDispatch:
 
 def trip_to_dispatch(routing_key, data):
     """The trip a find_available_drivers message asks a driver for;
-    MalformedMessage when a field dispatch needs is missing."""
+    messages.Refused naming the field when it is not a Trip."""
     if routing_key == contract.TRIP_DRIVER_NOT_INTERESTED:
-        trip = field(data, "trip", dict)
-        declined = field(data, "declinedDriverIDs", list)
-        if not all(isinstance(d, str) for d in declined):
-            raise contract.MalformedMessage("data.declinedDriverIDs must be a list of strings")
+        message = messages.decode(data, messages.NotInterested, "data")
+        data, trip, declined = data["trip"], message.trip, message.declined_driver_ids
     else:
-        trip, declined = data, []
-    pickup = field(trip, "route.geometry.0.coordinates.0", dict)
+        trip, declined = messages.decode(data, messages.Trip, "data"), []
+    pickup = trip.route.pickup
     return TripToDispatch(
-        trip=trip,
-        id=field(trip, "id"),
-        rider_id=field(trip, "userID"),
-        package_slug=field(trip, "selectedFare.packageSlug"),
-        pickup=Coordinate(field(pickup, "latitude", float), field(pickup, "longitude", float)),
+        trip=data,
+        id=trip.id,
+        rider_id=trip.user_id,
+        package_slug=trip.selected_fare.package_slug,
+        pickup=Coordinate(pickup.latitude, pickup.longitude),
         declined=tuple(declined),
     )
 
@@ -96,12 +93,12 @@ class Dispatcher:
         if routing_key == contract.DRIVER_TRIP_WITHDRAWN:
             self._pool.let_go(owner_id, messages.decode(data, messages.Withdrawal, "data").trip_id)
         elif routing_key == contract.TRIP_DRIVER_ASSIGNED:
-            trip_id, driver_id = field(data, "id"), field(data, "driver.id")
-            for other in self._pool.assign(driver_id, trip_id):
-                self._withdraw(other, trip_id, "taken")
+            trip = messages.decode(data, messages.Trip, "data")
+            for other in self._pool.assign(trip.assigned_driver_id(), trip.id):
+                self._withdraw(other, trip.id, "taken")
         elif routing_key in (contract.TRIP_COMPLETED, contract.TRIP_CANCELLED):
-            driver = data.get("driver")
-            self._pool.release(driver.get("id") if isinstance(driver, dict) else None, field(data, "id"))
+            trip = messages.decode(data, messages.Trip, "data")
+            self._pool.release(trip.driver_id, trip.id)
 
     def expire_offers(self):
         for driver_id, offer in self._pool.expired_offers(self._clock()):

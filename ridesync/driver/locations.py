@@ -14,7 +14,7 @@ import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
-from ridesync import contract
+from ridesync import contract, messages
 from ridesync.rabbit import PublishFailed
 from ridesync.ride import tracking
 from ridesync.ride.tracking import PushClaim, TripUnderWay
@@ -39,14 +39,16 @@ class Locations:
         self._thread = threading.Thread(target=self._run, name="location-pusher", daemon=True)
 
     def follow(self, trip):
-        """A trip (JSON) as an event or TripService has it: its status and points."""
-        if contract.field(trip, "status") in tracking.TRACKED:
+        """A trip (JSON) as an event or TripService has it: its status and
+        points; messages.Refused naming the field when it is not a Trip."""
+        trip = messages.decode(trip, messages.Trip, "data")
+        if trip.status in tracking.TRACKED:
             under_way = TripUnderWay.of(trip)
             if self._trips.follow(under_way):
                 log.info("trip %s of rider %s is %s: driver %s's locations go to the rider", under_way.id,
                          under_way.rider_id, under_way.status, under_way.driver_id)
-        elif self._trips.end(contract.field(trip, "id")):
-            log.info("trip %s is %s: its driver's locations go to no one", trip["id"], trip["status"])
+        elif self._trips.end(trip.id):
+            log.info("trip %s is %s: its driver's locations go to no one", trip.id, trip.status)
 
     def fix(self, trip_id, location):
         """The driver of trip_id is at location now: their trip's last fix, pushed soon."""

@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from ridesync import contract, messages
-from ridesync.contract import field
 from ridesync.ride.geo import great_circle_m
 from ridesync.ride.model import Coordinate
 
@@ -32,10 +31,9 @@ class TripUnderWay:
 
     @classmethod
     def of(cls, trip):
-        """From a Trip's JSON (an event's data); MalformedMessage when a field is missing."""
-        path = field(trip, "route.geometry.0.coordinates", list)
-        return cls(id=field(trip, "id"), rider_id=field(trip, "userID"), driver_id=field(trip, "driver.id"),
-                   status=field(trip, "status"), pickup=_coordinate(path[0]), destination=_coordinate(path[-1]))
+        """From a messages.Trip (an event's data); messages.Refused when it has no driver."""
+        return cls(id=trip.id, rider_id=trip.user_id, driver_id=trip.assigned_driver_id(), status=trip.status,
+                   pickup=_coordinate(trip.route.pickup), destination=_coordinate(trip.route.destination))
 
     def to_json(self):
         return {"id": self.id, "rider_id": self.rider_id, "driver_id": self.driver_id, "status": self.status,
@@ -176,7 +174,7 @@ def without_locations(notices):
 
 
 def _coordinate(point):
-    return Coordinate(field(point, "latitude", float), field(point, "longitude", float))
+    return Coordinate(point.latitude, point.longitude)
 
 
 def _pair(c):

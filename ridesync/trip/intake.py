@@ -7,7 +7,7 @@ TripService."""
 import logging
 
 from ridesync import contract, messages
-from ridesync.contract import MalformedMessage, field
+from ridesync.contract import MalformedMessage
 from ridesync.trip.store import TripNotFound
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,8 @@ class Intake:
         self._handlers = {
             contract.DRIVER_TRIP_ACCEPT: self._answer,
             contract.DRIVER_TRIP_DECLINE: self._answer,
-            contract.DRIVER_TRIP_REQUEST: lambda _key, owner_id, data: trips.record_offer(field(data, "id"), owner_id),
+            contract.DRIVER_TRIP_REQUEST: lambda _key, owner_id, data: trips.record_offer(
+                messages.decode(data, messages.Trip, "data").id, owner_id),
             contract.DISPATCH_NO_DRIVERS_LEFT: lambda _key, _owner, data: trips.no_drivers_left(
                 messages.decode(data, messages.AboutTrip, "data").trip_id),
             contract.PAYMENT_SESSION_CREATED: self._payment,
