@@ -123,7 +123,9 @@ class TripsOfDrivers:
             return None
         if trip.status not in lifecycle.ON_TRIP or trip.driver.id != driver_id:
             return None
-        return json_format.MessageToDict(trip, preserving_proto_field_name=True)
+        # Every field, zeros too (estimated: false, a longitude of 0): it is read as a messages.Trip.
+        return json_format.MessageToDict(trip, preserving_proto_field_name=True,
+                                         always_print_fields_with_no_presence=True)
 
 
 def main():
