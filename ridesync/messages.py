@@ -11,6 +11,7 @@ import re
 from typing import Annotated, Literal, Optional
 
 import msgspec
+from google.protobuf import json_format
 
 from ridesync.identity import MAX_ID_LENGTH
 from ridesync.ride import lifecycle
@@ -244,6 +245,14 @@ def decode(raw, kind, path=""):
 def as_json(message):
     """A message as JSON-ready builtins, with the wire's names."""
     return msgspec.to_builtins(message)
+
+
+def proto_json(message):
+    """A protobuf message (a gRPC answer) as JSON with the .proto field
+    names and every field, zeros too: a Trip read from it as a messages.Trip
+    needs `estimated: false` and takes a coordinate of 0."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
 
 
 def said(error, path=""):

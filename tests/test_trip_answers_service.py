@@ -4,7 +4,7 @@ import grpc
 import pytest
 
 from ridesync import contract
-from ridesync.gateway.trips import to_json
+from ridesync.messages import proto_json
 from ridesync.pb import trip_pb2
 from tests.service_support import (about_trip, answer, assert_dead_lettered, next_matching,  # noqa: F401
                                    publisher, start_trip, trip_answers, unique)
@@ -75,7 +75,7 @@ def test_the_trip_is_read_stepped_and_cancelled_over_grpc(trip_answers, publishe
 
 def offer(publisher, driver_id, trip):
     """What dispatch publishes when it asks a driver to take the trip."""
-    publisher.publish(contract.DRIVER_TRIP_REQUEST, driver_id, to_json(trip))  # every field, as messages.Trip reads it
+    publisher.publish(contract.DRIVER_TRIP_REQUEST, driver_id, proto_json(trip))  # every field, as messages.Trip reads it
 
 
 def test_an_answer_about_an_unknown_trip_is_dropped(trip_answers, publisher):

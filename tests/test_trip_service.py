@@ -2,7 +2,7 @@
 import grpc
 import pytest
 
-from ridesync.gateway.trips import to_json
+from ridesync.messages import proto_json
 from ridesync.pb import trip_pb2, trip_pb2_grpc
 from ridesync.ride.fares import price_in_cents
 from tests.support import (
@@ -36,7 +36,7 @@ def preview_request(user_id, pickup=PICKUP_JSON, destination=DESTINATION_JSON):
 
 
 def preview(stub, user_id, **kwargs):
-    return to_json(stub.PreviewTrip(preview_request(user_id), timeout=kwargs.pop("timeout", 10), **kwargs))
+    return proto_json(stub.PreviewTrip(preview_request(user_id), timeout=kwargs.pop("timeout", 10), **kwargs))
 
 
 def fare_of(previewed, package="sedan"):
@@ -118,7 +118,7 @@ def test_the_breaker_stops_asking_osrm_after_five_failures_and_tries_again(trip_
 def test_concurrent_previews_reach_osrm_concurrently(trips, osrm):
     osrm.mode, osrm.gather_size = "gather", 5
     calls = [trips.PreviewTrip.future(preview_request(new_rider()), timeout=10) for _ in range(5)]
-    routes = [to_json(call.result())["route"] for call in calls]
+    routes = [proto_json(call.result())["route"] for call in calls]
     assert [r.get("estimated", False) for r in routes] == [False] * 5
     assert osrm.max_in_flight == 5
 
@@ -148,7 +148,7 @@ def test_starting_a_trip_publishes_trip_created(trips, amqp_tap):
     tap = amqp_tap("trip.event.created")
     rider = new_rider()
     fare = fare_of(preview(trips, rider))
-    created = to_json(trips.CreateTrip(trip_pb2.CreateTripRequest(rideFareID=fare["id"], userID=rider), timeout=5))
+    created = proto_json(trips.CreateTrip(trip_pb2.CreateTripRequest(rideFareID=fare["id"], userID=rider), timeout=5))
     trip = created["trip"]
     assert created["tripID"] == trip["id"] and trip["status"] == "pending" and trip["userID"] == rider
     assert trip["selectedFare"] == fare

@@ -7,7 +7,7 @@ import threading
 import grpc
 from google.protobuf import json_format
 
-from ridesync import contract, grpc_server, grpc_telemetry, identity, logs, shutdown, telemetry
+from ridesync import contract, grpc_server, grpc_telemetry, identity, logs, messages, shutdown, telemetry
 from ridesync.driver.dispatch import Dispatcher
 from ridesync.driver.locations import Locations, TripsUnderWay
 from ridesync.driver.pool import DriverNotFound, DriverPool, new_driver
@@ -123,9 +123,7 @@ class TripsOfDrivers:
             return None
         if trip.status not in lifecycle.ON_TRIP or trip.driver.id != driver_id:
             return None
-        # Every field, zeros too (estimated: false, a longitude of 0): it is read as a messages.Trip.
-        return json_format.MessageToDict(trip, preserving_proto_field_name=True,
-                                         always_print_fields_with_no_presence=True)
+        return messages.proto_json(trip)
 
 
 def main():

@@ -6,9 +6,8 @@ import logging
 import time
 
 import grpc
-from google.protobuf import json_format
 
-from ridesync import metrics
+from ridesync import messages, metrics
 from ridesync.gateway.limits import TokenBuckets
 from ridesync.pb import driver_pb2
 from ridesync.ride.tracking import TRACKED
@@ -64,8 +63,7 @@ def with_driver_location(trip, upstream):
 def location_json(location):
     """A DriverLocation as the frame's data: heading null until the car has
     moved, `estimated` only when true."""
-    data = json_format.MessageToDict(location, preserving_proto_field_name=True,
-                                     always_print_fields_with_no_presence=True)
+    data = messages.proto_json(location)
     data.setdefault("heading", None)
     if not data.get("estimated"):
         data.pop("estimated", None)

@@ -5,7 +5,6 @@ the original client's order unless the caller sends `X-RideSync-Dialect: v2`
 import math
 
 from flask import Blueprint, current_app, jsonify, request
-from google.protobuf import json_format
 
 from ridesync import messages
 from ridesync.gateway import body, dialects
@@ -59,7 +58,7 @@ def cancel():
                                    reason=asked.reason),
         timeout=CALL_DEADLINE,
     )
-    return _answer(to_json(response.trip))
+    return _answer(messages.proto_json(response.trip))
 
 
 @bp.get("/trip/current")
@@ -70,7 +69,7 @@ def current():
     response = _upstream().trips.CurrentTrip(trip_pb2.CurrentTripRequest(userID=user_id), timeout=CALL_DEADLINE)
     if not response.HasField("trip"):
         raise ApiError(404, "not_found", f"{user_id} has no active trip")
-    return _answer(with_driver_location(to_json(response.trip), _upstream()))
+    return _answer(with_driver_location(messages.proto_json(response.trip), _upstream()))
 
 
 @bp.get("/trip/<trip_id>")
@@ -81,7 +80,7 @@ def read(trip_id):
                                 userID=acting_user(request.args.get("userID"), None)),
         timeout=CALL_DEADLINE,
     )
-    return _answer(with_driver_location(to_json(response.trip), _upstream()))
+    return _answer(with_driver_location(messages.proto_json(response.trip), _upstream()))
 
 
 def _within_rate(user_id):
@@ -96,7 +95,7 @@ def _upstream():
 
 
 def _created(message):
-    return _answer(to_json(message), 201)
+    return _answer(messages.proto_json(message), 201)
 
 
 def _answer(data, status=200):
@@ -106,10 +105,3 @@ def _answer(data, status=200):
     response.status_code = status
     response.vary.add(dialects.HTTP_HEADER)
     return response
-
-
-def to_json(message):
-    """A protobuf message as JSON with the .proto field names."""
-    return json_format.MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )

@@ -15,9 +15,8 @@ from ridesync import contract
 from ridesync.gateway import observed
 from ridesync.gateway.errors import ApiError
 from ridesync.gateway.frames import DRIVER_FRAME_TYPES, DRIVER_STEPS, BadFrame, read_frame
-from ridesync.gateway.trips import to_json
 from ridesync.gateway.upstream import CALL_DEADLINE
-from ridesync.messages import as_json
+from ridesync.messages import as_json, proto_json
 from ridesync.pb import driver_pb2, trip_pb2
 from ridesync.rabbit import PublishFailed
 
@@ -47,7 +46,7 @@ def _move(connection, kind, data):
             raise BadFrame(exc.code().name.lower(), f"{kind} not applied: {exc.details()}") from None
         _call(kind, lambda: _register_again(connection, "its location was not_found"))  # DriverService restarted
         moved = _call(kind, lambda: _upstream().drivers.UpdateLocation(request, timeout=CALL_DEADLINE))
-    connection.driver = to_json(moved.driver)
+    connection.driver = proto_json(moved.driver)
 
 
 def _step(connection, kind, data):
@@ -95,11 +94,11 @@ def register(driver_id, package, session):
         log.error("driver %s not registered: %s %s", driver_id, exc.code().name, exc.details())
         raise ApiError(503, "unavailable", "the driver service is unavailable; reconnect shortly") from None
     log.info("driver %s registered for %s", driver_id, package)
-    return to_json(answer.driver)
+    return proto_json(answer.driver)
 
 
 def _register_again(connection, why, upstream=None):
-    connection.driver = to_json((upstream or _upstream()).drivers.RegisterDriver(
+    connection.driver = proto_json((upstream or _upstream()).drivers.RegisterDriver(
         driver_pb2.RegisterDriverRequest(driverID=connection.user_id, packageSlug=connection.driver["packageSlug"],
                                          session=connection.session),
         timeout=CALL_DEADLINE,

@@ -22,8 +22,8 @@ from ridesync.gateway.locations import with_driver_location
 from ridesync.gateway.sockets import drivers
 from ridesync.gateway.sockets.connection import Connection
 from ridesync.gateway.sockets.hub import GOING_AWAY
-from ridesync.gateway.trips import to_json
 from ridesync.gateway.upstream import CALL_DEADLINE
+from ridesync.messages import proto_json
 from ridesync.pb import trip_pb2
 from ridesync.ride.fares import PACKAGES
 from ridesync.ride.model import Coordinate
@@ -161,7 +161,7 @@ def _trip_reader(upstream, role, user_id):
 
 def _read_current_trip(upstream, user_id):
     answer = upstream.trips.CurrentTrip(trip_pb2.CurrentTripRequest(userID=user_id), timeout=CALL_DEADLINE)
-    return to_json(answer.trip) if answer.HasField("trip") else None
+    return proto_json(answer.trip) if answer.HasField("trip") else None
 
 
 def _hub():
