@@ -15,7 +15,7 @@ import uuid
 import redis
 
 from bench.support import Bench, percentile
-from ridesync import contract, rabbit
+from ridesync import contract, messages, rabbit
 from ridesync.driver.locations import Locations, TripsUnderWay
 from ridesync.driver.pool import DriverPool
 from ridesync.driver.redis_locations import RedisTripsUnderWay
@@ -49,7 +49,8 @@ def store_round(pool, trips, publisher, fixes):
     for driver in (free, busy):
         pool.register(driver, "sedan")
     pool.assign(busy, trip_id)
-    locations.follow({**trip_json(trip_id=trip_id), "status": "accepted", "driver": {"id": busy}})
+    locations.follow(messages.decode({**trip_json(trip_id=trip_id), "status": "accepted", "driver": {"id": busy}},
+                                     messages.Trip))
 
     def fix(driver):
         def move(i):

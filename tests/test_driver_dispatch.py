@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from ridesync import contract
+from ridesync import contract, messages
 from ridesync.contract import MalformedMessage
 from ridesync.ride import geohash
 from ridesync.driver.dispatch import Dispatcher, trip_to_dispatch
@@ -169,22 +169,24 @@ def test_a_redelivered_trip_goes_to_the_driver_already_asked(make_pool):
 
 
 def assigned(trip_id, driver_id, rider="r1"):
-    return {**trip_json(trip_id=trip_id, rider=rider), "status": "accepted", "driver": {"id": driver_id}}
+    """A trip event's Trip, as DriverService's consumer reads it."""
+    return messages.decode({**trip_json(trip_id=trip_id, rider=rider), "status": "accepted",
+                            "driver": {"id": driver_id}}, messages.Trip, "data")
 
 
 def test_a_driver_is_busy_from_the_accept_to_the_end_of_the_trip_whatever_their_socket_does(make_pool):
     pool, publisher = pool_with(make_pool, ("near", "sedan", 100)), Publisher()
     dispatcher = Dispatcher(pool, publisher)
     dispatcher.handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
-    dispatcher.handle_availability(contract.TRIP_DRIVER_ASSIGNED, "r1", assigned("t1", "near"))
-    dispatcher.handle_availability(contract.TRIP_DRIVER_ASSIGNED, "near", assigned("t1", "near"))
+    dispatcher.handle_availability(contract.TRIP_DRIVER_ASSIGNED, assigned("t1", "near"))
+    dispatcher.handle_availability(contract.TRIP_DRIVER_ASSIGNED, assigned("t1", "near"))
     dispatcher.handle(contract.TRIP_CREATED, "r2", trip_json("sedan", trip_id="t2", rider="r2"))
     pool.unregister("near")
     pool.register("near", "sedan", session="s2")  # the app reconnects mid-trip
     dispatcher.handle(contract.TRIP_CREATED, "r3", trip_json("sedan", trip_id="t3", rider="r3"))
-    dispatcher.handle_availability(contract.TRIP_COMPLETED, "r1", assigned("t2", "near"))  # another trip's end
+    dispatcher.handle_availability(contract.TRIP_COMPLETED, assigned("t2", "near"))  # another trip's end
     dispatcher.handle(contract.TRIP_CREATED, "r4", trip_json("sedan", trip_id="t4", rider="r4"))
-    dispatcher.handle_availability(contract.TRIP_COMPLETED, "r1", assigned("t1", "near"))
+    dispatcher.handle_availability(contract.TRIP_COMPLETED, assigned("t1", "near"))
     dispatcher.handle(contract.TRIP_CREATED, "r5", trip_json("sedan", trip_id="t5", rider="r5"))
     assert [(key, owner, trip) for key, owner, trip in publisher.sent] == [
         (contract.DRIVER_TRIP_REQUEST, "near", "t1"), (contract.DISPATCH_NO_DRIVERS_LEFT, "r2", "t2"),
@@ -202,14 +204,14 @@ def test_a_driver_registered_on_a_trip_is_busy_with_it_until_it_ends(make_pool):
     dispatcher.handle(contract.TRIP_CREATED, "r2", trip_json("sedan", trip_id="t2", rider="r2"))
     pool.register("near", "sedan", session="s2")  # a registration that read no trip leaves them on theirs
     assert pool.free_drivers("t3") == []
-    dispatcher.handle_availability(contract.TRIP_COMPLETED, "r1", assigned("t1", "near"))
+    dispatcher.handle_availability(contract.TRIP_COMPLETED, assigned("t1", "near"))
     dispatcher.handle(contract.TRIP_CREATED, "r4", trip_json("sedan", trip_id="t4", rider="r4"))
     assert publisher.sent == [(contract.DISPATCH_NO_DRIVERS_LEFT, "r2", "t2"), (contract.DRIVER_TRIP_REQUEST, "near", "t4")]
 
 
 def test_a_registration_naming_a_trip_that_ended_since_it_was_read_leaves_the_driver_free(make_pool):
     pool = make_pool()
-    Dispatcher(pool, Publisher()).handle_availability(contract.TRIP_CANCELLED, "d1", assigned("t1", "d1"))
+    Dispatcher(pool, Publisher()).handle_availability(contract.TRIP_CANCELLED, assigned("t1", "d1"))
     pool.register("d1", "sedan", trip_id="t1")
     assert [d.id for d in pool.free_drivers("t2")] == ["d1"]
 
@@ -219,10 +221,10 @@ def test_a_cancelled_trip_frees_its_driver_and_voids_its_offers(make_pool):
     dispatcher = Dispatcher(pool, publisher)
     dispatcher.handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
     dispatcher.handle(contract.TRIP_CREATED, "r2", trip_json("sedan", trip_id="t2", rider="r2"))
-    dispatcher.handle_availability(contract.TRIP_DRIVER_ASSIGNED, "r1", assigned("t1", "near"))
-    dispatcher.handle_availability(contract.TRIP_CANCELLED, "r1", assigned("t1", "near"))
-    dispatcher.handle_availability(contract.TRIP_CANCELLED, "r2", {**trip_json(trip_id="t2", rider="r2"),
-                                                                      "status": "cancelled"})
+    dispatcher.handle_availability(contract.TRIP_DRIVER_ASSIGNED, assigned("t1", "near"))
+    dispatcher.handle_availability(contract.TRIP_CANCELLED, assigned("t1", "near"))
+    dispatcher.handle_availability(contract.TRIP_CANCELLED, messages.decode(  # cancelled before any driver took it
+        {**trip_json(trip_id="t2", rider="r2"), "status": "cancelled"}, messages.Trip))
     assert {d.id for d in pool.free_drivers("t3")} == {"near", "far"}
 
 
@@ -230,11 +232,11 @@ def test_a_withdrawn_offer_frees_its_driver_and_other_offers_of_a_taken_trip_are
     pool, publisher = pool_with(make_pool, ("near", "sedan", 100), ("far", "sedan", 2000)), Publisher()
     dispatcher = Dispatcher(pool, publisher)
     dispatcher.handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
-    dispatcher.handle_availability(contract.DRIVER_TRIP_WITHDRAWN, "near", {"tripID": "t1", "reason": "cancelled"})
+    dispatcher.withdrawn("near", messages.Withdrawal(trip_id="t1", reason="cancelled"))
     assert {d.id for d in pool.free_drivers("t2")} == {"near", "far"}
 
     dispatcher.handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
-    dispatcher.handle_availability(contract.TRIP_DRIVER_ASSIGNED, "r1", assigned("t1", "far"))
+    dispatcher.handle_availability(contract.TRIP_DRIVER_ASSIGNED, assigned("t1", "far"))
     assert publisher.sent[-1] == (contract.DRIVER_TRIP_WITHDRAWN, "near", "t1")
     assert publisher.data[-1] == {"tripID": "t1", "reason": "taken"}
 
@@ -279,7 +281,7 @@ def test_an_assigned_trip_is_never_passed_on(make_pool):
     pool, publisher, clock = pool_with(make_pool, ("near", "sedan", 100), ("far", "sedan", 2000)), Publisher(), Clock()
     dispatcher = Dispatcher(pool, publisher, offer_timeout=30, clock=clock)
     dispatcher.handle(contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
-    dispatcher.handle_availability(contract.TRIP_DRIVER_ASSIGNED, "r1", assigned("t1", "near"))
+    dispatcher.handle_availability(contract.TRIP_DRIVER_ASSIGNED, assigned("t1", "near"))
     clock.now = 60
     dispatcher.expire_offers()
     assert len(publisher.sent) == 1

@@ -22,11 +22,13 @@ def north(metres, of=PICKUP):
 
 
 def on_the_way(status="accepted", trip_id="t1", rider="r1", driver="d1"):
-    return {**trip_json(trip_id=trip_id, rider=rider), "status": status, "driver": {"id": driver}}
+    """A trip event's data, decoded as DriverService's consumer does."""
+    return messages.decode({**trip_json(trip_id=trip_id, rider=rider), "status": status, "driver": {"id": driver}},
+                           messages.Trip, "data")
 
 
 def under_way(trip):
-    """A trip event's data as tracking reads it, decoded as DriverService's consumer does."""
+    """A trip (JSON, or read already) as tracking reads it."""
     return tracking.TripUnderWay.of(messages.decode(trip, messages.Trip, "data"))
 
 

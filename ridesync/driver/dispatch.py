@@ -84,21 +84,21 @@ class Dispatcher:
         self._publisher.publish(contract.DISPATCH_NO_DRIVERS_LEFT, trip.rider_id,
                                 messages.as_json(messages.AboutTrip(trip_id=trip.id)))
 
-    def handle_availability(self, routing_key, owner_id, data):
-        """driver_availability: a driver is on a trip from its
-        driver_assigned until its completed or cancelled (each comes once
-        for the rider and once for the driver: the second changes nothing);
-        a withdrawn offer frees the driver it was made to. The steps
-        between (arrived, started) change nothing here."""
-        if routing_key == contract.DRIVER_TRIP_WITHDRAWN:
-            self._pool.let_go(owner_id, messages.decode(data, messages.Withdrawal, "data").trip_id)
-        elif routing_key == contract.TRIP_DRIVER_ASSIGNED:
-            trip = messages.decode(data, messages.Trip, "data")
+    def handle_availability(self, routing_key, trip):
+        """A trip event on driver_availability (a messages.Trip): a driver
+        is on a trip from its driver_assigned until its completed or
+        cancelled (each comes once for the rider and once for the driver:
+        the second changes nothing). The steps between (arrived, started)
+        change nothing here."""
+        if routing_key == contract.TRIP_DRIVER_ASSIGNED:
             for other in self._pool.assign(trip.assigned_driver_id(), trip.id):
                 self._withdraw(other, trip.id, "taken")
         elif routing_key in (contract.TRIP_COMPLETED, contract.TRIP_CANCELLED):
-            trip = messages.decode(data, messages.Trip, "data")
             self._pool.release(trip.driver_id, trip.id)
+
+    def withdrawn(self, driver_id, withdrawal):
+        """A withdrawn offer (a messages.Withdrawal) frees the driver it was made to."""
+        self._pool.let_go(driver_id, withdrawal.trip_id)
 
     def expire_offers(self):
         for driver_id, offer in self._pool.expired_offers(self._clock()):

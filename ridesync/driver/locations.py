@@ -39,9 +39,7 @@ class Locations:
         self._thread = threading.Thread(target=self._run, name="location-pusher", daemon=True)
 
     def follow(self, trip):
-        """A trip (JSON) as an event or TripService has it: its status and
-        points; messages.Refused naming the field when it is not a Trip."""
-        trip = messages.decode(trip, messages.Trip, "data")
+        """A trip (a messages.Trip) as an event or TripService has it: its status and points."""
         if trip.status in tracking.TRACKED:
             under_way = TripUnderWay.of(trip)
             if self._trips.follow(under_way):

@@ -57,7 +57,7 @@ class DriverServicer(driver_pb2_grpc.DriverServiceServicer):
         the car of a trip under way is heading; a trip it cannot read
         leaves the registration alone."""
         try:
-            self._locations.follow(trip)
+            self._locations.follow(messages.decode(trip, messages.Trip, "data"))
         except contract.MalformedMessage as exc:
             log.warning("trip %s: its driver's locations are not followed: %s", trip.get("id"), exc)
 
@@ -169,11 +169,14 @@ def _push_hold(settings):
 
 def availability(dispatcher, locations):
     """driver_availability's handler: who is busy (dispatch), and where each
-    trip's car is heading (locations)."""
+    trip's car is heading (locations), from one reading of the trip."""
     def handle(routing_key, owner_id, data):
-        dispatcher.handle_availability(routing_key, owner_id, data)
-        if routing_key != contract.DRIVER_TRIP_WITHDRAWN:
-            locations.follow(data)
+        if routing_key == contract.DRIVER_TRIP_WITHDRAWN:
+            dispatcher.withdrawn(owner_id, messages.decode(data, messages.Withdrawal, "data"))
+            return
+        trip = messages.decode(data, messages.Trip, "data")
+        dispatcher.handle_availability(routing_key, trip)
+        locations.follow(trip)
     return handle
 
 
