@@ -21,6 +21,17 @@ event against the same events published to the stream alone.
 
     python -m bench.bindings --users 10000 --threads 1
     python -m bench.bindings --users 10000 --threads 8
+
+With --idle-riders N, instead: what idle riders cost the broker's memory
+with the gateway as built (a binding per rider with the per-worker queue),
+against none, in the same run: one gateway worker, its broker memory
+(`rabbitmq-diagnostics memory_breakdown`: its tables, where bindings live,
+and the vhost's queues; and, moved by other sessions' traffic, all the Erlang
+VM allocated and the beam's VmRSS) with 0 riders, with N idle riders connected, and
+again once they left and their window ended. The goal, "near zero", read as
+at most 5% of what the gateway worker itself holds per rider (same run).
+
+    python -m bench.bindings --idle-riders 10000
 """
 import argparse
 import hashlib
@@ -29,12 +40,17 @@ import time
 
 import pika
 
-from bench.support import Bench, CpuMeter, broker_pid, load, machine, percentile, rss_kib
+from bench import capacity
+from bench.support import Bench, CpuMeter, broker_counts, broker_pid, load, machine, percentile, rss_kib, wait_until
 from ridesync import contract
 
 DIRECT_EXCHANGE = "bench.live"
 WORKER_QUEUE = "bench.live.worker-1"
 RECONNECT_TARGET = (10_000, 15.0)  # riders reconnecting, seconds to upgrade them all
+IDLE_RIDER_GOAL = 0.05  # broker memory per idle rider, of the gateway worker's own per rider
+WINDOW = 10  # the gateway's RECONNECT_WINDOW: how long a rider who left stays bound
+TABLES = ("mnesia", "other_ets")  # memory_breakdown's categories holding bindings (in Mnesia's tables)
+SETTLE = 10.0  # seconds after the last connect: what the connects left in flight (markers, acks) is gone
 
 
 def user_key(n):
@@ -145,13 +161,56 @@ def run(users=10_000, threads=1, events=5000):
     print(f"  machine after: {load()}")
 
 
+def idle_riders(riders=10_000, steps=2):
+    """Broker memory per idle rider of a real gateway: 0, then riders
+    connected (in steps), then none again once they left and were unbound."""
+    print(f"bindings: broker memory per idle rider, {riders} riders on one gevent worker; {machine()}", flush=True)
+    print(f"  machine before: {load()}", flush=True)
+    with Bench("idle-riders") as bench:
+        gateway = bench.gunicorn("app:app", name="gateway", RECONNECT_WINDOW=str(WINDOW))
+        stats = lambda: gateway.get_json("/live/stats?greenlets=1")  # noqa: E731
+        rows = capacity.measure(bench, gateway, "gateway", riders, steps, 100, stats=stats, broker=True, settle=SETTLE)
+        none, full = rows[0], rows[-1]
+        wait_until(lambda: broker_counts(bench.vhost)["bindings"] <= none["broker"]["bindings"], WINDOW + 120,
+                   "the riders who left to be unbound", interval=1)
+        time.sleep(SETTLE)
+        after = capacity.sample(bench, gateway.workers()[0], 0, 0.0, stats, broker=True)
+    n = full["sockets"]
+    memory = lambda row, *kinds: sum(row["broker_memory"][kind] for kind in kinds)  # noqa: E731
+    tables = (memory(full, *TABLES) - memory(none, *TABLES)) / n
+    tables_after = (memory(full, *TABLES) - memory(after, *TABLES)) / n
+    queues = (full["broker"]["queue_memory_kib"] - none["broker"]["queue_memory_kib"]) / n
+    held = tables + queues
+    worker = (full["rss_kib"] - none["rss_kib"]) / n
+    print()
+    print(f"idle-rider results ({n} riders connected, idle; one gevent worker)")
+    print(f"  broker bindings on the vhost: {none['broker']['bindings']} with 0 riders, {full['broker']['bindings']} "
+          f"with {n}, {after['broker']['bindings']} after they left; queues {none['broker']['queues']} -> "
+          f"{full['broker']['queues']}; the worker says bound {full['stats'].get('bound', '(not reported)')}")
+    allocated = [(memory(full, "allocated") - memory(row, "allocated")) / n for row in (none, after)]
+    print(f"  broker memory per idle rider, against 0 riders (against after they left): in its tables "
+          f"({' + '.join(TABLES)}: bindings, queues, exchanges) {tables:.2f} KiB ({tables_after:.2f}), in the "
+          f"vhost's queues {queues:.2f} KiB; all it allocated {allocated[0]:.2f} KiB ({allocated[1]:.2f}), beam VmRSS "
+          f"{(full['broker_kib'] - none['broker_kib']) / n:.2f} KiB (these two move with other sessions' traffic)")
+    print(f"  tables + queues against the gateway worker's own memory per rider, same run ({worker:.1f} KiB): "
+          f"{100 * held / worker:.1f}% (goal \"near zero\", read as at most {100 * IDLE_RIDER_GOAL:.0f}%: "
+          f"{'met' if held <= IDLE_RIDER_GOAL * worker else 'MISSED'})")
+    print(f"  machine after: {load()}")
+    return held
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=1, help="connections binding at once")
     parser.add_argument("--events", type=int, default=5000, help="events for the routing phase")
+    parser.add_argument("--idle-riders", type=int, metavar="N",
+                        help="instead: broker memory per idle rider of a real gateway, N riders against none")
     args = parser.parse_args()
-    run(args.users, args.threads, args.events)
+    if args.idle_riders:
+        idle_riders(args.idle_riders)
+    else:
+        run(args.users, args.threads, args.events)
 
 
 if __name__ == "__main__":

@@ -12,15 +12,16 @@ a bare flask-sock echo WebSocket (bench/bare_app.py), no notifications.
 import argparse
 import time
 
-from bench.support import Bench, broker_counts, broker_pid, load, machine, rss_kib, wait_until
+from bench.support import Bench, broker_counts, broker_memory_kib, broker_pid, load, machine, rss_kib, wait_until
 
 TARGET_RIDERS = 10_000
 TARGET_KIB_PER_SOCKET = 39  # the Go original's, in the issue's table
 
 
-def measure(bench, server, label, riders, steps, concurrency, stats=None, broker=False):
+def measure(bench, server, label, riders, steps, concurrency, stats=None, broker=False, settle=2.0):
     """Connects riders in steps (one client process per step) and returns
-    the rows measured after each, starting with the idle worker."""
+    the rows measured after each (settle seconds after its last connect),
+    starting with the idle worker."""
     (worker,) = server.workers()
     # Warm up: the first sockets make the worker's broker connection, import
     # what is imported lazily, and fill caches; idle is measured after them.
@@ -32,7 +33,7 @@ def measure(bench, server, label, riders, steps, concurrency, stats=None, broker
     if stats:
         wait_until(lambda: stats()["inboxes"] == 0, 30, "the warm-up sockets to be gone")
     time.sleep(1)
-    rows = [_row(bench, worker, 0, 0.0, stats, broker)]
+    rows = [sample(bench, worker, 0, 0.0, stats, broker)]
     print(f"  {label} idle: {_show(rows[0])}", flush=True)
     per_step = -(-riders // steps)
     fleets, connected = [], 0
@@ -51,8 +52,8 @@ def measure(bench, server, label, riders, steps, concurrency, stats=None, broker
         connected += report["open"]
         if stats:  # every socket served from the feed, not only upgraded
             wait_until(lambda: stats()["consuming"] >= connected, 120, "every socket to be served")
-        time.sleep(2)
-        row = _row(bench, worker, connected, seconds, stats, broker)
+        time.sleep(settle)
+        row = sample(bench, worker, connected, seconds, stats, broker)
         row["rate"] = count / seconds
         rows.append(row)
         print(f"  {label} {connected} sockets: {_show(row, rows[0])}", flush=True)
@@ -64,12 +65,15 @@ def measure(bench, server, label, riders, steps, concurrency, stats=None, broker
     return rows
 
 
-def _row(bench, worker, sockets, seconds, stats, broker):
+def sample(bench, worker, sockets, seconds, stats, broker):
+    """One row: the worker's and the broker's memory now; with broker, what
+    the broker holds on the vhost and its memory by category too."""
     row = {"sockets": sockets, "rss_kib": rss_kib(worker), "seconds": seconds, "broker_kib": rss_kib(broker_pid())}
     if stats:
         row["stats"] = stats()
     if broker:
         row["broker"] = broker_counts(bench.vhost)
+        row["broker_memory"] = broker_memory_kib()
     return row
 
 
@@ -117,15 +121,16 @@ def run(riders=TARGET_RIDERS, steps=4, concurrency=100, bare_riders=None):
         r["seconds"] for r in rows[1:])
     print(f"  connect rate: gateway {rate(ours):.0f} riders/s, bare flask-sock echo {rate(bare):.0f}/s; "
           f"ours/bare {rate(ours) / rate(bare):.2f}x")
-    print(f"  broker memory per socket (its VmRSS, moved by other sessions too): "
-          f"{per_socket(ours, lambda r: r['broker_kib']):.1f} KiB")
+    print(f"  broker memory per socket (moved by other sessions too): VmRSS "
+          f"{per_socket(ours, lambda r: r['broker_kib']):.1f} KiB, Erlang allocated "
+          f"{per_socket(ours, lambda r: r['broker_memory']['allocated']):.2f} KiB (bench.bindings --idle-riders)")
     print(f"  worker memory per socket: gateway {our_kib:.1f} KiB, bare flask-sock echo {bare_kib:.1f} KiB; "
           f"ours/bare = {our_kib / bare_kib:.2f}x; target {TARGET_KIB_PER_SOCKET} KiB: "
           f"{our_kib / TARGET_KIB_PER_SOCKET:.2f}x of it ({'met' if our_kib < TARGET_KIB_PER_SOCKET else 'MISSED'})")
     print(f"  worker VmRSS: gateway idle {ours[0]['rss_kib'] / 1024:.1f} MiB -> {full['rss_kib'] / 1024:.1f} MiB; "
           f"bare idle {bare[0]['rss_kib'] / 1024:.1f} MiB -> {bare[-1]['rss_kib'] / 1024:.1f} MiB")
     print(f"  greenlets per socket: {per_socket(ours, lambda r: r['stats']['greenlets']):.2f}")
-    for what in ("connections", "channels", "queues", "consumers"):
+    for what in ("connections", "channels", "queues", "consumers", "bindings"):
         print(f"  broker {what} per socket: {per_socket(ours, lambda r: r['broker'][what]):.4f} "
               f"({ours[0]['broker'][what]} idle -> {full['broker'][what]})")
     print(f"  machine after: {load()}")

@@ -209,13 +209,19 @@ def gateway_phase(bench, fleets, owners, rate, seconds, profile=None, workers=()
     time.sleep(1)  # a late duplicate would show up here
     for spy in spies:
         spy.wait(30)
+    rows = received_rows(bench, fleets, "gateway")
+    return {**check(publisher, rows), "cpu": cpu.per_event_ms(len(publisher.owner_of))}
+
+
+def received_rows(bench, fleets, label):
+    """Every event the client fleets received: [user, seq, published, received] rows."""
     rows = []
     for n, fleet in enumerate(fleets):
-        out = os.path.join(bench.tmp, f"gateway-{n}.json")
+        out = os.path.join(bench.tmp, f"{label}-{n}.json")
         fleet.command(f"dump {out}")
         with open(out) as f:
             rows += json.load(f)
-    return {**check(publisher, rows), "cpu": cpu.per_event_ms(len(publisher.owner_of))}
+    return rows
 
 
 def serving(gateway, riders, workers):

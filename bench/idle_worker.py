@@ -40,6 +40,7 @@ def run(riders=1000, idle=10, rate=1000, seconds=10):
         result = gateway_phase(bench, [busy, still], [f"busy-{n}" for n in range(riders)], rate, seconds,
                                workers=[holding_pid, idle_pid])
         idle_status = still.command("status")
+        idle_read = quiet.get_json("/live/stats").get("received", "(not reported)")  # from its own queue
 
     each = result["cpu"]["each"]
     ratio = each[idle_pid] / each[holding_pid]
@@ -56,7 +57,8 @@ def run(riders=1000, idle=10, rate=1000, seconds=10):
           f"p99 {result['p99']:.1f} ms at {result['rate']:.0f}/s")
     print(f"  delivered: lost {result['lost']}, duplicates {result['duplicates']}, at the wrong rider "
           f"{result['wrong_rider']} (of {result['confirmed'] - result['unroutable']} confirmed and routed); "
-          f"the idle riders got {idle_status['received']} events and {idle_status['other_frames']} other frames")
+          f"the idle riders got {idle_status['received']} events and {idle_status['other_frames']} other frames; "
+          f"the idle worker read {idle_read} notices from its queue")
     print(f"  machine after: {load()}")
     return ratio
 

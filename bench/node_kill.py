@@ -1,7 +1,9 @@
 """A broker node killed mid-ride: every process of RideSync on a 3-node
-RabbitMQ cluster (bench/cluster.py; WORK_QUEUE_TYPE=quorum, the feed a
-stream replicated on every node), rides in flight, and the node leading the
-feed SIGKILLed in the middle of them.
+RabbitMQ cluster (bench/cluster.py; WORK_QUEUE_TYPE=quorum, the streams
+replicated on every node), rides in flight, and a node SIGKILLed in the
+middle of them (--kill): by default the one holding most of the gateway's
+own queues (a worker's queue lives on one node), else the notifications
+stream's leader.
 
 - Rides: --rides riders and as many drivers, each on a v2 socket through one
   gateway (2 gevent workers). A rider previews, starts, and follows its trip
@@ -31,8 +33,9 @@ import requests
 import websocket
 
 from bench.cluster import Cluster
-from bench.fanout import ROUTING_KEY, PacedPublisher, check, serving
-from bench.support import Bench, load, machine
+from bench.fanout import ROUTING_KEY, PacedPublisher, check, received_rows, serving
+from bench.support import Bench, load, machine, percentile
+from ridesync import contract
 from tests.support import DESTINATION_JSON, PICKUP_JSON
 
 TIMEOUT = 30.0  # seconds a phone waits for one event
@@ -275,11 +278,26 @@ def drive(phone, trip, registered, ledger):
         ledger.acknowledge(trip["id"], status, trip["userID"])
 
 
-def feed_leader(cluster):
-    """The node leading the feed's stream."""
-    rows = cluster.nodes[0].ctl("list_queues", "--no-table-headers", "name", "leader")
-    leader = dict(line.split("\t") for line in rows.splitlines() if "\t" in line)["gateway.notifications"]
-    return next(node for node in cluster.nodes if node.name == leader)
+def victim_node(cluster, kill):
+    """The node to kill, and what it holds of the gateway's. kill="queues":
+    the node holding most of the gateway's own classic queues (a worker's
+    queue is on one node, not replicated), else (none: every worker reads
+    the stream) the notifications stream's leader; kill="stream": that leader."""
+    rows = cluster.nodes[0].ctl("list_queues", "--no-table-headers", "name", "type", "pid", "leader")
+    held = {node.name: [] for node in cluster.nodes}
+    for name, kind, pid, leader in (line.split("\t") for line in rows.splitlines() if line.count("\t") == 3):
+        if not name.startswith("gateway."):
+            continue
+        if kind == "classic":
+            held[pid.lstrip("<").split(".")[0]].append(name)
+        elif leader in held:
+            held[leader].append(f"{name} ({kind} leader)")
+    own = {node: sum(1 for name in names if not name.endswith("leader)")) for node, names in held.items()}
+    if kill == "queues" and any(own.values()):
+        name = max(own, key=own.get)
+    else:
+        name = next(node for node, names in held.items() if f"{contract.NOTIFICATIONS_STREAM} (stream leader)" in names)
+    return next(node for node in cluster.nodes if node.name == name), held[name]
 
 
 def start_ridesync(bench):
@@ -293,9 +311,9 @@ def start_ridesync(bench):
                           OFFER_TIMEOUT="60", PREVIEW_RATE="1000", PREVIEW_BURST="1000", LOG_LEVEL="INFO")
 
 
-def run(rides=6, riders=100, rate=100.0, before=10.0, after=20.0):
+def run(rides=6, riders=100, rate=100.0, before=10.0, after=20.0, kill="queues"):
     print(f"node kill: {rides} rides at a time and {riders} riders getting {rate:.0f} confirmed events/s, through one "
-          f"gateway (2 workers) on a 3-node cluster; the feed's leader SIGKILLed after {before:.0f} s, "
+          f"gateway (2 workers) on a 3-node cluster; a node SIGKILLed ({kill}) after {before:.0f} s, "
           f"{after:.0f} s more; {machine()}", flush=True)
     print(f"  machine before: {load()}", flush=True)
     os.environ["WORK_QUEUE_TYPE"] = "quorum"  # for the bench's own declaration and every process it starts
@@ -306,7 +324,7 @@ def run(rides=6, riders=100, rate=100.0, before=10.0, after=20.0):
         if fleet.wait_connected(120)["open"] != riders:
             raise RuntimeError("not every rider connected")
         serving(gateway, riders, 2)
-        victim = feed_leader(cluster)
+        victim, victim_held = victim_node(cluster, kill)
         survivor = next(node for node in cluster.nodes if node is not victim)
         publisher = PacedPublisher(survivor.url, [f"fleet-{n}" for n in range(riders)], rate, before + after,
                                    "confirmed", ROUTING_KEY)
@@ -319,17 +337,17 @@ def run(rides=6, riders=100, rate=100.0, before=10.0, after=20.0):
             thread.start()
         time.sleep(before)
         victim.kill()
-        killed_at = time.monotonic() - started
+        killed_at, killed_wall = time.monotonic() - started, time.time()
         for phone in list(ledger.phones):
             if not phone.closing:
                 phone.saw.append("[NODE KILLED]")
-        print(f"  killed {victim.name} (the feed's leader) at {killed_at:.1f} s", flush=True)
+        print(f"  killed {victim.name} at {killed_at:.1f} s; it held {victim_held}", flush=True)
         time.sleep(after)
         stop.set()
         for thread in phones:
             thread.join(TIMEOUT * 8)
         publishing.join(120)
-        confirmed = received(bench, fleet, publisher)
+        confirmed = received(bench, fleet, publisher, killed_wall)
         records = final_records(gateway.base, ledger)
         running = cluster.running_nodes(via=survivor)
         leaders = survivor.ctl("list_queues", "--no-table-headers", "name", "type", "leader", "members")
@@ -338,17 +356,19 @@ def run(rides=6, riders=100, rate=100.0, before=10.0, after=20.0):
             raise SystemExit("node kill: something acknowledged was lost (the logs stay, see above)")
 
 
-def received(bench, fleet, publisher):
-    """The confirmed events' exactly-once check, once every one arrived or none came for 10 s."""
+def received(bench, fleet, publisher, killed_wall):
+    """The confirmed events' exactly-once check, once every one arrived or none came for 10 s; and their
+    publish-to-socket p99 before the kill (the baseline) and after it."""
     expected, last, seen = len(publisher.delivered), time.monotonic(), -1
     while (count := fleet.command("status")["received"]) < expected and time.monotonic() - last < 10:
         if count != seen:
             last, seen = time.monotonic(), count
         time.sleep(0.2)
-    out = os.path.join(bench.tmp, "fleet.json")
-    fleet.command(f"dump {out}")
-    with open(out) as f:
-        return check(publisher, json.load(f))
+    rows = received_rows(bench, [fleet], "fleet")
+    split = {"before": [], "after": []}
+    for _user, _seq, sent, got in rows:
+        split["before" if sent < killed_wall else "after"].append(1000 * (got - sent))
+    return {**check(publisher, rows), **{f"p99_{when}": percentile(ms, 99) for when, ms in split.items()}}
 
 
 def failovers(bench):
@@ -390,7 +410,9 @@ def report(ledger, confirmed, records, running, leaders, victim, killed_at):
     print(f"  confirmed events: published {confirmed['published']}, confirmed {confirmed['confirmed']}, nacked "
           f"{confirmed['nacked']}, received {confirmed['received']}, lost {confirmed['lost']}, duplicates "
           f"{confirmed['duplicates']}, at the wrong rider {confirmed['wrong_rider']}; publish-to-socket p50 "
-          f"{confirmed['p50']:.0f} ms, p99 {confirmed['p99']:.0f} ms, max {confirmed['max']:.0f} ms")
+          f"{confirmed['p50']:.0f} ms, p99 {confirmed['p99']:.0f} ms, max {confirmed['max']:.0f} ms; p99 published "
+          f"before the kill {confirmed['p99_before']:.0f} ms (the baseline), after it {confirmed['p99_after']:.0f} ms "
+          f"({confirmed['p99_after'] / confirmed['p99_before']:.1f}x)")
     print(f"  queues after: " + "; ".join(" ".join(line.split("\t")[:3]) for line in leaders.splitlines()))
     print(f"  machine after: {load()}")
     return not (ledger.lost or behind or confirmed["lost"] or any("failed" in kind for kind in ledger.rides))
@@ -403,8 +425,11 @@ def main():
     parser.add_argument("--rate", type=float, default=100, help="confirmed events a second")
     parser.add_argument("--before", type=float, default=10, help="seconds of rides before the kill")
     parser.add_argument("--after", type=float, default=20, help="seconds of rides after it")
+    parser.add_argument("--kill", choices=("queues", "stream"), default="queues",
+                        help="queues: the node holding most of the gateway's own queues (else the stream's leader); "
+                             "stream: the notifications stream's leader")
     args = parser.parse_args()
-    run(args.rides, args.riders, args.rate, args.before, args.after)
+    run(args.rides, args.riders, args.rate, args.before, args.after, args.kill)
 
 
 if __name__ == "__main__":

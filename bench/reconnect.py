@@ -1,19 +1,26 @@
-"""Riders coming back after a deploy: N riders connecting to one worker at
-once (each client process keeps --concurrency handshakes in flight), timed
-until every one is upgraded, then one event published to each, timed until
-every one has arrived. The baseline, in the same run: the same riders
-connecting to a bare flask-sock echo socket (bench/bare_app.py).
+"""Riders coming back: N riders connecting to one worker at once (each
+client process keeps --concurrency handshakes in flight), timed until every
+one is upgraded, then one event published to each, timed until every one
+has arrived. Then a deploy: gunicorn's HUP, the old worker drains (every
+socket closed 1001, every rider away), an event is published to each rider
+while away, and the same riders connect to the new worker: timed until
+every one is upgraded, until each has the event published while it was
+away (exactly once), and until each has one more published after. The
+baseline, in the same run: the same riders connecting to a bare flask-sock
+echo socket (bench/bare_app.py).
 
     python -m bench.reconnect --riders 10000
 """
 import argparse
+import signal
 import time
 
-from bench.fanout import ROUTING_KEY, PacedPublisher, serving
+from bench.fanout import ROUTING_KEY, PacedPublisher, check, received_rows, serving
 from bench.support import Bench, load, machine, wait_until
 
 TARGET_SECONDS = 15.0
 CLIENT_PROCESSES = 4
+WINDOW = 60  # RECONNECT_WINDOW: the riders come back well within it
 
 
 def connect(bench, server, label, riders, concurrency):
@@ -30,8 +37,34 @@ def connect(bench, server, label, riders, concurrency):
     return seconds, fleets
 
 
+def owners_of(fleets):
+    return [f"rider-{n}-{i}" for n, fleet in enumerate(fleets) for i in range(fleet.count)]
+
+
+def publish_one_each(bench, owners, rate, label):
+    return PacedPublisher(bench.amqp_url, owners, rate, len(owners) / rate, label, ROUTING_KEY, in_turn=True).run(120)
+
+
+def received_by(fleets, count, started, what):
+    """Seconds from started until the fleets received count events in all."""
+    wait_until(lambda: sum(fleet.command("status")["received"] for fleet in fleets) >= count, 120, what,
+               interval=0.2)
+    return time.monotonic() - started
+
+
+def deploy(gateway):
+    """gunicorn's HUP: a new worker boots, the old one drains and exits. Seconds it took."""
+    [old] = gateway.workers()
+    started = time.monotonic()
+    gateway.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: old not in gateway.workers(), 120, "the old worker to drain and exit", interval=0.2)
+    gateway.wait_ready(1)
+    return time.monotonic() - started
+
+
 def run(riders=10_000, concurrency=250, rate=5000):
-    print(f"reconnect: {riders} riders at once to one gevent worker; {machine()}", flush=True)
+    print(f"reconnect: {riders} riders at once to one gevent worker, then again after a deploy; {machine()}",
+          flush=True)
     print(f"  machine before: {load()}", flush=True)
     with Bench("reconnect") as bench:
         bare_server = bench.gunicorn("bench.bare_app:app", name="bare")
@@ -41,25 +74,46 @@ def run(riders=10_000, concurrency=250, rate=5000):
         bare_server.stop()
         print(f"  bare flask-sock echo: {riders} upgraded in {bare_seconds:.1f} s", flush=True)
 
-        gateway = bench.gunicorn("app:app", name="gateway", RECONNECT_WINDOW="10")
+        gateway = bench.gunicorn("app:app", name="gateway", RECONNECT_WINDOW=str(WINDOW))
         started = time.monotonic()
         upgraded, fleets = connect(bench, gateway, "rider", riders, concurrency)
         serving(gateway, riders, workers=1)
-        owners = [f"rider-{n}-{i}" for n, fleet in enumerate(fleets) for i in range(fleet.count)]
-        PacedPublisher(bench.amqp_url, owners, rate, riders / rate, "reconnect", ROUTING_KEY, in_turn=True).run(120)
-        wait_until(lambda: sum(fleet.command("status")["received"] for fleet in fleets) >= riders, 120,
-                   "every rider's event", interval=0.2)
-        receiving = time.monotonic() - started
+        owners = owners_of(fleets)
+        publish_one_each(bench, owners, rate, "fresh")
+        receiving = received_by(fleets, riders, started, "every rider's event")
+        print(f"  gateway, fresh: {riders} upgraded in {upgraded:.1f} s, each with an event by {receiving:.1f} s",
+              flush=True)
+
+        drained = deploy(gateway)
         for fleet in fleets:
             fleet.stop()
+        away = publish_one_each(bench, owners, rate, "away")
+        started, boundary = time.monotonic(), time.time()  # events published before it: while away
+        back, fleets = connect(bench, gateway, "rider", riders, concurrency)
+        caught_up = received_by(fleets, riders, started, "every rider's event published while away")
+        serving(gateway, riders, workers=1)
+        later = publish_one_each(bench, owners, rate, "later")
+        receiving_back = received_by(fleets, 2 * riders, started, "every rider's event published after")
+        time.sleep(1)  # a late duplicate would show up here
+        rows = received_rows(bench, fleets, "back")
+        for fleet in fleets:
+            fleet.stop()
+    away_check = check(away, [row for row in rows if row[2] < boundary])
+    later_check = check(later, [row for row in rows if row[2] >= boundary])
 
     print()
     print(f"reconnect results ({riders} riders, one gevent worker, {CLIENT_PROCESSES} client processes)")
-    print(f"  gateway: all upgraded in {upgraded:.1f} s ({riders / upgraded:.0f} riders/s), every rider's event "
+    print(f"  fresh: all upgraded in {upgraded:.1f} s ({riders / upgraded:.0f} riders/s), every rider's event "
           f"received {receiving:.1f} s after the first connect; bare echo: all upgraded in {bare_seconds:.1f} s "
           f"({riders / bare_seconds:.0f}/s); ours/bare connect rate {bare_seconds / upgraded:.2f}x")
-    print(f"  target: all upgraded and receiving within {TARGET_SECONDS:.0f} s: "
-          f"{'met' if receiving <= TARGET_SECONDS else 'MISSED'}")
+    print(f"  after a deploy (HUP: the old worker drained in {drained:.1f} s): all upgraded in {back:.1f} s "
+          f"({bare_seconds / back:.2f}x the bare echo's rate), every event published while away received by "
+          f"{caught_up:.1f} s (lost {away_check['lost']}, duplicates {away_check['duplicates']}, at the wrong rider "
+          f"{away_check['wrong_rider']}), one more each by {receiving_back:.1f} s (lost {later_check['lost']}, "
+          f"duplicates {later_check['duplicates']})")
+    print(f"  target: all upgraded and receiving within {TARGET_SECONDS:.0f} s: fresh "
+          f"{'met' if receiving <= TARGET_SECONDS else 'MISSED'}, after a deploy "
+          f"{'met' if receiving_back <= TARGET_SECONDS else 'MISSED'}")
     print(f"  machine after: {load()}")
 
 

@@ -265,7 +265,21 @@ def broker_counts(vhost_name, queues_of=""):
         "channels": sum(1 for row in rows("list_channels", "vhost") if row[0] == vhost_name),
         "queues": sum(1 for row in rows("list_queues", "-p", vhost_name, "name") if queues_of in row[0]),
         "consumers": len(rows("list_consumers", "-p", vhost_name, "queue_name")),
+        "queue_memory_kib": sum(int(row[0]) for row in rows("list_queues", "-p", vhost_name, "memory")) / 1024,
+        # Not the default exchange's implicit binding of every queue (its source is "").
+        "bindings": sum(1 for row in rows("list_bindings", "-p", vhost_name, "source_name") if row[0]),
     }
+
+
+def broker_memory_kib():
+    """The broker's memory by category (`rabbitmq-diagnostics memory_breakdown`),
+    in KiB, with "allocated": what its Erlang VM holds in use, every category
+    but the allocators' reserve (reserved_unallocated, allocated_unused)."""
+    out = subprocess.run(["rabbitmq-diagnostics", "-q", "memory_breakdown", "--formatter", "json"], check=True,
+                         capture_output=True, text=True, timeout=300).stdout
+    kib = {category: value["bytes"] / 1024 for category, value in json.loads(out).items()}
+    kib["allocated"] = sum(v for k, v in kib.items() if k not in ("reserved_unallocated", "allocated_unused"))
+    return kib
 
 
 def machine():
