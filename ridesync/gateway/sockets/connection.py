@@ -176,6 +176,8 @@ class Connection:
         for the hub to hand on."""
         self.closed = True
         self._stop_writing()
+        if self._readable is not None:  # receive()'s watcher, stopped after each wait: freed here
+            self._readable.close()
         if self._ws is not None:
             metrics.socket_closed(self.role)
             log.info("%s %s disconnected (close code %s%s)", self.role, self.user_id,
