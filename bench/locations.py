@@ -24,7 +24,7 @@ from ridesync.ride.model import Coordinate
 from ridesync.settings import Settings
 from ridesync.trip.planner import RoutePlanner
 from tests.databases import REDIS_URL
-from tests.service_support import trip_json
+from tests.service_support import trip_driver_json, trip_json
 from tests.support import PICKUP
 
 STEP = 1 / 111_195  # a metre north, in degrees
@@ -49,8 +49,8 @@ def store_round(pool, trips, publisher, fixes):
     for driver in (free, busy):
         pool.register(driver, "sedan")
     pool.assign(busy, trip_id)
-    locations.follow(messages.decode({**trip_json(trip_id=trip_id), "status": "accepted", "driver": {"id": busy}},
-                                     messages.Trip))
+    locations.follow(messages.decode({**trip_json(trip_id=trip_id), "status": "accepted",
+                                      "driver": trip_driver_json(busy)}, messages.Trip))
 
     def fix(driver):
         def move(i):

@@ -125,7 +125,7 @@ def ride(base, package):
 
         request = driver.expect("driver.cmd.trip_request")
         driver.send("driver.cmd.trip_accept", messages.as_json(
-            messages.DriverAnswer(trip_id=request["id"], rider_id=rider_id, driver=registered)))
+            messages.TripAnswer(trip_id=request["id"], rider_id=rider_id, driver=registered)))
         driver.expect("trip.event.driver_assigned")
         rider.expect("trip.event.driver_assigned")
         rider.expect("payment.event.session_created")

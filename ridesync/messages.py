@@ -63,11 +63,11 @@ class Cancellation(AboutTrip):
     reason: Reason = ""
 
 
-class DriverAnswer(AboutTrip):
-    """driver.cmd.trip_accept and _decline; its driver is replaced by the
-    registered one before it goes on to TripService."""
+class TripAnswer(AboutTrip):
+    """driver.cmd.trip_accept and _decline from a driver's phone; the gateway
+    sends them on as a DriverAnswer with the driver DriverService registered."""
     rider_id: Id = msgspec.field(name="riderID")
-    driver: dict
+    driver: dict  # what the phone says it is: never read
 
 
 # --- in an HTTP body -------------------------------------------------------------------------
@@ -171,11 +171,25 @@ class RideFare(msgspec.Struct):
 
 
 class TripDriver(msgspec.Struct):
-    """What the rider sees of the driver; only the id is sure (trip/intake.py keeps the rest when given)."""
+    """What the rider sees of the driver: DriverService registers every driver with all of it."""
     id: Id
-    name: str = ""
-    profile_picture: str = msgspec.field(default="", name="profilePicture")
-    car_plate: str = msgspec.field(default="", name="carPlate")
+    name: str
+    profile_picture: str = msgspec.field(name="profilePicture")
+    car_plate: str = msgspec.field(name="carPlate")
+
+
+class Driver(TripDriver):
+    """A driver as DriverService registered them (driver.proto's Driver)."""
+    package_slug: Literal[PACKAGES] = msgspec.field(name="packageSlug")
+    geohash: Geohash
+    location: Location
+
+
+class DriverAnswer(AboutTrip):
+    """driver.cmd.trip_accept and _decline on the broker, for TripService:
+    the phone's TripAnswer with the driver as registered."""
+    rider_id: Id = msgspec.field(name="riderID")
+    driver: Driver
 
 
 class TripPayment(msgspec.Struct):

@@ -13,6 +13,7 @@ from ridesync import contract, rabbit
 from ridesync.driver.pool import new_driver
 from ridesync.pb import driver_pb2, driver_pb2_grpc, trip_pb2, trip_pb2_grpc
 from ridesync.ride.model import RideFare, Route, Trip
+from ridesync.trip.intake import trip_driver
 from tests.support import AMQP_URL, DESTINATION, PICKUP, Process, closed_port_address, start_service, wait_until
 
 
@@ -116,6 +117,11 @@ def answer(publisher, routing_key, driver_id, trip_id, rider):
     driver = new_driver(driver_id, "sedan").to_json()
     publisher.publish(routing_key, driver_id, {"tripID": trip_id, "riderID": rider, "driver": driver})
     return driver
+
+
+def trip_driver_json(driver_id):
+    """What a trip shows of driver_id once they accepted it: the TripDriver of the driver registered."""
+    return trip_driver(new_driver(driver_id, "sedan").to_json())
 
 
 def unique(name):

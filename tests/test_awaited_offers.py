@@ -9,6 +9,7 @@ import pytest
 
 from ridesync import contract
 from ridesync.database import Database
+from ridesync.driver.pool import new_driver
 from ridesync.trip.awaited_offers import AwaitedOffers
 from ridesync.trip.intake import Intake
 from ridesync.trip.service import TripService
@@ -18,7 +19,7 @@ from tests.service_support import RecordingPublisher, trip
 from tests.support import wait_until
 from tests.private_servers import postgres  # noqa: F401 (a fixture: a PostgreSQL cluster of the test's own)
 
-DRIVER = {"id": "d1", "name": "Sam Kim", "carPlate": "7ABC123", "packageSlug": "sedan"}
+DRIVER = new_driver("d1", "sedan").to_json()  # as the gateway sends an answer on
 LONG_WAIT = 60.0  # seconds: an answer woken by a poll or its deadline would not finish within the tests' deadlines
 
 

@@ -12,7 +12,7 @@ from ridesync.driver.pool import DriverNotFound, DriverPool
 from ridesync.driver.redis_pool import RedisDriverPool
 from ridesync.ride.model import Coordinate, InvalidArgument
 from tests.databases import in_redis
-from tests.service_support import PICKUP, trip_json
+from tests.service_support import PICKUP, trip_driver_json, trip_json
 
 
 @pytest.fixture(params=["in process", "redis"])
@@ -171,7 +171,7 @@ def test_a_redelivered_trip_goes_to_the_driver_already_asked(make_pool):
 def assigned(trip_id, driver_id, rider="r1"):
     """A trip event's Trip, as DriverService's consumer reads it."""
     return messages.decode({**trip_json(trip_id=trip_id, rider=rider), "status": "accepted",
-                            "driver": {"id": driver_id}}, messages.Trip, "data")
+                            "driver": trip_driver_json(driver_id)}, messages.Trip, "data")
 
 
 def test_a_driver_is_busy_from_the_accept_to_the_end_of_the_trip_whatever_their_socket_does(make_pool):
@@ -270,7 +270,9 @@ def test_an_offer_left_unanswered_is_declined_for_the_driver_and_frees_them(make
     dispatcher.expire_offers()
     # Declined on the driver's behalf: TripService keeps the declines and sends the trip on.
     assert publisher.sent[1] == (contract.DRIVER_TRIP_DECLINE, "near", "t1")
-    assert publisher.data[1] == {"tripID": "t1", "riderID": "r1", "driver": {"id": "near"}}
+    # It names the driver as the pool had them when asked, as the gateway names a driver who declines.
+    near = next(d for d in pool.drivers() if d.id == "near")
+    assert publisher.data[1] == {"tripID": "t1", "riderID": "r1", "driver": near.to_json()}
     assert (publisher.sent[2], publisher.data[2]) == (
         (contract.DRIVER_TRIP_WITHDRAWN, "near", "t1"), {"tripID": "t1", "reason": "expired"})
     dispatcher.handle(contract.TRIP_CREATED, "r2", trip_json("sedan", trip_id="t2", rider="r2"))

@@ -10,7 +10,9 @@ import msgspec
 import pytest
 
 from ridesync import contract, messages
+from ridesync.driver.pool import new_driver
 from ridesync.gateway import frames
+from ridesync.trip.intake import trip_driver
 from tests.service_support import trip_json
 from tests.support import ROOT
 from tests.test_asyncapi import ASYNCAPI, frame, resolved
@@ -81,7 +83,8 @@ def test_a_lone_surrogate_is_refused_naming_its_field_and_a_stray_one_ignored():
 
 
 TRIP_PARTS = {"Trip": messages.Trip, "Route": messages.Route, "RideFare": messages.RideFare,
-              "TripPayment": messages.TripPayment, "DriverLocation": messages.DriverLocation}
+              "TripDriver": messages.TripDriver, "TripPayment": messages.TripPayment,
+              "DriverLocation": messages.DriverLocation}
 CARRYING_A_TRIP = {contract.DRIVER_TRIP_REQUEST: messages.Trip, contract.TRIP_CREATED: messages.Trip,
                    contract.TRIP_DRIVER_ASSIGNED: messages.Trip, contract.TRIP_COMPLETED: messages.Trip,
                    contract.TRIP_DRIVER_NOT_INTERESTED: messages.NotInterested}
@@ -92,8 +95,19 @@ def test_asyncapis_trip_is_the_trip_struct_and_its_parts_too():
     assert fields(trip) == fields(struct_schema(messages.Trip))
     for name, kind in TRIP_PARTS.items():
         assert fields(OPENAPI["components"]["schemas"][name]) == fields(struct_schema(kind)), name
-    # A driver is known by their id: the rest is kept when the driver had it (trip/intake.py).
-    assert set(fields(OPENAPI["components"]["schemas"]["TripDriver"])) == set(fields(struct_schema(messages.TripDriver)))
+
+
+def test_the_driver_a_trip_shows_is_all_the_document_promises_and_an_answer_without_it_is_refused():
+    """DriverService registers every driver with a name, a picture and a
+    plate, and the gateway answers with that driver, whatever the phone says."""
+    answer = {"tripID": "t1", "riderID": "r1", "driver": new_driver("d1", "sedan").to_json()}
+    shown = trip_driver(messages.decode(json.dumps(answer), messages.DriverAnswer, "data").driver)
+    assert set(shown) == set(OPENAPI["components"]["schemas"]["TripDriver"]["required"])
+    assert shown == {key: answer["driver"][key] for key in shown}
+    for lacking in ("name", "profilePicture", "carPlate"):
+        partial = {**answer, "driver": {k: v for k, v in answer["driver"].items() if k != lacking}}
+        with pytest.raises(messages.Refused, match=f"data.driver.{lacking} is required"):
+            messages.decode(json.dumps(partial), messages.DriverAnswer, "data")
 
 
 @pytest.mark.parametrize("routing_key", sorted(CARRYING_A_TRIP))

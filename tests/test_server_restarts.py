@@ -161,13 +161,12 @@ def test_a_push_claim_sent_again_after_its_reply_was_lost_is_still_its_claimers(
 def test_an_offer_sent_again_after_its_reply_was_lost_still_claims_its_driver(private_redis):
     pool = RedisDriverPool(private_redis.url, prefix="restart:")
     try:
-        for driver_id in ("d-asked", "d-before"):
-            pool.register(driver_id, "sedan")
-        offer = Offer(trip_near(PICKUP), time.time() + 30)
+        asked, _before = (pool.register(driver_id, "sedan") for driver_id in ("d-asked", "d-before"))
+        offer = Offer(trip_near(PICKUP), time.time() + 30, asked)
         assert pool.ask("d-before", offer)  # the script in Redis's cache
         lost = reply_lost_once(pool._redis, "EVALSHA", private_redis.restart)
         assert pool.ask("d-asked", offer) and lost == [1]
-        assert not pool.ask("d-asked", Offer(trip_near(PICKUP, "t-other"), time.time() + 30))
+        assert not pool.ask("d-asked", Offer(trip_near(PICKUP, "t-other"), time.time() + 30, asked))
     finally:
         pool.close()
 
@@ -176,11 +175,10 @@ def test_what_a_taking_script_took_is_its_answer_again_when_it_is_sent_again_aft
     pool = RedisDriverPool(private_redis.url, prefix="restart:")
     trips = RedisTripsUnderWay(private_redis.url, prefix="restart:")
     try:
-        for driver_id in ("d-late", "d-took", "d-also", "d-gone"):
-            pool.register(driver_id, "sedan", session="s")
+        drivers = {d: pool.register(d, "sedan", session="s") for d in ("d-late", "d-took", "d-also", "d-gone")}
         asked = {"d-late": ("t-late", -1), "d-took": ("t-took", 30), "d-also": ("t-took", 30), "d-gone": ("t-gone", 30)}
         for driver_id, (trip_id, within) in asked.items():
-            assert pool.ask(driver_id, Offer(trip_near(PICKUP, trip_id), time.time() + within))
+            assert pool.ask(driver_id, Offer(trip_near(PICKUP, trip_id), time.time() + within, drivers[driver_id]))
         trips.defer("t-due", 1.0)
 
         def lost_once(warm_up, client=pool._redis):

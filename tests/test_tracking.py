@@ -12,7 +12,7 @@ from ridesync.ride import tracking
 from ridesync.ride.geo import great_circle_m
 from ridesync.ride.model import Coordinate, Route
 from tests.databases import in_redis
-from tests.service_support import RecordingPublisher, trip_json
+from tests.service_support import RecordingPublisher, trip_driver_json, trip_json
 from tests.support import DESTINATION, PICKUP
 
 
@@ -23,8 +23,8 @@ def north(metres, of=PICKUP):
 
 def on_the_way(status="accepted", trip_id="t1", rider="r1", driver="d1"):
     """A trip event's data, decoded as DriverService's consumer does."""
-    return messages.decode({**trip_json(trip_id=trip_id, rider=rider), "status": status, "driver": {"id": driver}},
-                           messages.Trip, "data")
+    return messages.decode({**trip_json(trip_id=trip_id, rider=rider), "status": status,
+                            "driver": trip_driver_json(driver)}, messages.Trip, "data")
 
 
 def under_way(trip):

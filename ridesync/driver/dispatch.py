@@ -8,7 +8,10 @@ import logging
 import time
 from dataclasses import dataclass
 
+import msgspec
+
 from ridesync import contract, messages
+from ridesync.driver.pool import Driver
 from ridesync.rabbit import PublishFailed
 from ridesync.ride.model import Coordinate
 from ridesync.ride.geo import great_circle_m
@@ -65,7 +68,7 @@ class Dispatcher:
         for driver in self._pool.candidates(trip):
             # Claimed before the request goes out: TripService takes the
             # request as the offer, so no two dispatchers may send one driver two.
-            if not self._pool.ask(driver.id, Offer(trip, self._clock() + self._offer_timeout)):
+            if not self._pool.ask(driver.id, Offer(trip, self._clock() + self._offer_timeout, driver)):
                 log.info("driver %s was taken or went offline meanwhile: not asked to take trip %s", driver.id, trip.id)
                 continue
             try:
@@ -118,8 +121,9 @@ class Dispatcher:
         when the broker did not take that."""
         trip = offer.trip
         try:
-            self._publisher.publish(contract.DRIVER_TRIP_DECLINE, driver_id, messages.as_json(
-                messages.DriverAnswer(trip_id=trip.id, rider_id=trip.rider_id, driver={"id": driver_id})))
+            self._publisher.publish(contract.DRIVER_TRIP_DECLINE, driver_id, messages.as_json(messages.DriverAnswer(
+                trip_id=trip.id, rider_id=trip.rider_id,
+                driver=msgspec.convert(offer.driver, messages.Driver, from_attributes=True))))
         except PublishFailed as exc:
             log.error("trip %s of rider %s not passed on from driver %s (%s): %s",
                       trip.id, trip.rider_id, driver_id, why, exc)
@@ -133,3 +137,4 @@ class Dispatcher:
 class Offer:
     trip: TripToDispatch
     expires_at: float  # unix time, on the dispatchers' clock
+    driver: Driver  # as the pool had them when asked: a decline on their behalf names them

@@ -340,7 +340,10 @@ def _driver_json(driver):
 
 
 def _driver_of(text):
-    data = json.loads(text)
+    return _driver_from(json.loads(text))
+
+
+def _driver_from(data):
     return Driver(**{**data, "location": Coordinate(**data["location"])})
 
 
@@ -352,4 +355,4 @@ def _offer_of(text):
     data = json.loads(text)
     trip = data["trip"]
     return Offer(TripToDispatch(**{**trip, "pickup": Coordinate(**trip["pickup"]), "declined": tuple(trip["declined"])}),
-                 data["expires_at"])
+                 data["expires_at"], _driver_from(data["driver"]))

@@ -55,8 +55,8 @@ _FRAME = msgspec.json.Decoder(messages.Frame)
 
 READERS = {  # a frame's type -> its data's message
     contract.DRIVER_LOCATION: messages.DriverMoved,
-    contract.DRIVER_TRIP_ACCEPT: messages.DriverAnswer,
-    contract.DRIVER_TRIP_DECLINE: messages.DriverAnswer,
+    contract.DRIVER_TRIP_ACCEPT: messages.TripAnswer,
+    contract.DRIVER_TRIP_DECLINE: messages.TripAnswer,
     contract.DRIVER_TRIP_ARRIVED: messages.AboutTrip,
     contract.DRIVER_TRIP_STARTED: messages.AboutTrip,
     contract.DRIVER_TRIP_COMPLETED: messages.AboutTrip,

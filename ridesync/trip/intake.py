@@ -6,6 +6,8 @@ running out of drivers, and payment sessions created. Each becomes a call of
 TripService."""
 import logging
 
+import msgspec
+
 from ridesync import contract, messages
 from ridesync.contract import MalformedMessage
 from ridesync.trip.store import TripNotFound
@@ -14,11 +16,8 @@ log = logging.getLogger(__name__)
 
 
 def trip_driver(driver):
-    """The TripDriver JSON of a Driver JSON: what the rider sees of the driver."""
-    return {
-        "id": driver["id"],
-        **{name: driver[name] for name in ("name", "profilePicture", "carPlate") if isinstance(driver.get(name), str)},
-    }
+    """The TripDriver JSON of a Driver (a messages.Driver, or its JSON): what the rider sees of the driver."""
+    return messages.as_json(msgspec.convert(driver, messages.TripDriver, from_attributes=True))
 
 
 class Intake:
@@ -45,7 +44,7 @@ class Intake:
 
     def _answer(self, routing_key, owner_id, data):
         answer = messages.decode(data, messages.DriverAnswer, "data")
-        if answer.driver.get("id") != owner_id:
+        if answer.driver.id != owner_id:
             raise MalformedMessage(f"data.driver.id is not the driver {owner_id} who sent it")
         if routing_key == contract.DRIVER_TRIP_ACCEPT:
             self._trips.accept(answer.trip_id, trip_driver(answer.driver))

@@ -16,7 +16,7 @@ from ridesync.gateway import observed
 from ridesync.gateway.errors import ApiError
 from ridesync.gateway.frames import DRIVER_FRAME_TYPES, DRIVER_STEPS, BadFrame, read_frame
 from ridesync.gateway.upstream import CALL_DEADLINE
-from ridesync.messages import as_json, proto_json
+from ridesync.messages import Driver, DriverAnswer, as_json, proto_json
 from ridesync.pb import driver_pb2, trip_pb2
 from ridesync.rabbit import PublishFailed
 
@@ -72,7 +72,8 @@ def _forward_answer(connection, kind, data):
     offered to this driver and answers on this socket if not."""
     # The driver in an answer is the one DriverService registered for this
     # socket, not what the phone says it is: riders see that name and plate.
-    answer = msgspec.structs.replace(data, driver=connection.driver)
+    answer = DriverAnswer(trip_id=data.trip_id, rider_id=data.rider_id,
+                          driver=msgspec.convert(connection.driver, Driver))
     with observed.answering(connection.user_id, answer.trip_id):
         try:
             _hub().publisher.publish(kind, connection.user_id, as_json(answer))
