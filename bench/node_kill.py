@@ -36,6 +36,7 @@ from bench.cluster import Cluster
 from bench.fanout import ROUTING_KEY, PacedPublisher, check, received_rows, serving
 from bench.support import Bench, load, machine, percentile
 from ridesync import contract
+from ridesync.ride import lifecycle
 from tests.support import DESTINATION_JSON, PICKUP_JSON
 
 TIMEOUT = 30.0  # seconds a phone waits for one event
@@ -391,14 +392,21 @@ def final_records(base, ledger):
             for trip_id, status in ledger.acknowledged.items()]
 
 
+def _kept(acked, recorded):
+    """Whether a trip's record holds the last command the gateway took for it: at or past its step, or a
+    started trip no driver took (its record moved on to no_drivers_found)."""
+    if recorded == lifecycle.NO_DRIVERS_FOUND:
+        return acked == lifecycle.PENDING
+    return recorded in ORDER and ORDER.index(recorded) >= ORDER.index(acked)
+
+
 def report(ledger, confirmed, records, running, leaders, victim, killed_at):
     """Prints what each phone saw and the results; whether nothing acknowledged was lost."""
     print()
     print("what each phone saw:")
     for phone in ledger.phones:
         print(f"  {phone.who}: {', '.join(kind.replace('trip.event.', '') for kind in phone.saw)}")
-    behind = [(trip, acked, recorded) for trip, acked, recorded in records
-              if recorded not in ORDER or ORDER.index(recorded) < ORDER.index(acked)]
+    behind = [(trip, acked, recorded) for trip, acked, recorded in records if not _kept(acked, recorded)]
     print()
     print(f"node-kill results ({victim.name} SIGKILLed at {killed_at:.1f} s; {running} of 3 nodes running after)")
     print(f"  rides: {dict(ledger.rides)}; events the phones waited for: {dict(ledger.outcomes)}; "
