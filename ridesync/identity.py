@@ -36,10 +36,16 @@ def is_id(value):
     return isinstance(value, str) and _ID.fullmatch(value) is not None
 
 
+def act_as(user_id, role):
+    """From now on, calls and messages go out on behalf of this user (role
+    may be None in open mode); a token that undoes it (its var's reset)."""
+    return _acting.set((user_id, role))
+
+
 @contextmanager
 def acting_as(user_id, role):
     """Within the block, calls and messages go out on behalf of this user (role may be None in open mode)."""
-    token = _acting.set((user_id, role))
+    token = act_as(user_id, role)
     try:
         yield
     finally:

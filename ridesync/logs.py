@@ -33,10 +33,16 @@ def configure(process):
     logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
+def bind(**fields):
+    """From now on, log lines carry these ride fields (None ones are left as
+    they were); a token that undoes it (its var's reset)."""
+    return _ride.set({**_ride.get(), **{k: v for k, v in fields.items() if v}})
+
+
 @contextmanager
 def bound(**fields):
     """Within the block, log lines carry these ride fields (None ones are left as they were)."""
-    token = _ride.set({**_ride.get(), **{k: v for k, v in fields.items() if v}})
+    token = bind(**fields)
     try:
         yield
     finally:

@@ -6,9 +6,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from ridesync import grpc_server
+from ridesync import grpc_server, logs
 from ridesync.gateway import create_app, trips as trips_module
-from ridesync.identity import is_id
+from ridesync.identity import is_id, outgoing_headers
 from ridesync.settings import Settings
 from ridesync.ride.fares import price_in_cents
 from tests.support import (
@@ -160,6 +160,14 @@ def test_a_body_with_a_string_that_is_not_text_is_400_not_500(make_client):
     client = make_client(TRIP_SERVICE_ADDR=closed_port_address())  # never asked
     body = '{"tripID": "t1", "userID": "r1", "reason": "flat \\ud800"}'
     assert_error(client.post("/trip/cancel", data=body, headers=bearer("r1")), 400, "invalid_argument", "not text")
+
+
+def test_a_request_leaves_neither_its_request_id_nor_its_user_behind(client):
+    """What a request binds for its log lines and calls (logs.py, identity.py)
+    is undone at its end: the next request of the same greenlet starts clean."""
+    rider = new_rider()
+    assert client.get("/trip/current", query_string={"userID": rider}, headers=bearer(rider)).status_code == 404
+    assert (logs.ride_field("request_id"), logs.ride_field("user"), outgoing_headers()) == (None, None, {})
 
 
 def test_a_body_over_16_kib_is_413_json(client, osrm):

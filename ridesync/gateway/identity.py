@@ -114,5 +114,4 @@ def _bearer_token():
 
 def _act_as(user_id, role):
     """Log lines, gRPC calls and messages of the rest of this request carry the user."""
-    g.request_log.enter_context(logs.bound(user=user_id))
-    g.request_log.enter_context(identity.acting_as(user_id, role))
+    g.request_context += (logs.bind(user=user_id), identity.act_as(user_id, role))
