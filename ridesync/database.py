@@ -227,18 +227,31 @@ def _pipelined(conn):
     """A transaction in pipeline mode whose BEGIN and COMMIT are sent as
     statements: BEGIN goes with the first statement (psycopg's own would
     wait for its answer), the COMMIT with the statements still unanswered
-    and the closing Sync. Then SQLAlchemy's commit finds nothing to do; on
-    an error its rollback sends ROLLBACK."""
-    conn.execution_options(isolation_level="AUTOCOMMIT")  # psycopg begins nothing itself; reset when pooled again
+    and the closing Sync; ROLLBACK after an error. Meanwhile the driver is
+    in autocommit, so that it begins nothing itself: set on the driver, as
+    SQLAlchemy's isolation level (set, then reset at the checkin) it cost a
+    tenth of the start's CPU (bench/RESULTS.md)."""
     driver = conn.connection.driver_connection
-    with conn.begin(), _as_dbapi_errors(conn, "COMMIT"), driver.pipeline() as pipeline:
-        driver.execute("BEGIN")
-        conn.info[PIPELINE] = pipeline
-        try:
-            yield
-            driver.execute("COMMIT")
-        finally:
-            del conn.info[PIPELINE]
+    driver.autocommit = True
+    try:
+        with _as_dbapi_errors(conn, "COMMIT"), driver.pipeline() as pipeline:
+            driver.execute("BEGIN")
+            conn.info[PIPELINE] = pipeline
+            try:
+                yield
+                driver.execute("COMMIT")
+            finally:
+                del conn.info[PIPELINE]
+    except BaseException:
+        if driver.closed:  # the server ended the connection: the pool drops it
+            conn.invalidate()
+        else:
+            with _as_dbapi_errors(conn, "ROLLBACK"):
+                driver.rollback()
+        raise
+    finally:
+        if not driver.closed:
+            driver.autocommit = False
 
 
 class Prebuilt:
