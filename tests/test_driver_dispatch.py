@@ -1,5 +1,6 @@
 """Dispatch and the driver pool: who is asked to take a trip. One suite for
 both pools, in the process and in Redis (a real server, `make test` starts it)."""
+import json
 import threading
 
 import pytest
@@ -381,3 +382,24 @@ def test_a_message_whose_handling_failed_is_handled_when_it_comes_again(make_poo
         pool.handle_once("find_available_drivers", "m2", fails)
     assert pool.handle_once("find_available_drivers", "m2", lambda: ran.append("again")) is True
     assert ran == ["again"]
+
+
+def test_an_offer_written_before_offers_named_their_driver_still_expires_and_names_them():
+    """A rolling deploy: the expiry of a DriverService of today reads an
+    offer an older one wrote without its driver."""
+    making = in_redis(RedisDriverPool)
+    make_pool = next(making)
+    try:
+        pool, publisher, clock = pool_with(make_pool, ("near", "sedan", 100)), Publisher(), Clock()
+        Dispatcher(pool, publisher, offer_timeout=30, clock=clock).handle(
+            contract.TRIP_CREATED, "r1", trip_json("sedan", trip_id="t1", rider="r1"))
+        key = f"{pool._p}offer:near"
+        older = json.loads(pool._redis.get(key))
+        del older["driver"]
+        pool._redis.set(key, json.dumps(older), keepttl=True)
+        clock.now = 30
+        Dispatcher(pool, publisher, offer_timeout=30, clock=clock).expire_offers()
+        assert publisher.sent[1] == (contract.DRIVER_TRIP_DECLINE, "near", "t1")
+        assert publisher.data[1]["driver"]["name"] == next(d for d in pool.drivers() if d.id == "near").name
+    finally:
+        next(making, None)

@@ -231,7 +231,7 @@ class RedisDriverPool:
         if gone is None:
             return None, None
         driver, offer = gone
-        return _driver_of(driver), (_offer_of(offer) if offer else None)
+        return _driver_of(driver), (_offer_of(driver_id, offer) if offer else None)
 
     def ask(self, driver_id, offer):
         ttl_ms = max(1, int((offer.expires_at - time.time()) * 1000)) + process_settings().offer_grace * 1000
@@ -253,7 +253,7 @@ class RedisDriverPool:
 
     def expired_offers(self, now):
         flat = self._expired(keys=[reply_key(self._p)], args=[self._p, now])
-        return [(flat[i], _offer_of(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return [(flat[i], _offer_of(flat[i], flat[i + 1])) for i in range(0, len(flat), 2)]
 
     def move(self, driver_id, location):
         key = f"{self._p}driver:{driver_id}"
@@ -351,8 +351,11 @@ def _offer_json(offer):
     return json.dumps(dataclasses.asdict(offer))
 
 
-def _offer_of(text):
+def _offer_of(driver_id, text):
     data = json.loads(text)
     trip = data["trip"]
-    return Offer(TripToDispatch(**{**trip, "pickup": Coordinate(**trip["pickup"]), "declined": tuple(trip["declined"])}),
-                 data["expires_at"], _driver_from(data["driver"]))
+    trip = TripToDispatch(**{**trip, "pickup": Coordinate(**trip["pickup"]), "declined": tuple(trip["declined"])})
+    # An offer a DriverService wrote before offers named their driver (a
+    # rolling deploy): the profile, made up from the id, is the same.
+    driver = _driver_from(data["driver"]) if "driver" in data else new_driver(driver_id, trip.package_slug)
+    return Offer(trip, data["expires_at"], driver)
