@@ -1,13 +1,23 @@
-"""Who gets which notification, from the feed alone: the Ledger of each
-worker, fed the same records in the same order, with no broker; what it
-decides is applied to stand-in sockets as the hub applies it."""
+"""The Ledger alone, with no broker: workers, each with its own queue and
+Ledger, read one registry in the same order; a stand-in broker routes a
+user's notices, at publish, to the queues that have the user bound, and
+keeps every notice in a stream for catch-ups. Each test says when each
+worker reads what, so a hand-over meets the orders it can meet."""
+import itertools
+import logging
+from collections import defaultdict
+
 import pytest
 
-from ridesync.gateway.sockets.ledger import Cut, Deliver, Ledger, Notice, Start
+from ridesync import contract
+from ridesync.gateway.sockets.ledger import (SEEN_IDS, Bind, CatchUp, Cut, Deliver, Forfeit, Ledger, Notice, Start,
+                                             Unbind, _Entry, _Held)
 
-ROLES = {"rider": {"trip.event.created", "trip.event.completed"},
-         "driver": {"driver.cmd.trip_request", "trip.event.completed"}}
-WINDOW, HANDOVER_WAIT, MAX_OWED = 30.0, 5.0, 1000
+CREATED, COMPLETED, LOCATION, REQUEST = (contract.TRIP_CREATED, contract.TRIP_COMPLETED, contract.TRIP_DRIVER_LOCATION,
+                                         contract.DRIVER_TRIP_REQUEST)
+ROLES = {"rider": {CREATED, COMPLETED, LOCATION}, "driver": {REQUEST, COMPLETED}}
+WINDOW, HANDOVER_WAIT, MAX_OWED, MARGIN = 30.0, 5.0, 100, 5.0  # MAX_OWED > SEEN_IDS, as in settings
+LOST = "gateway.lost"
 
 
 class Clock:
@@ -18,306 +28,422 @@ class Clock:
         return self.now
 
 
-class Inbox:
-    """A socket as the Ledger's decisions reach it: what it was handed, in the order it would write it."""
+class Broker:
+    def __init__(self):
+        self.clock = Clock()
+        self.registry = []  # (kind, role, user id, session, arguments)
+        self.stream = []  # (time, user id, Notice or the session of a `connected` marker)
+        self.bound = defaultdict(set)  # (role, user id) -> workers
+        self._ids = itertools.count(1)
 
-    def __init__(self, session, role="rider", user_id="r1"):
-        self.session, self.role, self.user_id = session, role, user_id
-        self.written, self.live, self.cut_off = [], False, False
+    def event(self, user_id="r1", kind=CREATED, role=None):
+        notice = Notice(kind, f"m{next(self._ids)}", b"{}", {"role": role} if role else {})
+        roles = [role] if role else [r for r, types in ROLES.items() if kind in types]
+        for worker in {worker for r in roles for worker in self.bound[r, user_id]}:
+            worker.queue.append(("notice", user_id, notice))
+        self.stream.append((self.clock.now, user_id, notice))
+        return notice.message_id
 
-    def put(self, notice):
-        assert not self.cut_off, "a cut inbox gets nothing more"
-        self.written.append(notice.message_id)  # held until live: order is what counts here
+    def mark(self, kind, role, user_id, session, **arguments):
+        self.registry.append((kind, role, user_id, session, arguments))
+        if kind == "connected":  # and by its CC, to the queues holding the user
+            for worker in self.bound[role, user_id]:
+                worker.queue.append(("marker", role, user_id, session))
+            self.stream.append((self.clock.now, user_id, session))
 
-    def release(self, first):
-        self.written[:0] = [notice.message_id for notice in first]
-        self.live = True
+
+class Phone:
+    """A socket as the hub drives it: it writes what it is given once started, unless stalled."""
+
+    sessions = itertools.count(1)
+
+    def __init__(self, role, user_id):
+        self.role, self.user_id, self.session = role, user_id, f"s{next(self.sessions)}"
+        self.given, self.written = [], []
+        self.started = self.stalled = self.closed = self.cut_off = False
+
+    def give(self, notice):
+        assert not self.cut_off, "a cut socket gets nothing more"
+        self.given.append(notice)
+        self.write()
+
+    def start(self, first):
+        self.given[:0] = first
+        self.started = True
+        self.write()
+
+    def write(self):
+        if self.started and not (self.stalled or self.closed):
+            self.written += [notice.message_id for notice in self.given]
+            self.given = []
 
     def cut(self):
         self.cut_off = True
+        unwritten, self.given = self.given, []
+        return unwritten
 
 
 class Worker:
-    """A worker's Ledger, its decisions applied to the sockets registered here."""
+    """A gateway worker: its Ledger, its queue, its sockets; decisions applied as the hub applies them."""
 
-    def __init__(self, ledger):
-        self._ledger, self._inboxes = ledger, {}
+    def __init__(self, broker, since=0):
+        """since: where in the registry it begins reading (a worker started later)."""
+        self.broker, self.queue, self.phones, self.catchups, self.decided = broker, [], {}, [], []
+        self.ledger = Ledger(WINDOW, HANDOVER_WAIT, MAX_OWED, MARGIN, ROLES, broker.clock)
+        self._read = since
 
-    def register(self, inbox):
-        self._inboxes[inbox.session] = inbox
-        self._ledger.register(inbox.session)
+    def open(self, user_id="r1", role="rider", marked=True):
+        phone = Phone(role, user_id)
+        self.phones[phone.session] = phone
+        self.apply(self.ledger.register(role, user_id, phone.session))
+        if marked:
+            self.mark(phone)
+        return phone
 
-    def __getattr__(self, name):
-        method = getattr(self._ledger, name)
-        if name not in ("connected", "leaving", "left", "notice"):
-            return method
-        return lambda *args: self._apply(method(*args))
+    def mark(self, phone):
+        self.broker.mark("connected", phone.role, phone.user_id, phone.session)
 
-    def _apply(self, decided):
+    def close(self, phone):
+        phone.closed = True
+        self.broker.mark("leaving", phone.role, phone.user_id, phone.session)
+
+    def read(self):
+        self.read_queue()
+        self.read_registry()
+
+    def read_queue(self):
+        while self.queue:
+            kind, *record = self.queue.pop(0)
+            self.apply((self.ledger.notice if kind == "notice" else self.ledger.marker)(*record))
+
+    def read_registry(self):
+        for kind, role, user_id, session, arguments in self.broker.registry[self._read:]:
+            self._read += 1
+            self.apply(getattr(self.ledger, kind)(role, user_id, session, **arguments))
+            if kind == "left" and session in self.phones:
+                self.apply(self.ledger.forget(session))
+
+    def expire(self):
+        decided = self.ledger.expire()
+        self.apply(decided)
+        return decided
+
+    def catch_up(self):
+        """Each CatchUp: the stream from its since until the session's marker."""
+        for role, user_id, session, since, _skip in self.catchups:
+            records = [(owner, item) for at, owner, item in self.broker.stream if at >= since and owner == user_id]
+            read = list(itertools.takewhile(lambda record: record[1] != session, records))
+            notices = [item for _owner, item in read if isinstance(item, Notice)]
+            self.apply(self.ledger.caught_up(role, user_id, session, notices))
+        self.catchups = []
+
+    def apply(self, decided):
+        self.decided += decided
         for decision in decided:
-            inbox = self._inboxes[decision.session]
-            if isinstance(decision, Deliver):
-                inbox.put(decision.notice)
-            elif isinstance(decision, Start):
-                inbox.release(decision.first)
+            if isinstance(decision, (Bind, Unbind)):
+                bound = self.broker.bound[decision.role, decision.user_id]
+                bound.add(self) if isinstance(decision, Bind) else bound.discard(self)
+            elif isinstance(decision, CatchUp):
+                self.catchups.append(decision)
+            elif isinstance(decision, Forfeit):
+                lost = Notice(LOST, f"lost-{decision.session}", b"{}", {})
+                self.broker.mark("left", decision.role, decision.user_id, decision.session, carried=[lost], seen=[],
+                                 forfeit=True)
             else:
-                assert isinstance(decision, Cut)
-                inbox.cut()
-
-    @property
-    def users(self):
-        return self._ledger.users
-
-
-class Feed:
-    """Records in offset order, to one or more workers' Ledgers."""
-
-    def __init__(self, *mailrooms):
-        self.mailrooms, self.offset = list(mailrooms), 0
-
-    def _next(self):
-        self.offset += 1
-        return self.offset
-
-    def event(self, user_id, kind="trip.event.created", message_id=None):
-        offset = self._next()
-        notice = Notice(offset, kind, message_id or f"m{offset}", b"{}", {})
-        for room in self.mailrooms:
-            room.notice(user_id, notice)
-        return notice
-
-    def connected(self, session, role="rider", user_id="r1"):
-        self._next()
-        for room in self.mailrooms:
-            room.connected(role, user_id, session)
-
-    def opened(self, room, *inboxes):
-        """Sockets opening on the worker of room."""
-        for inbox in inboxes:
-            room.register(inbox)
-            self.connected(inbox.session, inbox.role, inbox.user_id)
-
-    def leaving(self, session, role="rider", user_id="r1"):
-        offset = self._next()
-        for room in self.mailrooms:
-            room.leaving(role, user_id, session)
-        return offset
-
-    def left(self, session, cut, unwritten=(), role="rider", user_id="r1", forfeit=False):
-        self._next()
-        for room in self.mailrooms:
-            room.left(role, user_id, session, cut, list(unwritten), forfeit)
+                phone = self.phones[decision.session]
+                if isinstance(decision, Deliver):
+                    phone.give(decision.notice)
+                elif isinstance(decision, Start):
+                    phone.start(decision.first)
+                else:
+                    assert isinstance(decision, Cut)
+                    self.broker.mark("left", phone.role, phone.user_id, phone.session,
+                                     carried=phone.cut() + decision.owed, seen=decision.seen,
+                                     drained_at=self.broker.clock.now if decision.drained else None)
 
 
-def mailroom(clock):
-    return Worker(Ledger(WINDOW, HANDOVER_WAIT, MAX_OWED, ROLES, clock))
+@pytest.fixture
+def broker():
+    return Broker()
 
 
-def test_a_connected_user_gets_their_events_in_order_and_no_one_elses():
-    clock = Clock()
-    room = mailroom(clock)
-    mine, theirs = Inbox("s1"), Inbox("s2", user_id="r2")
-    feed = Feed(room)
-    feed.opened(room, mine, theirs)
-    first, second = feed.event("r1"), feed.event("r1")
-    other = feed.event("r2")
-    assert mine.live and mine.written == [first.message_id, second.message_id]
-    assert theirs.written == [other.message_id]
+def everything(*workers):
+    """Each reads what it has, until nothing changes."""
+    while any(w.queue or w._read < len(w.broker.registry) or w.catchups for w in workers):
+        for worker in workers:
+            worker.read()
+            worker.catch_up()
 
 
-def test_a_type_goes_only_to_the_roles_that_take_it():
-    clock = Clock()
-    room = mailroom(clock)
-    rider, driver = Inbox("s1"), Inbox("s2", role="driver")
-    feed = Feed(room)
-    feed.opened(room, rider, driver)
-    request = feed.event("r1", "driver.cmd.trip_request")
-    completed = feed.event("r1", "trip.event.completed")
-    assert rider.written == [completed.message_id]
-    assert driver.written == [request.message_id, completed.message_id]
+def away(broker):
+    """Two workers; a socket of r1 opened on the first, and closed."""
+    a_worker, b_worker = Worker(broker), Worker(broker)
+    a = a_worker.open()
+    everything(a_worker, b_worker)
+    a_worker.close(a)
+    everything(a_worker, b_worker)
+    return a_worker, b_worker, a
 
 
-def test_a_notification_naming_its_role_goes_only_to_that_role_of_the_owner_here_or_kept_elsewhere():
-    clock = Clock()
-    here, there = mailroom(clock), mailroom(clock)
-    feed = Feed(here, there)
-    rider = Inbox("s1")
-    feed.opened(here, rider)
-    for_rider = Notice(feed._next(), "trip.event.completed", "for-rider", b"{}", {"role": "rider"})
-    for room in (here, there):
-        room.notice("r1", for_rider)
-    driver = Inbox("s2", role="driver")
-    feed.opened(there, driver)  # a driver r1 after the rider r1's event, on another worker
-    for_driver = feed.event("r1", "driver.cmd.trip_request")
-    assert rider.written == ["for-rider"]
-    assert driver.written == [for_driver.message_id]
+def test_a_socket_gets_its_users_notices_in_order_and_an_idle_worker_gets_none(broker):
+    here, idle = Worker(broker), Worker(broker)
+    mine, theirs = here.open("r1"), here.open("r2")
+    everything(here, idle)
+    sent = [broker.event("r1"), broker.event("r1")]
+    other = broker.event("r2")
+    everything(here, idle)
+    assert mine.written == sent and theirs.written == [other]
+    assert here.ledger.bound == {("rider", "r1"), ("rider", "r2")} and not idle.ledger.bound and not idle.queue
 
 
-def test_what_a_closed_socket_did_not_write_and_what_came_while_away_reach_the_next_socket_elsewhere_in_order():
-    clock = Clock()
-    here, there = mailroom(clock), mailroom(clock)
-    feed = Feed(here, there)
-    old = Inbox("s1")
-    here.register(old)
-    feed.connected("s1")
-    written, unwritten = feed.event("r1"), feed.event("r1")
-    cut = feed.leaving("s1")
-    assert old.cut_off
-    away = [feed.event("r1"), feed.event("r1")]
-    feed.left("s1", cut, [unwritten])
-    clock.now += WINDOW - 1
-    new = Inbox("s2")
-    there.register(new)
-    feed.connected("s2")
-    after = feed.event("r1")
-    assert new.live
-    assert new.written == [n.message_id for n in [unwritten, *away, after]]
-    assert written.message_id not in new.written
+def test_a_rider_and_a_driver_of_the_same_id_are_two_users(broker):
+    """A type goes to the roles that take it; a `role` header names one."""
+    a, b = Worker(broker), Worker(broker)
+    rider, driver = a.open("u1", "rider"), b.open("u1", "driver")
+    everything(a, b)
+    both, request = broker.event("u1", COMPLETED), broker.event("u1", REQUEST)
+    for_rider = broker.event("u1", COMPLETED, role="rider")
+    everything(a, b)
+    assert rider.written == [both, for_rider]
+    assert driver.written == [both, request]
 
 
-def test_a_newer_socket_cuts_the_older_one_and_waits_for_what_it_did_not_write():
-    clock = Clock()
-    here, there = mailroom(clock), mailroom(clock)
-    feed = Feed(here, there)
-    old, new = Inbox("s1"), Inbox("s2")
-    here.register(old)
-    there.register(new)
-    feed.connected("s1")
-    unwritten = feed.event("r1")
-    feed.connected("s2")
-    assert old.cut_off and not new.live
-    during = feed.event("r1")  # before the old socket's worker said what it held
-    feed.left("s1", cut=feed.offset - 1, unwritten=[unwritten])
-    after = feed.event("r1")
-    assert new.live and new.written == [unwritten.message_id, during.message_id, after.message_id]
+@pytest.mark.parametrize("stalled", [False, True], ids=["written", "carried"])
+@pytest.mark.parametrize("b_reads_first", [False, True])
+def test_an_event_a_reads_before_the_new_sockets_marker_is_as_and_b_skips_its_copy(broker, stalled, b_reads_first):
+    """Pitfall 1, both interleavings: only_a is routed before B's bind-ok
+    (A's queue only); both reaches both queues before M, so A has it and
+    B skips its copy; after comes after M, A drops it, B writes it."""
+    a_worker, b_worker = Worker(broker), Worker(broker)
+    a = a_worker.open()
+    everything(a_worker, b_worker)
+    a.stalled = stalled
+    only_a = broker.event()
+    b = b_worker.open(marked=False)
+    both = broker.event()
+    b_worker.mark(b)
+    after = broker.event()
+    if b_reads_first:
+        everything(b_worker)
+        assert not b.started  # it awaits left(a)
+    everything(a_worker, b_worker)
+    assert a.cut_off and b.started
+    assert a.written + b.written == [only_a, both, after]
+    assert a.written == ([] if stalled else [only_a, both])
+    assert broker.bound["rider", "r1"] == {b_worker}
 
 
-def test_a_repeated_marker_of_an_older_socket_changes_nothing():
-    clock = Clock()
-    room = mailroom(clock)
-    feed = Feed(room)
-    old, new = Inbox("s1"), Inbox("s2")
-    room.register(old)
-    room.register(new)
-    feed.connected("s1")
-    feed.connected("s2")
-    feed.left("s1", cut=feed.offset)
-    feed.connected("s1")  # published again after a broker reconnect
-    event = feed.event("r1")
-    assert new.written == [event.message_id] and not new.cut_off
+def test_an_event_routed_after_the_marker_is_dropped_by_a_and_written_by_b(broker):
+    a_worker, b_worker = Worker(broker), Worker(broker)
+    a = a_worker.open()
+    everything(a_worker, b_worker)
+    b = b_worker.open()
+    after = [broker.event(), broker.event()]
+    a_worker.read_queue()  # M, then both events: dropped here
+    assert a.cut_off and a.written == []
+    everything(a_worker, b_worker)
+    assert b.written == after
 
 
-def test_a_worker_that_started_after_the_socket_opened_drops_what_that_socket_had():
-    """Its feed began after the `connected`: the user looked away, but what
-    it kept was the open socket's, which says in its `left` what it missed."""
-    clock = Clock()
-    late = mailroom(clock)
-    feed = Feed(late)
-    written, unwritten = feed.event("r1"), feed.event("r1")
-    cut = feed.leaving("s1")
-    away = feed.event("r1")
-    feed.left("s1", cut, [unwritten])
-    new = Inbox("s2")
-    late.register(new)
-    feed.connected("s2")
-    assert new.written == [unwritten.message_id, away.message_id]
-    assert written.message_id not in new.written
+def test_a_hand_over_on_one_worker_cuts_exactly_at_the_marker_and_keeps_the_binding(broker):
+    worker = Worker(broker)
+    a = worker.open()
+    everything(worker)
+    before = broker.event()
+    b = worker.open(marked=False)  # bound already: no second Bind
+    during = [broker.event() for _ in range(SEEN_IDS + 5)]  # more than a `left` names
+    worker.mark(b)
+    after = broker.event()
+    everything(worker)
+    assert a.written == [before, *during] and b.written == [after]
+    assert [d for d in worker.decided if isinstance(d, (Bind, Unbind))] == [Bind("rider", "r1")]  # a user, a binding
+    assert worker.ledger.bound == {("rider", "r1")} and worker.ledger.users == 1
 
 
-def test_a_late_worker_waits_for_the_left_of_a_socket_it_never_saw_before_giving_what_it_kept():
-    clock = Clock()
-    late = mailroom(clock)
-    feed = Feed(late)
-    written = feed.event("r1")  # for a socket open on another worker since before this one's feed
-    new = Inbox("s2")
-    late.register(new)
-    feed.connected("s2")
-    assert not new.live
-    feed.left("s1", cut=feed.offset, unwritten=[])
-    assert new.live and new.written == []
-    assert written.message_id not in new.written
+def test_an_away_user_reconnecting_elsewhere_gets_what_was_owed_then_what_comes(broker):
+    a_worker, b_worker = Worker(broker), Worker(broker)
+    a = a_worker.open()
+    everything(a_worker, b_worker)
+    written = broker.event()
+    everything(a_worker)
+    a_worker.close(a)
+    everything(a_worker, b_worker)
+    owed = [broker.event(), broker.event()]
+    everything(a_worker, b_worker)
+    assert a.written == [written] and broker.bound["rider", "r1"] == {a_worker}  # held for the window
+    b = b_worker.open()
+    after = broker.event()
+    everything(a_worker, b_worker)
+    assert b.written == owed + [after]
+    assert not a_worker.ledger.bound and broker.bound["rider", "r1"] == {b_worker}
 
 
-def test_without_the_older_sockets_left_the_new_ones_worker_forfeits_it_for_every_worker():
-    clock = Clock()
-    here, there = mailroom(clock), mailroom(clock)
-    feed = Feed(here, there)
-    feed.connected("s1")  # on a worker that then died
-    new = Inbox("s2")
-    here.register(new)
-    feed.connected("s2")
-    during = feed.event("r1")
-    assert here.expire() == [] and not new.live
-    clock.now += HANDOVER_WAIT + 0.1
-    assert there.expire() == []  # only the worker that has the waiting socket speaks
-    assert here.expire() == [("rider", "r1", "s1")]
-    assert here.expire() == []  # once
-    feed.left("s1", cut=feed.offset, forfeit=True)
-    assert new.live and new.written == [during.message_id]
-    feed.left("s1", cut=feed.offset, unwritten=[feed.event("r2")])  # the real one, too late: ignored
-    assert new.written == [during.message_id]
+def test_an_away_user_past_the_window_is_not_awaited_then_cut_with_nothing_and_unbound(broker):
+    a_worker, b_worker, a = away(broker)
+    broker.event()  # owed, for the window only
+    everything(a_worker, b_worker)
+    broker.clock.now += WINDOW + 1
+    b = b_worker.open()
+    b_worker.read_registry()
+    assert b.started  # no wait for A's `left`
+    ((session, owed, seen, drained), unbind) = a_worker.expire()
+    assert (session, owed, seen, drained, unbind) == (a.session, [], [], False, Unbind("rider", "r1"))
+    assert a_worker.ledger.users == 0 and broker.bound["rider", "r1"] == {b_worker}  # forgotten, unbound
+    after = broker.event()
+    everything(a_worker, b_worker)
+    assert b.written == [after]
 
 
-def test_a_user_away_longer_than_the_window_is_forgotten():
-    clock = Clock()
-    room = mailroom(clock)
-    feed = Feed(room)
-    room.register(Inbox("s1"))
-    feed.connected("s1")
-    cut = feed.leaving("s1")
-    feed.left("s1", cut)
-    feed.event("r1")
-    clock.now += WINDOW + 1
-    room.expire()
-    assert room.users == 0
-    new = Inbox("s2")
-    room.register(new)
-    feed.connected("s2")
-    assert new.live and new.written == []
+def test_without_the_older_sockets_left_the_new_ones_worker_forfeits_it_once(broker):
+    dead, b_worker, other = Worker(broker), Worker(broker), Worker(broker)
+    gone = dead.open()
+    everything(dead, b_worker, other)
+    b = b_worker.open()
+    during = broker.event()
+    everything(b_worker, other)  # the dead worker reads nothing more
+    assert b_worker.expire() == [] and not b.started
+    broker.clock.now += HANDOVER_WAIT + 0.1
+    assert other.expire() == []  # only the worker holding the waiting socket speaks
+    assert b_worker.expire() == [Forfeit("rider", "r1", gone.session)]
+    assert b_worker.expire() == []  # once
+    everything(b_worker, other)
+    assert b.written == [f"lost-{gone.session}", during]
+    dead.read()  # not dead after all: its `left` now changes nothing
+    everything(b_worker, other)
+    assert gone.cut_off and b.written == [f"lost-{gone.session}", during]
 
 
-@pytest.mark.parametrize("extra", [1, 5])
-def test_what_is_kept_for_an_away_user_is_bounded(extra, caplog):
-    clock = Clock()
-    room = mailroom(clock)
-    feed = Feed(room)
-    events = [feed.event("r9") for _ in range(MAX_OWED + extra)]
-    room.register(inbox := Inbox("s1", user_id="r9"))
-    feed.connected("s1", user_id="r9")
-    clock.now += HANDOVER_WAIT + 0.1  # never seen connected: it might have had a socket elsewhere
-    ((role, user_id, unknown),) = room.expire()
-    feed.left(unknown, cut=feed.offset, user_id="r9", forfeit=True)
-    assert inbox.written == [n.message_id for n in events[extra:]]
+@pytest.mark.parametrize("next_worker", ["running", "started after the drain"])
+def test_a_drained_left_makes_the_next_socket_catch_up_what_reached_no_queue(broker, next_worker):
+    a_worker, running = Worker(broker), Worker(broker)
+    a = a_worker.open()
+    everything(a_worker, running)
+    written = [broker.event() for _ in range(SEEN_IDS + 5)]  # more than its `left` names: the catch-up reads them
+    everything(a_worker)
+    a.stalled = True
+    unwritten = broker.event()
+    everything(a_worker)
+    a_worker.close(a)
+    everything(a_worker)
+    owed = broker.event()
+    everything(a_worker)
+    decided = a_worker.ledger.drain()
+    assert [(type(d), d.drained) for d in decided] == [(Cut, True)]  # no Unbind: the queue goes with the worker
+    a_worker.apply(decided)
+    gap = broker.event()  # after the drain, before any bind-ok: only in the stream
+    b_worker = running if next_worker == "running" else Worker(broker)
+    everything(b_worker)
+    b = b_worker.open(marked=False)
+    buffered = broker.event()
+    b_worker.mark(b)
+    after = broker.event()
+    b_worker.read()
+    ((role, user_id, session, since, skip),) = b_worker.catchups
+    assert (session, since) == (b.session, broker.clock.now - MARGIN) and set(written[-SEEN_IDS + 2:]) <= skip
+    everything(b_worker)
+    assert b.written == [unwritten, owed, gap, buffered, after]
+    assert set(a.written) == set(written)
+
+
+def test_a_late_bind_catches_up_from_the_upgrade(broker):
+    worker = Worker(broker)
+    phone = worker.open(marked=False)
+    upgraded = broker.clock.now
+    broker.bound.clear()  # its bind-ok is late: what is published meanwhile reaches only the stream
+    missed = broker.event()
+    worker.apply(worker.ledger.late("rider", "r1", phone.session, upgraded))
+    broker.bound["rider", "r1"].add(worker)
+    worker.mark(phone)
+    after = broker.event()
+    everything(worker)
+    assert phone.written == [missed, after]
+
+
+def test_a_socket_replaced_twice_before_it_started_hands_everything_on_once(broker):
+    a_worker, b_worker, c_worker = Worker(broker), Worker(broker), Worker(broker)
+    a = a_worker.open()
+    everything(a_worker, b_worker, c_worker)
+    a.stalled = True
+    first = broker.event()
+    b = b_worker.open()
+    second = broker.event()
+    c = c_worker.open()
+    third = broker.event()
+    everything(c_worker, b_worker)  # both read the registry before A's `left`
+    assert not b.started and b.cut_off
+    everything(a_worker, b_worker, c_worker)
+    assert not b.started and c.written == [first, second, third]
+
+
+def test_a_left_of_a_socket_opened_before_this_worker_began_still_reaches_the_next_socket(broker):
+    a_worker = Worker(broker)
+    a = a_worker.open()
+    everything(a_worker)
+    a.stalled = True
+    unwritten = broker.event()
+    everything(a_worker)
+    late = Worker(broker, since=len(broker.registry))  # its registry replay does not reach a's marker
+    b = late.open()
+    everything(late)
+    assert b.started
+    everything(a_worker, late)
+    assert b.written == [unwritten]
+
+
+def test_a_repeated_marker_left_or_notice_changes_nothing(broker):
+    a_worker, b_worker = Worker(broker), Worker(broker)
+    a = a_worker.open()
+    everything(a_worker, b_worker)
+    first = broker.event()
+    b = b_worker.open()
+    second = broker.event()
+    everything(a_worker, b_worker)
+    # After a broker reconnect: markers published again, unacked messages read again.
+    broker.registry += [record for record in broker.registry if record[0] in ("connected", "left")]
+    for worker in (a_worker, b_worker):
+        broker.bound["rider", "r1"].add(worker)
+        worker.queue += [("marker", "rider", "r1", a.session), ("marker", "rider", "r1", b.session)]
+    b_worker.queue.append(("notice", "r1", Notice(CREATED, second, b"{}", {})))
+    everything(a_worker, b_worker)
+    third = broker.event()
+    everything(a_worker, b_worker)
+    assert a.written == [first] and b.written == [second, third] and not b.cut_off
+    broker.clock.now += HANDOVER_WAIT + 1
+    assert a_worker.expire() == b_worker.expire() == []  # nothing awaited
+    c = a_worker.open()  # and the next hand-over goes as ever
+    fourth = broker.event()
+    everything(a_worker, b_worker)
+    assert b.cut_off and c.written == [fourth]
+
+
+def test_what_is_kept_for_an_away_user_is_bounded_dropping_the_oldest(broker, caplog):
+    a_worker, b_worker, _a = away(broker)
+    with caplog.at_level(logging.WARNING):
+        owed = [broker.event() for _ in range(MAX_OWED + 3)]
+        everything(a_worker)
+    b = b_worker.open()
+    everything(a_worker, b_worker)
+    assert b.written == owed[3:]
     assert caplog.text.count("dropping the oldest") == 1
 
 
-def test_what_came_before_a_late_connected_marker_is_still_owed_after_that_socket_leaves():
-    """The worker's broker connection was not up yet: its markers land after
-    events published meanwhile, and those reach the user's next socket."""
-    clock = Clock()
-    room = mailroom(clock)
-    feed = Feed(room)
-    early = [feed.event("r1"), feed.event("r1")]
-    room.register(Inbox("s1"))
-    feed.connected("s1")
-    cut = feed.leaving("s1")
-    feed.left("s1", cut)
-    room.register(new := Inbox("s2"))
-    feed.connected("s2")
-    assert new.live and new.written == [n.message_id for n in early]
+def test_a_reconnecting_socket_gets_no_driver_location_first_but_those_that_come_after(broker):
+    a_worker, b_worker, _a = away(broker)
+    _location, created = broker.event(kind=LOCATION), broker.event()
+    b = b_worker.open()
+    everything(a_worker, b_worker)
+    location = broker.event(kind=LOCATION)
+    everything(a_worker, b_worker)
+    assert b.written == [created, location]
 
 
-def test_what_came_before_a_late_marker_on_another_worker_is_kept_there_and_here_alike():
-    """Both workers keep what no socket has taken until the one that opened
-    and left says, in its `left`, that it took none of it."""
-    clock = Clock()
-    here, there = mailroom(clock), mailroom(clock)
-    feed = Feed(here, there)
-    early = feed.event("r1")
-    here.register(Inbox("s1"))
-    feed.connected("s1")
-    cut = feed.leaving("s1")
-    feed.left("s1", cut)
-    there.register(new := Inbox("s2"))
-    feed.connected("s2")
-    assert new.live and new.written == [early.message_id]
+def test_an_idle_users_entry_and_socket_hold_no_lists(broker):
+    """Memory per idle rider (bench/RESULTS.md): a list only once needed."""
+    here, elsewhere = Worker(broker), Worker(broker)
+    here.open()
+    everything(here, elsewhere)
+    entries = [here.ledger._entries["rider", "r1"], elsewhere.ledger._entries["rider", "r1"]]
+    held = next(iter(here.ledger._here.values()))
+    for kept in [*entries, held]:
+        slots = _Entry.__slots__ if isinstance(kept, _Entry) else _Held.__slots__
+        assert [name for name in slots if isinstance(getattr(kept, name), (list, set, dict))] == []

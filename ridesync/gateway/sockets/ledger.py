@@ -1,20 +1,32 @@
-"""Who gets which notification: decided from one ordered feed, the same on
-every gateway worker, with no I/O here. Each call returns what this worker
-is to do, as plain values (Deliver, Start, Cut), which the hub applies.
+"""Who gets which notification on this gateway worker, decided with no I/O:
+each call returns what the worker does, as plain values the hub applies.
 
-The feed (a RabbitMQ stream, sockets/feed.py) holds every
-notification for a user's socket and, between them, markers of the sockets'
-comings and goings: `connected` when a socket opens, `leaving` when it
-closes, and `left` with what it had been given but had not written. Every
-worker reads all of it in the same order, so each knows, at each point of
-the feed, which session of a user is theirs to serve, and keeps, for a user
-with no open socket, what they are owed for the reconnect window.
+Two orders reach it. The registry (a stream of markers, read whole, in the
+same order by every worker) says who holds whom: `connected` when a socket
+opens, `leaving` when it closes, `left` when its worker has cut it, carrying
+what it did not write. The worker's own queue, in its own order, brings the
+notifications of the users bound to it, and the `connected` markers (M) of
+those users. A hand-over of user U from socket a (worker A) to b (worker B,
+maybe A itself):
 
-A session's notifications end where it is cut: at its own `leaving`, or at
-a newer session's `connected`. Up to the cut they are its worker's to write;
-what it did not write travels in its `left`, which the next session (on any
-worker) takes first, then what was kept while no one had the user, then
-what comes after."""
+1. B registers b and binds U's key to its queue (Bind); from then on what
+   it reads for U is kept for b, its buffer.
+2. B publishes M = connected(b), to the registry and to every queue bound
+   to U: A's and its own.
+3. Every worker reads connected(b) in the registry: a is awaited, unless its
+   `left` is in or it was away longer than the window.
+4. A reads M in ITS queue and cuts a there (Cut): what came before M was a's
+   (written, unwritten, or owed while away), what comes after is dropped.
+   Its `left` carries the unwritten and owed, and the ids a had lately
+   (seen); A unbinds U unless it holds another socket of theirs.
+5. B reads left(a): b starts (Start) with what it carried, then its buffer
+   less the ids carried or seen; then it is given what comes, in order.
+
+No left(a) within HANDOVER_WAIT (A died): B forfeits a (Forfeit) and goes
+on. A socket that closed stays held, bound, and owed what comes for the
+window, then is cut with nothing. A drained worker's `left` is kept by
+every worker for the user's next socket, which first catches up (CatchUp)
+from the notifications stream what reached no queue meanwhile."""
 import logging
 from collections import namedtuple
 
@@ -23,192 +35,342 @@ from ridesync.ride.tracking import without_locations
 
 log = logging.getLogger(__name__)
 
-Notice = namedtuple("Notice", "offset type message_id body headers")
+Notice = namedtuple("Notice", "type message_id body headers")
 # What this worker does, in the order given:
-Deliver = namedtuple("Deliver", "session notice")  # the session writes it, after what it was given before
-Start = namedtuple("Start", "session first")  # the session writes: first these, then what it was given
-Cut = namedtuple("Cut", "session")  # it gets nothing more; its `left` says what it did not write
-# Not a setting: a marker is published again only after a reconnect of the
-# feed, long before a user has had eight more sessions.
+Deliver = namedtuple("Deliver", "session notice")  # the socket writes it, after what it was given
+Start = namedtuple("Start", "session first")  # the socket writes: first these, then what it was given
+Cut = namedtuple("Cut", "session owed seen drained", defaults=(False,))  # its `left`: unwritten + owed, and seen
+Bind = namedtuple("Bind", "role user_id")  # the user's key to this worker's queue
+Unbind = namedtuple("Unbind", "role user_id")
+CatchUp = namedtuple("CatchUp", "role user_id session since skip")  # read back from since (epoch s) until M(session)
+Forfeit = namedtuple("Forfeit", "role user_id session")  # a `left` for it: its worker died holding it
+
+_Left = namedtuple("_Left", "session carried seen drained_at")  # a `left` read, for the socket after it
+# Not settings: a marker comes again only after a broker reconnect, long
+# before a user has had eight more sockets; and a hand-over's overlap is the
+# few ms between the new socket's bind-ok and its M, far under 64 notices.
 PAST_SESSIONS = 8  # sessions remembered per user, so a repeated marker changes nothing
+SEEN_IDS = 64  # ids a socket had lately: a `left` names them, and a repeated notice is dropped
 
 
 class Ledger:
-    def __init__(self, window, handover_wait, max_owed, roles, clock):
-        """roles: role -> notification types its sockets take. handover_wait:
-        seconds a new session waits for the `left` of the one it cut before
-        it starts without it (that worker died). max_owed: notifications kept
-        for one away user; the oldest go first."""
-        self._window = window
-        self._handover_wait = handover_wait
-        self._max_owed = max_owed
-        self._roles = roles
-        self._clock = clock
+    def __init__(self, window, handover_wait, max_owed, catchup_margin, roles, clock):
+        """roles: role -> notification types its sockets take. max_owed:
+        notices kept for one socket not writing; the oldest go first.
+        catchup_margin: seconds a catch-up reads back before the time it is
+        given (clocks differ)."""
+        self._window, self._handover_wait = window, handover_wait
+        self._max_owed, self._catchup_margin = max_owed, catchup_margin
+        self._roles, self._clock = roles, clock
         self._entries = {}  # (role, user id) -> _Entry
-        self._here = set()  # sessions of this worker's sockets
+        self._here = {}  # session -> _Held: this worker's sockets, until cut
 
-    # This worker's own sockets.
+    # This worker's sockets.
 
-    def register(self, session):
-        """A socket is opening here; its `connected` marker follows in the feed."""
-        self._here.add(session)
+    def register(self, role, user_id, session):
+        """A socket opening here, before its bind and its marker."""
+        entry = self._entry(role, user_id)
+        held = self._here[session] = _Held(session, role, user_id)
+        entry.here = (*(entry.here or ()), held)
+        return [Bind(role, user_id)] if len(entry.here) == 1 else []
+
+    def late(self, role, user_id, session, since):
+        """Its bind-ok came late (MARKER_WAIT): what was published from since
+        (epoch s) may be only in the notifications stream; it catches up."""
+        held = self._here.get(session)
+        if held is not None:
+            held.late_since = since
+        return []
 
     def forget(self, session):
-        self._here.discard(session)
+        """Its socket is gone and its `left` is in the registry."""
+        held = self._here.pop(session, None)
+        return [] if held is None else self._drop(self._entries[held.role, held.user_id], held)
 
-    # The feed, in order: each returns what this worker does.
+    # The registry, in order.
 
     def connected(self, role, user_id, session):
         entry = self._entry(role, user_id)
-        if session == entry.open or session in entry.past:
-            return []  # a marker published again after a reconnect
+        order = entry.order()
+        if session in order:
+            return []  # published again after a broker reconnect
         decided = []
-        if entry.open is not None:
-            decided += self._cut(entry, entry.open)
-        elif not entry.known and entry.owed:
-            # Kept before this worker heard of the user: another worker may
-            # have a socket of theirs that this one is about to cut.
-            entry.awaiting = _UNKNOWN
-        entry.known = True
-        entry.open = session
-        entry.waiting_since = self._clock()
-        entry.forfeited = entry.dropping = False
-        if entry.awaiting is not None:
-            return decided  # it starts, on whichever worker has it, once the cut one's `left` is in
-        if session not in self._here:
-            entry.owed = []  # the worker that has the socket gives them
+        for held in list(entry.here or ()):
+            if not held.started and held.session in order:
+                decided += self._cut(entry, held)  # replaced before it started: its buffer goes on
+        if entry.last is not None:
+            entry.past = _remember(entry.past, entry.last)
+            if not entry.settled and not entry.expired(self._clock()):
+                entry.awaiting = [*(entry.awaiting or ()), entry.last]
+        entry.last, entry.settled, entry.expires = session, False, None
+        lefts, entry.lefts = entry.lefts, None  # its worker takes them
+        held = self._here.get(session)
+        if held is None:
             return decided
-        return decided + [self._hand_owed(entry, session, [], -1)]
+        held.lefts, held.waiting_since = lefts, self._clock()
+        return decided + self._ready(entry)
 
     def leaving(self, role, user_id, session):
         entry = self._entry(role, user_id)
-        decided = []
-        if entry.open == session:
-            decided = self._cut(entry, session)
-        elif session not in entry.past and session not in entry.settled:
-            # Opened before this worker's feed began: what was kept for the
-            # user until now was that socket's, and its `left` says what it missed.
-            _remember(entry.past, session)
-            entry.awaiting = session
-            entry.owed.clear()
-        entry.known = True
-        entry.expires = self._clock() + self._window
-        return decided
-
-    def left(self, role, user_id, session, cut, unwritten, forfeit=False):
-        """cut: the feed offset where the session was cut; unwritten: the
-        notices before it that its socket was given but did not write.
-        forfeit: published by the worker of the session that waited for
-        this one's `left` in vain; what was kept is all still owed."""
-        entry = self._entry(role, user_id)
-        if session in entry.settled:
-            return []
-        _remember(entry.settled, session)
-        entry.known = True
-        if entry.awaiting in (session, _UNKNOWN) or forfeit:
-            entry.awaiting = None
-        # What was kept before the cut of a session this worker never saw
-        # open was that session's; for one it saw, it is still owed.
-        since = -1 if forfeit or session in entry.past else cut
-        if entry.open in self._here:
-            return [self._hand_owed(entry, entry.open, unwritten, since)]
-        if entry.open is None:
-            entry.owed = unwritten + [notice for notice in entry.owed if notice.offset > since]
-            entry.expires = self._clock() + self._window
-        elif entry.awaiting is None:
-            entry.owed = []  # the open session's worker has started it with them
+        held = self._here.get(session)
+        if held is not None:
+            held.away = True  # what comes for it is owed
+        if session == entry.last or entry.last is None:  # None: it opened before this worker's registry began
+            entry.last = session
+            entry.expires = entry.expires or self._clock() + self._window
         return []
 
+    def left(self, role, user_id, session, carried, seen, forfeit=False, drained_at=None):
+        """carried: what the session was given and did not write, and was
+        owed; seen: ids it had lately. forfeit: published by the worker of
+        the socket that waited for it in vain. drained_at: its worker
+        stopped then (epoch s); what came after reached only the stream."""
+        entry = self._entries.get((role, user_id))
+        if entry is None and drained_at is None:
+            return []  # no socket of the user here, nor kept for one
+        entry = entry or self._entry(role, user_id)
+        part = _Left(session, carried, seen, drained_at)
+        held = self._here.get(session)
+        decided = self._cut(entry, held) if held is not None else []  # forfeited: its M never reached this queue
+        mine = self._here.get(entry.last)
+        if session in (entry.awaiting or ()):
+            entry.awaiting = [s for s in entry.awaiting if s != session] or None
+            if mine is not None:
+                mine.lefts = [*(mine.lefts or ()), part]
+        elif session == entry.last or entry.last is None:
+            if entry.settled:
+                return decided
+            entry.last, entry.settled, entry.lefts = session, True, [part]  # for the user's next socket
+            entry.expires = entry.expires or self._clock() + self._window
+        elif session not in (entry.past or ()):  # opened before this worker's registry began: nobody awaited it
+            entry.past = [session, *(entry.past or ())][:PAST_SESSIONS]
+            if mine is not None and mine.started:
+                return decided + self._give_late(mine, carried)
+            if mine is not None:
+                mine.lefts = [*(mine.lefts or ()), part]
+        return decided + self._ready(entry)
+
+    # This worker's queue, in its order.
+
     def notice(self, user_id, notice):
-        named = notice.headers.get(ROLE_HEADER)
         decided = []
-        for role, types in self._roles.items():
-            if notice.type not in types or (named in self._roles and named != role):
-                continue  # a trip's rider r1 and its driver r1 are two users
-            entry = self._entry(role, user_id)
-            here = entry.open in self._here
-            if entry.open is None or (here and entry.awaiting is not None):
-                entry.owed.append(notice)  # until someone connects, or the one here may start
-                if len(entry.owed) > self._max_owed:
-                    del entry.owed[0]
-                    if not entry.dropping:  # one log line while they are away, not one per notification
-                        log.warning("%s %s is away with over %d notifications; dropping the oldest",
-                                    role, user_id, self._max_owed)
-                        entry.dropping = True
-            elif here:
-                decided.append(Deliver(entry.open, notice))
+        for role in self._roles_taking(notice):  # a trip's rider r1 and its driver r1 are two users
+            entry = self._entries.get((role, user_id))
+            if entry is None or not entry.here:
+                continue  # not held here (an unbind on its way)
+            writing = [held for held in entry.here if held.started]
+            for held in writing or entry.here:  # before M, the started socket's; else the new ones' buffers
+                decided += self._take(held, notice)
         return decided
 
+    def marker(self, role, user_id, session):
+        """M(session): the socket held here that was writing is cut, unless
+        the marker is of a socket older than it (a repeat)."""
+        entry = self._entries.get((role, user_id))
+        for held in (entry.here or ()) if entry is not None else ():
+            if held.started and held.session != session and not entry.older(session, held.session):
+                return self._cut(entry, held)
+        return []
+
+    def caught_up(self, role, user_id, session, notices):
+        """A catch-up's records for the user, in stream order: those up to the
+        last one the cut sockets had (seen or carried) were theirs."""
+        held = self._here.get(session)
+        if held is None or not held.catching:
+            return []
+        held.catching = False
+        skip = _skip(held.lefts)
+        had = [i for i, notice in enumerate(notices) if notice.message_id in skip]
+        caught = [notice for notice in notices[had[-1] + 1 if had else 0:] if role in self._roles_taking(notice)]
+        return self._start(held, caught)
+
+    # Every FEED_ACK_PAUSE, and at the end.
+
     def expire(self):
-        """Forgets users away longer than the window. Returns the sessions
-        whose `left` a socket here waited for too long (its worker died):
-        [(role, user id, session)], for this worker to publish a forfeit
-        `left` for each, so that every worker goes on at the same point."""
+        """Forfeits of sockets that waited too long for a `left` (its worker
+        died); cuts of sockets away longer than the window; forgets users."""
         now = self._clock()
-        forfeits = []
+        decided = []
         for key, entry in list(self._entries.items()):
-            if (entry.awaiting is not None and not entry.forfeited and entry.open in self._here
-                    and now - entry.waiting_since > self._handover_wait):
-                awaited = f"unknown-{entry.open}" if entry.awaiting is _UNKNOWN else entry.awaiting
-                log.warning("%s %s: no `left` for session %s within %.0fs; going on without what it held",
-                            key[0], key[1], awaited, self._handover_wait)
-                entry.forfeited = True
-                forfeits.append((key[0], key[1], awaited))
-            if entry.open is None and now > entry.expires:
-                del self._entries[key]
-        return forfeits
+            held = self._here.get(entry.last)
+            if held is not None and entry.awaiting and not held.forfeited \
+                    and now - held.waiting_since > self._handover_wait:
+                log.warning("%s %s: no `left` for session(s) %s within %.0fs; going on without what they held",
+                            key[0], key[1], ", ".join(entry.awaiting), self._handover_wait)
+                held.forfeited = True
+                decided += [Forfeit(*key, session) for session in entry.awaiting]
+            if entry.expired(now) or entry.last is None:
+                for held in [held for held in entry.here or () if held.away]:
+                    decided += self._cut(entry, held, expired=True)
+                if not entry.here:
+                    del self._entries[key]
+        return decided
+
+    def drain(self):
+        """The worker stops: every socket held here is cut, its `left` drained."""
+        return [decision for held in list(self._here.values())
+                for decision in self._cut(self._entries[held.role, held.user_id], held, drained=True)]
 
     @property
     def users(self):
         return len(self._entries)
 
+    @property
+    def bound(self):
+        return {key for key, entry in self._entries.items() if entry.here}
+
     def _entry(self, role, user_id):
         entry = self._entries.get((role, user_id))
         if entry is None:
-            entry = self._entries[(role, user_id)] = _Entry(self._clock() + self._window)
+            entry = self._entries[role, user_id] = _Entry()
         return entry
 
-    def _cut(self, entry, session):
-        """The open session gets nothing more; its worker, if it is this
-        one, publishes its `left`."""
-        entry.open = None
-        _remember(entry.past, session)
-        if session not in entry.settled:
-            entry.awaiting = session
-        return [Cut(session)] if session in self._here else []
+    def _roles_taking(self, notice):
+        named = notice.headers.get(ROLE_HEADER)
+        return [role for role, types in self._roles.items()
+                if notice.type in types and (named not in self._roles or named == role)]
 
-    @staticmethod
-    def _hand_owed(entry, session, unwritten, cut):
-        """The open session starts: first what the cut one did not write,
-        then what was kept after that cut (but no driver's location: the
-        last one is in its `trip.state`), then what comes."""
-        first = without_locations(unwritten + [notice for notice in entry.owed if notice.offset > cut])
-        entry.owed = []
-        return Start(session, first)
+    def _take(self, held, notice):
+        if notice.message_id in (held.seen or ()):
+            return []  # read again after a broker reconnect
+        held.seen = _noted(held.seen, [notice.message_id])
+        if held.started and not held.away:
+            return [Deliver(held.session, notice)]
+        held.kept = held.kept or []
+        held.kept.append(notice)
+        if len(held.kept) > self._max_owed:
+            del held.kept[0]
+            if not held.dropping:  # one log line per socket, not one per notice
+                log.warning("%s %s: over %d notices kept for a socket not writing; dropping the oldest",
+                            held.role, held.user_id, self._max_owed)
+                held.dropping = True
+        return []
+
+    def _ready(self, entry):
+        """The user's newest socket, if here and awaiting nothing more, starts
+        (or first catches up what reached only the stream)."""
+        held = self._here.get(entry.last)
+        if held is None or held.started or held.catching or entry.awaiting:
+            return []
+        if held.lefts:
+            held.lefts.sort(key=lambda part: entry.position(part.session))
+        since = [part.drained_at for part in held.lefts or () if part.drained_at is not None]
+        since += [held.late_since] if held.late_since is not None else []
+        if not since:
+            return self._start(held, [])
+        held.catching = True
+        return [CatchUp(held.role, held.user_id, held.session, min(since) - self._catchup_margin,
+                        frozenset(_skip(held.lefts)))]
+
+    def _start(self, held, caught):
+        """First what the sockets before it carried, what was caught up, its
+        buffer, each less what came before (no driver's location: the last
+        one is in `trip.state`); then what it is given. Owed, if its socket
+        closed meanwhile."""
+        first = without_locations(_first(held, caught)[0])
+        held.started, held.lefts, held.kept = True, None, first if held.away and first else None
+        held.seen = _noted(held.seen, [notice.message_id for notice in first])
+        return [] if held.away else [Start(held.session, first)]
+
+    def _give_late(self, held, carried):
+        """A `left` no one here awaited, for a socket already writing: what it
+        carried, less what the socket had, goes in front of what it was given."""
+        first = without_locations([notice for notice in carried if notice.message_id not in (held.seen or ())])
+        held.seen = _noted(held.seen, [notice.message_id for notice in first])
+        return [Start(held.session, first)] if first else []
+
+    def _cut(self, entry, held, drained=False, expired=False):
+        self._here.pop(held.session, None)
+        owed, seen = ([], []) if expired else _first(held, [])
+        unbind = self._drop(entry, held)
+        return [Cut(held.session, owed, seen, drained), *([] if drained else unbind)]  # a stopping queue just expires
+
+    def _drop(self, entry, held):
+        entry.here = tuple(other for other in entry.here if other is not held) or None
+        return [] if entry.here else [Unbind(held.role, held.user_id)]
 
 
-_UNKNOWN = object()  # awaiting the `left` of a session this worker never saw open
+def _first(held, caught):
+    """What a socket hands on or starts with, oldest first, each notice
+    once, and the ids it had (seen)."""
+    first, skip = [], set()
+    for part in held.lefts or ():
+        first += _fresh(part.carried, skip)
+        skip.update(part.seen)
+    first += _fresh(caught, skip)
+    first += _fresh(held.kept or (), skip)
+    return first, [*skip.difference(notice.message_id for notice in first), *(held.seen or ())]
+
+
+def _fresh(notices, skip):
+    fresh = [notice for notice in notices if notice.message_id not in skip]
+    skip.update(notice.message_id for notice in notices)
+    return fresh
+
+
+def _skip(lefts):
+    return {i for part in lefts or () for i in (*part.seen, *(notice.message_id for notice in part.carried))}
 
 
 def _remember(sessions, session):
-    sessions.append(session)
-    del sessions[:-PAST_SESSIONS]
+    return [*(sessions or ()), session][-PAST_SESSIONS:]
+
+
+def _noted(seen, ids):
+    """seen and then ids, the last SEEN_IDS; None while there are none (an idle socket holds no list)."""
+    if not ids:
+        return seen
+    seen = seen or []
+    seen += ids
+    del seen[:-SEEN_IDS]
+    return seen
 
 
 class _Entry:
-    """What the feed says of one user in one role."""
+    """One user in one role: the registry's view, and this worker's sockets."""
 
-    __slots__ = ("open", "awaiting", "waiting_since", "owed", "expires", "past", "settled", "known", "forfeited",
-                 "dropping")
+    __slots__ = ("last", "settled", "expires", "awaiting", "past", "lefts", "here")
 
-    def __init__(self, expires):
-        self.open = None  # the session that gets this user's notifications now
-        self.awaiting = None  # a cut session whose `left` has not come yet
-        self.waiting_since = 0.0
-        self.owed = []  # kept while no session takes them, oldest first
-        self.expires = expires  # while no session is open: forgotten after this
-        self.past = []  # sessions cut, newest last
-        self.settled = []  # sessions whose `left` was seen, newest last
-        self.known = False  # a marker of this user was seen
-        self.forfeited = False  # this worker gave up waiting for the awaited `left`
-        self.dropping = False  # over max_owed: the oldest of what was kept are being dropped
+    def __init__(self):
+        self.last = None  # the newest session in the registry
+        self.settled = False  # its `left` is in
+        self.expires = None  # it left: forgotten after this
+        self.awaiting = None  # older sessions whose `left` it waits for, oldest first
+        self.past = None  # older sessions, oldest first
+        self.lefts = None  # the `left` of the newest session, for the user's next one
+        self.here = None  # a tuple of _Held: the user's sockets on this worker, oldest first
+
+    def order(self):
+        return [*(self.past or ()), *([self.last] if self.last is not None else [])]
+
+    def position(self, session):
+        order = self.order()
+        return order.index(session) if session in order else -1
+
+    def older(self, session, than):
+        """session is known to the registry, ahead of than."""
+        order = self.order()
+        return session in order and than in order and order.index(session) < order.index(than)
+
+    def expired(self, now):
+        return self.expires is not None and now > self.expires
+
+
+class _Held:
+    """One socket of this worker, from its registration to its cut."""
+
+    __slots__ = ("session", "role", "user_id", "started", "away", "catching", "forfeited", "dropping", "kept", "seen",
+                 "lefts", "waiting_since", "late_since")
+
+    def __init__(self, session, role, user_id):
+        self.session, self.role, self.user_id = session, role, user_id
+        self.started = False  # it writes: Start was decided
+        self.away = False  # its socket closed: what comes is owed
+        self.catching = False  # a CatchUp is out for it
+        self.forfeited = False  # it gave up waiting for the `left`s it awaited
+        self.dropping = False  # over max_owed: the oldest kept are being dropped
+        self.kept = None  # its buffer before it starts, what it is owed once away; oldest first
+        self.seen = None  # the last SEEN_IDS ids it had
+        self.lefts = None  # _Left of the sockets before it, read before it started
+        self.waiting_since = 0.0  # its `connected` was read then
+        self.late_since = None  # its bind-ok came late: catch up from then (epoch s)
