@@ -1,5 +1,6 @@
 """The messaging contract shared by every process: exchange, routing keys,
 queues and the envelope. DESIGN.md, "RabbitMQ", is the source of these names."""
+import hashlib
 import json
 
 from ridesync import messages
@@ -64,6 +65,7 @@ DRIVER_NOTIFICATION_KEYS = frozenset({
     TRIP_DRIVER_ASSIGNED, TRIP_DRIVER_ARRIVED, TRIP_STARTED, TRIP_COMPLETED, TRIP_CANCELLED,
 })
 NOTIFICATION_KEYS = RIDER_NOTIFICATION_KEYS | DRIVER_NOTIFICATION_KEYS
+ROLES = {"rider": RIDER_NOTIFICATION_KEYS, "driver": DRIVER_NOTIFICATION_KEYS}  # a socket's role -> its types
 # The header of a notification naming whose socket it is for, "rider" or
 # "driver": a trip's events go to its rider and to its driver, and a rider
 # and a driver may have the same id. Without it, every role taking the type.
@@ -75,10 +77,10 @@ def for_role(role):
     return {ROLE_HEADER: role}
 
 
-# The feed: every notification for a user's socket also goes to this
-# stream, which every gateway worker reads (ridesync/gateway/sockets/feed.py).
-# Its retention is far longer than any reconnect window: a worker that starts
-# reads the window back from it.
+# The record: every notification for a user's socket also goes to this
+# stream, with the sockets' `connected` markers, so that a worker can read
+# back what a drained worker's user missed (ridesync/gateway/sockets/feed.py).
+# Its retention is far longer than any reconnect window.
 NOTIFICATIONS_STREAM = "gateway.notifications"
 NOTIFICATIONS_STREAM_ARGUMENTS = {
     "x-queue-type": "stream",
@@ -86,6 +88,43 @@ NOTIFICATIONS_STREAM_ARGUMENTS = {
     "x-max-length-bytes": 2 * 1024**3,
     "x-stream-max-segment-size-bytes": 16 * 1024**2,  # retention drops whole segments
 }
+
+
+# Each gateway worker's own queue gets the notifications of the users it
+# holds: every notification (and a socket's `connected` marker) is also
+# routed, by a CC header, with the key live.<role>.<digest of the user>, from
+# `trip` to this direct exchange, where the holding worker binds that key.
+LIVE_EXCHANGE = "gateway.live"
+LIVE_KEYS = "live.#"  # what `trip` hands on to LIVE_EXCHANGE
+WORKER_QUEUE_PREFIX = "gateway.worker."  # then <host>.<pid>.<random>: one gateway worker's own queue
+# The registry: the markers of every socket's comings and goings
+# (`connected`, `leaving`, `left`), read whole by every gateway worker.
+# Markers are published to `trip` with their type as routing key.
+SOCKETS_STREAM = "gateway.sockets"
+MARKER_KEYS = "gateway.*"
+CONNECTED, LEAVING, LEFT = "gateway.connected", "gateway.leaving", "gateway.left"
+SOCKETS_STREAM_ARGUMENTS = {
+    "x-queue-type": "stream",
+    "x-max-age": "1h",
+    "x-max-length-bytes": 256 * 1024**2,
+    "x-stream-max-segment-size-bytes": 4 * 1024**2,
+}
+
+
+def live_key(role, user_id):
+    """The routing key of one user's notifications to the worker holding
+    them. A digest: user ids come from phones, and a routing key is at most 255 bytes."""
+    return f"live.{role}.{hashlib.blake2b(user_id.encode(), digest_size=16).hexdigest()}"
+
+
+def live_keys(routing_key, headers):
+    """The live keys (CC) of a notification: the role its `role` header
+    names, or each role whose sockets take the type; none for another message."""
+    owner, named = headers.get("owner"), headers.get(ROLE_HEADER)
+    if not isinstance(owner, str):
+        return []
+    return [live_key(role, owner) for role, keys in ROLES.items()
+            if routing_key in keys and (named not in ROLES or named == role)]
 
 
 def envelope(owner_id, data):

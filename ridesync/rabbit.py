@@ -88,7 +88,8 @@ def broker_answers(url, timeout=2.0):
 
 def declare_topology(channel, work_queue_type=None):
     """The exchange, the service work queues and their dead-letter queue, and
-    the gateway's feed of notifications. Every process declares it, so none
+    the gateway's live side: the record of notifications, the registry of
+    sockets, and the exchange the workers' own queues are bound to. Every process declares it, so none
     depends on which one started first; and all alike, for the broker refuses
     a queue declared again with other arguments. work_queue_type: classic or
     quorum (replicated over a cluster's nodes); the WORK_QUEUE_TYPE setting
@@ -106,8 +107,12 @@ def declare_topology(channel, work_queue_type=None):
             channel.queue_bind(queue, contract.TRIP_EXCHANGE, routing_key=key)
     channel.queue_declare(contract.NOTIFICATIONS_STREAM, durable=True,
                           arguments=contract.NOTIFICATIONS_STREAM_ARGUMENTS)
-    for key in contract.NOTIFICATION_KEYS:
+    for key in (*contract.NOTIFICATION_KEYS, contract.CONNECTED):
         channel.queue_bind(contract.NOTIFICATIONS_STREAM, contract.TRIP_EXCHANGE, routing_key=key)
+    channel.queue_declare(contract.SOCKETS_STREAM, durable=True, arguments=contract.SOCKETS_STREAM_ARGUMENTS)
+    channel.queue_bind(contract.SOCKETS_STREAM, contract.TRIP_EXCHANGE, routing_key=contract.MARKER_KEYS)
+    channel.exchange_declare(contract.LIVE_EXCHANGE, "direct", durable=True)
+    channel.exchange_bind(contract.LIVE_EXCHANGE, contract.TRIP_EXCHANGE, routing_key=contract.LIVE_KEYS)
 
 
 def work_queue_arguments(work_queue_type):
@@ -118,17 +123,15 @@ def work_queue_arguments(work_queue_type):
 
 def message_properties(routing_key, owner_id, headers=None, message_id=None):
     """Persistent JSON with the owner and type as headers (the gateway's
-    feed sorts notifications by them)."""
+    feed sorts notifications by them); a notification also goes, by its CC,
+    to the gateway worker holding its user (contract.live_keys)."""
+    headers = {"owner": owner_id, "type": routing_key, **telemetry.message_headers(), **(headers or {})}
+    live = contract.live_keys(routing_key, headers)
     return pika.BasicProperties(
         content_type="application/json",
         delivery_mode=pika.DeliveryMode.Persistent,
         message_id=message_id or uuid.uuid4().hex,  # lets a socket or consumer drop a redelivered copy
-        headers={
-            "owner": owner_id,
-            "type": routing_key,
-            **telemetry.message_headers(),
-            **(headers or {}),
-        },
+        headers={**headers, "CC": live} if live else headers,
     )
 
 
@@ -185,8 +188,8 @@ class Publisher:
             raise
 
     def notify(self, routing_key, owner_id, data, headers=None, message_id=None):
-        """Publishes an event for one user's socket. The gateway's feed takes
-        every notification type, whoever is connected; should no queue take
+        """Publishes an event for one user's socket. The gateway's record
+        takes every notification type, whoever is connected; should no queue take
         it (a broker without the topology) it is logged and dropped."""
         try:
             self.publish(routing_key, owner_id, data, headers, message_id)

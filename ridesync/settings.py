@@ -261,22 +261,28 @@ class Settings:
                                      "before a consumer connects again to the broker, or PostgreSQL, that went away")
     # The live sockets' feed (README, Live sockets)
     feed_prefetch: int = setting("FEED_PREFETCH", 1000, COUNT,
-                                 "notifications in flight from the stream to a gateway worker (a stream consumer "
-                                 "needs a prefetch)")
+                                 "notifications and markers in flight from its queue, or a stream, to a gateway "
+                                 "worker")
     feed_ack_every: int = setting("FEED_ACK_EVERY", 100, COUNT,
-                                  "stream records a gateway worker acks at once (a stream ack only grants credit)")
+                                  "messages a gateway worker acks at once (on a stream an ack only grants credit)")
     feed_ack_pause: float = setting("FEED_ACK_PAUSE", 0.2, SOME_SECONDS,
                                     "after which a gateway worker acks what it read anyway, and gives up the "
                                     "hand-overs that waited HANDOVER_WAIT")
     feed_replay_margin: float = setting("FEED_REPLAY_MARGIN", 30.0, SECONDS,
-                                        "read back from the stream before RECONNECT_WINDOW when a gateway worker "
-                                        "starts")
+                                        "read back from the registry of sockets before RECONNECT_WINDOW when a "
+                                        "gateway worker starts")
     marker_wait: float = setting("MARKER_WAIT", 5.0, SECONDS,
-                                 "an upgrade's wait for its `connected` marker to be in the stream (then it opens "
-                                 "anyway)")
+                                 "an upgrade's wait for its user's binding and its `connected` marker to be on the "
+                                 "broker (then it opens anyway)")
     handover_wait: float = setting("HANDOVER_WAIT", 5.0, SECONDS,
                                    "a socket's wait for the `left` of the one it replaced (then that worker is "
                                    "taken for dead)")
+    catchup_margin: float = setting("CATCHUP_MARGIN", 5.0, SECONDS,
+                                    "read back from the notifications stream before a drained worker's `left` (or a "
+                                    "socket's late bind) for the user's next socket")
+    bind_channels: int = setting("BIND_CHANNELS", 8, COUNT,
+                                 "channels a gateway worker binds and unbinds its users' keys over (one user's always "
+                                 "on the same one)")
     max_owed: int = setting("MAX_OWED", 1000, COUNT,
                             "notifications a gateway worker keeps for one away user; the oldest go first")
     registration_check: float = setting("REGISTRATION_CHECK", 2.0, SOME_SECONDS,
