@@ -23,7 +23,7 @@ def payment(trip_id="t1"):
 
 def notice(kind, data):
     offset = next(_offsets)
-    return Notice(offset, kind, f"m{offset}", contract.envelope("r1", data), {})
+    return Notice(kind, f"m{offset}", contract.envelope("r1", data), {})
 
 
 class Socket:

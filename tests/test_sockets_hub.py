@@ -1,9 +1,9 @@
 """A worker's sockets without a broker: what the hub gives a Connection is
 written once, in order, by a greenlet that runs only while there is
 something to write; what it did not write when it is cut is handed on in
-its `left`. And the feed's records as the Hub and the Feed take them,
-handed in without a broker. (Moved from test_inbox.py with the code: an
-Inbox is now a Connection's queue, Inboxes the Hub and the Feed.)"""
+its `left`. The Hub's inputs (its queue, the registry, catch-ups) handed in
+by hand, with a feed that records what the Hub asks of the broker; and the
+Feed's own bookkeeping with stand-in channels."""
 import json
 from dataclasses import replace
 
@@ -13,12 +13,15 @@ from gevent.event import Event
 from pika.exceptions import ChannelWrongStateError
 
 from ridesync import contract
+from ridesync.contract import CONNECTED, LEAVING, LEFT, live_key
 from ridesync.gateway import dialects
+from ridesync.gateway.sockets import hub as hub_module
 from ridesync.gateway.sockets.connection import REPLACED, Connection
-from ridesync.gateway.sockets.feed import CONNECTED, LEAVING, LEFT, Feed
+from ridesync.gateway.sockets.feed import Feed
 from ridesync.gateway.sockets.hub import Hub
 from ridesync.gateway.sockets.ledger import Notice
 from ridesync.settings import process_settings
+
 NO_BROKER = replace(process_settings(), amqp_url="amqp://127.0.0.1:1/")
 
 
@@ -39,8 +42,8 @@ class WebSocket:
         self.close_reason = (code, reason)
 
 
-def notice(offset):
-    return Notice(offset, contract.TRIP_CREATED, f"m{offset}", contract.envelope("rider-1", {"id": offset}), {})
+def notice(n):
+    return Notice(contract.TRIP_CREATED, f"m{n}", contract.envelope("rider-1", {"id": n}), {})
 
 
 def written(connection):
@@ -93,53 +96,77 @@ def test_what_the_dialect_holds_back_is_handed_on_first_when_cut():
     connection, ws = open_connection()
     connection.dialect = dialects.V1Rider()
     connection._read_trip = lambda: dialects.UNREAD  # TripService does not answer: the session is held
-    session = Notice(1, contract.PAYMENT_SESSION_CREATED, "m1",
+    session = Notice(contract.PAYMENT_SESSION_CREATED, "m1",
                      contract.envelope("rider-1", {"id": 1, "tripID": "t1", "sessionID": "p1"}), {})
     connection.start([session, notice(2)])
     written(connection)
     ws.gone = True
     connection.give(notice(3))
     written(connection)
-    assert ws.written == [2] and [n.offset for n in connection.cut()] == [1, 3]
+    assert ws.written == [2] and [n.message_id for n in connection.cut()] == ["m1", "m3"]
 
 
-class Record:
-    """A stream record as pika hands it to the Feed."""
+class RecordingFeed:
+    """The Hub's feed, recording what the Hub asks of the broker: binds are
+    ok at once unless `slow`, then when the test says (bind_ok())."""
 
-    def __init__(self, offset, body=b"", message_id=None, **headers):
-        self.delivery_tag, self.message_id = offset, message_id or f"record-{offset}"
-        self.headers = {"x-stream-offset": offset, "role": "rider", "owner": "rider-1", **headers}
-        self.body = body
+    def __init__(self, settings, name, reader):
+        self.reader, self.slow = reader, False
+        self.marks, self.bound_keys, self.unbound_keys, self.catch_ups, self.waiting = [], set(), [], [], {}
+        self.queue, self.ready, self.received, self.publishing = "gateway.worker.test", True, 0, 0
 
+    def start(self):
+        return self
 
-class Channel:
-    """A feed channel: what was published on it; a closing one refuses, as pika's does."""
+    def mark(self, kind, role, user_id, session, body=b"", **extra):
+        self.marks.append((kind, session, json.loads(body) if body else None, extra))
 
-    def __init__(self, is_open=True):
-        self.is_open, self.published = is_open, []
+    def bind(self, key, then=None):
+        if key in self.bound_keys and key not in self.waiting:
+            return then and then()
+        self.bound_keys.add(key)
+        self.waiting.setdefault(key, []).extend([then] if then else [])
+        if not self.slow:
+            self.bind_ok(key)
 
-    def basic_publish(self, exchange, queue, body, properties):
-        if not self.is_open:
-            raise ChannelWrongStateError("Channel is closing.")
-        self.published.append((properties.headers["type"], properties.headers["session"], body))
+    def bind_ok(self, key):
+        for then in self.waiting.pop(key):
+            then()
 
-    def basic_consume(self, *args, **kwargs):
-        pass
+    def unbind(self, key):
+        self.bound_keys.discard(key)
+        self.unbound_keys.append(key)
+
+    @property
+    def bound(self):
+        return len(self.bound_keys)
+
+    def catch_up(self, role, user_id, session, since):
+        self.catch_ups.append((role, user_id, session, since))
 
 
 @pytest.fixture
 def hub(monkeypatch):
-    """A worker's Hub whose Feed never connects: records are handed in with feed(), markers land on .channel."""
-    monkeypatch.setattr(Feed, "start", lambda feed: feed)
-    made = Hub(replace(process_settings(), marker_wait=0.01))._started()
-    made.channel = made._feed._channel = Channel()
+    """A worker's Hub whose feed is a RecordingFeed; its inputs are handed in with registry() and queued()."""
+    monkeypatch.setattr(hub_module, "Feed", RecordingFeed)
+    made = Hub(replace(process_settings(), marker_wait=0.01, reconnect_window=30.0))._started()
+    made.feed = made._feed
     yield made
     made._publisher.close()
 
 
-def feed(hub, *records):
-    for record in records:
-        hub._feed._on_record(None, record, record, record.body)
+def registry(hub, kind, session, body=None, user_id="rider-1", **extra):
+    hub.marker({"type": kind, "role": "rider", "owner": user_id, "session": session, **extra},
+               json.dumps(body).encode() if body is not None else b"")
+
+
+def queued(hub, *ids, user_id="rider-1"):
+    for n in ids:
+        hub.queued({"type": contract.TRIP_CREATED, "owner": user_id}, f"m{n}", contract.envelope(user_id, {"id": n}))
+
+
+def marker_in_queue(hub, session, user_id="rider-1"):
+    hub.queued({"type": CONNECTED, "role": "rider", "owner": user_id, "session": session}, f"marker-{session}", b"")
 
 
 def open_here(hub, session):
@@ -152,57 +179,143 @@ def open_here(hub, session):
     return connection, ws
 
 
-def test_a_closed_socket_says_it_is_leaving_and_hands_on_what_it_did_not_write_when_cut(hub):
-    connection, ws = open_here(hub, "s1")
-    feed(hub, Record(1, type=CONNECTED, session="s1"))
-    feed(hub, Record(2, contract.envelope("rider-1", {"id": 2}), type=contract.TRIP_CREATED))
+def writing_here(hub, session):
+    """A socket opened here, in the registry, and written notice 1."""
+    connection, ws = open_here(hub, session)
+    registry(hub, CONNECTED, session)
+    marker_in_queue(hub, session)
+    queued(hub, 1)
     written(connection)
-    ws.gone = True
-    feed(hub, Record(3, contract.envelope("rider-1", {"id": 3}), type=contract.TRIP_CREATED),
-         Record(4, contract.envelope("rider-1", {"id": 4}), type=contract.TRIP_CREATED))
-    written(connection)
-    hub.close(connection)
-    assert [kind for kind, _session, _body in hub.channel.published] == [CONNECTED, LEAVING]
-    feed(hub, Record(5, type=LEAVING, session="s1"))
-    kind, session, body = hub.channel.published[-1]
-    assert (kind, session) == (LEFT, "s1") and [n[0] for n in json.loads(body)] == [3, 4]
-    assert not connection.replaced and ws.written == [2]
+    return connection, ws
 
 
-def test_cut_while_open_means_replaced_and_stops_writing_at_once(hub):
-    connection, ws = open_here(hub, "s1")
-    feed(hub, Record(1, type=CONNECTED, session="s1"),
-         Record(2, contract.envelope("rider-1", {"id": 2}), type=contract.TRIP_CREATED),
-         Record(3, contract.envelope("rider-1", {"id": 3}), type=contract.TRIP_CREATED),
-         Record(4, type=CONNECTED, session="s2"))  # before its writer ran: a newer socket, on another worker
+def kinds(hub):
+    return [(kind, session) for kind, session, _body, _extra in hub.feed.marks]
+
+
+def test_a_socket_is_bound_before_its_marker_goes_out_and_starts_once_the_marker_is_in_the_registry(hub):
+    hub.feed.slow = True
+    hub._settings = replace(hub._settings, marker_wait=10.0)
+    opening = gevent.spawn(open_here, hub, "s1")
+    gevent.sleep(0.01)
+    assert hub.feed.marks == [] and live_key("rider", "rider-1") in hub.feed.bound_keys
+    hub.feed.bind_ok(live_key("rider", "rider-1"))
+    assert kinds(hub) == [(CONNECTED, "s1")]
+    hub.confirmed("s1")
+    connection, ws = opening.get(timeout=5)
+    queued(hub, 1)  # in its queue before its marker is read in the registry: kept for it
+    assert not connection.started
+    registry(hub, CONNECTED, "s1")
+    marker_in_queue(hub, "s1")
+    queued(hub, 2)
+    written(connection)
+    assert connection.started and ws.written == [1, 2]
+
+
+def test_a_socket_replaced_on_another_worker_is_cut_where_the_newer_ones_marker_is_in_this_workers_queue(hub):
+    connection, ws = writing_here(hub, "s1")
+    registry(hub, CONNECTED, "s2")  # a newer socket, on another worker: s1 waits for its marker in this queue
+    queued(hub, 2, 3)  # before the writer ran
+    marker_in_queue(hub, "s2")
+    queued(hub, 4)  # after the cut: the newer socket's, from its own worker's queue
     assert connection._writer is None and connection.replaced
     gevent.wait(timeout=5)  # the socket is closed by a greenlet of its own
-    assert ws.close_reason == REPLACED
-    kind, session, body = hub.channel.published[-1]
-    assert ws.written == [] and (kind, session) == (LEFT, "s1") and [n[0] for n in json.loads(body)] == [2, 3]
+    assert ws.close_reason == REPLACED and ws.written == [1]
+    kind, session, body, _extra = hub.feed.marks[-1]
+    assert (kind, session) == (LEFT, "s1")
+    assert [n[1] for n in body["carried"]] == ["m2", "m3"] and "m1" in body["seen"]
+    assert live_key("rider", "rider-1") in hub.feed.unbound_keys  # it holds no other session of theirs
     hub.close(connection)
-    assert hub.channel.published[-1][0] == LEFT  # cut already: no `leaving`
+    assert kinds(hub)[-1] == (LEFT, "s1")  # cut already: no `leaving`
+
+
+def test_a_closed_socket_says_it_is_leaving_and_hands_on_what_it_did_not_write_at_the_next_sockets_marker(hub):
+    connection, ws = writing_here(hub, "s1")
+    ws.gone = True
+    queued(hub, 2, 3)
+    written(connection)
+    hub.close(connection)
+    assert kinds(hub) == [(CONNECTED, "s1"), (LEAVING, "s1")]
+    registry(hub, LEAVING, "s1")
+    queued(hub, 4)  # the user is away: kept for them
+    registry(hub, CONNECTED, "s2")
+    marker_in_queue(hub, "s2")
+    kind, session, body, _extra = hub.feed.marks[-1]
+    assert (kind, session) == (LEFT, "s1") and [n[1] for n in body["carried"]] == ["m2", "m3", "m4"]
+    assert not connection.replaced and ws.written == [1]
+    registry(hub, LEFT, "s1", body)
+    assert hub.connections() == []  # its `left` is in the registry: forgotten
+
+
+def test_a_socket_whose_bind_came_after_its_upgrade_reads_back_what_came_before(hub):
+    hub.feed.slow = True
+    connection, ws = open_here(hub, "s1")  # MARKER_WAIT passes: it opens anyway
+    hub.feed.bind_ok(live_key("rider", "rider-1"))
+    registry(hub, CONNECTED, "s1")
+    marker_in_queue(hub, "s1")
+    queued(hub, 2)
+    assert not connection.started and [c[2] for c in hub.feed.catch_ups] == ["s1"]
+    hub.caught_up("rider", "rider-1", "s1", [({"type": contract.TRIP_CREATED, "owner": "rider-1"}, "m1",
+                                               contract.envelope("rider-1", {"id": 1}))])
+    written(connection)
+    assert ws.written == [1, 2]
 
 
 ENVELOPE = contract.envelope("rider-1", {"id": "t1"}).decode()
 
 
-@pytest.mark.parametrize("body, headers", [
-    ([[1, contract.TRIP_CREATED, "m1", ENVELOPE, "not headers"]], {"cut": 2}),
-    ({"abcde": 1}, {"cut": 2}),
-    ([], {"cut": "2"}),
-    ([], {"cut": 2, "role": "operator"}),
+@pytest.mark.parametrize("body", [
+    {"carried": [[contract.TRIP_CREATED, "m1", ENVELOPE, "not headers"]], "seen": []},
+    {"carried": [[contract.TRIP_CREATED, "m1", ENVELOPE, {}]]},
+    {"abcde": 1},
+    [[contract.TRIP_CREATED, "m1", ENVELOPE, {}]],
 ])
-def test_a_malformed_left_reaches_no_socket_and_a_good_one_still_does(hub, caplog, body, headers):
+def test_a_malformed_left_reaches_no_socket_and_a_good_one_still_does(hub, body):
     newer, _ws = open_here(hub, "s2")
-    feed(hub,
-         Record(1, type=CONNECTED, session="s1"),  # a socket on another worker
-         Record(2, type=CONNECTED, session="s2"),  # this one cuts it, and waits for what it left
-         Record(3, json.dumps(body).encode(), type=LEFT, session="s1", **headers))
-    assert not newer.started and "feed record 3 (gateway.left) is malformed" in caplog.text
-    feed(hub, Record(4, json.dumps([[1, contract.TRIP_CREATED, "m1", ENVELOPE, {}]]).encode(),
-                     type=LEFT, session="s1", cut=2))
+    registry(hub, CONNECTED, "s1")  # a socket on another worker
+    registry(hub, CONNECTED, "s2")  # this one cuts it, and waits for what it left
+    with pytest.raises(ValueError):
+        registry(hub, LEFT, "s1", body)
+    assert not newer.started
+    registry(hub, LEFT, "s1", {"carried": [[contract.TRIP_CREATED, "m1", ENVELOPE, {}]], "seen": []})
     assert newer.started
+
+
+class Channel:
+    """A feed channel: what was published on it; a closing one refuses, as pika's does."""
+
+    def __init__(self, is_open=True):
+        self.is_open, self.published, self.bindings = is_open, [], []
+
+    def basic_publish(self, exchange, routing_key, body, properties):
+        if not self.is_open:
+            raise ChannelWrongStateError("Channel is closing.")
+        self.published.append((properties.headers["type"], properties.headers["session"], body))
+
+    def basic_qos(self, *args, **kwargs):
+        pass
+
+    def basic_consume(self, *args, **kwargs):
+        pass
+
+    def queue_bind(self, queue, exchange, routing_key, callback):
+        self.bindings.append(("bind", routing_key, callback))
+
+    def queue_unbind(self, queue, exchange, routing_key):
+        self.bindings.append(("unbind", routing_key, None))
+
+    def add_on_close_callback(self, callback):
+        pass
+
+
+class AmqpConnection:
+    """The feed's connection: channels it is asked to open, opened when the test says."""
+
+    def __init__(self):
+        self.opening, self.is_open = [], True
+
+    def channel(self, on_open_callback):
+        self.opening.append(on_open_callback)
 
 
 def test_a_feed_stopped_while_a_reconnect_waits_opens_no_connection():
@@ -214,11 +327,77 @@ def test_a_feed_stopped_while_a_reconnect_waits_opens_no_connection():
 
 def test_a_socket_that_opens_while_the_feed_channel_closes_opens_and_its_marker_goes_out_on_the_next():
     stream = Feed(NO_BROKER, "test", reader=None)
+    stream._connection = AmqpConnection()
     stream._channel = Channel(is_open=False)  # the broker closed it; its close callback has not run yet
     stream.mark(CONNECTED, "rider", "rider-1", "s1")
     reopened = Channel()
     stream._consume(reopened)
     assert [kind for kind, _session, _body in reopened.published] == [CONNECTED]
+
+
+def test_a_bind_waits_for_its_bind_ok_and_each_users_key_keeps_to_one_channel():
+    stream = Feed(NO_BROKER, "test", reader=None)
+    stream._connection = AmqpConnection()
+    stream._consume(Channel())
+    binders = [Channel() for _ in stream._connection.opening]
+    for open_it, binder in zip(stream._connection.opening, binders):
+        open_it(binder)
+    called = []
+    stream.bind("live.rider.a", then=lambda: called.append("first"))
+    stream.unbind("live.rider.a")
+    stream.bind("live.rider.a", then=lambda: called.append("again"))
+    stream.bind("live.rider.a", then=lambda: called.append("second socket"))
+    used = [binder for binder in binders if binder.bindings]
+    assert len(used) == 1 and [(op, key) for op, key, _ in used[0].bindings] == \
+        [("bind", "live.rider.a"), ("unbind", "live.rider.a"), ("bind", "live.rider.a")]
+    first_ok, _unbind, last_ok = (callback for _op, _key, callback in used[0].bindings)
+    first_ok(None)
+    assert called == []  # the bind-ok of the bind before the unbind says nothing of the one after it
+    last_ok(None)
+    assert called == ["again", "second socket"]
+    stream.bind("live.rider.a", then=lambda: called.append("bound already"))
+    assert called[-1] == "bound already"
+
+
+def test_a_reconnected_feed_binds_its_users_again_and_unbinds_those_it_let_go_meanwhile():
+    stream = Feed(NO_BROKER, "test", reader=None)
+    stream.bind("live.rider.kept")
+    stream.bind("live.rider.gone")
+    stream.unbind("live.rider.gone")  # no channel open: unbound once one is
+    stream._connection = AmqpConnection()
+    stream._consume(Channel())
+    binders = [Channel() for _ in stream._connection.opening]
+    for open_it, binder in zip(stream._connection.opening, binders):
+        open_it(binder)
+    done = sorted((op, key) for binder in binders for op, key, _ in binder.bindings)
+    assert done == [("bind", "live.rider.kept"), ("unbind", "live.rider.gone")]
+
+
+def test_what_the_queue_gives_again_after_a_lost_connection_is_read_once():
+    read = []
+
+    class Reader:
+        def queued(self, headers, message_id, body):
+            read.append(message_id)
+
+    class Method:
+        def __init__(self, tag, redelivered=False):
+            self.delivery_tag, self.redelivered = tag, redelivered
+
+    class Props:
+        def __init__(self, message_id):
+            self.message_id, self.headers = message_id, {"type": contract.TRIP_CREATED, "owner": "rider-1"}
+
+    stream = Feed(NO_BROKER, "test", reader=Reader())
+    channel = Channel()
+    for tag, message_id in enumerate(["m1", "m2"], 1):
+        stream._on_queued(channel, Method(tag), Props(message_id), b"")
+    stream._connection = connection = AmqpConnection()
+    stream._on_connection_lost(connection, "test")  # before the ack: the queue gives both again
+    stream._stopping = True  # no reconnect in this test
+    for tag, message_id in enumerate(["m1", "m2", "m3"], 1):
+        stream._on_queued(channel, Method(tag, redelivered=message_id != "m3"), Props(message_id), b"")
+    assert read == ["m1", "m2", "m3"]
 
 
 def test_the_chores_go_on_after_one_fails():

@@ -88,7 +88,7 @@ def test_the_frame_says_where_the_car_is_how_far_and_whether_the_eta_is_estimate
 
 
 def test_a_reconnecting_socket_is_handed_its_backlog_without_locations():
-    notices = [Notice(i, kind, f"m{i}", b"{}", {}) for i, kind in enumerate(
+    notices = [Notice(kind, f"m{i}", b"{}", {}) for i, kind in enumerate(
         (contract.TRIP_DRIVER_LOCATION, contract.TRIP_DRIVER_ARRIVED, contract.TRIP_DRIVER_LOCATION))]
     assert [n.type for n in tracking.without_locations(notices)] == [contract.TRIP_DRIVER_ARRIVED]
 

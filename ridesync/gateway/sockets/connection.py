@@ -243,8 +243,8 @@ class Connection:
         try:
             _owner, data = contract.open_envelope(notice.body)
         except ValueError as exc:
-            log.error("%s %s: %s at feed offset %s is not an envelope, skipped: %s",
-                      self.role, self.user_id, notice.type, notice.offset, exc)
+            log.error("%s %s: %s %s is not an envelope, skipped: %s",
+                      self.role, self.user_id, notice.type, notice.message_id, exc)
             return True
         kind = notice.type
         if kind == contract.DRIVER_ANSWER_REFUSED:

@@ -1,51 +1,81 @@
-"""The broker side of this worker's sockets: the feed of notifications.
+"""The broker side of this worker's sockets: three inputs, each handed to
+the hub (hub.py), whose Ledger says what to do with it.
 
-Every notification for a user's socket goes, besides the services' queues,
-to one RabbitMQ stream (contract.NOTIFICATIONS_STREAM). Each gateway worker
-reads all of it, from where it left off, and hands each record to its hub
-(hub.py), whose Ledger says which socket here gets what. A socket's comings
-and goings are markers in the same stream, published here, so every worker
-sees them at the same point among the notifications. A user costs the
-broker nothing: no queue, binding or consumer of their own; a connect is
-one small publish.
+- The worker's own queue (`gateway.worker.<host>.<pid>.<random>`): the
+  notifications of the users it holds, and their sockets' `connected`
+  markers. Both reach it by a CC, the user's live key (contract.live_key),
+  which the worker binds on contract.LIVE_EXCHANGE while it holds the user.
+  So a worker reads its own users' traffic only (issue 15).
+- The registry (contract.SOCKETS_STREAM): every worker's sockets' markers,
+  `connected`, `leaving` and `left`, in one order, read back over the
+  reconnect window when the worker starts.
+- Catch-ups: one user's notifications read back from the record
+  (contract.NOTIFICATIONS_STREAM) from a point in time until a socket's
+  `connected` marker there; for a socket whose user's last worker drained.
+
+Markers are published to `trip`, confirmed, and published again on the
+next channel until the broker takes them. The queue is not exclusive and
+expires a while after its last consumer (x-expires): it and its bindings
+outlive a lost connection, and a reconnect consumes it again.
 
 One AMQP connection per worker, on pika's gevent adapter: its callbacks run
 in gevent's hub and only hand records on; the greenlet that owns a socket
 writes them. pika is used from this one OS thread only, and none of its
 calls here block."""
+import datetime
 import itertools
 import logging
+import os
+import socket
 import uuid
+import zlib
 
 import gevent
+from gevent.event import Event
 from pika import BasicProperties
 from pika.spec import Basic
 from pika.adapters.gevent_connection import GeventConnection
 
 from ridesync import contract, rabbit
+from ridesync.contract import CONNECTED, LEAVING, LEFT
 
 log = logging.getLogger(__name__)
 
-CONNECTED, LEAVING, LEFT = "gateway.connected", "gateway.leaving", "gateway.left"
+__all__ = ["CONNECTED", "LEAVING", "LEFT", "Feed"]
 
 
 class Feed:
     def __init__(self, settings, name, reader):
-        """settings: its FEED_* ones, RECONNECT_WINDOW and RECONNECT_PAUSE.
-        reader: what takes the feed (the hub): take(offset, headers,
-        message_id, body) for each record in order, in_feed(session) once a
-        `connected` marker is, and tick() every FEED_ACK_PAUSE seconds."""
+        """settings: its FEED_* ones, RECONNECT_WINDOW, RECONNECT_PAUSE,
+        BIND_CHANNELS and HANDOVER_WAIT. reader: what takes the feed (the
+        hub): marker(headers, body) for each registry record in order,
+        queued(headers, message_id, body) for each message of the queue,
+        caught_up(role, user_id, session, records), confirmed(session) once
+        a `connected` marker is on the broker, and tick() every FEED_ACK_PAUSE."""
         self._nodes = itertools.cycle(rabbit.connection_parameters(settings.amqp_url, name))  # the next node each time
         self._replay = f"{int(settings.reconnect_window + settings.feed_replay_margin)}s"
         self._prefetch, self._ack_every = settings.feed_prefetch, settings.feed_ack_every
         self._ack_pause, self._reconnect_pause = settings.feed_ack_pause, settings.reconnect_pause
+        self._catchup_wait = settings.handover_wait
         self._reader = reader
-        self._unseen = {}  # marker id -> (headers, body): published, not yet read back from the feed
+        self.queue = f"{contract.WORKER_QUEUE_PREFIX}{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        expires = max(60.0, 2 * settings.reconnect_window)  # outlives a lost connection; gone soon after a SIGKILL
+        self._queue_arguments = {"x-queue-type": "classic", "x-expires": int(expires * 1000)}
+        self._binders = [None] * settings.bind_channels  # channels binding users' keys, by the key's hash
+        self._bound = set()  # live keys bound to the queue (or to be, once a channel is open)
+        self._unbound = set()  # keys unbound while no channel was open: unbound on the next
+        self._waiting = {}  # key -> callbacks for its bind-ok
+        self._in_flight = {}  # key -> binds sent on the current connection, not yet bind-ok
+        self._catchups = {}  # (role, user id, session) -> _CatchUp
+        self._unseen = {}  # marker id -> (routing key, headers, body): not yet confirmed
         self._unconfirmed = {}  # delivery tag -> marker id, published on the current channel
         self._published = 0  # delivery tags given on the current channel
-        self._offset = None  # the last record read
-        self._unacked = None  # (channel, delivery tag) of the last record read and not acked
+        self._offset = None  # the last registry record read
+        self._unacked = None  # (channel, delivery tag) of the last message read and not acked
+        self._handled = set()  # message ids of the queue read since the last ack
+        self._maybe_again = set()  # those when the connection was lost: the queue gives them again
         self._read = 0
+        self.received = 0  # messages read from the queue (the idle-worker test counts them)
         self._connection = None
         self._channel = None
         self._stopping = False
@@ -56,23 +86,83 @@ class Feed:
         self._chores = gevent.spawn(self._every_so_often)
         return self
 
+    @property
+    def ready(self):
+        """Its queue is declared and consumed."""
+        return self._channel is not None and self._channel.is_open
+
     def mark(self, kind, role, user_id, session, body=b"", **extra):
         """Publishes a marker of a socket's coming or going; one the broker
-        does not take now is published again until it does."""
+        does not take now is published again until it does. A `connected`
+        one also goes, by its CC, to every queue the user is bound to."""
         marker = uuid.uuid4().hex
         headers = {"type": kind, "role": role, "owner": user_id, "session": session, **extra}
-        self._unseen[marker] = (headers, body)
-        self._publish(self._channel, marker, headers, body)
+        if kind == CONNECTED:
+            headers["CC"] = [contract.live_key(role, user_id)]
+        self._unseen[marker] = (kind, headers, body)
+        self._publish(self._channel, marker, kind, headers, body)
 
     @property
-    def offset(self):
-        """Of the last record read."""
-        return self._offset
+    def publishing(self):
+        """Markers the broker has not confirmed yet."""
+        return len(self._unseen)
+
+    def bind(self, key, then=None):
+        """Binds a user's live key to the queue; then() once the broker has
+        (at once when it already had)."""
+        if key in self._bound and key not in self._waiting:
+            if then is not None:
+                then()
+            return
+        waiting = self._waiting.setdefault(key, [])
+        if then is not None:
+            waiting.append(then)
+        if key not in self._bound:
+            self._bound.add(key)
+            self._unbound.discard(key)
+            self._bind(key)
+
+    def unbind(self, key):
+        self._bound.discard(key)
+        self._waiting.pop(key, None)
+        binder = self._binder(key)
+        if binder is None:
+            self._unbound.add(key)
+        else:
+            binder.queue_unbind(self.queue, contract.LIVE_EXCHANGE, routing_key=key)
+
+    @property
+    def bound(self):
+        return len(self._bound)
+
+    def catch_up(self, role, user_id, session, since):
+        """Reads the user's notifications back from the record, from since
+        (epoch seconds) until the session's `connected` marker there (or for
+        HANDOVER_WAIT at most), then hands them to the reader, all of them:
+        the Ledger knows which the socket had."""
+        wanted = (role, user_id, session)
+        if wanted in self._catchups:
+            return
+        catchup = self._catchups[wanted] = _CatchUp(role, user_id, session, since)
+        catchup.timer = gevent.spawn_later(self._catchup_wait, self._caught_up, wanted, "gave up waiting")
+        if self._connection is not None and self._connection.is_open and self.ready:
+            self._read_back(catchup)
+
+    def drop_queue(self):
+        """The worker stops: its queue goes now, not at its expiry. An
+        Event set once the broker has deleted it."""
+        dropped = Event()
+        channel = self._channel
+        if channel is not None and channel.is_open:
+            channel.queue_delete(self.queue, callback=lambda _ok: dropped.set())
+        return dropped
 
     def stop(self):
         self._stopping = True
         if self._chores is not None:
             self._chores.kill(block=False)
+        for catchup in self._catchups.values():
+            catchup.timer.kill(block=False)
         if self._connection is not None and self._connection.is_open:
             self._connection.close()
 
@@ -92,48 +182,95 @@ class Feed:
             on_close_callback=self._on_connection_lost,
         )
 
-    def _on_connection_lost(self, _connection, reason):
+    def _on_connection_lost(self, connection, reason):
+        if connection is not self._connection:
+            return
         self._channel = self._unacked = None
+        self._binders = [None] * len(self._binders)
+        self._in_flight = {}
+        self._maybe_again, self._handled = self._handled, set()
         if self._stopping:
             return
         log.warning("the feed lost the broker (%s); reconnecting in %.0fs", reason, self._reconnect_pause)
         gevent.spawn_later(self._reconnect_pause, self._connect)
 
     def _on_channel_open(self, channel):
+        """The main channel: markers published, the queue and the registry read."""
         channel.add_on_close_callback(self._on_channel_closed)
         self._unconfirmed.clear()
         self._published = 0
         channel.confirm_delivery(self._on_confirm)
         rabbit.declare_topology(channel)  # the gateway may be the first process up
-        channel.basic_qos(prefetch_count=self._prefetch, callback=lambda _ok: self._consume(channel))
+        channel.queue_declare(self.queue, arguments=self._queue_arguments,
+                              callback=lambda _ok: self._consume(channel))
 
     def _consume(self, channel):
+        connection = self._connection
+        channel.basic_qos(prefetch_count=self._prefetch)
+        channel.basic_consume(self.queue, self._on_queued)
         start = self._replay if self._offset is None else self._offset + 1
-        channel.basic_consume(contract.NOTIFICATIONS_STREAM, self._on_record, arguments={"x-stream-offset": start})
+        channel.basic_consume(contract.SOCKETS_STREAM, self._on_marker, arguments={"x-stream-offset": start})
         self._channel = channel
-        log.info("reading the feed from %s; %d markers to publish", start, len(self._unseen))
-        for marker, (headers, body) in list(self._unseen.items()):
-            self._publish(channel, marker, headers, body)
+        log.info("reading queue %s (%d users bound) and the registry from %s; %d markers to publish",
+                 self.queue, len(self._bound), start, len(self._unseen))
+        for marker, (kind, headers, body) in list(self._unseen.items()):
+            self._publish(channel, marker, kind, headers, body)
+        for n in range(len(self._binders)):
+            connection.channel(on_open_callback=lambda binder, n=n: self._on_binder_open(n, binder))
+        for catchup in self._catchups.values():
+            self._read_back(catchup)
+
+    def _on_binder_open(self, n, binder):
+        binder.add_on_close_callback(self._on_channel_closed)
+        self._binders[n] = binder
+        for key in [key for key in self._unbound if self._slot(key) == n]:
+            self._unbound.discard(key)
+            binder.queue_unbind(self.queue, contract.LIVE_EXCHANGE, routing_key=key)
+        for key in [key for key in self._bound if self._slot(key) == n]:
+            self._bind(key)
 
     def _on_channel_closed(self, channel, reason):
-        if channel is not self._channel:
-            return
-        self._channel = self._unacked = None
+        """A channel the broker closed (an error of ours, or of the broker):
+        the connection is made again, and everything on it."""
         connection = self._connection
-        if not self._stopping and connection is not None and connection.is_open:
-            log.warning("feed channel closed (%s); reopening in %.0fs", reason, self._reconnect_pause)
-            gevent.spawn_later(self._reconnect_pause, self._reopen_channel, connection)
+        if self._stopping or connection is None or not connection.is_open or channel.connection is not connection:
+            return
+        log.warning("a feed channel closed (%s); connecting again", reason)
+        connection.close()
 
-    def _reopen_channel(self, connection):
-        if not self._stopping and connection is self._connection and connection.is_open:
-            connection.channel(on_open_callback=self._on_channel_open)
+    def _slot(self, key):
+        return zlib.crc32(key.encode()) % len(self._binders)
 
-    def _publish(self, channel, marker, headers, body):
+    def _binder(self, key):
+        """The channel a key is bound and unbound on, always the same one: a
+        bind after an unbind is never overtaken by it. None while it is not open."""
+        binder = self._binders[self._slot(key)]
+        return binder if binder is not None and binder.is_open else None
+
+    def _bind(self, key):
+        binder = self._binder(key)
+        if binder is not None:
+            self._in_flight[key] = self._in_flight.get(key, 0) + 1
+            binder.queue_bind(self.queue, contract.LIVE_EXCHANGE, routing_key=key,
+                              callback=lambda _ok: self._on_bound(binder, key))
+
+    def _on_bound(self, binder, key):
+        """Its last bind-ok: one before an unbind and a bind again of the key says nothing."""
+        if binder is not self._binders[self._slot(key)]:
+            return  # of a connection lost since
+        self._in_flight[key] -= 1
+        if self._in_flight[key] == 0:
+            del self._in_flight[key]
+            if key in self._bound:
+                for then in self._waiting.pop(key, None) or ():
+                    then()
+
+    def _publish(self, channel, marker, kind, headers, body):
         """Publishes a marker, unless the channel is gone or closing: then it
         waits in _unseen for the next channel, which publishes it (_consume)."""
         if channel is None or not channel.is_open:
             return
-        channel.basic_publish("", contract.NOTIFICATIONS_STREAM, body,
+        channel.basic_publish(contract.TRIP_EXCHANGE, kind, body,
                               BasicProperties(message_id=marker, headers=headers, delivery_mode=2))
         self._published += 1
         self._unconfirmed[self._published] = marker
@@ -152,34 +289,78 @@ class Feed:
         unseen = self._unseen.get(marker)
         if unseen is None:
             return
-        headers, body = unseen
+        kind, headers, body = unseen
         if not taken:
             log.warning("broker refused the %s marker of %s %s; publishing it again",
-                        headers["type"], headers["role"], headers["owner"])
-            self._publish(self._channel, marker, headers, body)
-        elif headers["type"] == CONNECTED:
-            self._reader.in_feed(headers["session"])
+                        kind, headers["role"], headers["owner"])
+            self._publish(self._channel, marker, kind, headers, body)
+            return
+        del self._unseen[marker]
+        if kind == CONNECTED:
+            self._reader.confirmed(headers["session"])
 
-    def _on_record(self, channel, method, props, body):
-        headers = props.headers or {}
-        offset = headers.get("x-stream-offset")
+    def _read_one(self, channel, method):
         self._unacked = (channel, method.delivery_tag)
         self._read += 1
         if self._read % self._ack_every == 0:
             self._ack()
+
+    def _on_marker(self, channel, method, props, body):
+        headers = props.headers or {}
+        offset = headers.get("x-stream-offset")
+        self._read_one(channel, method)
         if not isinstance(offset, int) or (self._offset is not None and offset <= self._offset):
             return  # a stream consumer may start a little before the offset asked for
         self._offset = offset
         try:
-            self._reader.take(offset, headers, props.message_id, body)
+            self._reader.marker(headers, body)
         except (KeyError, TypeError, ValueError) as exc:
-            log.error("feed record %d (%s) is malformed, skipped: %r", offset, headers.get("type"), exc)
-        self._unseen.pop(props.message_id, None)
+            log.error("registry record %d (%s) is malformed, skipped: %r", offset, headers.get("type"), exc)
+
+    def _on_queued(self, channel, method, props, body):
+        self._read_one(channel, method)
+        self.received += 1
+        message_id = props.message_id
+        if method.redelivered and message_id in self._maybe_again:
+            return  # read before the connection was lost, not acked: the queue gives it again
+        self._handled.add(message_id)
+        headers = props.headers or {}
+        try:
+            self._reader.queued(headers, message_id, body)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("a %s in queue %s is malformed, skipped: %r", headers.get("type"), self.queue, exc)
+
+    def _read_back(self, catchup):
+        """Opens a channel that reads the record for one catch-up."""
+        def on_open(channel):
+            catchup.channel = channel
+            channel.basic_qos(prefetch_count=self._prefetch)
+            channel.basic_consume(contract.NOTIFICATIONS_STREAM, catchup.take, arguments={
+                "x-stream-offset": datetime.datetime.fromtimestamp(catchup.since, datetime.timezone.utc)})
+        catchup.records.clear()
+        catchup.on_end = self._caught_up
+        catchup.ack_every = self._ack_every
+        self._connection.channel(on_open_callback=on_open)
+
+    def _caught_up(self, wanted, why):
+        catchup = self._catchups.pop(wanted, None)
+        if catchup is None:
+            return
+        catchup.timer.kill(block=False)
+        channel, catchup.channel = catchup.channel, None
+        if channel is not None and channel.is_open:
+            channel.close()
+        role, user_id, session = wanted
+        if why != "read its marker":
+            log.warning("%s %s: the catch-up for session %s %s after %d notices", role, user_id, session, why,
+                        len(catchup.records))
+        self._reader.caught_up(role, user_id, session, catchup.records)
 
     def _ack(self):
         if self._unacked is not None:
             channel, tag = self._unacked
             self._unacked = None
+            self._handled = set()
             if channel.is_open:
                 channel.basic_ack(tag, multiple=True)
 
@@ -194,3 +375,25 @@ class Feed:
     def _chore(self):
         self._ack()
         self._reader.tick()
+
+
+class _CatchUp:
+    """One user's notifications read back from the record, until a session's `connected` marker."""
+
+    def __init__(self, role, user_id, session, since):
+        self.role, self.user_id, self.session, self.since = role, user_id, session, since
+        self.records = []  # (headers, message id, body) of every notification of the user, in the record's order
+        self.channel = self.timer = self.on_end = None
+        self.ack_every, self._read = 1, 0
+
+    def take(self, channel, method, props, body):
+        self._read += 1
+        if self._read % self.ack_every == 0:
+            channel.basic_ack(method.delivery_tag, multiple=True)  # a stream's ack grants credit
+        headers = props.headers or {}
+        if channel is not self.channel or headers.get("owner") != self.user_id:
+            return  # a channel of a catch-up begun again, or another user's
+        if headers.get("type") != CONNECTED:
+            self.records.append((headers, props.message_id, body))
+        elif headers.get("session") == self.session:
+            self.on_end((self.role, self.user_id, self.session), "read its marker")

@@ -1,16 +1,25 @@
 """One gateway worker's sockets, and the one path of a notification to them:
 
-    the stream ──Feed──> Hub.take ──Ledger decides──> Hub._apply ──> Connection ──> the WebSocket
+    its queue ──Feed──> Hub.queued ──Ledger decides──> Hub._apply ──> Connection ──> the WebSocket
 
-The feed (feed.py) reads every record of the notifications stream and hands
-it here; the Ledger (ledger.py, no I/O) says what this worker does with it:
-give a notice to a socket, let a socket start writing (what an older socket
-of the user did not write in front), or cut a socket off (a newer one opened,
-here or on another worker); the Hub applies that to the Connection
-(connection.py), whose one writer writes it. The Hub is the only registry of
-this worker's sockets. Made on first use inside the worker process (after
-gunicorn's fork and gevent's patching), never at import; drained when the
-worker is told to stop."""
+The feed (feed.py) reads this worker's own queue, where the broker routes
+the notifications of the users it holds (bound while a socket of theirs is
+open here, or away within the reconnect window), and the registry of every
+worker's sockets' markers, and hands each here; the Ledger (ledger.py, no
+I/O) says what this worker does with it: give a notice to a socket, let a
+socket start writing (what an older socket of the user did not write in
+front), cut a socket off (a newer one opened, here or on another worker)
+and hand on what it did not write in its `left`, bind or unbind a user,
+read a user's notifications back from the record. The Hub applies that to
+the Connection (connection.py), whose one writer writes it, and to the
+feed. The Hub is the only registry of this worker's sockets. Made on first
+use inside the worker process (after gunicorn's fork and gevent's
+patching), never at import; drained when the worker is told to stop.
+
+A socket's upgrade: its user's key bound here (bind-ok), then its
+`connected` marker published (confirmed): from then on nothing for the
+user is missed, and an older socket of theirs, on any worker, is cut where
+that marker is in its worker's queue (bench/RESULTS.md, pitfall 1)."""
 import json
 import logging
 import os
@@ -20,15 +29,16 @@ import gevent
 from gevent.event import Event
 
 from ridesync import contract, telemetry
+from ridesync.contract import CONNECTED, LEAVING, LEFT, live_key
 from ridesync.gateway.dialects import LOST_HANDOVER
-from ridesync.gateway.sockets.feed import CONNECTED, LEAVING, LEFT, Feed
-from ridesync.gateway.sockets.ledger import Cut, Deliver, Ledger, Notice, Start
+from ridesync.gateway.sockets.feed import Feed
+from ridesync.gateway.sockets.ledger import Bind, CatchUp, Cut, Deliver, Forfeit, Ledger, Notice, Start, Unbind
 from ridesync.rabbit import Publisher
 
 log = logging.getLogger(__name__)
 
 GOING_AWAY = (1001, "server shutting down; reconnect")
-ROLES = {"rider": contract.RIDER_NOTIFICATION_KEYS, "driver": contract.DRIVER_NOTIFICATION_KEYS}
+ROLES = contract.ROLES
 
 
 class Hub:
@@ -43,31 +53,42 @@ class Hub:
 
     def track(self, connection):
         """A socket is being opened here: held until its teardown, and then
-        until its `left` is in the feed (drain waits for both)."""
+        until its `left` is in the registry (drain waits for both)."""
         self._started()._connections[connection.session] = connection
 
     def open(self, connection):
-        """The socket's `connected` marker in the feed: from here on nothing
-        for the user is missed, and an older socket of theirs is cut. False
-        if the broker did not confirm it within MARKER_WAIT (it goes out when
-        it can, and what comes before it is kept, not lost)."""
-        session = connection.session
+        """The user bound here, then the socket's `connected` marker
+        published: from here on nothing for the user is missed, and an older
+        socket of theirs is cut. False if the broker did not do both within
+        MARKER_WAIT: the socket opens anyway, and reads back from the record
+        what came for its user before its bind (what came before its marker
+        is kept, not lost)."""
+        session, role, user_id = connection.session, connection.role, connection.user_id
         self._unsettled.add(session)
-        self._ledger.register(session)
-        in_feed = self._in_feed[session] = Event()
-        self._feed.mark(CONNECTED, connection.role, connection.user_id, session)
+        self._unmarked[session] = time.time()
+        confirmed = self._confirmed[session] = Event()
+        self._apply(self._ledger.register(role, user_id, session))
+        self._feed.bind(live_key(role, user_id), then=lambda: self._marked(connection))
         try:
-            return in_feed.wait(self._settings.marker_wait)
+            if confirmed.wait(self._settings.marker_wait):
+                return True
+            if session in self._unmarked:
+                self._late.add(session)
+            return False
         finally:
-            self._in_feed.pop(session, None)
+            self._confirmed.pop(session, None)
 
     def close(self, connection):
         """Its socket is gone; what it did not write goes to the user's next one."""
         if connection.closed:
             return
         connection.hang_up()
-        if connection.session in self._unsettled and not connection.cut_off:
-            self._feed.mark(LEAVING, connection.role, connection.user_id, connection.session)
+        session = connection.session
+        if session in self._unsettled and not connection.cut_off and not self.draining:
+            if session in self._unmarked:
+                self._leaving_early.add(session)  # after its `connected`, once its bind is done
+            else:
+                self._feed.mark(LEAVING, connection.role, connection.user_id, session)
         self._drop_if_done(connection)
 
     def connections(self):
@@ -84,60 +105,100 @@ class Hub:
             # The names the stats always had: a socket's queue here, and those let write.
             "inboxes": len(connections),
             "consuming": sum(1 for c in connections if c.started),
+            "queue": self._feed.queue if self._feed.ready else None,
+            "received": self._feed.received,  # messages read from this worker's queue
+            "bound": self._feed.bound,  # users' keys bound to it
         }
 
-    # The feed, in order (Feed calls these).
+    # The feed (Feed calls these).
 
-    def take(self, offset, headers, message_id, body):
-        """One record: a marker of a socket, or a notification; ValueError
-        (and nothing decided) for a malformed one."""
-        kind, owner = headers.get("type"), headers.get("owner")
-        if not isinstance(owner, str):
-            raise ValueError("no owner header")
-        if kind in (CONNECTED, LEAVING, LEFT):
-            role, session = _marker(kind, headers)
+    def marker(self, headers, body):
+        """A registry record, in the registry's order; ValueError (and
+        nothing decided) for a malformed one."""
+        kind, owner = headers.get("type"), _owner(headers)
+        role, session = _marker(kind, headers)
         if kind == CONNECTED:
             self._apply(self._ledger.connected(role, owner, session))
-            self.in_feed(session)  # read back before its confirm came
+            self.confirmed(session)  # read back before its confirm came
         elif kind == LEAVING:
             self._apply(self._ledger.leaving(role, owner, session))
-        elif kind == LEFT:
-            carried = _carried(body)
-            self._apply(self._ledger.left(role, owner, session, headers["cut"], carried, bool(headers.get("forfeit"))))
-            self._settle(session)
         else:
-            self._apply(self._ledger.notice(owner, Notice(offset, kind, message_id, body, headers)))
+            carried, seen = _left(body)
+            drained_at = headers.get("drained_at")
+            self._apply(self._ledger.left(role, owner, session, carried, seen, bool(headers.get("forfeit")),
+                                          drained_at if isinstance(drained_at, int) else None))
+            self._settle(session)
 
-    def in_feed(self, session):
-        in_feed = self._in_feed.get(session)
-        if in_feed is not None:
-            in_feed.set()
+    def queued(self, headers, message_id, body):
+        """A message of this worker's queue, in its order: a notification,
+        or the `connected` marker of a user held here (where to cut)."""
+        kind, owner = headers.get("type"), _owner(headers)
+        if kind == CONNECTED:
+            role, session = _marker(kind, headers)
+            self._apply(self._ledger.marker(role, owner, session))
+        else:
+            self._apply(self._ledger.notice(owner, Notice(kind, message_id, body, headers)))
+
+    def caught_up(self, role, user_id, session, records):
+        notices = [Notice(headers["type"], message_id, body, headers) for headers, message_id, body in records]
+        self._apply(self._ledger.caught_up(role, user_id, session, notices))
+
+    def confirmed(self, session):
+        confirmed = self._confirmed.get(session)
+        if confirmed is not None:
+            confirmed.set()
 
     def tick(self):
-        """For each socket here that waited too long for the `left` of the one
-        it cut (that worker died), a forfeit `left`, so every worker goes on
-        at the same point. It carries, in place of what that socket did not
-        write, one notice saying it is lost (dialects.LOST_HANDOVER)."""
-        for role, user_id, session in self._ledger.expire():
-            lost = [[self._feed.offset, LOST_HANDOVER, f"lost-{session}", contract.envelope(user_id, {}).decode(), {}]]
-            self._feed.mark(LEFT, role, user_id, session, json.dumps(lost).encode(), cut=self._feed.offset,
-                            forfeit=True)
+        """Forfeits, and users away past the window forgotten (ledger.expire)."""
+        self._apply(self._ledger.expire())
+
+    def _marked(self, connection):
+        """Its user is bound here: its `connected` marker goes out."""
+        session, role, user_id = connection.session, connection.role, connection.user_id
+        opened = self._unmarked.pop(session, None)
+        if opened is None:
+            return
+        if session in self._late:
+            self._late.discard(session)
+            log.warning("%s %s: bound after the socket opened; reading back what came before", role, user_id)
+            self._apply(self._ledger.late(role, user_id, session, opened))
+        self._feed.mark(CONNECTED, role, user_id, session)
+        if session in self._leaving_early:
+            self._leaving_early.discard(session)
+            self._feed.mark(LEAVING, role, user_id, session)
 
     def _apply(self, decided):
         for decision in decided:
-            connection = self._connections[decision.session]
             if isinstance(decision, Deliver):
-                connection.give(decision.notice)
+                self._connections[decision.session].give(decision.notice)
             elif isinstance(decision, Start):
-                connection.start(decision.first)
+                self._connections[decision.session].start(decision.first)
             elif isinstance(decision, Cut):
-                self._leave(connection, connection.cut())
+                self._leave(decision)
+            elif isinstance(decision, Bind):
+                self._feed.bind(live_key(decision.role, decision.user_id))
+            elif isinstance(decision, Unbind):
+                self._feed.unbind(live_key(decision.role, decision.user_id))
+            elif isinstance(decision, CatchUp):
+                self._feed.catch_up(decision.role, decision.user_id, decision.session, decision.since)
+            elif isinstance(decision, Forfeit):
+                self._forfeit(decision)
 
-    def _leave(self, connection, unwritten):
-        """Cut where the feed is now: its `left` says so, and carries what it did not write."""
-        carried = [[n.offset, n.type, n.message_id, n.body.decode(), telemetry.text_only(n.headers)] for n in unwritten]
-        self._feed.mark(LEFT, connection.role, connection.user_id, connection.session, json.dumps(carried).encode(),
-                        cut=self._feed.offset)
+    def _leave(self, cut):
+        """A session cut here: its `left` carries what its socket did not
+        write and what was kept for it, and the ids it handled lately."""
+        connection = self._connections[cut.session]
+        carried = connection.cut() + list(cut.owed)
+        extra = {"drained_at": int(time.time())} if cut.drained else {}  # whole seconds: AMQP tables have no floats
+        self._feed.mark(LEFT, connection.role, connection.user_id, cut.session, _left_body(carried, cut.seen), **extra)
+
+    def _forfeit(self, forfeit):
+        """A socket here waited too long for the `left` of the one it cut
+        (that worker died): a forfeit `left` for it, so that every worker
+        goes on at the same point. It carries, in place of what that socket
+        did not write, one notice saying it is lost (dialects.LOST_HANDOVER)."""
+        lost = Notice(LOST_HANDOVER, f"lost-{forfeit.session}", contract.envelope(forfeit.user_id, {}), {})
+        self._feed.mark(LEFT, forfeit.role, forfeit.user_id, forfeit.session, _left_body([lost], []), forfeit=True)
 
     def _settle(self, session):
         self._unsettled.discard(session)
@@ -146,10 +207,10 @@ class Hub:
             self._drop_if_done(connection)
 
     def _drop_if_done(self, connection):
-        """Forgets a connection whose socket is gone and whose `left` is in the feed."""
+        """Forgets a connection whose socket is gone and whose `left` is in the registry."""
         if connection.closed and connection.session not in self._unsettled:
             self._connections.pop(connection.session, None)
-            self._ledger.forget(connection.session)
+            self._apply(self._ledger.forget(connection.session))
 
     # The worker process.
 
@@ -158,20 +219,25 @@ class Hub:
             name = f"gateway-{os.getpid()}"
             self._pid = os.getpid()
             self._connections = {}  # session -> Connection
-            self._unsettled = set()  # sessions in the feed whose `left` is not yet read
-            self._in_feed = {}  # session -> Event set once its `connected` marker is in the feed
+            self._unsettled = set()  # sessions whose `left` is not yet read in the registry
+            self._unmarked = {}  # session -> when its socket began to open, until its `connected` is published
+            self._confirmed = {}  # session -> Event set once its `connected` marker is on the broker
+            self._late = set()  # sessions whose upgrade gave up waiting for their bind
+            self._leaving_early = set()  # sessions whose socket closed before their `connected` was published
             settings = self._settings
-            self._ledger = Ledger(settings.reconnect_window, settings.handover_wait, settings.max_owed, ROLES,
-                                  self._clock)
+            self._ledger = Ledger(settings.reconnect_window, settings.handover_wait, settings.max_owed,
+                                  settings.catchup_margin, ROLES, self._clock)
             self._feed = Feed(settings, name, self).start()
             self._publisher = Publisher(self._settings.amqp_url, name)
         return self
 
     def drain(self, timeout):
-        """Closes every socket with 1001 (going away), waits for their
-        teardown (drivers unregistered, and what each socket had not written
-        handed on in the feed for its user's next socket), then closes the
-        broker connections. Returns within timeout seconds."""
+        """Closes every socket with 1001 (going away) and waits for their
+        teardown (drivers unregistered); then publishes a drained `left` for
+        every user held here, open or away, carrying what was not written,
+        from which the user's next socket, on any worker, reads back the
+        record; deletes this worker's queue and closes the broker
+        connections. Returns within timeout seconds."""
         self.draining = True
         if self._pid != os.getpid():
             return  # this worker never opened a socket
@@ -180,14 +246,19 @@ class Hub:
         log.info("draining: closing %d sockets (1001)", len(connected))
         for connection in connected:  # at once: one phone slow to take its frame holds up no other
             gevent.spawn(connection.close, *GOING_AWAY)
-        _wait(lambda: not self._connections, deadline)
-        if self._connections:
-            log.warning("draining: %d sockets still tearing down or not yet handed on in the feed at the deadline",
-                        len(self._connections))
+        _wait(lambda: all(c.closed for c in self._connections.values()), deadline)
+        self._apply(self._ledger.drain())
+        _wait(lambda: not self._connections and not self._feed.publishing, deadline)
+        if self._connections or self._feed.publishing:
+            log.warning("draining: %d sockets not yet handed on, %d markers unconfirmed at the deadline",
+                        len(self._connections), self._feed.publishing)
+        dropped = self._feed.drop_queue()
+        dropped.wait(max(0.0, deadline - time.monotonic()))
         self._feed.stop()
         self._publisher.close()
         _wait(lambda: self._feed.stopped, deadline)
-        log.info("drained: sockets closed, broker connections %s", "closed" if self._feed.stopped else "still closing")
+        log.info("drained: sockets closed, queue %s, broker connections %s", "deleted" if dropped.is_set() else "kept",
+                 "closed" if self._feed.stopped else "still closing")
 
 
 def _wait(condition, deadline):
@@ -195,24 +266,39 @@ def _wait(condition, deadline):
         gevent.sleep(0.01)
 
 
+def _owner(headers):
+    owner = headers.get("owner")
+    if not isinstance(owner, str):
+        raise ValueError("no owner header")
+    return owner
+
+
 def _marker(kind, headers):
     """(role, session) of a marker; ValueError before the Ledger is told
     anything of a malformed one (half a hand-over would leave a socket waiting)."""
     role, session = headers.get("role"), headers.get("session")
-    if role not in ROLES or not isinstance(session, str) or (kind == LEFT and not isinstance(headers.get("cut"), int)):
-        raise ValueError("a marker names a role, a session and, for a `left`, the offset of its cut")
+    if kind not in (CONNECTED, LEAVING, LEFT) or role not in ROLES or not isinstance(session, str):
+        raise ValueError("a marker has a marker's type and names a role and a session")
     return role, session
 
 
-def _carried(body):
-    """The notices a `left` carries (what _leave wrote); ValueError unless
-    every one is as it wrote them: one malformed record must not reach a socket."""
-    carried = json.loads(body)
-    if not isinstance(carried, list):
-        raise ValueError("a `left` carries a list of notices")
-    for item in carried:
-        if not (isinstance(item, list) and len(item) == 5 and isinstance(item[0], int)
-                and all(isinstance(value, str) for value in item[1:4]) and isinstance(item[4], dict)):
-            raise ValueError(f"a carried notice is not [offset, type, message id, body, headers]: {item!r:.100}")
-    return [Notice(offset, kind, message_id, body.encode(), headers)
-            for offset, kind, message_id, body, headers in carried]
+def _left_body(carried, seen):
+    return json.dumps({
+        "carried": [[n.type, n.message_id, n.body.decode(), telemetry.text_only(n.headers)] for n in carried],
+        "seen": list(seen or ()),
+    }).encode()
+
+
+def _left(body):
+    """(carried notices, seen ids) of a `left` (as _left_body wrote them);
+    ValueError unless every notice is as it wrote them: one malformed record
+    must not reach a socket."""
+    left = json.loads(body)
+    if not (isinstance(left, dict) and isinstance(left.get("carried"), list) and isinstance(left.get("seen"), list)):
+        raise ValueError("a `left` is {carried: [notices], seen: [message ids]}")
+    for item in left["carried"]:
+        if not (isinstance(item, list) and len(item) == 4 and isinstance(item[0], str)
+                and isinstance(item[1], (str, type(None))) and isinstance(item[2], str) and isinstance(item[3], dict)):
+            raise ValueError(f"a carried notice is not [type, message id, body, headers]: {item!r:.100}")
+    return ([Notice(kind, message_id, body.encode(), headers) for kind, message_id, body, headers in left["carried"]],
+            left["seen"])
