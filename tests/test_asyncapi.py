@@ -99,16 +99,25 @@ def test_every_documented_example_fits_its_schema():
             assert fits(resolved(message), example["payload"]), name
 
 
-def test_the_broker_messages_are_the_contracts_routing_keys_on_its_exchange_and_queues():
-    published = {message["name"] for id_, message in ASYNCAPI["components"]["messages"].items() if id_.startswith("amqp_")}
+def test_the_broker_messages_are_the_contracts_routing_keys_on_its_exchanges_and_queues():
+    messages = ASYNCAPI["components"]["messages"]
+    published = {message["name"] for id_, message in messages.items() if id_.startswith("amqp_")}
     bound = {key for keys in contract.WORK_QUEUES.values() for key in keys}
     assert published == bound | contract.NOTIFICATION_KEYS
+    markers = {contract.CONNECTED, contract.LEAVING, contract.LEFT}
+    assert {message["name"] for id_, message in messages.items() if id_.startswith("marker_")} == markers
     channels = [resolved(channel) for channel in ASYNCAPI["channels"].values() if "amqp" in channel.get("bindings", {})]
-    exchanges = {c["bindings"]["amqp"]["exchange"]["name"] for c in channels if c["bindings"]["amqp"]["is"] == "routingKey"}
-    assert exchanges == {contract.TRIP_EXCHANGE}
+    exchanges = {c["bindings"]["amqp"]["exchange"]["name"]: c["address"]
+                 for c in channels if c["bindings"]["amqp"]["is"] == "routingKey"}
+    assert exchanges.keys() == {contract.TRIP_EXCHANGE, contract.LIVE_EXCHANGE}
+    assert exchanges[contract.LIVE_EXCHANGE] == "live.{role}.{userKey}" and contract.live_key("rider", "r1").startswith(
+        "live.rider.")
     queues = {c["address"]: {m["name"] for m in c["messages"].values()}
               for c in channels if c["bindings"]["amqp"]["is"] == "queue"}
-    assert queues == {queue: set(keys) for queue, keys in contract.WORK_QUEUES.items()}
+    live = contract.NOTIFICATION_KEYS | {contract.CONNECTED}
+    assert queues == {**{queue: set(keys) for queue, keys in contract.WORK_QUEUES.items()},
+                      contract.SOCKETS_STREAM: markers, contract.NOTIFICATIONS_STREAM: live,
+                      contract.WORKER_QUEUE_PREFIX + "{worker}": live}
 
 
 def test_an_envelope_as_contract_py_makes_it_fits_the_documented_message():
