@@ -27,6 +27,7 @@ on. A socket that closed stays held, bound, and owed what comes for the
 window, then is cut with nothing. A drained worker's `left` is kept by
 every worker for the user's next socket, which first catches up (CatchUp)
 from the notifications stream what reached no queue meanwhile."""
+import itertools
 import logging
 from collections import namedtuple
 
@@ -64,6 +65,9 @@ class Ledger:
         self._roles, self._clock = roles, clock
         self._entries = {}  # (role, user id) -> _Entry
         self._here = {}  # session -> _Held: this worker's sockets, until cut
+        # What expire() looks at, so that it costs nothing per user held or known:
+        self._waiting = {}  # session -> _Held awaiting `left`s, oldest first
+        self._expiring = {}  # (role, user id) -> _Entry whose newest session left, soonest to expire first
 
     # This worker's sockets.
 
@@ -94,20 +98,23 @@ class Ledger:
         order = entry.order()
         if session in order:
             return []  # published again after a broker reconnect
-        decided = []
-        for held in list(entry.here or ()):
-            if not held.started and held.session in order:
-                decided += self._cut(entry, held)  # replaced before it started: its buffer goes on
         if entry.last is not None:
             entry.past = _remember(entry.past, entry.last)
             if not entry.settled and not entry.expired(self._clock()):
                 entry.awaiting = [*(entry.awaiting or ()), entry.last]
         entry.last, entry.settled, entry.expires = session, False, None
+        self._expiring.pop((role, user_id), None)
+        decided = []
+        for held in list(entry.here or ()):
+            if not held.started and held.session in order:
+                decided += self._cut(entry, held)  # replaced before it started: its buffer goes on
         lefts, entry.lefts = entry.lefts, None  # its worker takes them
         held = self._here.get(session)
         if held is None:
             return decided
         held.lefts, held.waiting_since = lefts, self._clock()
+        if entry.awaiting:
+            self._waiting[session] = held
         return decided + self._ready(entry)
 
     def leaving(self, role, user_id, session):
@@ -117,7 +124,7 @@ class Ledger:
             held.away = True  # what comes for it is owed
         if session == entry.last or entry.last is None:  # None: it opened before this worker's registry began
             entry.last = session
-            entry.expires = entry.expires or self._clock() + self._window
+            self._expires((role, user_id), entry)
         return []
 
     def left(self, role, user_id, session, carried, seen, forfeit=False, drained_at=None):
@@ -141,7 +148,7 @@ class Ledger:
             if entry.settled:
                 return decided
             entry.last, entry.settled, entry.lefts = session, True, [part]  # for the user's next socket
-            entry.expires = entry.expires or self._clock() + self._window
+            self._expires((role, user_id), entry)
         elif session not in (entry.past or ()):  # opened before this worker's registry began: nobody awaited it
             entry.past = [session, *(entry.past or ())][:PAST_SESSIONS]
             if mine is not None and mine.started:
@@ -191,19 +198,21 @@ class Ledger:
         died); cuts of sockets away longer than the window; forgets users."""
         now = self._clock()
         decided = []
-        for key, entry in list(self._entries.items()):
-            held = self._here.get(entry.last)
-            if held is not None and entry.awaiting and not held.forfeited \
-                    and now - held.waiting_since > self._handover_wait:
+        for session, held in list(self._waiting.items()):
+            entry = self._entries.get((held.role, held.user_id))
+            if self._here.get(session) is not held or entry.last != session or not entry.awaiting:
+                del self._waiting[session]  # it started, or was cut
+            elif now - held.waiting_since > self._handover_wait:
                 log.warning("%s %s: no `left` for session(s) %s within %.0fs; going on without what they held",
-                            key[0], key[1], ", ".join(entry.awaiting), self._handover_wait)
-                held.forfeited = True
-                decided += [Forfeit(*key, session) for session in entry.awaiting]
-            if entry.expired(now) or entry.last is None:
-                for held in [held for held in entry.here or () if held.away]:
-                    decided += self._cut(entry, held, expired=True)
-                if not entry.here:
-                    del self._entries[key]
+                            held.role, held.user_id, ", ".join(entry.awaiting), self._handover_wait)
+                del self._waiting[session]
+                decided += [Forfeit(held.role, held.user_id, awaited) for awaited in entry.awaiting]
+        for key, entry in list(itertools.takewhile(lambda item: item[1].expires < now, self._expiring.items())):
+            del self._expiring[key]
+            for held in [held for held in entry.here or () if held.away]:
+                decided += self._cut(entry, held, expired=True)
+            if not entry.here:
+                self._entries.pop(key, None)  # (a cut above forgot it already)
         return decided
 
     def drain(self):
@@ -218,6 +227,12 @@ class Ledger:
     @property
     def bound(self):
         return {key for key, entry in self._entries.items() if entry.here}
+
+    def _expires(self, key, entry):
+        """Its newest session left: the user is forgotten after the window."""
+        if entry.expires is None:
+            entry.expires = self._clock() + self._window
+            self._expiring[key] = entry
 
     def _entry(self, role, user_id):
         entry = self._entries.get((role, user_id))
@@ -287,7 +302,12 @@ class Ledger:
 
     def _drop(self, entry, held):
         entry.here = tuple(other for other in entry.here if other is not held) or None
-        return [] if entry.here else [Unbind(held.role, held.user_id)]
+        if entry.here:
+            return []
+        key = (held.role, held.user_id)
+        if entry.last is None or (entry.expired(self._clock()) and key not in self._expiring):
+            del self._entries[key]  # never in the registry, or expire() passed it by while a socket was opening
+        return [Unbind(held.role, held.user_id)]
 
 
 def _first(held, caught):
@@ -359,15 +379,14 @@ class _Entry:
 class _Held:
     """One socket of this worker, from its registration to its cut."""
 
-    __slots__ = ("session", "role", "user_id", "started", "away", "catching", "forfeited", "dropping", "kept", "seen",
-                 "lefts", "waiting_since", "late_since")
+    __slots__ = ("session", "role", "user_id", "started", "away", "catching", "dropping", "kept", "seen", "lefts",
+                 "waiting_since", "late_since")
 
     def __init__(self, session, role, user_id):
         self.session, self.role, self.user_id = session, role, user_id
         self.started = False  # it writes: Start was decided
         self.away = False  # its socket closed: what comes is owed
         self.catching = False  # a CatchUp is out for it
-        self.forfeited = False  # it gave up waiting for the `left`s it awaited
         self.dropping = False  # over max_owed: the oldest kept are being dropped
         self.kept = None  # its buffer before it starts, what it is owed once away; oldest first
         self.seen = None  # the last SEEN_IDS ids it had
