@@ -215,54 +215,79 @@ def _connection_name(client_properties):
     return next((value for key, _type, value in client_properties if key == "connection_name"), None)
 
 
-def broker_objects():
-    """The queues, bindings and consumers in this test run's vhost."""
+def broker_objects(worker_queue=None):
+    """What users could cost the broker in this test run's vhost: its queues
+    (but the gateway workers' own, each named by its process and coming and
+    going with it), the bindings of users' keys to worker_queue (every
+    worker's when None), and every consumer."""
     vhost = urlsplit(AMQP_URL).path.lstrip("/") or "/"
-    queues = sorted(row["name"] for row in rabbitmqctl("list_queues", "-p", vhost, "name"))
-    bindings = len(rabbitmqctl("list_bindings", "-p", vhost))
+    queues = sorted(row["name"] for row in rabbitmqctl("list_queues", "-p", vhost, "name")
+                    if not row["name"].startswith(contract.WORKER_QUEUE_PREFIX))
+    bindings = len([row for row in rabbitmqctl("list_bindings", "-p", vhost, "source_name", "destination_name")
+                    if row["source_name"] == contract.LIVE_EXCHANGE
+                    and row["destination_name"] == (worker_queue or row["destination_name"])])
     consumers = len(rabbitmqctl("list_consumers", "-p", vhost))
     return queues, bindings, consumers
 
 
+def live_stats(url):
+    return requests.get(f"{url}/live/stats?greenlets=1", timeout=5).json()
+
+
 def test_a_user_who_leaves_leaves_nothing_behind(ride):
+    """Nothing but a binding of their key to the worker's queue while it
+    holds them: while their socket is open, and the reconnect window after."""
     url = ride.another_gateway(workers=1)
-    stats = lambda: requests.get(f"{url}/live/stats?greenlets=1", timeout=5).json()  # noqa: E731
+    stats = lambda: live_stats(url)  # noqa: E731
     # The worker's broker connection and gRPC channel, and their greenlets, exist from here on.
     ride.rider(url=url).close()
     ride.driver(url=url).close()
-    idle = wait_until(lambda: (s := stats())["inboxes"] == 0 and s, message="an idle worker")
+    idle = wait_until(lambda: (s := stats())["inboxes"] == 0 and s["bound"] == 0 and s, timeout=20,
+                      message="an idle worker (its users' window over)")
     worker_connections = lambda: [c for c in gateway_connections() if c[0] == f"gateway-{idle['pid']}"]  # noqa: E731
     connections_before = worker_connections()
     assert connections_before, "the worker holds its broker connection"
-    objects_before = broker_objects()
+    queues, bindings, consumers = objects_before = broker_objects(idle["queue"])
+    assert bindings == 0
 
     user_ids = {new_id("rider") for _ in range(30)} | {new_id("driver") for _ in range(5)}
     riders = [ride.rider(user_id, url=url) for user_id in user_ids if user_id.startswith("rider")]
     drivers = [ride.driver(user_id=user_id, url=url) for user_id in user_ids if user_id.startswith("driver")]
     busy = wait_until(lambda: (s := stats())["consuming"] == 35 and s, message="every socket to be served")
-    assert busy["sockets"] == {"rider": 30, "driver": 5}
+    assert busy["sockets"] == {"rider": 30, "driver": 5} and busy["bound"] == 35
     assert worker_connections() == connections_before, "sockets share their worker's connections and channels"
-    assert broker_objects() == objects_before, "a user has no queue, binding or consumer of their own"
+    assert broker_objects(idle["queue"]) == (queues, bindings + 35, consumers), \
+        "a user has no queue or consumer of their own, and one binding while held"
 
     for phone in riders + drivers:
         phone.close()
-    after = wait_until(lambda: (s := stats())["inboxes"] == 0 and s["greenlets"] <= idle["greenlets"] and s,
-                       message="every socket's inbox and greenlets to be gone")
+    after = wait_until(lambda: (s := stats())["inboxes"] == 0 and s["bound"] == 0
+                       and s["greenlets"] <= idle["greenlets"] and s, timeout=20,
+                       message="every socket's inbox, binding and greenlets to be gone after the window")
     assert after["sockets"] == {"rider": 0, "driver": 0} and after["consuming"] == 0
     assert worker_connections() == connections_before
-    assert broker_objects() == objects_before
+    assert wait_until(lambda: broker_objects(idle["queue"]) == objects_before, message="the bindings to go")
 
 
 def test_reconnecting_over_and_over_multiplies_nothing_on_the_broker(ride):
     rider_id = new_id("rider")
     ride.rider(rider_id).close()
-    before = broker_objects()
+    both_up(ride.url)
+    before = wait_until(lambda: (objects := broker_objects())[1] == 0 and objects, timeout=20,
+                        message="the rider's binding to go once the window is over")
     for _ in range(50):
         ride.rider(rider_id).close()
-    assert broker_objects() == before
+    wait_until(lambda: broker_objects() == before, timeout=20, message="as many objects as before, the window over")
     rider = ride.rider(rider_id)
     publish_one(rider_id, {"id": "after-50-reconnects"})
     assert rider.next(contract.TRIP_CREATED)["data"]["id"] == "after-50-reconnects"
+
+
+def both_up(url):
+    """Until both workers of the gateway at url read their queue: their broker objects are made."""
+    up = set()
+    wait_until(lambda: up.add(live_stats(url)["queue"]) or len(up - {None}) == 2, timeout=20,
+               message="both workers of the gateway to read their queue")
 
 
 def test_the_broker_dropping_every_connection_loses_nothing_and_keeps_sockets_open(ride):
@@ -315,6 +340,7 @@ def test_a_broker_that_refuses_new_queues_stops_no_socket_from_opening_or_gettin
     limit all get their events within a second."""
     vhost = urlsplit(AMQP_URL).path.lstrip("/") or "/"
     before_id, under_id, after_id = new_id("rider"), new_id("rider"), new_id("rider")
+    both_up(ride.url)  # each worker declares its queue once, when it starts: not per socket
     before = ride.rider(before_id)
     queues = len(broker_objects()[0])
     subprocess.run(["rabbitmqctl", "-q", "set_vhost_limits", "-p", vhost, json.dumps({"max-queues": queues})],
