@@ -233,6 +233,18 @@ def test_an_event_a_reads_before_the_new_sockets_marker_is_as_and_b_skips_its_co
     assert broker.bound["rider", "r1"] == {b_worker}
 
 
+def test_more_events_between_the_new_sockets_bind_and_its_marker_than_a_left_names_are_still_skipped(broker):
+    a_worker, b_worker = Worker(broker), Worker(broker)
+    a = a_worker.open()
+    everything(a_worker, b_worker)
+    b = b_worker.open(marked=False)
+    both = [broker.event() for _ in range(SEEN_IDS + 5)]  # one publisher: the same order in both queues
+    b_worker.mark(b)
+    after = broker.event()
+    everything(a_worker, b_worker)
+    assert a.written == both and b.written == [after]
+
+
 def test_an_event_routed_after_the_marker_is_dropped_by_a_and_written_by_b(broker):
     a_worker, b_worker = Worker(broker), Worker(broker)
     a = a_worker.open()

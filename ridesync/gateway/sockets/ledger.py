@@ -313,13 +313,24 @@ class Ledger:
 def _first(held, caught):
     """What a socket hands on or starts with, oldest first, each notice
     once, and the ids it had (seen)."""
-    first, skip = [], set()
+    first, skip, seen = [], set(), ()
     for part in held.lefts or ():
         first += _fresh(part.carried, skip)
         skip.update(part.seen)
+        seen = part.seen
     first += _fresh(caught, skip)
-    first += _fresh(held.kept or (), skip)
+    first += _fresh(_from_seen(held.kept or [], seen), skip)
     return first, [*skip.difference(notice.message_id for notice in first), *(held.seen or ())]
+
+
+def _from_seen(buffer, seen):
+    """The buffer from the first notice the socket before had among the
+    last SEEN_IDS it had: when it had that many, what comes before in the
+    buffer (one publisher's order is every queue's) it had too."""
+    if len(seen) < SEEN_IDS:
+        return buffer  # seen names all it had
+    seen = set(seen)
+    return next((buffer[i:] for i, notice in enumerate(buffer) if notice.message_id in seen), buffer)
 
 
 def _fresh(notices, skip):
