@@ -37,11 +37,9 @@ from pika.spec import Basic
 from pika.adapters.gevent_connection import GeventConnection
 
 from ridesync import contract, rabbit
-from ridesync.contract import CONNECTED, LEAVING, LEFT
+from ridesync.contract import CONNECTED
 
 log = logging.getLogger(__name__)
-
-__all__ = ["CONNECTED", "LEAVING", "LEFT", "Feed"]
 
 
 class Feed:
