@@ -2,8 +2,8 @@
 RabbitMQ cluster (bench/cluster.py; WORK_QUEUE_TYPE=quorum, the streams
 replicated on every node), rides in flight, and a node SIGKILLed in the
 middle of them (--kill): by default the one holding most of the gateway's
-own queues (a worker's queue lives on one node), else the notifications
-stream's leader.
+own queues (a classic worker queue lives on one node, a quorum one is led
+from one), else the notifications stream's leader.
 
 - Rides: --rides riders and as many drivers, each on a v2 socket through one
   gateway (2 gevent workers). A rider previews, starts, and follows its trip
@@ -281,9 +281,9 @@ def drive(phone, trip, registered, ledger):
 
 def victim_node(cluster, kill):
     """The node to kill, and what it holds of the gateway's. kill="queues":
-    the node holding most of the gateway's own classic queues (a worker's
-    queue is on one node, not replicated), else (none: every worker reads
-    the stream) the notifications stream's leader; kill="stream": that leader."""
+    the node holding most of the gateway's own queues (a classic one lives
+    on one node; a quorum one's leader), else (none: every worker reads the
+    stream) the notifications stream's leader; kill="stream": that leader."""
     rows = cluster.nodes[0].ctl("list_queues", "--no-table-headers", "name", "type", "pid", "leader")
     held = {node.name: [] for node in cluster.nodes}
     for name, kind, pid, leader in (line.split("\t") for line in rows.splitlines() if line.count("\t") == 3):
@@ -291,9 +291,11 @@ def victim_node(cluster, kill):
             continue
         if kind == "classic":
             held[pid.lstrip("<").split(".")[0]].append(name)
+        elif kind == "quorum" and leader in held:
+            held[leader].append(f"{name} (quorum leader)")
         elif leader in held:
             held[leader].append(f"{name} ({kind} leader)")
-    own = {node: sum(1 for name in names if not name.endswith("leader)")) for node, names in held.items()}
+    own = {node: sum(1 for name in names if not name.endswith("(stream leader)")) for node, names in held.items()}
     if kill == "queues" and any(own.values()):
         name = max(own, key=own.get)
     else:
