@@ -17,7 +17,7 @@ from ridesync.contract import CONNECTED, LEAVING, LEFT, live_key
 from ridesync.gateway import dialects
 from ridesync.gateway.sockets import hub as hub_module
 from ridesync.gateway.sockets.connection import REPLACED, Connection
-from ridesync.gateway.sockets.feed import Feed
+from ridesync.gateway.sockets.feed import CATCHUP_READERS, Feed
 from ridesync.gateway.sockets.hub import Hub
 from ridesync.gateway.sockets.ledger import Notice
 from ridesync.settings import process_settings
@@ -307,15 +307,24 @@ class Channel:
     def add_on_close_callback(self, callback):
         pass
 
+    def basic_ack(self, tag, multiple):
+        pass
+
+    def close(self):
+        self.is_open = False
+
 
 class AmqpConnection:
     """The feed's connection: channels it is asked to open, opened when the test says."""
 
     def __init__(self):
-        self.opening, self.is_open = [], True
+        self.opening, self.is_open, self.is_closed, self.is_closing = [], True, False, False
 
     def channel(self, on_open_callback):
         self.opening.append(on_open_callback)
+
+    def close(self):
+        self.is_open, self.is_closed = False, True
 
 
 def test_a_feed_stopped_while_a_reconnect_waits_opens_no_connection():
@@ -398,6 +407,37 @@ def test_what_the_queue_gives_again_after_a_lost_connection_is_read_once():
     for tag, message_id in enumerate(["m1", "m2", "m3"], 1):
         stream._on_queued(channel, Method(tag, redelivered=message_id != "m3"), Props(message_id), b"")
     assert read == ["m1", "m2", "m3"]
+
+
+def test_catch_ups_read_a_few_at_a_time_and_the_next_starts_when_one_has_read_its_marker():
+    caught = []
+
+    class Reader:
+        def caught_up(self, role, user_id, session, records):
+            caught.append((session, [message_id for _headers, message_id, _body in records]))
+
+    class Method:
+        delivery_tag = 1
+
+    class Props:
+        def __init__(self, message_id, **headers):
+            self.message_id, self.headers = message_id, headers
+
+    stream = Feed(NO_BROKER, "test", reader=Reader())
+    stream._reading = reading = AmqpConnection()
+    try:
+        for n in range(CATCHUP_READERS + 2):
+            stream.catch_up("rider", f"r{n}", f"s{n}", 1000.0)
+        assert len(reading.opening) == CATCHUP_READERS
+        channel = Channel()
+        reading.opening[0](channel)
+        catchup = stream._catchups["rider", "r0", "s0"]
+        catchup.take(channel, Method(), Props("m1", type=contract.TRIP_CREATED, owner="r0"), b"")
+        catchup.take(channel, Method(), Props("m2", type=contract.TRIP_CREATED, owner="r1"), b"")
+        catchup.take(channel, Method(), Props("c0", type=CONNECTED, owner="r0", session="s0"), b"")
+        assert caught == [("s0", ["m1"])] and len(reading.opening) == CATCHUP_READERS + 1
+    finally:
+        stream.stop()
 
 
 def test_the_chores_go_on_after_one_fails():

@@ -41,6 +41,12 @@ from ridesync.contract import CONNECTED
 
 log = logging.getLogger(__name__)
 
+# Not settings: catch-ups are rare (a drain, an upgrade that outwaited its
+# bind); in a storm of them these bound what they cost the broker and this
+# worker at once (bench.reconnect, 10,000 upgrades to one worker).
+CATCHUP_READERS = 8  # stream consumers reading back at once
+CATCHUP_PREFETCH = 100  # records in flight to each
+
 
 class Feed:
     def __init__(self, settings, name, reader):
@@ -51,6 +57,7 @@ class Feed:
         caught_up(role, user_id, session, records), confirmed(session) once
         a `connected` marker is on the broker, and tick() every FEED_ACK_PAUSE."""
         self._nodes = itertools.cycle(rabbit.connection_parameters(settings.amqp_url, name))  # the next node each time
+        self._reading_nodes = itertools.cycle(rabbit.connection_parameters(settings.amqp_url, f"{name}-catch-up"))
         self._replay = f"{int(settings.reconnect_window + settings.feed_replay_margin)}s"
         self._prefetch, self._ack_every = settings.feed_prefetch, settings.feed_ack_every
         self._ack_pause, self._reconnect_pause = settings.feed_ack_pause, settings.reconnect_pause
@@ -75,6 +82,7 @@ class Feed:
         self._read = 0
         self.received = 0  # messages read from the queue (the idle-worker test counts them)
         self._connection = None
+        self._reading = None  # the connection catch-ups read on, while any is pending
         self._channel = None
         self._stopping = False
         self._chores = None
@@ -137,14 +145,14 @@ class Feed:
         """Reads the user's notifications back from the record, from since
         (epoch seconds) until the session's `connected` marker there (or for
         HANDOVER_WAIT at most), then hands them to the reader, all of them:
-        the Ledger knows which the socket had."""
+        the Ledger knows which the socket had. At most CATCHUP_READERS read
+        at once, on a connection of their own (opened while any is pending):
+        in a connect storm, when many upgrades outwait their bind, the
+        registry and the queue must not wait behind their records."""
         wanted = (role, user_id, session)
-        if wanted in self._catchups:
-            return
-        catchup = self._catchups[wanted] = _CatchUp(role, user_id, session, since)
-        catchup.timer = gevent.spawn_later(self._catchup_wait, self._caught_up, wanted, "gave up waiting")
-        if self._connection is not None and self._connection.is_open and self.ready:
-            self._read_back(catchup)
+        if wanted not in self._catchups:
+            self._catchups[wanted] = _CatchUp(role, user_id, session, since, self._caught_up)
+            self._read_back()
 
     def drop_queue(self):
         """The worker stops: its queue goes now, not at its expiry. An
@@ -160,13 +168,16 @@ class Feed:
         if self._chores is not None:
             self._chores.kill(block=False)
         for catchup in self._catchups.values():
-            catchup.timer.kill(block=False)
-        if self._connection is not None and self._connection.is_open:
-            self._connection.close()
+            if catchup.timer is not None:
+                catchup.timer.kill(block=False)
+        for connection in (self._connection, self._reading):
+            if connection is not None and connection.is_open:
+                connection.close()
 
     @property
     def stopped(self):
-        return self._stopping and (self._connection is None or self._connection.is_closed)
+        return self._stopping and all(connection is None or connection.is_closed
+                                      for connection in (self._connection, self._reading))
 
     # The rest runs in gevent's hub, as pika callbacks.
 
@@ -215,8 +226,6 @@ class Feed:
             self._publish(channel, marker, kind, headers, body)
         for n in range(len(self._binders)):
             connection.channel(on_open_callback=lambda binder, n=n: self._on_binder_open(n, binder))
-        for catchup in self._catchups.values():
-            self._read_back(catchup)
 
     def _on_binder_open(self, n, binder):
         binder.add_on_close_callback(self._on_channel_closed)
@@ -276,8 +285,8 @@ class Feed:
     def _on_confirm(self, frame):
         """The broker has (ack) or has not (nack: published again) a marker."""
         method = frame.method
-        tags = [tag for tag in self._unconfirmed if tag <= method.delivery_tag] if method.multiple \
-            else [method.delivery_tag]
+        tags = list(itertools.takewhile(lambda tag: tag <= method.delivery_tag, self._unconfirmed)) \
+            if method.multiple else [method.delivery_tag]  # tags are given, and kept, in order
         for tag in tags:
             marker = self._unconfirmed.pop(tag, None)
             if marker is not None:
@@ -328,31 +337,52 @@ class Feed:
         except (KeyError, TypeError, ValueError) as exc:
             log.error("a %s in queue %s is malformed, skipped: %r", headers.get("type"), self.queue, exc)
 
-    def _read_back(self, catchup):
-        """Opens a channel that reads the record for one catch-up."""
-        def on_open(channel):
-            catchup.channel = channel
-            channel.basic_qos(prefetch_count=self._prefetch)
-            channel.basic_consume(contract.NOTIFICATIONS_STREAM, catchup.take, arguments={
-                "x-stream-offset": datetime.datetime.fromtimestamp(catchup.since, datetime.timezone.utc)})
-        catchup.records.clear()
-        catchup.on_end = self._caught_up
-        catchup.ack_every = self._ack_every
-        self._connection.channel(on_open_callback=on_open)
+    def _read_back(self):
+        """Starts the catch-ups waiting, as many as may read at once."""
+        connection = self._reading
+        if self._stopping or not self._catchups:
+            return
+        if connection is None or connection.is_closed or connection.is_closing:
+            self._reading = GeventConnection(
+                next(self._reading_nodes),
+                on_open_callback=lambda _connection: self._read_back(),
+                on_open_error_callback=self._on_reading_lost,
+                on_close_callback=self._on_reading_lost,
+            )
+            return
+        if not connection.is_open:
+            return  # opening: its open callback starts them
+        reading = sum(1 for catchup in self._catchups.values() if catchup.started)
+        for catchup in itertools.islice((c for c in self._catchups.values() if not c.started),
+                                        max(0, CATCHUP_READERS - reading)):
+            catchup.start(connection, self._catchup_wait)
+
+    def _on_reading_lost(self, connection, reason):
+        if connection is not self._reading or self._stopping:
+            return
+        for catchup in self._catchups.values():
+            catchup.stop()
+        if self._catchups:
+            log.warning("the feed's catch-up connection lost the broker (%s); reading back again in %.0fs",
+                        reason, self._reconnect_pause)
+            gevent.spawn_later(self._reconnect_pause, self._read_back)
 
     def _caught_up(self, wanted, why):
         catchup = self._catchups.pop(wanted, None)
         if catchup is None:
             return
-        catchup.timer.kill(block=False)
-        channel, catchup.channel = catchup.channel, None
-        if channel is not None and channel.is_open:
-            channel.close()
+        catchup.stop()
+        if catchup.timer is not None and catchup.timer is not gevent.getcurrent():
+            catchup.timer.kill(block=False)
         role, user_id, session = wanted
         if why != "read its marker":
             log.warning("%s %s: the catch-up for session %s %s after %d notices", role, user_id, session, why,
                         len(catchup.records))
         self._reader.caught_up(role, user_id, session, catchup.records)
+        if self._catchups:
+            self._read_back()
+        elif self._reading is not None and self._reading.is_open:
+            self._reading.close()  # none pending: no connection held for them
 
     def _ack(self):
         if self._unacked is not None:
@@ -378,15 +408,38 @@ class Feed:
 class _CatchUp:
     """One user's notifications read back from the record, until a session's `connected` marker."""
 
-    def __init__(self, role, user_id, session, since):
+    def __init__(self, role, user_id, session, since, on_end):
         self.role, self.user_id, self.session, self.since = role, user_id, session, since
         self.records = []  # (headers, message id, body) of every notification of the user, in the record's order
-        self.channel = self.timer = self.on_end = None
-        self.ack_every, self._read = 1, 0
+        self.channel = self.timer = None
+        self.started = False  # reading, or its channel opening
+        self._on_end, self._read = on_end, 0
+
+    def start(self, connection, wait):
+        """Reads on a channel of its own; gives up after wait seconds from its first start."""
+        def on_open(channel):
+            self.channel = channel
+            channel.basic_qos(prefetch_count=CATCHUP_PREFETCH)
+            channel.basic_consume(contract.NOTIFICATIONS_STREAM, self.take, arguments={
+                "x-stream-offset": datetime.datetime.fromtimestamp(self.since, datetime.timezone.utc)})
+        self.started, self.records = True, []
+        if self.timer is None:
+            self.timer = gevent.spawn_later(wait, self._on_end, self._wanted, "gave up waiting")
+        connection.channel(on_open_callback=on_open)
+
+    def stop(self):
+        """Its channel closed (a start again reads from since anew)."""
+        channel, self.channel, self.started = self.channel, None, False
+        if channel is not None and channel.is_open:
+            channel.close()
+
+    @property
+    def _wanted(self):
+        return self.role, self.user_id, self.session
 
     def take(self, channel, method, props, body):
         self._read += 1
-        if self._read % self.ack_every == 0:
+        if self._read % (CATCHUP_PREFETCH // 2) == 0 and channel.is_open:
             channel.basic_ack(method.delivery_tag, multiple=True)  # a stream's ack grants credit
         headers = props.headers or {}
         if channel is not self.channel or headers.get("owner") != self.user_id:
@@ -394,4 +447,4 @@ class _CatchUp:
         if headers.get("type") != CONNECTED:
             self.records.append((headers, props.message_id, body))
         elif headers.get("session") == self.session:
-            self.on_end((self.role, self.user_id, self.session), "read its marker")
+            self._on_end(self._wanted, "read its marker")
