@@ -127,7 +127,8 @@ class Settings:
     amqp_url: str = setting("AMQP_URL", "amqp://guest:guest@localhost:5672/", URL,
                             "the RabbitMQ broker, or its cluster's nodes separated by commas")
     work_queue_type: str = setting("WORK_QUEUE_TYPE", "classic", _choice("classic", "quorum"),
-                                   "the type of the services' work queues and their dead-letter queue")
+                                   "the type of the services' work queues and their dead-letter queue, and of each "
+                                   "gateway worker's own queue")
     trip_service_addr: str = setting("TRIP_SERVICE_ADDR", "localhost:9093", ADDRESS,
                                      "the TripService: `host:port`, `dns:///name:port` (every address the name "
                                      "resolves to) or `ipv4:10.0.0.1:9093,10.0.0.2:9093`")

@@ -2,12 +2,16 @@
 issue 15 part 2), and a user moving between workers while their events are
 published loses none and gets none twice: real gunicorn, real RabbitMQ,
 real sockets."""
+import subprocess
 import threading
+from urllib.parse import urlsplit, urlunsplit
 
-from ridesync import contract
+from ridesync import contract, rabbit
 from ridesync.rabbit import Publisher
+from ridesync.settings import Settings
+from tests.phone import Phone
 from tests.ride import new_id, ride  # noqa: F401 (ride is a fixture)
-from tests.support import AMQP_URL, wait_until
+from tests.support import AMQP_URL, closed_port_address, start_gateway, wait_until
 from tests.test_live import live_stats
 
 
@@ -77,3 +81,37 @@ def test_a_rider_moving_between_two_workers_while_events_are_published_gets_each
     finally:
         publisher.close()
     assert last.next()["data"]["id"] == "last"  # nothing came twice before it
+
+
+def test_on_a_cluster_s_quorum_queues_a_worker_s_own_queue_is_a_quorum_queue_and_its_sockets_get_their_events(
+        tmp_path, monkeypatch):
+    """WORK_QUEUE_TYPE=quorum (a cluster): the worker's queue is replicated,
+    so it outlives its node (bench.node_kill), here on a vhost of its own."""
+    vhost = f"ridesync-quorum-{new_id('run')}"
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True, timeout=60)
+    gateway = None
+    try:
+        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, urlsplit(AMQP_URL).username or "guest",
+                        ".*", ".*", ".*"], check=True, capture_output=True, timeout=60)
+        url = urlunsplit(urlsplit(AMQP_URL)._replace(path=f"/{vhost}"))
+        gateway, base = start_gateway({"AMQP_URL": url, "WORK_QUEUE_TYPE": "quorum",
+                                       "TRIP_SERVICE_ADDR": closed_port_address()}, tmp_path)
+        rider_id = new_id("rider")
+        rider = Phone(base, f"/ws/riders?userID={rider_id}")
+        queue = wait_until(lambda: live_stats(base)["queue"], message="the worker's queue")
+        quorum = Settings.from_env({"WORK_QUEUE_TYPE": "quorum"})
+        monkeypatch.setattr(rabbit, "process_settings", lambda: quorum)  # the publisher declares the topology alike
+        publisher = Publisher(url, "test-quorum")
+        try:
+            publisher.publish(contract.TRIP_CREATED, rider_id, {"id": "on-a-quorum-queue"})
+        finally:
+            publisher.close()
+        assert rider.next(contract.TRIP_CREATED)["data"]["id"] == "on-a-quorum-queue"
+        rider.close()
+        types = subprocess.run(["rabbitmqctl", "-q", "list_queues", "--no-table-headers", "-p", vhost, "name", "type"],
+                               check=True, capture_output=True, text=True, timeout=60).stdout
+        assert dict(line.split("\t") for line in types.splitlines())[queue] == "quorum"
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=60)

@@ -65,7 +65,9 @@ class Feed:
         self._reader = reader
         self.queue = f"{contract.WORKER_QUEUE_PREFIX}{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         expires = max(60.0, 2 * settings.reconnect_window)  # outlives a lost connection; gone soon after a SIGKILL
-        self._queue_arguments = {"x-queue-type": "classic", "x-expires": int(expires * 1000)}
+        # On a cluster (WORK_QUEUE_TYPE=quorum) replicated, so that it outlives its node too (bench.node_kill).
+        self._durable = settings.work_queue_type == "quorum"
+        self._queue_arguments = {"x-queue-type": settings.work_queue_type, "x-expires": int(expires * 1000)}
         self._binders = [None] * settings.bind_channels  # channels binding users' keys, by the key's hash
         self._bound = set()  # live keys bound to the queue (or to be, once a channel is open)
         self._unbound = set()  # keys unbound while no channel was open: unbound on the next
@@ -210,7 +212,7 @@ class Feed:
         self._published = 0
         channel.confirm_delivery(self._on_confirm)
         rabbit.declare_topology(channel)  # the gateway may be the first process up
-        channel.queue_declare(self.queue, arguments=self._queue_arguments,
+        channel.queue_declare(self.queue, durable=self._durable, arguments=self._queue_arguments,
                               callback=lambda _ok: self._consume(channel))
 
     def _consume(self, channel):
