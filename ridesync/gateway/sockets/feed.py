@@ -145,15 +145,17 @@ class Feed:
 
     def catch_up(self, role, user_id, session, since):
         """Reads the user's notifications back from the record, from since
-        (epoch seconds) until the session's `connected` marker there (or for
-        HANDOVER_WAIT at most), then hands them to the reader, all of them:
-        the Ledger knows which the socket had. At most CATCHUP_READERS read
-        at once, on a connection of their own (opened while any is pending):
-        in a connect storm, when many upgrades outwait their bind, the
-        registry and the queue must not wait behind their records."""
+        (epoch seconds) until the session's `connected` marker there, or for
+        HANDOVER_WAIT from now at most (reading or waiting to), then hands
+        them to the reader, all of them: the Ledger knows which the socket
+        had. At most CATCHUP_READERS read at once, on a connection of their
+        own (opened while any is pending): in a connect storm, when many
+        upgrades outwait their bind, the registry and the queue must not
+        wait behind their records."""
         wanted = (role, user_id, session)
         if wanted not in self._catchups:
-            self._catchups[wanted] = _CatchUp(role, user_id, session, since, self._caught_up)
+            catchup = self._catchups[wanted] = _CatchUp(role, user_id, session, since, self._caught_up)
+            catchup.timer = gevent.spawn_later(self._catchup_wait, self._caught_up, wanted, "gave up waiting")
             self._read_back()
 
     def drop_queue(self):
@@ -357,7 +359,7 @@ class Feed:
         reading = sum(1 for catchup in self._catchups.values() if catchup.started)
         for catchup in itertools.islice((c for c in self._catchups.values() if not c.started),
                                         max(0, CATCHUP_READERS - reading)):
-            catchup.start(connection, self._catchup_wait)
+            catchup.start(connection)
 
     def _on_reading_lost(self, connection, reason):
         if connection is not self._reading or self._stopping:
@@ -417,16 +419,14 @@ class _CatchUp:
         self.started = False  # reading, or its channel opening
         self._on_end, self._read = on_end, 0
 
-    def start(self, connection, wait):
-        """Reads on a channel of its own; gives up after wait seconds from its first start."""
+    def start(self, connection):
+        """Reads on a channel of its own."""
         def on_open(channel):
             self.channel = channel
             channel.basic_qos(prefetch_count=CATCHUP_PREFETCH)
             channel.basic_consume(contract.NOTIFICATIONS_STREAM, self.take, arguments={
                 "x-stream-offset": datetime.datetime.fromtimestamp(self.since, datetime.timezone.utc)})
         self.started, self.records = True, []
-        if self.timer is None:
-            self.timer = gevent.spawn_later(wait, self._on_end, self._wanted, "gave up waiting")
         connection.channel(on_open_callback=on_open)
 
     def stop(self):
