@@ -8,6 +8,7 @@ import logging
 import queue
 import random
 import threading
+import time
 import uuid
 from collections import deque
 from contextlib import contextmanager
@@ -131,6 +132,7 @@ def message_properties(routing_key, owner_id, headers=None, message_id=None):
         content_type="application/json",
         delivery_mode=pika.DeliveryMode.Persistent,
         message_id=message_id or uuid.uuid4().hex,  # lets a socket or consumer drop a redelivered copy
+        timestamp=int(time.time()),  # where a catch-up reading the notifications stream back begins
         headers={**headers, "CC": live} if live else headers,
     )
 

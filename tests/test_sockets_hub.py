@@ -17,7 +17,7 @@ from ridesync.contract import CONNECTED, LEAVING, LEFT, live_key
 from ridesync.gateway import dialects
 from ridesync.gateway.sockets import hub as hub_module
 from ridesync.gateway.sockets.connection import REPLACED, Connection
-from ridesync.gateway.sockets.feed import CATCHUP_READERS, Feed
+from ridesync.gateway.sockets.feed import Feed
 from ridesync.gateway.sockets.hub import Hub
 from ridesync.gateway.sockets.ledger import Notice
 from ridesync.settings import process_settings
@@ -409,7 +409,7 @@ def test_what_the_queue_gives_again_after_a_lost_connection_is_read_once():
     assert read == ["m1", "m2", "m3"]
 
 
-def test_catch_ups_read_a_few_at_a_time_and_the_next_starts_when_one_has_read_its_marker():
+def test_one_read_of_the_record_serves_every_catch_up_each_from_its_own_time_until_its_marker():
     caught = []
 
     class Reader:
@@ -417,25 +417,44 @@ def test_catch_ups_read_a_few_at_a_time_and_the_next_starts_when_one_has_read_it
             caught.append((session, [message_id for _headers, message_id, _body in records]))
 
     class Method:
-        delivery_tag = 1
+        def __init__(self):
+            self.delivery_tag = 1
 
     class Props:
-        def __init__(self, message_id, **headers):
-            self.message_id, self.headers = message_id, headers
+        def __init__(self, message_id, at, **headers):
+            self.message_id, self.timestamp, self.headers = message_id, at, headers
+
+    def read(channel, message_id, at, **headers):
+        stream._on_read_back(channel, Method(), Props(message_id, at, **headers), b"")
 
     stream = Feed(NO_BROKER, "test", reader=Reader())
     stream._reading = reading = AmqpConnection()
     try:
-        for n in range(CATCHUP_READERS + 2):
+        for n in range(100):  # a deploy's sockets: one read for all of them
             stream.catch_up("rider", f"r{n}", f"s{n}", 1000.0)
-        assert len(reading.opening) == CATCHUP_READERS
-        channel = Channel()
-        reading.opening[0](channel)
-        catchup = stream._catchups["rider", "r0", "s0"]
-        catchup.take(channel, Method(), Props("m1", type=contract.TRIP_CREATED, owner="r0"), b"")
-        catchup.take(channel, Method(), Props("m2", type=contract.TRIP_CREATED, owner="r1"), b"")
-        catchup.take(channel, Method(), Props("c0", type=CONNECTED, owner="r0", session="s0"), b"")
-        assert caught == [("s0", ["m1"])] and len(reading.opening) == CATCHUP_READERS + 1
+        assert len(reading.opening) == 1
+        first = Channel()
+        reading.opening[0](first)
+        read(first, "m0", 1001, type=contract.TRIP_CREATED, owner="r0")
+        read(first, "m1", 1001, type=contract.TRIP_CREATED, owner="r1")
+        read(first, "c0", 1002, type=CONNECTED, role="rider", owner="r0", session="s0")
+        read(first, "c9", 1002, type=CONNECTED, role="rider", owner="r9", session="s-later")
+        assert caught == [("s0", ["m0"])]
+
+        stream.catch_up("rider", "r9", "s-later", 1002.0)  # its marker was read already: it ends at once
+        stream.catch_up("rider", "r1", "s1-again", 1003.0)  # after the read began: kept from its own time
+        read(first, "m1b", 1003, type=contract.TRIP_CREATED, owner="r1")
+        read(first, "c1", 1003, type=CONNECTED, role="rider", owner="r1", session="s1-again")
+        assert caught[1:] == [("s-later", []), ("s1-again", ["m1b"])] and len(reading.opening) == 1
+
+        stream.catch_up("rider", "r2", "s2-early", 900.0)  # before the read began: it begins again from there
+        assert len(reading.opening) == 2 and first.is_open is False
+        again = Channel()
+        reading.opening[1](again)
+        read(first, "m-stale", 1004, type=contract.TRIP_CREATED, owner="r2")  # the replaced read: nothing
+        read(again, "m2", 950, type=contract.TRIP_CREATED, owner="r2")
+        read(again, "c2", 1004, type=CONNECTED, role="rider", owner="r2", session="s2-early")
+        assert caught[-1] == ("s2-early", ["m2"])
     finally:
         stream.stop()
 

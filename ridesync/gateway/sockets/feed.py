@@ -41,11 +41,9 @@ from ridesync.contract import CONNECTED
 
 log = logging.getLogger(__name__)
 
-# Not settings: catch-ups are rare (a drain, an upgrade that outwaited its
-# bind); in a storm of them these bound what they cost the broker and this
-# worker at once (bench.reconnect, 10,000 upgrades to one worker).
-CATCHUP_READERS = 8  # stream consumers reading back at once
-CATCHUP_PREFETCH = 100  # records in flight to each
+# Not a setting: records in flight to the one read back of the record
+# (catch-ups are rare: a drain, an upgrade that outwaited its bind).
+CATCHUP_PREFETCH = 500
 
 
 class Feed:
@@ -73,7 +71,10 @@ class Feed:
         self._unbound = set()  # keys unbound while no channel was open: unbound on the next
         self._waiting = {}  # key -> callbacks for its bind-ok
         self._in_flight = {}  # key -> binds sent on the current connection, not yet bind-ok
-        self._catchups = {}  # (role, user id, session) -> _CatchUp
+        self._catchups = _Catchups()  # the sockets waiting to catch up, and the one read back for them
+        self._catchup_timers = {}  # (role, user id, session) -> the greenlet that gives up on it
+        self._read_back_channel = None  # the channel reading the record back, while any catch-up waits
+        self._read_backs = 0  # read backs begun: a channel of one begun since reads nothing
         self._unseen = {}  # marker id -> (routing key, headers, body): not yet confirmed
         self._unconfirmed = {}  # delivery tag -> marker id, published on the current channel
         self._published = 0  # delivery tags given on the current channel
@@ -146,17 +147,20 @@ class Feed:
     def catch_up(self, role, user_id, session, since):
         """Reads the user's notifications back from the record, from since
         (epoch seconds) until the session's `connected` marker there, or for
-        HANDOVER_WAIT from now at most (reading or waiting to), then hands
-        them to the reader, all of them: the Ledger knows which the socket
-        had. At most CATCHUP_READERS read at once, on a connection of their
-        own (opened while any is pending): in a connect storm, when many
-        upgrades outwait their bind, the registry and the queue must not
-        wait behind their records."""
+        HANDOVER_WAIT from now at most, then hands them to the reader, all of
+        them: the Ledger knows which the socket had. Every catch-up waiting
+        is served by one read of the record, on a connection of its own
+        (opened while any waits): a deploy's thousands of sockets cost one
+        read of its stretch, and the registry and the queue never wait
+        behind it."""
         wanted = (role, user_id, session)
-        if wanted not in self._catchups:
-            catchup = self._catchups[wanted] = _CatchUp(role, user_id, session, since, self._caught_up)
-            catchup.timer = gevent.spawn_later(self._catchup_wait, self._caught_up, wanted, "gave up waiting")
+        if wanted in self._catchup_timers:
+            return
+        self._catchup_timers[wanted] = gevent.spawn_later(self._catchup_wait, self._give_up, wanted)
+        if self._catchups.add(wanted, since):
             self._read_back()
+        elif self._catchups.marked(wanted):
+            self._caught_up(wanted, self._catchups.take(wanted))
 
     def drop_queue(self):
         """The worker stops: its queue goes now, not at its expiry. An
@@ -171,9 +175,8 @@ class Feed:
         self._stopping = True
         if self._chores is not None:
             self._chores.kill(block=False)
-        for catchup in self._catchups.values():
-            if catchup.timer is not None:
-                catchup.timer.kill(block=False)
+        for timer in self._catchup_timers.values():
+            timer.kill(block=False)
         for connection in (self._connection, self._reading):
             if connection is not None and connection.is_open:
                 connection.close()
@@ -342,9 +345,10 @@ class Feed:
             log.error("a %s in queue %s is malformed, skipped: %r", headers.get("type"), self.queue, exc)
 
     def _read_back(self):
-        """Starts the catch-ups waiting, as many as may read at once."""
+        """(Re)begins the one read of the record, from the earliest time a
+        waiting catch-up asks for."""
         connection = self._reading
-        if self._stopping or not self._catchups:
+        if self._stopping or not self._catchups.waiting:
             return
         if connection is None or connection.is_closed or connection.is_closing:
             self._reading = GeventConnection(
@@ -355,38 +359,59 @@ class Feed:
             )
             return
         if not connection.is_open:
-            return  # opening: its open callback starts them
-        reading = sum(1 for catchup in self._catchups.values() if catchup.started)
-        for catchup in itertools.islice((c for c in self._catchups.values() if not c.started),
-                                        max(0, CATCHUP_READERS - reading)):
-            catchup.start(connection)
+            return  # opening: its open callback begins it
+        self._stop_reading_back()
+        self._read_backs += 1
+        begun, since = self._read_backs, self._catchups.begin()
+        connection.channel(on_open_callback=lambda channel: self._read_back_from(channel, since, begun))
+
+    def _read_back_from(self, channel, since, begun):
+        if begun != self._read_backs:
+            channel.close()  # a read begun since replaces it
+            return
+        self._read_back_channel = channel
+        channel.basic_qos(prefetch_count=CATCHUP_PREFETCH)
+        channel.basic_consume(contract.NOTIFICATIONS_STREAM, self._on_read_back, arguments={
+            "x-stream-offset": datetime.datetime.fromtimestamp(since, datetime.timezone.utc)})
+
+    def _on_read_back(self, channel, method, props, body):
+        if channel is not self._read_back_channel:
+            return  # a read replaced by one from earlier
+        if method.delivery_tag % (CATCHUP_PREFETCH // 2) == 0:
+            channel.basic_ack(method.delivery_tag, multiple=True)  # a stream's ack grants credit
+        for wanted, records in self._catchups.read(props.headers or {}, props.message_id, body, props.timestamp):
+            self._caught_up(wanted, records)
 
     def _on_reading_lost(self, connection, reason):
         if connection is not self._reading or self._stopping:
             return
-        for catchup in self._catchups.values():
-            catchup.stop()
-        if self._catchups:
+        self._read_back_channel = None
+        if self._catchups.waiting:
             log.warning("the feed's catch-up connection lost the broker (%s); reading back again in %.0fs",
                         reason, self._reconnect_pause)
+            self._catchups.since = None
             gevent.spawn_later(self._reconnect_pause, self._read_back)
 
-    def _caught_up(self, wanted, why):
-        catchup = self._catchups.pop(wanted, None)
-        if catchup is None:
-            return
-        catchup.stop()
-        if catchup.timer is not None and catchup.timer is not gevent.getcurrent():
-            catchup.timer.kill(block=False)
-        role, user_id, session = wanted
-        if why != "read its marker":
-            log.warning("%s %s: the catch-up for session %s %s after %d notices", role, user_id, session, why,
-                        len(catchup.records))
-        self._reader.caught_up(role, user_id, session, catchup.records)
-        if self._catchups:
-            self._read_back()
-        elif self._reading is not None and self._reading.is_open:
-            self._reading.close()  # none pending: no connection held for them
+    def _give_up(self, wanted):
+        records = self._catchups.take(wanted)
+        log.warning("%s %s: the catch-up for session %s gave up waiting for its marker after %d notices",
+                    *wanted, len(records))
+        self._caught_up(wanted, records)
+
+    def _caught_up(self, wanted, records):
+        timer = self._catchup_timers.pop(wanted, None)
+        if timer is not None and timer is not gevent.getcurrent():
+            timer.kill(block=False)
+        self._reader.caught_up(*wanted, records)
+        if not self._catchups.waiting:
+            self._stop_reading_back()
+            if self._reading is not None and self._reading.is_open:
+                self._reading.close()  # none waits: no connection held for them
+
+    def _stop_reading_back(self):
+        channel, self._read_back_channel = self._read_back_channel, None
+        if channel is not None and channel.is_open:
+            channel.close()
 
     def _ack(self):
         if self._unacked is not None:
@@ -409,44 +434,47 @@ class Feed:
         self._reader.tick()
 
 
-class _CatchUp:
-    """One user's notifications read back from the record, until a session's `connected` marker."""
+class _Catchups:
+    """The sockets waiting to catch up, and what one read of the record has
+    brought for them: from the earliest time any asked for, each
+    notification kept for its owner, each catch-up ending at its socket's
+    `connected` marker (at once, if the read is past it already). No I/O."""
 
-    def __init__(self, role, user_id, session, since, on_end):
-        self.role, self.user_id, self.session, self.since = role, user_id, session, since
-        self.records = []  # (headers, message id, body) of every notification of the user, in the record's order
-        self.channel = self.timer = None
-        self.started = False  # reading, or its channel opening
-        self._on_end, self._read = on_end, 0
+    def __init__(self):
+        self.waiting = {}  # (role, user id, session) -> since (epoch s)
+        self.since = None  # where the read began; None while none is reading
+        self._kept = {}  # owner -> [(headers, message id, body, timestamp)] of notifications read, in order
+        self._marked = set()  # (role, user id, session) of the `connected` markers read
 
-    def start(self, connection):
-        """Reads on a channel of its own."""
-        def on_open(channel):
-            self.channel = channel
-            channel.basic_qos(prefetch_count=CATCHUP_PREFETCH)
-            channel.basic_consume(contract.NOTIFICATIONS_STREAM, self.take, arguments={
-                "x-stream-offset": datetime.datetime.fromtimestamp(self.since, datetime.timezone.utc)})
-        self.started, self.records = True, []
-        connection.channel(on_open_callback=on_open)
+    def add(self, wanted, since):
+        """True when the read must begin (again): none reads, or it began after since."""
+        self.waiting[wanted] = since
+        return self.since is None or since < self.since
 
-    def stop(self):
-        """Its channel closed (a start again reads from since anew)."""
-        channel, self.channel, self.started = self.channel, None, False
-        if channel is not None and channel.is_open:
-            channel.close()
+    def begin(self):
+        self.since, self._kept, self._marked = min(self.waiting.values()), {}, set()
+        return self.since
 
-    @property
-    def _wanted(self):
-        return self.role, self.user_id, self.session
+    def marked(self, wanted):
+        return wanted in self._marked
 
-    def take(self, channel, method, props, body):
-        self._read += 1
-        if self._read % (CATCHUP_PREFETCH // 2) == 0 and channel.is_open:
-            channel.basic_ack(method.delivery_tag, multiple=True)  # a stream's ack grants credit
-        headers = props.headers or {}
-        if channel is not self.channel or headers.get("owner") != self.user_id:
-            return  # a channel of a catch-up begun again, or another user's
+    def read(self, headers, message_id, body, timestamp):
+        """One record, in the record's order: [(wanted, records)] of the catch-ups it ends."""
+        owner = headers.get("owner")
         if headers.get("type") != CONNECTED:
-            self.records.append((headers, props.message_id, body))
-        elif headers.get("session") == self.session:
-            self._on_end(self._wanted, "read its marker")
+            self._kept.setdefault(owner, []).append((headers, message_id, body, timestamp))
+            return []
+        wanted = (headers.get("role"), owner, headers.get("session"))
+        self._marked.add(wanted)
+        return [(wanted, self.take(wanted))] if wanted in self.waiting else []
+
+    def take(self, wanted):
+        """Ends a catch-up: the owner's notifications read from its since on
+        (a record of a publisher that stamps no time is kept: it may be later)."""
+        since = self.waiting.pop(wanted, None)
+        records = [] if since is None else [
+            (headers, message_id, body) for headers, message_id, body, at in self._kept.get(wanted[1], ())
+            if at is None or at >= int(since)]
+        if not self.waiting:
+            self.since, self._kept, self._marked = None, {}, set()  # the read ends
+        return records
