@@ -26,7 +26,7 @@ KINDS = {"v2": contract.TRIP_CREATED, "v1 rider": contract.TRIP_CREATED, "v1 dri
 def per_frame_us(name, trip, frames):
     role, v2 = SOCKETS[name]
     dialect = dialects.for_socket(role, v2)
-    notice = Notice(0, KINDS[name], "m0", contract.envelope("r1", trip), {})
+    notice = Notice(KINDS[name], "m0", contract.envelope("r1", trip), {})
     out = []
 
     def send(write):
