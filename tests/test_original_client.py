@@ -7,6 +7,7 @@ once (its session often published before the trip's driver_assigned), and
 a fifth of that with one that takes 0.3 s; each ride reaching the rider's
 payment step with the driver's "All set!" card kept."""
 import os
+import signal
 
 import pytest
 import requests
@@ -129,18 +130,24 @@ def test_a_withdrawn_offer_and_a_decline_leave_the_original_driver_page_waiting_
             page.close()
 
 
-@pytest.mark.ride_env(PAYMENT_LOCAL_LATENCY="1")
 def test_a_v1_rider_that_reconnects_after_its_driver_is_assigned_gets_it_again_before_the_payment(ride):
     """On whichever worker the new socket lands, the payment session comes
-    after a driver_assigned made from the trip read then."""
+    after a driver_assigned made from the trip read then. The payment
+    service is held (SIGSTOP) until the new socket is open: a session
+    written to the old socket is that socket's, and the new one is owed nothing."""
     rider_id = new_id("rider")
     rider, driver = ride.rider(rider_id), ride.driver("sedan")
     trip = ride.start_trip(rider_id)
     request = driver.next(contract.DRIVER_TRIP_REQUEST)["data"]
-    driver.send(contract.DRIVER_TRIP_ACCEPT, {"tripID": trip["id"], "riderID": rider_id, "driver": driver.driver})
-    assert rider.next(contract.TRIP_DRIVER_ASSIGNED)["data"]["id"] == request["id"]
-    rider.close()
-    again = Phone(ride.url, f"/ws/riders?userID={rider_id}", headers=bearer(rider_id))
+    payment = ride.process("payment")
+    payment.signal(signal.SIGSTOP)
+    try:
+        driver.send(contract.DRIVER_TRIP_ACCEPT, {"tripID": trip["id"], "riderID": rider_id, "driver": driver.driver})
+        assert rider.next(contract.TRIP_DRIVER_ASSIGNED)["data"]["id"] == request["id"]
+        rider.close()
+        again = Phone(ride.url, f"/ws/riders?userID={rider_id}", headers=bearer(rider_id))
+    finally:
+        payment.signal(signal.SIGCONT)
     try:
         assert again.next(contract.TRIP_DRIVER_ASSIGNED)["data"]["id"] == trip["id"]
         assert again.next(contract.PAYMENT_SESSION_CREATED)["data"]["tripID"] == trip["id"]
