@@ -157,18 +157,24 @@ class Database:
     def transaction(self, pipelined=False):
         """The thread's open transaction, or a new one committed at the end
         (rolled back on an exception). Callbacks given to after_commit run
-        once it has committed. pipelined, on PostgreSQL: in psycopg's
-        pipeline mode, a statement waits for its answer only when its rows
-        are read; a transaction that reads one answer takes two round trips."""
+        once it has committed, those given to on_refusal if it is refused.
+        pipelined, on PostgreSQL: in psycopg's pipeline mode, a statement
+        waits for its answer only when its rows are read; a transaction that
+        reads none takes one round trip, one that reads one answer two."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             yield conn
             return
-        self._local.after_commit = []
+        self._local.after_commit, self._local.on_refusal = [], []
         try:
             with self.engine.connect() as conn, self._begun(conn, pipelined):
                 self._local.conn = conn
                 yield conn
+        except DBAPIError as error:
+            self._local.conn = None  # what explains the refusal reads anew
+            for explain in self._local.on_refusal:
+                explain(error)
+            raise
         finally:
             self._local.conn = None
             callbacks, self._local.after_commit = self._local.after_commit, []
@@ -195,6 +201,13 @@ class Database:
 
     def after_commit(self, callback):
         self._local.after_commit.append(callback)
+
+    def on_refusal(self, explain):
+        """explain(error) runs, outside the thread's open transaction, if the
+        database refuses it (a DBAPIError: in a pipelined transaction, a
+        statement sent unanswered fails with the COMMIT); it may raise what
+        the refusal means instead."""
+        self._local.on_refusal.append(explain)
 
     def handle_once(self, consumer, message_id, work):
         """Runs work() in a transaction that also records message_id as

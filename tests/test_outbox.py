@@ -87,28 +87,33 @@ def test_a_pipelined_transaction_whose_unanswered_insert_is_refused_commits_noth
         database.close()
 
 
-def test_a_trip_is_started_on_postgresql_in_two_exchanges_with_the_server(tmp_path):
-    """The fare's UPDATE goes with BEGIN and is answered; the trip's, the
-    current trip's and the outbox row's INSERTs go with the COMMIT, in one
-    more exchange (what the libpq trace of the connection shows)."""
+def test_a_trip_is_started_on_postgresql_in_one_exchange_with_the_server_two_if_priced_elsewhere(tmp_path):
+    """BEGIN, the start's one statement (fare taken, trip, current trip),
+    the outbox row's INSERT and the COMMIT go in one exchange when this
+    process priced the fare; one priced by another replica is read first
+    (what the libpq trace of the connection shows)."""
     url = create_database()
-    database = Database(url)
+    database, elsewhere = Database(url), Database(url)
     try:
         trips = TripService(RoutePlanner(None, enabled=False), SqlTripStore(database),
                             Outbox(database, Broker(), "trip"), transaction=database.transaction)
+        other_replica = TripService(RoutePlanner(None, enabled=False), SqlTripStore(elsewhere), Broker())
         rider = unique("rider")
-        fare = _fare(trips, rider)
-        with database.engine.connect() as conn:  # the pool's one connection, which the start takes next
+        with database.engine.connect() as conn:  # the pool's one connection, which the starts take next
             server = conn.connection.driver_connection.pgconn
-        with open(tmp_path / "trace", "w") as trace:
-            server.trace(trace.fileno())
-            server.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
-            trips.create_trip(fare.id, rider)
-            server.untrace()
-        senders = "".join(line[0] for line in (tmp_path / "trace").read_text().splitlines())  # F(rontend), B(ackend)
-        assert re.fullmatch("F+B+F+B+", senders), f"exchanges: {re.findall('F+B+', senders)}"
+        for replica, exchanges in ((trips, "F+B+"), (other_replica, "F+B+F+B+")):
+            fare = _fare(replica, rider)
+            with open(tmp_path / "trace", "w") as trace:
+                server.trace(trace.fileno())
+                server.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+                trips.create_trip(fare.id, rider)
+                server.untrace()
+            senders = "".join(line[0] for line in (tmp_path / "trace").read_text().splitlines()
+                              if line[:2] in ("F\t", "B\t"))  # F(rontend), B(ackend); not a statement's next line
+            assert re.fullmatch(exchanges, senders), f"exchanges: {re.findall('F+B+', senders)}"
     finally:
         database.close()
+        elsewhere.close()
         drop_database(url)
 
 

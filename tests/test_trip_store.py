@@ -4,6 +4,7 @@ their rider, before they expire; every change of a trip a compare-and-set,
 so that of many replicas racing for one trip exactly one wins."""
 import threading
 import uuid
+from contextlib import nullcontext
 
 import pytest
 
@@ -99,6 +100,59 @@ def test_a_fare_is_taken_once_by_its_rider_before_it_expires(store, clock):
     clock.now += 10
     with pytest.raises(FareUnavailable, match="expired"):
         store.take_fare(late.id, "r1")
+
+
+def start(store, fare_id, rider):
+    """store.start_trip in a transaction as CreateTrip's (pipelined: on
+    PostgreSQL a refusal comes with the COMMIT); in memory, as it is."""
+    database = getattr(store, "_db", None)
+    with nullcontext() if database is None else database.transaction(pipelined=True):
+        return store.start_trip(new_id("trip"), fare_id, rider)
+
+
+def test_a_trip_starts_on_a_fare_taken_once_by_its_rider_before_it_expires(store, clock):
+    """take_fare's errors; a rider already on a trip starts another, which becomes their current one."""
+    fare, late, next_one = a_fare(clock, "r1"), a_fare(clock, "r1", ttl=10), a_fare(clock, "r1")
+    store.save_fares([fare, late, next_one])
+    with pytest.raises(FareNotFound):
+        start(store, "nope", "r1")
+    with pytest.raises(FareNotYours):
+        start(store, fare.id, "r2")
+    started = start(store, fare.id, "r1")
+    assert started == Trip(id=started.id, fare=fare, user_id="r1") == store.trip(started.id) == store.current_trip("r1")
+    with pytest.raises(FareUnavailable, match="already used"):
+        start(store, fare.id, "r1")
+    assert store.current_trip("r1") == started
+    clock.now += 10
+    with pytest.raises(FareUnavailable, match="expired"):
+        start(store, late.id, "r1")
+    another = start(store, next_one.id, "r1")
+    assert store.current_trip("r1") == another
+
+
+def test_of_replicas_starting_one_fare_at_once_one_trip_starts(stores, clock, request):
+    if request.node.callspec.params["stores"] == "memory":
+        replicas = [stores(clock)] * 8
+    else:
+        replicas = [stores(clock) for _ in range(8)]  # the first priced the fare; the others read it
+    fare = a_fare(clock, "r1")
+    replicas[0].save_fares([fare])
+    ready, started, refused = threading.Barrier(len(replicas)), [], []
+
+    def start_at_once(store):
+        ready.wait()
+        try:
+            started.append(start(store, fare.id, "r1"))
+        except FareUnavailable as exc:
+            refused.append(str(exc))
+
+    threads = [threading.Thread(target=start_at_once, args=(s,)) for s in replicas]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(started) == 1 and refused == [f"fare {fare.id!r} was already used for a trip"] * 7
+    assert replicas[-1].current_trip("r1") == started[0]
 
 
 def test_expired_fares_are_forgotten_but_a_used_one_is_still_known_as_used(store, clock):

@@ -74,12 +74,11 @@ class TripService:
         trip exists. With a database, the fare, the trip and the announcement
         commit together, so a trip whose process dies right after the commit
         is still announced (Outbox.publish_or_undo)."""
-        with self._transaction(pipelined=True):  # its statements' answers are read only where needed
-            fare = self._store.take_fare(fare_id, user_id)
-            trip = Trip(id=str(uuid.uuid4()), fare=fare, user_id=user_id)
-            self._store.save_trip(trip)  # before the event, which others act on at once
+        with self._transaction(pipelined=True):  # on PostgreSQL one exchange: the start, its row and the COMMIT
+            trip = self._store.start_trip(str(uuid.uuid4()), fare_id, user_id)  # before the event, acted on at once
             self._publisher.publish_or_undo(contract.TRIP_CREATED, user_id, trip.to_json(), lambda: self._forget(trip))
-        log.info("rider %s started trip %s (%s, %s cents)", user_id, trip.id, fare.package_slug, fare.total_price_in_cents)
+        log.info("rider %s started trip %s (%s, %s cents)", user_id, trip.id, trip.fare.package_slug,
+                 trip.fare.total_price_in_cents)
         return trip
 
     def _forget(self, trip):

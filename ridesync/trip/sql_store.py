@@ -8,7 +8,9 @@ version is still the one read (`UPDATE ... WHERE id = :id AND version =
 :read`). A replica that loses the race reads the trip again and checks
 anew, so two replicas cannot both give a trip to a driver."""
 import dataclasses
+import threading
 import time
+from collections import OrderedDict
 
 import orjson
 from sqlalchemy import bindparam, delete, insert, select, update
@@ -19,14 +21,34 @@ from ridesync.ride.lifecycle import ACCEPTED, CANCELLED, NO_DRIVERS_FOUND, PENDI
 from ridesync.ride.model import Coordinate, RideFare, Route, Trip
 from ridesync.settings import process_settings
 from ridesync.tables import current_trips, fares, trips
-from ridesync.trip.store import ANYONE, FareNotFound, FareNotYours, FareUnavailable
+from ridesync.trip.store import ANYONE, FareNotFound, FareNotYours, FareUnavailable, start_by_steps
 
 # CreateTrip's statements, built once (database.Prebuilt).
-TAKE_FARE = Prebuilt(update(fares).where(fares.c.id == bindparam("fare"), fares.c.user_id == bindparam("rider"),
-                                         fares.c.used.is_(False), fares.c.expires_at > bindparam("now"))
-                     .values(used=True).returning(fares.c.data))
+FARE_TAKEN = update(fares).where(fares.c.id == bindparam("fare"), fares.c.user_id == bindparam("rider"),
+                                 fares.c.used.is_(False), fares.c.expires_at > bindparam("now")).values(used=True)
+TAKE_FARE = Prebuilt(FARE_TAKEN.returning(fares.c.data))
 SAVE_TRIP = Prebuilt(insert(trips).values(version=1, **{name: bindparam(name) for name in
                                                         ("id", "user_id", "status", "driver_id", "data")}))
+
+
+PRICED_KEPT = 10_000  # fares priced by this process kept in it, newest: a start follows its preview within seconds
+NOT_NULL_VIOLATION = "23502"
+
+
+def _start_trip():
+    """On PostgreSQL, take_fare and save_trip in one statement: the fare
+    taken gives the trip its rider; a fare it cannot take leaves the
+    trip's user_id NULL, which refuses the whole transaction."""
+    taken = FARE_TAKEN.returning(fares.c.user_id).cte("taken")
+    trip = (insert(trips).values(version=1, user_id=select(taken.c.user_id).scalar_subquery(),
+                                 **{name: bindparam(name) for name in ("id", "status", "driver_id", "data")})
+            .returning(trips.c.id, trips.c.user_id).cte("trip"))
+    current = postgresql.insert(current_trips).from_select(["user_id", "trip_id"], select(trip.c.user_id, trip.c.id))
+    return Prebuilt(current.on_conflict_do_update(index_elements=[current_trips.c.user_id],
+                                                  set_={"trip_id": current.excluded.trip_id}))
+
+
+START_TRIP = _start_trip()
 
 
 def _make_current(upsert):
@@ -44,6 +66,7 @@ class SqlTripStore:
         self._db = database
         self._clock = clock
         self._pruned_at = float("-inf")
+        self._priced, self._priced_lock = OrderedDict(), threading.Lock()  # id -> fare, oldest first
 
     def save_fares(self, new_fares):
         """A preview's fares: one statement; not durable (a fare lost in a
@@ -54,6 +77,10 @@ class SqlTripStore:
                 {"id": f.id, "user_id": f.user_id, "expires_at": f.expires_at, "used": False, "data": _json(f)}
                 for f in new_fares
             ])
+        with self._priced_lock:
+            self._priced.update((fare.id, fare) for fare in new_fares)
+            while len(self._priced) > PRICED_KEPT:
+                self._priced.popitem(last=False)
 
     def _forget_expired(self):
         # Expired, unused fares can never be taken again; used ones stay so
@@ -84,6 +111,37 @@ class SqlTripStore:
         if row.used:
             return FareUnavailable(f"fare {fare_id!r} was already used for a trip")
         return FareUnavailable(f"fare {fare_id!r} expired; preview the trip again")
+
+    def start_trip(self, trip_id, fare_id, user_id):
+        """take_fare and save_trip. On PostgreSQL one statement, the fare
+        known before it (priced by this process, read otherwise): in a
+        pipelined transaction it goes unanswered, with the COMMIT, and a
+        refusal is explained after the transaction with take_fare's errors."""
+        if not self._db.is_postgresql:
+            with self._db.transaction():
+                return start_by_steps(self, trip_id, fare_id, user_id)
+        trip = Trip(id=trip_id, fare=self._fare(fare_id), user_id=user_id)
+        with self._db.transaction() as conn:
+            self._db.on_refusal(lambda error: self._explain_refusal(error, fare_id, user_id))
+            START_TRIP.run(conn, fare=fare_id, rider=user_id, now=self._clock(), id=trip_id, status=trip.status,
+                           driver_id=None, data=_json(trip))
+        return trip
+
+    def _fare(self, fare_id):
+        with self._priced_lock:
+            fare = self._priced.pop(fare_id, None)
+        if fare is not None:
+            return fare
+        with self._db.at_once() as conn:
+            row = conn.execute(select(fares.c.data).where(fares.c.id == fare_id)).first()
+        if row is None:
+            raise FareNotFound(f"no fare {fare_id!r}")
+        return fare_of(orjson.loads(row.data))
+
+    def _explain_refusal(self, error, fare_id, user_id):
+        if getattr(error.orig, "sqlstate", None) == NOT_NULL_VIOLATION and error.orig.diag.table_name == trips.name:
+            with self._db.at_once() as conn:
+                raise self._why_not_taken(conn, fare_id, user_id) from error
 
     def give_back_fare(self, fare_id):
         with self._db.transaction() as conn:

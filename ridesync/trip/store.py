@@ -4,6 +4,7 @@ import time
 from dataclasses import replace
 
 from ridesync.ride.lifecycle import ACCEPTED, CANCELLED, NO_DRIVERS_FOUND, PENDING
+from ridesync.ride.model import Trip
 
 ANYONE = object()  # _change's offered_to when the offer does not matter
 
@@ -63,6 +64,10 @@ class TripStore:
     def give_back_fare(self, fare_id):
         with self._lock:
             self._used_fares.discard(fare_id)
+
+    def start_trip(self, trip_id, fare_id, user_id):
+        """A new pending trip on the fare, taken (take_fare's errors), now its rider's current one."""
+        return start_by_steps(self, trip_id, fare_id, user_id)
 
     def save_trip(self, trip):
         """A new trip, now its rider's current one."""
@@ -166,3 +171,11 @@ class TripStore:
             if fare.expires_at > now:
                 return
             del self._fares[fare_id]
+
+
+def start_by_steps(store, trip_id, fare_id, user_id):
+    """A new pending trip on the fare, taken as take_fare does (and refused
+    with its errors), saved as save_trip does: the trip."""
+    trip = Trip(id=trip_id, fare=store.take_fare(fare_id, user_id), user_id=user_id)
+    store.save_trip(trip)
+    return trip
