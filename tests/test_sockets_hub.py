@@ -292,14 +292,16 @@ class Channel:
             raise ChannelWrongStateError("Channel is closing.")
         self.published.append((properties.headers["type"], properties.headers["session"], body))
 
-    def basic_qos(self, *args, **kwargs):
-        pass
+    def basic_qos(self, prefetch_count, callback=None):
+        if callback is not None:  # a binder's fence
+            self.bindings.append(("fence", None, callback))
 
     def basic_consume(self, *args, **kwargs):
         pass
 
-    def queue_bind(self, queue, exchange, routing_key, callback):
-        self.bindings.append(("bind", routing_key, callback))
+    def queue_bind(self, queue, exchange, routing_key, callback=None):
+        assert callback is None, "a bind is sent without waiting for its bind-ok"
+        self.bindings.append(("bind", routing_key, None))
 
     def queue_unbind(self, queue, exchange, routing_key):
         self.bindings.append(("unbind", routing_key, None))
@@ -344,25 +346,47 @@ def test_a_socket_that_opens_while_the_feed_channel_closes_opens_and_its_marker_
     assert [kind for kind, _session, _body in reopened.published] == [CONNECTED]
 
 
-def test_a_bind_waits_for_its_bind_ok_and_each_users_key_keeps_to_one_channel():
+def binding_feed():
     stream = Feed(NO_BROKER, "test", reader=None)
     stream._connection = AmqpConnection()
     stream._consume(Channel())
     binders = [Channel() for _ in stream._connection.opening]
     for open_it, binder in zip(stream._connection.opening, binders):
         open_it(binder)
+    return stream, binders
+
+
+def test_binds_go_out_without_waiting_and_the_fence_after_them_says_they_are_done():
+    stream, binders = binding_feed()
+    slot = stream._slot("live.rider.a")
+    keys = ["live.rider.a", *(key for key in (f"live.rider.{n}" for n in range(100))
+                              if stream._slot(key) == slot)][:3]  # three users whose keys share a channel
+    called = []
+    for key in keys:
+        stream.bind(key, then=lambda key=key: called.append(key))
+    binder = binders[slot]
+    assert [(op, key) for op, key, _ in binder.bindings] == \
+        [("bind", keys[0]), ("fence", None), ("bind", keys[1]), ("bind", keys[2])]
+    binder.bindings[1][2](None)  # the first fence's ok: the binds after it wait for the next
+    assert called == [keys[0]] and [op for op, _key, _ in binder.bindings[4:]] == ["fence"]
+    binder.bindings[4][2](None)
+    assert called == keys
+    assert all(not other.bindings for other in binders if other is not binder)  # a user's key keeps to one channel
+
+
+def test_for_a_key_bound_unbound_and_bound_again_only_the_fence_after_its_last_bind_says_it_is_bound():
+    stream, binders = binding_feed()
     called = []
     stream.bind("live.rider.a", then=lambda: called.append("first"))
     stream.unbind("live.rider.a")
     stream.bind("live.rider.a", then=lambda: called.append("again"))
     stream.bind("live.rider.a", then=lambda: called.append("second socket"))
-    used = [binder for binder in binders if binder.bindings]
-    assert len(used) == 1 and [(op, key) for op, key, _ in used[0].bindings] == \
-        [("bind", "live.rider.a"), ("unbind", "live.rider.a"), ("bind", "live.rider.a")]
-    first_ok, _unbind, last_ok = (callback for _op, _key, callback in used[0].bindings)
-    first_ok(None)
-    assert called == []  # the bind-ok of the bind before the unbind says nothing of the one after it
-    last_ok(None)
+    [binder] = [binder for binder in binders if binder.bindings]
+    assert [(op, key) for op, key, _ in binder.bindings] == \
+        [("bind", "live.rider.a"), ("fence", None), ("unbind", "live.rider.a"), ("bind", "live.rider.a")]
+    binder.bindings[1][2](None)
+    assert called == []  # the fence before the unbind says nothing of the bind after it
+    binder.bindings[-1][2](None)  # the fence sent after the first one's ok
     assert called == ["again", "second socket"]
     stream.bind("live.rider.a", then=lambda: called.append("bound already"))
     assert called[-1] == "bound already"
@@ -378,7 +402,7 @@ def test_a_reconnected_feed_binds_its_users_again_and_unbinds_those_it_let_go_me
     binders = [Channel() for _ in stream._connection.opening]
     for open_it, binder in zip(stream._connection.opening, binders):
         open_it(binder)
-    done = sorted((op, key) for binder in binders for op, key, _ in binder.bindings)
+    done = sorted((op, key) for binder in binders for op, key, _ in binder.bindings if op != "fence")
     assert done == [("bind", "live.rider.kept"), ("unbind", "live.rider.gone")]
 
 

@@ -70,7 +70,9 @@ class Feed:
         self._bound = set()  # live keys bound to the queue (or to be, once a channel is open)
         self._unbound = set()  # keys unbound while no channel was open: unbound on the next
         self._waiting = {}  # key -> callbacks for its bind-ok
-        self._in_flight = {}  # key -> binds sent on the current connection, not yet bind-ok
+        self._in_flight = {}  # key -> binds sent on the current connection, not yet fenced
+        self._unfenced = [[] for _ in self._binders]  # keys bound on each binder since its last fence was sent
+        self._fences = [None] * len(self._binders)  # keys the fence awaited on each binder covers; None: none awaited
         self._catchups = _Catchups()  # the sockets waiting to catch up, and the one read back for them
         self._catchup_timers = {}  # (role, user id, session) -> the greenlet that gives up on it
         self._read_back_channel = None  # the channel reading the record back, while any catch-up waits
@@ -204,6 +206,7 @@ class Feed:
         self._channel = self._unacked = None
         self._binders = [None] * len(self._binders)
         self._in_flight = {}
+        self._unfenced, self._fences = [[] for _ in self._binders], [None] * len(self._binders)
         self._maybe_again, self._handled = self._handled, set()
         if self._stopping:
             return
@@ -237,6 +240,7 @@ class Feed:
     def _on_binder_open(self, n, binder):
         binder.add_on_close_callback(self._on_channel_closed)
         self._binders[n] = binder
+        self._unfenced[n], self._fences[n] = [], None
         for key in [key for key in self._unbound if self._slot(key) == n]:
             self._unbound.discard(key)
             binder.queue_unbind(self.queue, contract.LIVE_EXCHANGE, routing_key=key)
@@ -262,22 +266,42 @@ class Feed:
         return binder if binder is not None and binder.is_open else None
 
     def _bind(self, key):
+        """Sent without waiting for its bind-ok (pika would send a channel's
+        binds one at a time, each after the last one's ok: in a connect
+        storm, thousands of upgrades queued behind BIND_CHANNELS round
+        trips); the binder's next fence says it is done."""
         binder = self._binder(key)
         if binder is not None:
+            n = self._slot(key)
             self._in_flight[key] = self._in_flight.get(key, 0) + 1
-            binder.queue_bind(self.queue, contract.LIVE_EXCHANGE, routing_key=key,
-                              callback=lambda _ok: self._on_bound(binder, key))
+            binder.queue_bind(self.queue, contract.LIVE_EXCHANGE, routing_key=key)
+            self._unfenced[n].append(key)
+            if self._fences[n] is None:
+                self._fence(n, binder)
 
-    def _on_bound(self, binder, key):
-        """Its last bind-ok: one before an unbind and a bind again of the key says nothing."""
-        if binder is not self._binders[self._slot(key)]:
+    def _fence(self, n, binder):
+        """A Basic.Qos (a no-op: binders consume nothing) after the binds sent
+        since the last one: the broker does a channel's methods in order, so
+        its ok says they are all done. One round trip for every bind sent
+        meanwhile; those sent while it is out wait for the next one."""
+        self._fences[n], self._unfenced[n] = self._unfenced[n], []
+        binder.basic_qos(prefetch_count=0, callback=lambda _ok: self._on_fenced(n, binder))
+
+    def _on_fenced(self, n, binder):
+        """The binds the fence covers are done; for a key bound, unbound and
+        bound again, only its last bind's fence says so."""
+        if binder is not self._binders[n]:
             return  # of a connection lost since
-        self._in_flight[key] -= 1
-        if self._in_flight[key] == 0:
-            del self._in_flight[key]
-            if key in self._bound:
-                for then in self._waiting.pop(key, None) or ():
-                    then()
+        keys, self._fences[n] = self._fences[n], None
+        if self._unfenced[n]:
+            self._fence(n, binder)
+        for key in keys:
+            self._in_flight[key] -= 1
+            if self._in_flight[key] == 0:
+                del self._in_flight[key]
+                if key in self._bound:
+                    for then in self._waiting.pop(key, None) or ():
+                        then()
 
     def _publish(self, channel, marker, kind, headers, body):
         """Publishes a marker, unless the channel is gone or closing: then it
