@@ -58,4 +58,4 @@ def private_vhost():
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "ride_env(**settings): environment for every process of the ride fixture")
+    config.addinivalue_line("markers", "ride_env(**settings): every process of the ride or cluster fixture")

@@ -33,14 +33,16 @@ NEXT_STEP = {contract.TRIP_DRIVER_ASSIGNED: "driver.cmd.trip_arrived",
 
 
 @pytest.fixture
-def cluster(tmp_path):
-    """Every process, two of each service; .replicas[name] are the two."""
+def cluster(tmp_path, request):
+    """Every process, two of each service; .replicas[name] are the two. A
+    test marked ride_env(NAME="value") has those settings too."""
+    settings = request.node.get_closest_marker("ride_env")
     purge_queues(*contract.WORK_QUEUES)
     database, prefix = create_database(), f"ridesync-test:{RUN}:replicas:{os.getpid()}:{time.time_ns()}:"
     trip_addrs, driver_addrs = [f"127.0.0.1:{free_port()}" for _ in "ab"], [f"127.0.0.1:{free_port()}" for _ in "ab"]
     env = {"DATABASE_URL": database, "REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": prefix, "OSRM_ENABLED": "false",
            "TRIP_SERVICE_ADDR": "ipv4:" + ",".join(trip_addrs), "DRIVER_SERVICE_ADDR": "ipv4:" + ",".join(driver_addrs),
-           "OFFER_TIMEOUT": "15", "RECONNECT_WINDOW": "30"}
+           "OFFER_TIMEOUT": "15", "RECONNECT_WINDOW": "30", **(settings.kwargs if settings else {})}
     replicas = {
         "trip": [start_service("ridesync.trip", a, {**env, "TRIP_LISTEN_ADDR": a}, tmp_path, name=f"trip-{n}")
                  for n, a in enumerate(trip_addrs)],
