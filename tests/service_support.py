@@ -9,7 +9,7 @@ import grpc
 import pika
 import pytest
 
-from ridesync import contract, rabbit
+from ridesync import contract, messages, rabbit
 from ridesync.driver.pool import new_driver
 from ridesync.pb import driver_pb2, driver_pb2_grpc, trip_pb2, trip_pb2_grpc
 from ridesync.ride.model import RideFare, Route, Trip
@@ -121,7 +121,7 @@ def answer(publisher, routing_key, driver_id, trip_id, rider):
 
 def trip_driver_json(driver_id):
     """What a trip shows of driver_id once they accepted it: the TripDriver of the driver registered."""
-    return trip_driver(new_driver(driver_id, "sedan").to_json())
+    return messages.as_json(trip_driver(new_driver(driver_id, "sedan").to_json()))
 
 
 def unique(name):

@@ -101,7 +101,7 @@ def test_the_driver_a_trip_shows_is_all_the_document_promises_and_an_answer_with
     """DriverService registers every driver with a name, a picture and a
     plate, and the gateway answers with that driver, whatever the phone says."""
     answer = {"tripID": "t1", "riderID": "r1", "driver": new_driver("d1", "sedan").to_json()}
-    shown = trip_driver(messages.decode(json.dumps(answer), messages.DriverAnswer, "data").driver)
+    shown = messages.as_json(trip_driver(messages.decode(json.dumps(answer), messages.DriverAnswer, "data").driver))
     assert set(shown) == set(OPENAPI["components"]["schemas"]["TripDriver"]["required"])
     assert shown == {key: answer["driver"][key] for key in shown}
     for lacking in ("name", "profilePicture", "carPlate"):

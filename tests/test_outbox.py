@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ridesync import contract
 from ridesync.database import Database, Prebuilt
+from ridesync.driver.pool import new_driver
 from ridesync.outbox import Outbox
 from ridesync.rabbit import PublishFailed
 from ridesync.tables import handled_messages, outbox
@@ -26,7 +27,7 @@ from ridesync.trip.sql_store import SqlTripStore
 from ridesync.trip.store import FareUnavailable
 from tests.databases import create_database, drop_database
 from tests.service_support import (  # noqa: F401 (driver_service: a fixture)
-    about_trip, driver_service, next_matching, publish_raw, purge_queues, register_at, unique,
+    about_trip, driver_service, next_matching, publish_raw, purge_queues, register_at, trip_driver_json, unique,
 )
 from tests.support import DESTINATION, PICKUP, ROOT, start_trip_service, wait_until
 
@@ -123,6 +124,8 @@ KILLED_AFTER_COMMIT = """
 import os, signal, sys
 from ridesync.settings import Settings
 from ridesync.trip.server import build
+from ridesync.driver.pool import new_driver
+from ridesync.trip.intake import trip_driver
 from tests.support import DESTINATION, PICKUP
 
 trips, database, outbox, _offers, publisher = build(Settings.from_env())
@@ -130,7 +133,8 @@ rider, driver = sys.argv[1], sys.argv[2]
 _route, fares = trips.preview(rider, PICKUP, DESTINATION)
 trip = trips.create_trip(fares[0].id, rider)
 trips.record_offer(trip.id, driver)
-database.handle_once("driver_trip_response", "accept-" + trip.id, lambda: trips.accept(trip.id, {"id": driver}))
+accepted = trip_driver(new_driver(driver, "sedan").to_json())
+database.handle_once("driver_trip_response", "accept-" + trip.id, lambda: trips.accept(trip.id, accepted))
 print(trip.id, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -156,12 +160,13 @@ def test_what_a_killed_process_committed_is_published_by_the_next_one(database_u
         sent = {(key, message["ownerId"]): message["data"]
                 for key, _, message in (next_matching(tap, about_trip(trip_id)) for _ in range(3))}
         for owner in (rider, driver):
-            assert sent[(contract.TRIP_DRIVER_ASSIGNED, owner)]["driver"] == {"id": driver}
+            assert sent[(contract.TRIP_DRIVER_ASSIGNED, owner)]["driver"] == trip_driver_json(driver)
         assert sent[(contract.PAYMENT_CREATE_SESSION, rider)]["tripID"] == trip_id
         wait_until(lambda: _rows(database) == 0, message="the outbox to be emptied")
 
         # The same accept delivered again (the broker never got its ack): handled once.
-        body = contract.envelope(driver, {"tripID": trip_id, "riderID": rider, "driver": {"id": driver}})
+        body = contract.envelope(driver, {"tripID": trip_id, "riderID": rider,
+                                          "driver": new_driver(driver, "sedan").to_json()})
         publish_raw(contract.DRIVER_TRIP_ACCEPT, body, pika.BasicProperties(message_id="accept-" + trip_id))
         wait_until(lambda: f"drops a second copy of {contract.DRIVER_TRIP_ACCEPT} accept-{trip_id}" in service.output(),
                    message="the second copy to be dropped")

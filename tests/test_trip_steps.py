@@ -3,7 +3,7 @@ recording publisher: who may take each step, what it changes in the record,
 and what it announces. The store's own rules: tests/test_trip_store.py."""
 import pytest
 
-from ridesync import contract
+from ridesync import contract, messages
 from ridesync.ride.lifecycle import NotYours, StepRefused
 from ridesync.trip.intake import trip_driver
 from ridesync.trip.service import TripService
@@ -53,7 +53,7 @@ def test_the_driver_offered_the_trip_accepts_it_rider_and_driver_told_payment_as
     offered(store, trips, published)
     trips.accept("t1", D1)
     trip_json = store.trip("t1").to_json()
-    assert trip_json["status"] == "accepted" and trip_json["driver"] == D1
+    assert trip_json["status"] == "accepted" and trip_json["driver"] == messages.as_json(D1)
     assert published.take() == [
         (contract.PAYMENT_CREATE_SESSION, "r1", {"tripID": "t1", "userID": "r1", "amount": 1054, "currency": "USD"}),
         (contract.TRIP_DRIVER_ASSIGNED, "r1", trip_json),
@@ -68,7 +68,7 @@ def test_answers_from_a_driver_not_offered_the_trip_are_refused_and_change_nothi
     offered(store, trips, published, driver_id="d1")
     before = store.trip("t1")
     for _ in range(20):
-        getattr(trips, answer)("t1", {"id": "d2"} if answer == "accept" else "d2")
+        getattr(trips, answer)("t1", trip_driver({**DRIVER, "id": "d2"}) if answer == "accept" else "d2")
     assert store.trip("t1") == before
     refusal = {"tripID": "t1", "code": "permission_denied", "message": "trip t1 is not offered to driver d2"}
     assert published.take() == [(contract.DRIVER_ANSWER_REFUSED, "d2", refusal)] * 20

@@ -8,6 +8,7 @@ from contextlib import nullcontext
 
 import pytest
 
+from ridesync import messages
 from ridesync.database import Database
 from ridesync.ride.model import RideFare, Route, Trip
 from ridesync.settings import Settings
@@ -19,7 +20,8 @@ from tests.service_support import trip
 from tests.support import DESTINATION, PICKUP
 
 ROUTE = Route(path=(PICKUP, DESTINATION), distance=4200.0, duration=600.0)
-D1 = trip_driver({"id": "d1", "name": "Sam Kim", "profilePicture": "https://p/1.jpg", "carPlate": "7ABC123"})
+D1 = messages.as_json(trip_driver({"id": "d1", "name": "Sam Kim", "profilePicture": "https://p/1.jpg",
+                                   "carPlate": "7ABC123"}))
 
 
 class Clock:
@@ -180,7 +182,7 @@ def test_only_the_driver_a_pending_trip_is_offered_to_gets_it(store):
     store_with(store, trip(trip_id="t1"))
     assert store.assign_driver("t1", D1) is None  # offered to no one yet
     assert store.offer("t1", "d1").offered_to == "d1"
-    assert store.assign_driver("t1", {"id": "d2"}) is None
+    assert store.assign_driver("t1", {**D1, "id": "d2"}) is None
     accepted = store.assign_driver("t1", D1)
     assert (accepted.status, accepted.driver, accepted.offered_to) == ("accepted", D1, None)
     assert store.offer("t1", "d2") is None

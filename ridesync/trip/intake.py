@@ -16,8 +16,8 @@ log = logging.getLogger(__name__)
 
 
 def trip_driver(driver):
-    """The TripDriver JSON of a Driver (a messages.Driver, or its JSON): what the rider sees of the driver."""
-    return messages.as_json(msgspec.convert(driver, messages.TripDriver, from_attributes=True))
+    """The messages.TripDriver of a Driver (a messages.Driver, or its JSON): what the rider sees of the driver."""
+    return msgspec.convert(driver, messages.TripDriver, from_attributes=True)
 
 
 class Intake:

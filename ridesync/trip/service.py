@@ -104,13 +104,13 @@ class TripService:
             log.info("driver %s was offered trip %s too late (%s): withdrawn", driver_id, trip_id, exc)
 
     def accept(self, trip_id, driver):
-        """The driver (TripDriver JSON) the trip is offered to takes it: the
+        """The driver (a messages.TripDriver) the trip is offered to takes it: the
         rider and the driver are told, and a payment session is asked for.
         Anyone else is refused. If the broker does not take both messages,
         the trip is offered to them again and the error raised, so the
         accept can be retried."""
-        step = self._answer(trip_id, driver["id"], lambda t: lifecycle.accept(t, driver["id"]),
-                            lambda t: self._store.assign_driver(trip_id, driver))
+        step = self._answer(trip_id, driver.id, lambda t: lifecycle.accept(t, driver.id),
+                            lambda t: self._store.assign_driver(trip_id, messages.as_json(driver)))
         if step is None or not step.changed:
             return
         trip = step.trip
@@ -122,9 +122,9 @@ class TripService:
                                       amount=round(trip.fare.total_price_in_cents), currency="USD")))
             self._announce(contract.TRIP_DRIVER_ASSIGNED, trip)
         except Exception:
-            self._store.unassign_driver(trip_id, driver["id"])
+            self._store.unassign_driver(trip_id, driver.id)
             raise
-        log.info("driver %s accepted trip %s of rider %s", driver["id"], trip.id, trip.user_id)
+        log.info("driver %s accepted trip %s of rider %s", driver.id, trip.id, trip.user_id)
 
     def decline(self, trip_id, driver_id):
         """The driver the trip is offered to passes: the trip goes back to
