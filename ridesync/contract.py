@@ -103,6 +103,11 @@ WORKER_QUEUE_PREFIX = "gateway.worker."  # then <host>.<pid>.<random>: one gatew
 SOCKETS_STREAM = "gateway.sockets"
 MARKER_KEYS = "gateway.*"
 CONNECTED, LEAVING, LEFT = "gateway.connected", "gateway.leaving", "gateway.left"
+# A worker whose queue was lost (gone on reconnect) publishes this marker to
+# the record only (the default exchange), once each user it holds is bound
+# again to the queue made anew: what the lost queue held or missed is in the
+# record before it (ridesync/gateway/sockets/feed.py).
+REFILLED = "gateway.refilled"
 SOCKETS_STREAM_ARGUMENTS = {
     "x-queue-type": "stream",
     "x-max-age": "1h",

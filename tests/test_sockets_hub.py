@@ -13,7 +13,7 @@ from gevent.event import Event
 from pika.exceptions import ChannelWrongStateError
 
 from ridesync import contract
-from ridesync.contract import CONNECTED, LEAVING, LEFT, live_key
+from ridesync.contract import CONNECTED, LEAVING, LEFT, REFILLED, live_key
 from ridesync.gateway import dialects
 from ridesync.gateway.sockets import hub as hub_module
 from ridesync.gateway.sockets.connection import REPLACED, Connection
@@ -290,7 +290,7 @@ class Channel:
     def basic_publish(self, exchange, routing_key, body, properties):
         if not self.is_open:
             raise ChannelWrongStateError("Channel is closing.")
-        self.published.append((properties.headers["type"], properties.headers["session"], body))
+        self.published.append((properties.headers["type"], properties.headers.get("session"), body))
 
     def basic_qos(self, prefetch_count, callback=None):
         if callback is not None:  # a binder's fence
@@ -420,6 +420,7 @@ def test_what_the_queue_gives_again_after_a_lost_connection_is_read_once():
     class Props:
         def __init__(self, message_id):
             self.message_id, self.headers = message_id, {"type": contract.TRIP_CREATED, "owner": "rider-1"}
+            self.timestamp = None
 
     stream = Feed(NO_BROKER, "test", reader=Reader())
     channel = Channel()
@@ -431,6 +432,37 @@ def test_what_the_queue_gives_again_after_a_lost_connection_is_read_once():
     for tag, message_id in enumerate(["m1", "m2", "m3"], 1):
         stream._on_queued(channel, Method(tag, redelivered=message_id != "m3"), Props(message_id), b"")
     assert read == ["m1", "m2", "m3"]
+
+
+def test_a_queue_made_anew_is_refilled_once_every_user_held_is_bound_to_it_again():
+    lost = []
+
+    class Reader:
+        def queue_lost(self, since):
+            lost.append(since)
+
+    stream = Feed(NO_BROKER, "test", reader=Reader())
+    a = "live.rider.a"
+    b = next(key for key in (f"live.rider.{n}" for n in range(100)) if stream._slot(key) != stream._slot(a))
+    stream.bind(a)
+    stream.bind(b)
+    stream._connection = AmqpConnection()
+    stream._gone, stream._lost_at, stream._lost_how = True, 1000.0, "with the connection"  # the passive declare's 404
+    main = Channel()
+    stream._consume(main)
+    assert lost == [1000.0]
+    binders = [Channel() for _ in stream._connection.opening]
+    for open_it, binder in zip(stream._connection.opening, binders):
+        open_it(binder)
+    called = []
+    stream.bind(a, then=lambda: called.append("a's next socket"))
+    assert called == [], "bound to the lost queue, not yet to the new one"
+    fences = {key: binder.bindings[i + 1][2] for binder in binders  # one bind on each: its fence after it
+              for i, (op, key, _) in enumerate(binder.bindings) if op == "bind"}
+    fences[a](None)
+    assert called == ["a's next socket"] and main.published == []
+    fences[b](None)
+    assert [kind for kind, _session, _body in main.published] == [REFILLED]
 
 
 def test_one_read_of_the_record_serves_every_catch_up_each_from_its_own_time_until_its_marker():
@@ -479,6 +511,13 @@ def test_one_read_of_the_record_serves_every_catch_up_each_from_its_own_time_unt
         read(again, "m2", 950, type=contract.TRIP_CREATED, owner="r2")
         read(again, "c2", 1004, type=CONNECTED, role="rider", owner="r2", session="s2-early")
         assert caught[-1] == ("s2-early", ["m2"])
+
+        stream._refilled = "refilled-1"
+        stream.recover("rider", "r3", 1004.0)  # the queue was lost: in the same read, until the `refilled` marker
+        read(again, "m3", 1004, type=contract.TRIP_CREATED, owner="r3")
+        read(again, "c3", 1005, type=CONNECTED, role="rider", owner="r3", session="s3-elsewhere")
+        read(again, "refilled-1", 1005, type=REFILLED)
+        assert caught[-1] == (None, ["m3", "c3"]) and len(reading.opening) == 2  # its markers too: it cuts at them
     finally:
         stream.stop()
 

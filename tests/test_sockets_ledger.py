@@ -10,8 +10,8 @@ from collections import defaultdict
 import pytest
 
 from ridesync import contract
-from ridesync.gateway.sockets.ledger import (SEEN_IDS, Bind, CatchUp, Cut, Deliver, Forfeit, Ledger, Notice, Start,
-                                             Unbind, _Entry, _Held)
+from ridesync.gateway.sockets.ledger import (SEEN_IDS, Bind, CatchUp, Cut, Deliver, Forfeit, Ledger, Notice, Recover,
+                                             Start, Unbind, _Entry, _Held)
 
 CREATED, COMPLETED, LOCATION, REQUEST = (contract.TRIP_CREATED, contract.TRIP_COMPLETED, contract.TRIP_DRIVER_LOCATION,
                                          contract.DRIVER_TRIP_REQUEST)
@@ -89,6 +89,7 @@ class Worker:
     def __init__(self, broker, since=0):
         """since: where in the registry it begins reading (a worker started later)."""
         self.broker, self.queue, self.phones, self.catchups, self.decided = broker, [], {}, [], []
+        self.recoveries = []
         self.ledger = Ledger(WINDOW, HANDOVER_WAIT, MAX_OWED, MARGIN, ROLES, broker.clock)
         self._read = since
 
@@ -137,10 +138,34 @@ class Worker:
             self.apply(self.ledger.caught_up(role, user_id, session, notices))
         self.catchups = []
 
+    def lose_queue(self):
+        """The queue is gone with what it held, and its bindings: what comes reaches only the stream."""
+        self.queue.clear()
+        for bound in self.broker.bound.values():
+            bound.discard(self)
+
+    def make_queue_anew(self, lost_at):
+        """Made anew, and every user held bound again to it."""
+        self.apply(self.ledger.queue_lost(lost_at))
+        for recovery in self.recoveries:
+            self.broker.bound[recovery.role, recovery.user_id].add(self)
+
+    def recover(self):
+        """Each Recover: the stream from its since until the `refilled` marker (published now), markers too."""
+        refilled = len(self.broker.stream)
+        for role, user_id, since in self.recoveries:
+            records = [item if isinstance(item, Notice) else
+                       Notice(contract.CONNECTED, f"m-{item}", b"", {"role": role, "session": item})
+                       for at, owner, item in self.broker.stream[:refilled] if at >= since and owner == user_id]
+            self.apply(self.ledger.recovered(role, user_id, records))
+        self.recoveries = []
+
     def apply(self, decided):
         self.decided += decided
         for decision in decided:
-            if isinstance(decision, (Bind, Unbind)):
+            if isinstance(decision, Recover):
+                self.recoveries.append(decision)
+            elif isinstance(decision, (Bind, Unbind)):
                 bound = self.broker.bound[decision.role, decision.user_id]
                 bound.add(self) if isinstance(decision, Bind) else bound.discard(self)
             elif isinstance(decision, CatchUp):
@@ -355,6 +380,44 @@ def test_a_drained_left_makes_the_next_socket_catch_up_what_reached_no_queue(bro
     everything(b_worker)
     assert b.written == [unwritten, owed, gap, buffered, after]
     assert set(a.written) == set(written)
+
+
+def test_what_a_lost_queue_held_or_missed_is_read_back_and_what_the_new_one_brings_waits_behind_it(broker):
+    worker = Worker(broker)
+    a, other = worker.open("r1"), worker.open("r2")
+    everything(worker)
+    written = broker.event("r1")
+    everything(worker)
+    held = broker.event("r1")  # in the queue, not yet read, when it is lost
+    worker.lose_queue()
+    missed = broker.event("r1")
+    worker.make_queue_anew(broker.clock.now)
+    assert worker.recoveries == [Recover("rider", "r1", broker.clock.now - MARGIN),
+                                 Recover("rider", "r2", broker.clock.now - MARGIN)]
+    twice = broker.event("r1")  # bound again before the `refilled` marker: in both
+    worker.read_queue()
+    assert a.written == [written], "what the new queue brings waits behind what the lost one held"
+    worker.recover()
+    after = broker.event("r1")
+    everything(worker)
+    assert a.written == [written, held, missed, twice, after] and other.written == []
+
+
+def test_a_hand_over_while_the_queue_was_lost_cuts_where_the_new_sockets_marker_is_in_the_record(broker):
+    a_worker, b_worker = Worker(broker), Worker(broker)
+    a = a_worker.open()
+    everything(a_worker, b_worker)
+    before = broker.event()
+    a_worker.lose_queue()
+    during = broker.event()
+    b = b_worker.open()  # its marker reaches the record and b's queue, not a's
+    after = broker.event()
+    a_worker.make_queue_anew(broker.clock.now)
+    everything(b_worker)
+    assert not b.started  # it awaits left(a)
+    a_worker.recover()
+    everything(a_worker, b_worker)
+    assert a.cut_off and a.written == [before, during] and b.written == [after]
 
 
 def test_a_late_bind_catches_up_from_the_upgrade(broker):

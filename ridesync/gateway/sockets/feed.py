@@ -12,11 +12,17 @@ the hub (hub.py), whose Ledger says what to do with it.
 - Catch-ups: one user's notifications read back from the record
   (contract.NOTIFICATIONS_STREAM) from a point in time until a socket's
   `connected` marker there; for a socket whose user's last worker drained.
+  Or, when the queue was lost (gone on reconnect: a broker restart lost
+  it, or it was deleted), until this worker's `refilled` marker there,
+  published once every user it holds is bound again to the queue made
+  anew: whatever the lost queue held or missed is in the record between.
 
 Markers are published to `trip`, confirmed, and published again on the
 next channel until the broker takes them. The queue is not exclusive and
 expires a while after its last consumer (x-expires): it and its bindings
-outlive a lost connection, and a reconnect consumes it again.
+outlive a lost connection, and a reconnect consumes it again; declared
+passively then, so that a queue that is gone is noticed, not made again
+unseen.
 
 One AMQP connection per worker, on pika's gevent adapter: its callbacks run
 in gevent's hub and only hand records on; the greenlet that owns a socket
@@ -27,6 +33,7 @@ import itertools
 import logging
 import os
 import socket
+import time
 import uuid
 import zlib
 
@@ -37,7 +44,7 @@ from pika.spec import Basic
 from pika.adapters.gevent_connection import GeventConnection
 
 from ridesync import contract, rabbit
-from ridesync.contract import CONNECTED
+from ridesync.contract import CONNECTED, REFILLED
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +59,9 @@ class Feed:
         BIND_CHANNELS and HANDOVER_WAIT. reader: what takes the feed (the
         hub): marker(headers, body) for each registry record in order,
         queued(headers, message_id, body) for each message of the queue,
-        caught_up(role, user_id, session, records), confirmed(session) once
+        caught_up(role, user_id, session, records) (session None: what the
+        queue lost), queue_lost(since) when the queue turns out to have
+        lost what it held from since (epoch s) on, confirmed(session) once
         a `connected` marker is on the broker, and tick() every FEED_ACK_PAUSE."""
         self._nodes = itertools.cycle(rabbit.connection_parameters(settings.amqp_url, name))  # the next node each time
         self._reading_nodes = itertools.cycle(rabbit.connection_parameters(settings.amqp_url, f"{name}-catch-up"))
@@ -73,8 +82,16 @@ class Feed:
         self._in_flight = {}  # key -> binds sent on the current connection, not yet fenced
         self._unfenced = [[] for _ in self._binders]  # keys bound on each binder since its last fence was sent
         self._fences = [None] * len(self._binders)  # keys the fence awaited on each binder covers; None: none awaited
+        self._declaring = None  # the main channel while it declares the queue
+        self._queue_tag = None  # the consumer tag of the queue's consumer
+        self._made = False  # the queue was declared once: from then on passively, to notice it gone
+        self._gone = False  # the passive declare found it gone: the next declare makes it anew
+        self._lost_at, self._lost_how = None, None  # when and how the queue may have lost what it held (epoch s)
+        self._lag = 0.0  # seconds between the publish and the read of the last message read from the queue
+        self._rebinding = set()  # keys to bind again to a queue made anew before its `refilled` marker goes
+        self._refilled = None  # the id of that marker, which ends what the queue lost
         self._catchups = _Catchups()  # the sockets waiting to catch up, and the one read back for them
-        self._catchup_timers = {}  # (role, user id, session) -> the greenlet that gives up on it
+        self._catchup_timers = {}  # (role, user id, session or None) -> the greenlet that gives up on it
         self._read_back_channel = None  # the channel reading the record back, while any catch-up waits
         self._read_backs = 0  # read backs begun: a channel of one begun since reads nothing
         self._unseen = {}  # marker id -> (routing key, headers, body): not yet confirmed
@@ -121,7 +138,7 @@ class Feed:
     def bind(self, key, then=None):
         """Binds a user's live key to the queue; then() once the broker has
         (at once when it already had)."""
-        if key in self._bound and key not in self._waiting:
+        if key in self._bound and key not in self._waiting and key not in self._rebinding:
             if then is not None:
                 then()
             return
@@ -136,6 +153,7 @@ class Feed:
     def unbind(self, key):
         self._bound.discard(key)
         self._waiting.pop(key, None)
+        self._rebound(key)
         binder = self._binder(key)
         if binder is None:
             self._unbound.add(key)
@@ -156,12 +174,21 @@ class Feed:
         read of its stretch, and the registry and the queue never wait
         behind it."""
         wanted = (role, user_id, session)
-        if wanted in self._catchup_timers:
-            return
-        self._catchup_timers[wanted] = gevent.spawn_later(self._catchup_wait, self._give_up, wanted)
-        if self._catchups.add(wanted, since):
+        if wanted not in self._catchup_timers:
+            self._catch_up(wanted, since, wanted)
+
+    def recover(self, role, user_id, since):
+        """Reads back what the lost queue held or missed for the user: from
+        since until this worker's `refilled` marker in the record (or for
+        HANDOVER_WAIT at most), then hands it to the reader with session
+        None; in the same one read as every other catch-up."""
+        self._catch_up((role, user_id, None), since, self._refilled)
+
+    def _catch_up(self, wanted, since, until):
+        self._give_up_later(wanted)
+        if self._catchups.add(wanted, since, until):
             self._read_back()
-        elif self._catchups.marked(wanted):
+        elif self._catchups.marked(until):
             self._caught_up(wanted, self._catchups.take(wanted))
 
     def drop_queue(self):
@@ -208,6 +235,7 @@ class Feed:
         self._in_flight = {}
         self._unfenced, self._fences = [[] for _ in self._binders], [None] * len(self._binders)
         self._maybe_again, self._handled = self._handled, set()
+        self._may_have_lost("with the connection")
         if self._stopping:
             return
         log.warning("the feed lost the broker (%s); reconnecting in %.0fs", reason, self._reconnect_pause)
@@ -218,20 +246,26 @@ class Feed:
         channel.add_on_close_callback(self._on_channel_closed)
         self._unconfirmed.clear()
         self._published = 0
+        channel.add_on_cancel_callback(self._on_cancelled)
         channel.confirm_delivery(self._on_confirm)
         rabbit.declare_topology(channel)  # the gateway may be the first process up
-        channel.queue_declare(self.queue, durable=self._durable, arguments=self._queue_arguments,
-                              callback=lambda _ok: self._consume(channel))
+        self._declaring = channel
+        channel.queue_declare(self.queue, passive=self._made and not self._gone, durable=self._durable,
+                              arguments=self._queue_arguments, callback=lambda _ok: self._consume(channel))
 
     def _consume(self, channel):
         connection = self._connection
+        self._declaring = None
         channel.basic_qos(prefetch_count=self._prefetch)
-        channel.basic_consume(self.queue, self._on_queued)
+        self._queue_tag = channel.basic_consume(self.queue, self._on_queued)
         start = self._replay if self._offset is None else self._offset + 1
         channel.basic_consume(contract.SOCKETS_STREAM, self._on_marker, arguments={"x-stream-offset": start})
         self._channel = channel
         log.info("reading queue %s (%d users bound) and the registry from %s; %d markers to publish",
                  self.queue, len(self._bound), start, len(self._unseen))
+        if self._gone:
+            self._refill()
+        self._made, self._gone, self._lost_at = True, False, None
         for marker, (kind, headers, body) in list(self._unseen.items()):
             self._publish(channel, marker, kind, headers, body)
         for n in range(len(self._binders)):
@@ -247,11 +281,65 @@ class Feed:
         for key in [key for key in self._bound if self._slot(key) == n]:
             self._bind(key)
 
+    def _refill(self):
+        """The queue was made anew: every user held here reads back from the
+        record what it lost, from when it was lost (earlier by the lag of
+        the last message read, which was behind that much), until the
+        `refilled` marker that goes once each is bound to it again."""
+        self._refilled, self._rebinding = uuid.uuid4().hex, set(self._bound)
+        since = self._lost_at - self._lag
+        log.warning("queue %s was gone on reconnect (lost %s, at %s): %d users catch up from the record from %s"
+                    " less CATCHUP_MARGIN", self.queue, self._lost_how, _when(self._lost_at), len(self._rebinding),
+                    _when(since))
+        self._reader.queue_lost(since)
+        if not self._rebinding:
+            self._mark_refilled()
+
+    def _may_have_lost(self, how):
+        if self._lost_at is None:
+            self._lost_at, self._lost_how = time.time(), how
+
+    def _rebound(self, key):
+        if key in self._rebinding:
+            self._rebinding.discard(key)
+            if not self._rebinding:
+                self._mark_refilled()
+
+    def _mark_refilled(self):
+        self._unseen[self._refilled] = (REFILLED, {"type": REFILLED, "queue": self.queue}, b"")
+        self._publish(self._channel, self._refilled, REFILLED, *self._unseen[self._refilled][1:])
+        for wanted in [wanted for wanted in self._catchup_timers if wanted[2] is None]:
+            self._give_up_later(wanted)  # HANDOVER_WAIT from the marker: binding thousands again takes a while
+
+    def _give_up_later(self, wanted):
+        timer = self._catchup_timers.pop(wanted, None)
+        if timer is not None:
+            timer.kill(block=False)
+        self._catchup_timers[wanted] = gevent.spawn_later(self._catchup_wait, self._give_up, wanted)
+
+    def _on_cancelled(self, frame):
+        """The broker cancelled a consumer of ours (its queue deleted, its
+        node lost): the connection is made again, and the queue declared
+        passively tells whether it is gone."""
+        if frame.method.consumer_tag == self._queue_tag:
+            self._may_have_lost("when the broker cancelled its consumer")
+        log.warning("the broker cancelled the feed's consumer of %s; connecting again",
+                    self.queue if frame.method.consumer_tag == self._queue_tag else "the registry")
+        if self._connection is not None and self._connection.is_open:
+            self._connection.close()
+
     def _on_channel_closed(self, channel, reason):
         """A channel the broker closed (an error of ours, or of the broker):
-        the connection is made again, and everything on it."""
+        the connection is made again, and everything on it; but when it is
+        the passive declare of the queue that found it gone, the queue is
+        made anew on another channel."""
         connection = self._connection
         if self._stopping or connection is None or not connection.is_open or channel.connection is not connection:
+            return
+        if channel is self._declaring and getattr(reason, "reply_code", None) == 404:
+            self._gone, self._declaring = True, None
+            self._may_have_lost("while its connection was up")
+            connection.channel(on_open_callback=self._on_channel_open)
             return
         log.warning("a feed channel closed (%s); connecting again", reason)
         connection.close()
@@ -300,6 +388,7 @@ class Feed:
             if self._in_flight[key] == 0:
                 del self._in_flight[key]
                 if key in self._bound:
+                    self._rebound(key)
                     for then in self._waiting.pop(key, None) or ():
                         then()
 
@@ -308,8 +397,10 @@ class Feed:
         waits in _unseen for the next channel, which publishes it (_consume)."""
         if channel is None or not channel.is_open:
             return
-        channel.basic_publish(contract.TRIP_EXCHANGE, kind, body,
-                              BasicProperties(message_id=marker, headers=headers, delivery_mode=2))
+        # A `refilled` marker goes to the record only; the others by their type, through `trip`.
+        exchange, key = ("", contract.NOTIFICATIONS_STREAM) if kind == REFILLED else (contract.TRIP_EXCHANGE, kind)
+        channel.basic_publish(exchange, key, body, BasicProperties(
+            message_id=marker, headers=headers, delivery_mode=2, timestamp=int(time.time())))
         self._published += 1
         self._unconfirmed[self._published] = marker
 
@@ -330,7 +421,7 @@ class Feed:
         kind, headers, body = unseen
         if not taken:
             log.warning("broker refused the %s marker of %s %s; publishing it again",
-                        kind, headers["role"], headers["owner"])
+                        kind, headers.get("role"), headers.get("owner", self.queue))
             self._publish(self._channel, marker, kind, headers, body)
             return
         del self._unseen[marker]
@@ -359,6 +450,8 @@ class Feed:
         self._read_one(channel, method)
         self.received += 1
         message_id = props.message_id
+        if props.timestamp:
+            self._lag = max(0.0, time.time() - props.timestamp)
         if method.redelivered and message_id in self._maybe_again:
             return  # read before the connection was lost, not acked: the queue gives it again
         self._handled.add(message_id)
@@ -418,8 +511,8 @@ class Feed:
 
     def _give_up(self, wanted):
         records = self._catchups.take(wanted)
-        log.warning("%s %s: the catch-up for session %s gave up waiting for its marker after %d notices",
-                    *wanted, len(records))
+        log.warning("%s %s: the catch-up for %s gave up waiting for its marker after %d records", *wanted[:2],
+                    f"session {wanted[2]}" if wanted[2] else "what the lost queue held", len(records))
         self._caught_up(wanted, records)
 
     def _caught_up(self, wanted, records):
@@ -458,47 +551,75 @@ class Feed:
         self._reader.tick()
 
 
+def _when(epoch):
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 class _Catchups:
-    """The sockets waiting to catch up, and what one read of the record has
-    brought for them: from the earliest time any asked for, each
-    notification kept for its owner, each catch-up ending at its socket's
-    `connected` marker (at once, if the read is past it already). No I/O."""
+    """The catch-ups waiting, and what one read of the record has brought
+    for them: from the earliest time any asked for, each record kept for
+    its owner (notifications, and `connected` markers: a recovery cuts at
+    them), each catch-up ending at the marker it waits for (at once, if the
+    read is past it already): a socket's own `connected` marker, keyed
+    (role, user id, session), or this worker's `refilled` one, keyed by its
+    id. No I/O."""
 
     def __init__(self):
-        self.waiting = {}  # (role, user id, session) -> since (epoch s)
+        self.waiting = {}  # (role, user id, session or None) -> since (epoch s)
         self.since = None  # where the read began; None while none is reading
-        self._kept = {}  # owner -> [(headers, message id, body, timestamp)] of notifications read, in order
-        self._marked = set()  # (role, user id, session) of the `connected` markers read
+        self._until = {}  # wanted -> the key of the marker that ends it
+        self._ending = {}  # a marker's key -> the catch-ups it ends
+        self._kept = {}  # owner -> [(headers, message id, body, timestamp)] of records read, in order
+        self._marked = set()  # the keys of the markers read
 
-    def add(self, wanted, since):
+    def add(self, wanted, since, until):
         """True when the read must begin (again): none reads, or it began after since."""
-        self.waiting[wanted] = since
+        since = self.waiting[wanted] = min(since, self.waiting.get(wanted, since))
+        self._end_at(wanted, until)
         return self.since is None or since < self.since
 
     def begin(self):
         self.since, self._kept, self._marked = min(self.waiting.values()), {}, set()
         return self.since
 
-    def marked(self, wanted):
-        return wanted in self._marked
+    def marked(self, until):
+        return until in self._marked
 
     def read(self, headers, message_id, body, timestamp):
         """One record, in the record's order: [(wanted, records)] of the catch-ups it ends."""
-        owner = headers.get("owner")
-        if headers.get("type") != CONNECTED:
+        kind, owner = headers.get("type"), headers.get("owner")
+        if kind == REFILLED:
+            until = message_id
+        else:
             self._kept.setdefault(owner, []).append((headers, message_id, body, timestamp))
-            return []
-        wanted = (headers.get("role"), owner, headers.get("session"))
-        self._marked.add(wanted)
-        return [(wanted, self.take(wanted))] if wanted in self.waiting else []
+            if kind != CONNECTED:
+                return []
+            until = (headers.get("role"), owner, headers.get("session"))
+        self._marked.add(until)
+        return [(wanted, self.take(wanted)) for wanted in list(self._ending.get(until, ()))]
 
     def take(self, wanted):
-        """Ends a catch-up: the owner's notifications read from its since on
-        (a record of a publisher that stamps no time is kept: it may be later)."""
+        """Ends a catch-up: the owner's records read from its since on (a
+        record of a publisher that stamps no time is kept: it may be later);
+        a socket's, its notifications only, a recovery's the markers too."""
         since = self.waiting.pop(wanted, None)
+        self._end_at(wanted, None)
+        markers = wanted[2] is None
         records = [] if since is None else [
             (headers, message_id, body) for headers, message_id, body, at in self._kept.get(wanted[1], ())
-            if at is None or at >= int(since)]
+            if (at is None or at >= int(since)) and (markers or headers.get("type") != CONNECTED)]
         if not self.waiting:
             self.since, self._kept, self._marked = None, {}, set()  # the read ends
         return records
+
+    def _end_at(self, wanted, until):
+        """wanted ends at the marker keyed until (None: at none)."""
+        before = self._until.pop(wanted, None)
+        if before is not None:
+            ending = self._ending[before]
+            ending.discard(wanted)
+            if not ending:
+                del self._ending[before]
+        if until is not None:
+            self._until[wanted] = until
+            self._ending.setdefault(until, set()).add(wanted)

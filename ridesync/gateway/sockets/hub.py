@@ -32,7 +32,8 @@ from ridesync import contract, telemetry
 from ridesync.contract import CONNECTED, LEAVING, LEFT, live_key
 from ridesync.gateway.dialects import LOST_HANDOVER
 from ridesync.gateway.sockets.feed import Feed
-from ridesync.gateway.sockets.ledger import Bind, CatchUp, Cut, Deliver, Forfeit, Ledger, Notice, Start, Unbind
+from ridesync.gateway.sockets.ledger import (Bind, CatchUp, Cut, Deliver, Forfeit, Ledger, Notice, Recover, Start,
+                                              Unbind)
 from ridesync.rabbit import Publisher
 
 log = logging.getLogger(__name__)
@@ -140,8 +141,14 @@ class Hub:
             self._apply(self._ledger.notice(owner, Notice(kind, message_id, body, headers)))
 
     def caught_up(self, role, user_id, session, records):
+        """A socket's catch-up (session None: what the lost queue held for the user)."""
         notices = [Notice(headers["type"], message_id, body, headers) for headers, message_id, body in records]
-        self._apply(self._ledger.caught_up(role, user_id, session, notices))
+        self._apply(self._ledger.recovered(role, user_id, notices) if session is None
+                    else self._ledger.caught_up(role, user_id, session, notices))
+
+    def queue_lost(self, since):
+        """The queue lost what it held from since (epoch s) on; it is made anew."""
+        self._apply(self._ledger.queue_lost(since))
 
     def confirmed(self, session):
         confirmed = self._confirmed.get(session)
@@ -181,6 +188,8 @@ class Hub:
                 self._feed.unbind(live_key(decision.role, decision.user_id))
             elif isinstance(decision, CatchUp):
                 self._feed.catch_up(decision.role, decision.user_id, decision.session, decision.since)
+            elif isinstance(decision, Recover):
+                self._feed.recover(decision.role, decision.user_id, decision.since)
             elif isinstance(decision, Forfeit):
                 self._forfeit(decision)
 

@@ -26,12 +26,17 @@ No left(a) within HANDOVER_WAIT (A died): B forfeits a (Forfeit) and goes
 on. A socket that closed stays held, bound, and owed what comes for the
 window, then is cut with nothing. A drained worker's `left` is kept by
 every worker for the user's next socket, which first catches up (CatchUp)
-from the notifications stream what reached no queue meanwhile."""
+from the notifications stream what reached no queue meanwhile.
+
+A queue that lost what it held (gone when the feed reconnected: a broker
+restart, a deletion) is made anew and its users bound again; every user
+held here then reads back from the record what it lost (Recover), and what
+the new queue brings for them waits behind that, in its order."""
 import itertools
 import logging
 from collections import namedtuple
 
-from ridesync.contract import ROLE_HEADER
+from ridesync.contract import CONNECTED, ROLE_HEADER
 from ridesync.ride.tracking import without_locations
 
 log = logging.getLogger(__name__)
@@ -45,6 +50,7 @@ Bind = namedtuple("Bind", "role user_id")  # the user's key to this worker's que
 Unbind = namedtuple("Unbind", "role user_id")
 CatchUp = namedtuple("CatchUp", "role user_id session since skip")  # read back from since (epoch s) until M(session)
 Forfeit = namedtuple("Forfeit", "role user_id session")  # a `left` for it: its worker died holding it
+Recover = namedtuple("Recover", "role user_id since")  # read back what the lost queue held, from since (epoch s)
 
 _Left = namedtuple("_Left", "session carried seen drained_at")  # a `left` read, for the socket after it
 # Not settings: a marker comes again only after a broker reconnect, long
@@ -165,19 +171,51 @@ class Ledger:
             entry = self._entries.get((role, user_id))
             if entry is None or not entry.here:
                 continue  # not held here (an unbind on its way)
-            writing = [held for held in entry.here if held.started]
-            for held in writing or entry.here:  # before M, the started socket's; else the new ones' buffers
-                decided += self._take(held, notice)
+            if entry.recovering is not None:
+                entry.recovering.append(notice)
+            else:
+                decided += self._give(entry, notice)
         return decided
 
     def marker(self, role, user_id, session):
         """M(session): the socket held here that was writing is cut, unless
         the marker is of a socket older than it (a repeat)."""
         entry = self._entries.get((role, user_id))
-        for held in (entry.here or ()) if entry is not None else ():
-            if held.started and held.session != session and not entry.older(session, held.session):
-                return self._cut(entry, held)
-        return []
+        if entry is not None and entry.recovering is not None:
+            entry.recovering.append(session)
+            return []
+        return [] if entry is None else self._cut_at(entry, session)
+
+    def queue_lost(self, since):
+        """This worker's queue lost what it held or was routed from since
+        (epoch s) on: every user held here reads it back from the record;
+        what the queue made anew brings for them waits until then."""
+        decided = []
+        for (role, user_id), entry in self._entries.items():
+            if entry.here:
+                entry.recovering = entry.recovering or []
+                decided.append(Recover(role, user_id, since - self._catchup_margin))
+        return decided
+
+    def recovered(self, role, user_id, records):
+        """What the lost queue held for the user, read back from the record
+        in its order (notices and `connected` markers), less what the
+        user's sockets had; then what the new queue brought meanwhile."""
+        entry = self._entries.get((role, user_id))
+        if entry is None or entry.recovering is None:
+            return []
+        waited, entry.recovering = entry.recovering, None
+        had = max((held.seen or [] for held in entry.here or ()), key=len, default=[])
+        decided = []
+        for record in [*_from_seen(records, had), *waited]:
+            if isinstance(record, str):
+                decided += self._cut_at(entry, record)
+            elif record.type == CONNECTED:
+                if record.headers.get("role") == role:
+                    decided += self._cut_at(entry, record.headers.get("session"))
+            elif role in self._roles_taking(record):
+                decided += self._give(entry, record)
+        return decided
 
     def caught_up(self, role, user_id, session, notices):
         """A catch-up's records for the user, in stream order: those up to the
@@ -239,6 +277,19 @@ class Ledger:
         if entry is None:
             entry = self._entries[role, user_id] = _Entry()
         return entry
+
+    def _give(self, entry, notice):
+        writing = [held for held in entry.here or () if held.started]
+        decided = []
+        for held in writing or entry.here or ():  # before M, the started socket's; else the new ones' buffers
+            decided += self._take(held, notice)
+        return decided
+
+    def _cut_at(self, entry, session):
+        for held in entry.here or ():
+            if held.started and held.session != session and not entry.older(session, held.session):
+                return self._cut(entry, held)
+        return []
 
     def _roles_taking(self, notice):
         named = notice.headers.get(ROLE_HEADER)
@@ -360,7 +411,7 @@ def _noted(seen, ids):
 class _Entry:
     """One user in one role: the registry's view, and this worker's sockets."""
 
-    __slots__ = ("last", "settled", "expires", "awaiting", "past", "lefts", "here")
+    __slots__ = ("last", "settled", "expires", "awaiting", "past", "lefts", "here", "recovering")
 
     def __init__(self):
         self.last = None  # the newest session in the registry
@@ -370,6 +421,7 @@ class _Entry:
         self.past = None  # older sessions, oldest first
         self.lefts = None  # the `left` of the newest session, for the user's next one
         self.here = None  # a tuple of _Held: the user's sockets on this worker, oldest first
+        self.recovering = None  # while it reads back what the lost queue held: what the new queue brought
 
     def order(self):
         return [*(self.past or ()), *([self.last] if self.last is not None else [])]
