@@ -12,7 +12,7 @@ import requests
 from ridesync import contract
 from tests.phone import Phone
 from tests.service_support import purge_queues
-from tests.support import (AMQP_URL, DESTINATION_JSON, PICKUP_JSON, Process, bearer, free_port, start_gateway,
+from tests.support import (AMQP_URL, ANY_PORT, DESTINATION_JSON, PICKUP_JSON, Process, bearer, start_gateway,
                            start_service)
 
 AS_NAMED = {"X-RideSync-Dialect": "v2"}  # route points in HTTP answers as named, not in the original client's order
@@ -45,11 +45,12 @@ def riding(osrm, tmp_path, settings):
 def _started(osrm, tmp_path, settings, processes, phones):
     """Starts the ride's processes into processes: the Ride."""
     purge_queues(*contract.WORK_QUEUES)
-    trip_addr, driver_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    env = {"TRIP_SERVICE_ADDR": trip_addr, "DRIVER_SERVICE_ADDR": driver_addr, "OSRM_URL": osrm.url,
-           "RECONNECT_WINDOW": "3", "OFFER_TIMEOUT": "2", "AMQP_URL": AMQP_URL, **settings}
-    processes.append(start_service("ridesync.trip", trip_addr, env, tmp_path))
-    processes.append(start_service("ridesync.driver", driver_addr, env, tmp_path))
+    env = {"OSRM_URL": osrm.url, "RECONNECT_WINDOW": "3", "OFFER_TIMEOUT": "2", "AMQP_URL": AMQP_URL, **settings}
+    for name in ("trip", "driver"):  # in this order: DriverService is told where TripService listens
+        variable = f"{name.upper()}_SERVICE_ADDR"
+        processes.append(start_service(f"ridesync.{name}", ANY_PORT, {**env, variable: ANY_PORT}, tmp_path))
+        env[variable] = processes[-1].address
+    trip_addr, driver_addr = env["TRIP_SERVICE_ADDR"], env["DRIVER_SERVICE_ADDR"]
     processes.append(Process("payment", [sys.executable, "-m", "ridesync.payment"], env, tmp_path))
     gateway, base = start_gateway(env, tmp_path, workers=2)
     processes.append(gateway)

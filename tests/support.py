@@ -115,6 +115,13 @@ class Process:
             raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.output()}")
 
 
+# Where a test's service listens: a port it is given as it binds. A port
+# free_port() found free may be another's by then, and gRPC servers share a
+# port without a word (SO_REUSEPORT): a ride's DriverService once could
+# answer calls for its TripService (two free_port() in a row give one port).
+ANY_PORT = "127.0.0.1:0"
+
+
 def start_service(module, address, env, tmp_path, name=None):
     """`python -m module` serving gRPC at address, once it answers; `.address`
     is where. With port 0 the service takes a port no one holds, and says
@@ -366,10 +373,9 @@ def new_rider():
 def start_trip_service(osrm, tmp_path, name="trip", **env):
     """A real TripService on loopback asking the OSRM stand-in, with small
     timeouts unless env says otherwise; `.address` is where it listens."""
-    address = "127.0.0.1:0"
     return start_service(
-        "ridesync.trip", address,
-        {"TRIP_SERVICE_ADDR": address, "OSRM_URL": osrm.url, "OSRM_TIMEOUT": "2",
+        "ridesync.trip", ANY_PORT,
+        {"TRIP_SERVICE_ADDR": ANY_PORT, "OSRM_URL": osrm.url, "OSRM_TIMEOUT": "2",
          "OSRM_BREAKER_RESET": "1", **env},
         tmp_path, name=name,
     )

@@ -23,7 +23,8 @@ from tests.databases import REDIS_URL, RUN, create_database, drop_database
 from tests.phone import Phone
 from tests.ride import answer, new_id
 from tests.service_support import purge_queues
-from tests.support import DESTINATION_JSON, PICKUP_JSON, Process, bearer, free_port, start_gateway, start_service, wait_until
+from tests.support import (ANY_PORT, DESTINATION_JSON, PICKUP_JSON, Process, bearer, start_gateway, start_service,
+                           wait_until)
 
 RIDES = int(os.environ.get("REPLICA_RIDES", "50"))
 RIDE_DEADLINE = 180  # seconds for all the rides, on a busy machine
@@ -39,17 +40,15 @@ def cluster(tmp_path, request):
     settings = request.node.get_closest_marker("ride_env")
     purge_queues(*contract.WORK_QUEUES)
     database, prefix = create_database(), f"ridesync-test:{RUN}:replicas:{os.getpid()}:{time.time_ns()}:"
-    trip_addrs, driver_addrs = [f"127.0.0.1:{free_port()}" for _ in "ab"], [f"127.0.0.1:{free_port()}" for _ in "ab"]
     env = {"DATABASE_URL": database, "REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": prefix, "OSRM_ENABLED": "false",
-           "TRIP_SERVICE_ADDR": "ipv4:" + ",".join(trip_addrs), "DRIVER_SERVICE_ADDR": "ipv4:" + ",".join(driver_addrs),
            "OFFER_TIMEOUT": "15", "RECONNECT_WINDOW": "30", **(settings.kwargs if settings else {})}
-    replicas = {
-        "trip": [start_service("ridesync.trip", a, {**env, "TRIP_LISTEN_ADDR": a}, tmp_path, name=f"trip-{n}")
-                 for n, a in enumerate(trip_addrs)],
-        "driver": [start_service("ridesync.driver", a, {**env, "DRIVER_LISTEN_ADDR": a}, tmp_path, name=f"driver-{n}")
-                   for n, a in enumerate(driver_addrs)],
-        "payment": [Process(f"payment-{n}", [sys.executable, "-m", "ridesync.payment"], env, tmp_path) for n in range(2)],
-    }
+    replicas = {}
+    for name in ("trip", "driver"):  # in this order: DriverService is told where TripService listens
+        replicas[name] = [start_service(f"ridesync.{name}", ANY_PORT, {**env, f"{name.upper()}_LISTEN_ADDR": ANY_PORT},
+                                        tmp_path, name=f"{name}-{n}") for n in range(2)]
+        env[f"{name.upper()}_SERVICE_ADDR"] = "ipv4:" + ",".join(p.address for p in replicas[name])
+    replicas["payment"] = [Process(f"payment-{n}", [sys.executable, "-m", "ridesync.payment"], env, tmp_path)
+                           for n in range(2)]
     gateway, base = start_gateway(env, tmp_path, workers=2)
 
     class Cluster:
