@@ -24,7 +24,7 @@ from ridesync.tables import handled_messages, outbox
 from ridesync.trip.planner import RoutePlanner
 from ridesync.trip.service import TripService
 from ridesync.trip.sql_store import SqlTripStore
-from ridesync.trip.store import FareUnavailable
+from ridesync.trip.store import FareNotYours, FareUnavailable
 from tests.databases import create_database, drop_database
 from tests.service_support import (  # noqa: F401 (driver_service: a fixture)
     about_trip, driver_service, next_matching, publish_raw, purge_queues, register_at, trip_driver_json, unique,
@@ -269,6 +269,18 @@ def test_a_trip_is_announced_at_once_and_its_row_deleted_by_the_relay_not_sent_a
     sql_trips.clock.now += 31  # past the hold: only the deletion keeps the relay from sending it again
     sql_trips.outbox.relay()
     assert _rows(sql_trips.database) == 0 and len(sql_trips.broker.published) == 1
+
+
+def test_a_fare_started_again_or_by_another_rider_is_refused_and_commits_nothing(sql_trips):
+    """On PostgreSQL the refusal comes with the COMMIT, the outbox row's INSERT sent after the start's."""
+    rider = unique("rider")
+    fare = _fare(sql_trips, rider)
+    sql_trips.create_trip(fare.id, rider)
+    with pytest.raises(FareUnavailable, match="already used"):
+        sql_trips.create_trip(fare.id, rider)
+    with pytest.raises(FareNotYours):
+        sql_trips.create_trip(_fare(sql_trips, rider).id, unique("rider"))
+    assert _rows(sql_trips.database) == 1 and len(sql_trips.broker.published) == 1
 
 
 def test_a_trip_the_broker_did_not_take_is_forgotten_and_its_fare_usable_again(sql_trips):
