@@ -8,6 +8,10 @@ import websocket
 from tests.support import bearer
 
 ROLES = {"/ws/riders": "rider", "/ws/drivers": "driver"}
+# A driver's upgrade is answered after RegisterDriver, the `connected`
+# marker (MARKER_WAIT, then it opens anyway), CurrentTrip and TripLocation:
+# up to 5 + 5 + 5 + 1 s by the gateway's own deadlines, which a phone waits out.
+UPGRADE_WAIT = 20.0
 
 
 class Phone:
@@ -17,7 +21,8 @@ class Phone:
 
     def __init__(self, base_url, path, v2=False, headers=None):
         self.url = base_url.replace("http://", "ws://") + path
-        self.ws = websocket.create_connection(self.url, timeout=10, subprotocols=["ridesync.v2"] if v2 else None,
+        self.ws = websocket.create_connection(self.url, timeout=UPGRADE_WAIT,
+                                              subprotocols=["ridesync.v2"] if v2 else None,
                                               header=_authorization(path) if headers is None else headers,
                                               suppress_origin=True)  # an app, not a page in a browser
         self.frames = []
