@@ -89,10 +89,12 @@ def test_a_workers_queue_deleted_while_it_is_read_loses_no_riders_event_nor_repe
 
 
 def test_a_queue_gone_when_the_worker_reconnects_as_after_a_broker_restart_loses_no_riders_event(ride):
-    url, phones, stats = riders_on_one_worker(ride, RECONNECT_PAUSE="3")
+    url, phones, stats = riders_on_one_worker(ride, RECONNECT_PAUSE="5")
     with Events(phones) as events:
         wait_until(lambda: all(ids for ids in events.published.values()), message="events for every rider")
-        close_connections(name for process, _channels, name in our_connections() if process == f"gateway-{stats['pid']}")
+        _channels, feeds = max((channels, name) for process, channels, name in our_connections()
+                               if process == f"gateway-{stats['pid']}")  # the feed's: its binders' channels too
+        close_connections([feeds])
         delete_queue(stats["queue"])  # no consumer now; the worker reconnects RECONNECT_PAUSE later
         go_on_publishing_past(events, url, ride, stats["queue"], "with the connection")
     assert "cancelled the feed's consumer" not in ride.gateway_log(), "deleted before the worker reconnected"
