@@ -72,11 +72,15 @@ def cluster(tmp_path, request):
 
 class Driver(threading.Thread):
     """A driver's app (v2): accepts every request and drives each trip it
-    gets to the end, sending a step again when it is answered with an error."""
+    gets to the end, sending a step again when it is answered with an error.
+    It ends a ride once its payment session is made, as a ride on the road
+    does (minutes against a second): a session that comes after its ride
+    ended is dropped on a v1 rider's socket (dialects.py), and a loaded
+    machine made some sessions later than three steps of a bot."""
 
     def __init__(self, url, stop):
         super().__init__(daemon=True)
-        self.id = new_id("driver")
+        self.id, self.url = new_id("driver"), url
         self.phone = Phone(url, f"/ws/drivers?userID={self.id}&packageSlug=sedan", v2=True)
         self.phone.driver = self.phone.next(contract.DRIVER_REGISTER)["data"]
         self.assigned = []  # trip ids this driver was told it drives
@@ -93,6 +97,9 @@ class Driver(threading.Thread):
             elif kind == contract.TRIP_DRIVER_ASSIGNED and data["driver"]["id"] == self.id:
                 self.assigned.append(data["id"])
             if kind in NEXT_STEP and (data.get("driver") or {}).get("id") == self.id:
+                if kind == contract.TRIP_STARTED and not data.get("payment"):
+                    wait_until(lambda: self._paid(data["id"]), timeout=RIDE_DEADLINE, interval=0.2,
+                               message=f"trip {data['id']}'s payment session")
                 self._send(lambda: self.phone.send(NEXT_STEP[kind], {"tripID": data["id"]}))
             elif kind == "error" and data["code"] in ("unavailable", "deadline_exceeded") and self.last:
                 time.sleep(0.2)
@@ -101,6 +108,11 @@ class Driver(threading.Thread):
     def _send(self, send):
         self.last = send
         send()
+
+    def _paid(self, trip_id):
+        read = requests.get(f"{self.url}/trip/{trip_id}", params={"userID": self.id},
+                            headers=bearer(self.id, "driver"), timeout=15)
+        return read.status_code == 200 and "payment" in read.json()["data"]
 
 
 class Rider(threading.Thread):
