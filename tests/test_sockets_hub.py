@@ -5,6 +5,7 @@ its `left`. The Hub's inputs (its queue, the registry, catch-ups) handed in
 by hand, with a feed that records what the Hub asks of the broker; and the
 Feed's own bookkeeping with stand-in channels."""
 import json
+import time
 from dataclasses import replace
 
 import gevent
@@ -465,7 +466,8 @@ def test_a_queue_made_anew_is_refilled_once_every_user_held_is_bound_to_it_again
     assert [kind for kind, _session, _body in main.published] == [REFILLED]
 
 
-def test_one_read_of_the_record_serves_every_catch_up_each_from_its_own_time_until_its_marker():
+def reading_feed(handover_wait):
+    """A feed whose catch-ups record what they were given, and read(...) to hand it a record read back."""
     caught = []
 
     class Reader:
@@ -473,18 +475,23 @@ def test_one_read_of_the_record_serves_every_catch_up_each_from_its_own_time_unt
             caught.append((session, [message_id for _headers, message_id, _body in records]))
 
     class Method:
-        def __init__(self):
-            self.delivery_tag = 1
+        delivery_tag = 1
 
     class Props:
         def __init__(self, message_id, at, **headers):
             self.message_id, self.timestamp, self.headers = message_id, at, headers
 
+    stream = Feed(replace(NO_BROKER, handover_wait=handover_wait), "test", reader=Reader())
+    stream._reading = AmqpConnection()
+
     def read(channel, message_id, at, **headers):
         stream._on_read_back(channel, Method(), Props(message_id, at, **headers), b"")
+    return stream, caught, read
 
-    stream = Feed(NO_BROKER, "test", reader=Reader())
-    stream._reading = reading = AmqpConnection()
+
+def test_one_read_of_the_record_serves_every_catch_up_each_from_its_own_time_until_its_marker():
+    stream, caught, read = reading_feed(NO_BROKER.handover_wait)
+    reading = stream._reading
     try:
         for n in range(100):  # a deploy's sockets: one read for all of them
             stream.catch_up("rider", f"r{n}", f"s{n}", 1000.0)
@@ -518,6 +525,48 @@ def test_one_read_of_the_record_serves_every_catch_up_each_from_its_own_time_unt
         read(again, "c3", 1005, type=CONNECTED, role="rider", owner="r3", session="s3-elsewhere")
         read(again, "refilled-1", 1005, type=REFILLED)
         assert caught[-1] == (None, ["m3", "c3"]) and len(reading.opening) == 2  # its markers too: it cuts at them
+    finally:
+        stream.stop()
+
+
+def test_a_catch_up_waits_for_a_slow_read_and_gives_up_only_when_the_read_brings_nothing():
+    stream, caught, read = reading_feed(handover_wait=0.5)
+    try:
+        stream.catch_up("rider", "r1", "s1", 1000.0)
+        stream.catch_up("rider", "r2", "s2", 1000.0)
+        channel = Channel()
+        stream._reading.opening[0](channel)
+        for n in range(10):  # a read slowed down by a connect storm: 1 s in all, a record every 0.1 s
+            gevent.sleep(0.1)
+            read(channel, f"m{n}", 1001, type=contract.TRIP_CREATED, owner="r1")
+        read(channel, "c1", 1002, type=CONNECTED, role="rider", owner="r1", session="s1")
+        assert caught == [("s1", [f"m{n}" for n in range(10)])]
+        deadline = time.monotonic() + 5
+        while len(caught) < 2 and time.monotonic() < deadline:  # nothing more comes: s2's marker never does
+            gevent.sleep(0.05)
+        assert caught[1] == ("s2", [])
+    finally:
+        stream.stop()
+
+
+def test_the_read_goes_on_a_while_after_the_last_catch_up_and_serves_the_next_from_what_it_read():
+    stream, caught, read = reading_feed(handover_wait=0.5)
+    reading = stream._reading
+    try:
+        stream.catch_up("rider", "r1", "s1", 1000.0)
+        reading.opening[0](channel := Channel())
+        for n in (1, 2):
+            read(channel, f"m{n}", 1001, type=contract.TRIP_CREATED, owner=f"r{n}")
+        for n in (1, 2):
+            read(channel, f"c{n}", 1002, type=CONNECTED, role="rider", owner=f"r{n}", session=f"s{n}")
+        stream.catch_up("rider", "r2", "s2", 1000.0)  # none waited a moment ago: the read went on
+        assert caught == [("s1", ["m1"]), ("s2", ["m2"])] and len(reading.opening) == 1 and channel.is_open
+        deadline = time.monotonic() + 5
+        while channel.is_open and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        assert not channel.is_open and reading.is_open  # none waited for HANDOVER_WAIT: the read ended, not its connection
+        stream.catch_up("rider", "r3", "s3", 1000.0)
+        assert len(reading.opening) == 2  # the next catch-up begins another read
     finally:
         stream.stop()
 

@@ -91,7 +91,9 @@ class Feed:
         self._rebinding = set()  # keys to bind again to a queue made anew before its `refilled` marker goes
         self._refilled = None  # the id of that marker, which ends what the queue lost
         self._catchups = _Catchups()  # the sockets waiting to catch up, and the one read back for them
-        self._catchup_timers = {}  # (role, user id, session or None) -> the greenlet that gives up on it
+        self._watcher = None  # the greenlet watching the read back, while one is on
+        self._progress = 0.0  # when the read back last brought a record, or began to be waited for (monotonic)
+        self._idle_since = 0.0  # when the last catch-up waiting was served (monotonic)
         self._read_back_channel = None  # the channel reading the record back, while any catch-up waits
         self._read_backs = 0  # read backs begun: a channel of one begun since reads nothing
         self._unseen = {}  # marker id -> (routing key, headers, body): not yet confirmed
@@ -104,13 +106,14 @@ class Feed:
         self._read = 0
         self.received = 0  # messages read from the queue (the idle-worker test counts them)
         self._connection = None
-        self._reading = None  # the connection catch-ups read on, while any is pending
+        self._reading = None  # the connection catch-ups read on
         self._channel = None
         self._stopping = False
         self._chores = None
 
     def start(self):
         self._connect()
+        self._connect_reading()
         self._chores = gevent.spawn(self._every_so_often)
         return self
 
@@ -166,30 +169,37 @@ class Feed:
 
     def catch_up(self, role, user_id, session, since):
         """Reads the user's notifications back from the record, from since
-        (epoch seconds) until the session's `connected` marker there, or for
-        HANDOVER_WAIT from now at most, then hands them to the reader, all of
-        them: the Ledger knows which the socket had. Every catch-up waiting
-        is served by one read of the record, on a connection of its own
-        (opened while any waits): a deploy's thousands of sockets cost one
-        read of its stretch, and the registry and the queue never wait
-        behind it."""
+        (epoch seconds) until the session's `connected` marker there, then
+        hands them to the reader, all of them: the Ledger knows which the
+        socket had. Every catch-up waiting is served by one read of the
+        record (while any waits, and HANDOVER_WAIT after), on a connection of
+        its own: a deploy's thousands of sockets cost one read of its
+        stretch, and the registry and the queue never wait behind it.
+        The marker is in the record already (the Ledger asks once the
+        registry has it): a catch-up gives up, with what it has, only when
+        the read brings nothing for HANDOVER_WAIT. A read slowed down by a
+        connect storm (1,000 records/s, loaded) is waited for."""
         wanted = (role, user_id, session)
-        if wanted not in self._catchup_timers:
+        if wanted not in self._catchups.waiting:
             self._catch_up(wanted, since, wanted)
 
     def recover(self, role, user_id, since):
         """Reads back what the lost queue held or missed for the user: from
-        since until this worker's `refilled` marker in the record (or for
-        HANDOVER_WAIT at most), then hands it to the reader with session
-        None; in the same one read as every other catch-up."""
+        since until this worker's `refilled` marker in the record, then
+        hands it to the reader with session None; in the same one read as
+        every other catch-up, giving up as they do (HANDOVER_WAIT counted
+        from that marker's publish)."""
         self._catch_up((role, user_id, None), since, self._refilled)
 
     def _catch_up(self, wanted, since, until):
-        self._give_up_later(wanted)
+        if not self._catchups.waiting:
+            self._progress = time.monotonic()
         if self._catchups.add(wanted, since, until):
             self._read_back()
         elif self._catchups.marked(until):
             self._caught_up(wanted, self._catchups.take(wanted))
+        if self._watcher is None:
+            self._watcher = gevent.spawn(self._watch_read_back)
 
     def drop_queue(self):
         """The worker stops: its queue goes now, not at its expiry. An
@@ -204,8 +214,8 @@ class Feed:
         self._stopping = True
         if self._chores is not None:
             self._chores.kill(block=False)
-        for timer in self._catchup_timers.values():
-            timer.kill(block=False)
+        if self._watcher is not None:
+            self._watcher.kill(block=False)
         for connection in (self._connection, self._reading):
             if connection is not None and connection.is_open:
                 connection.close()
@@ -308,14 +318,7 @@ class Feed:
     def _mark_refilled(self):
         self._unseen[self._refilled] = (REFILLED, {"type": REFILLED, "queue": self.queue}, b"")
         self._publish(self._channel, self._refilled, REFILLED, *self._unseen[self._refilled][1:])
-        for wanted in [wanted for wanted in self._catchup_timers if wanted[2] is None]:
-            self._give_up_later(wanted)  # HANDOVER_WAIT from the marker: binding thousands again takes a while
-
-    def _give_up_later(self, wanted):
-        timer = self._catchup_timers.pop(wanted, None)
-        if timer is not None:
-            timer.kill(block=False)
-        self._catchup_timers[wanted] = gevent.spawn_later(self._catchup_wait, self._give_up, wanted)
+        self._progress = time.monotonic()  # HANDOVER_WAIT from the marker: binding thousands again takes a while
 
     def _on_cancelled(self, frame):
         """The broker cancelled a consumer of ours (its queue deleted, its
@@ -465,18 +468,8 @@ class Feed:
         """(Re)begins the one read of the record, from the earliest time a
         waiting catch-up asks for."""
         connection = self._reading
-        if self._stopping or not self._catchups.waiting:
-            return
-        if connection is None or connection.is_closed or connection.is_closing:
-            self._reading = GeventConnection(
-                next(self._reading_nodes),
-                on_open_callback=lambda _connection: self._read_back(),
-                on_open_error_callback=self._on_reading_lost,
-                on_close_callback=self._on_reading_lost,
-            )
-            return
-        if not connection.is_open:
-            return  # opening: its open callback begins it
+        if self._stopping or not self._catchups.waiting or connection is None or not connection.is_open:
+            return  # (opening: its open callback begins it)
         self._stop_reading_back()
         self._read_backs += 1
         begun, since = self._read_backs, self._catchups.begin()
@@ -494,36 +487,63 @@ class Feed:
     def _on_read_back(self, channel, method, props, body):
         if channel is not self._read_back_channel:
             return  # a read replaced by one from earlier
+        self._progress = time.monotonic()
         if method.delivery_tag % (CATCHUP_PREFETCH // 2) == 0:
             channel.basic_ack(method.delivery_tag, multiple=True)  # a stream's ack grants credit
         for wanted, records in self._catchups.read(props.headers or {}, props.message_id, body, props.timestamp):
             self._caught_up(wanted, records)
 
+    def _connect_reading(self):
+        """The connection catch-ups read on, open for the worker's life (an
+        idle one costs nothing per event): opened for a deploy's first
+        catch-up, in the connect storm, it took over 5 s (loaded)."""
+        if self._stopping:
+            return
+        self._reading = GeventConnection(
+            next(self._reading_nodes),
+            on_open_callback=self._on_reading_open,
+            on_open_error_callback=self._on_reading_lost,
+            on_close_callback=self._on_reading_lost,
+        )
+
+    def _on_reading_open(self, connection):
+        if self._stopping:
+            connection.close()  # stopped while it opened
+        else:
+            self._read_back()
+
     def _on_reading_lost(self, connection, reason):
         if connection is not self._reading or self._stopping:
             return
         self._read_back_channel = None
-        if self._catchups.waiting:
-            log.warning("the feed's catch-up connection lost the broker (%s); reading back again in %.0fs",
-                        reason, self._reconnect_pause)
-            self._catchups.since = None
-            gevent.spawn_later(self._reconnect_pause, self._read_back)
+        self._catchups.since = None  # a read begins again once it is back
+        log.warning("the feed's catch-up connection lost the broker (%s); connecting again in %.0fs",
+                    reason, self._reconnect_pause)
+        gevent.spawn_later(self._reconnect_pause, self._connect_reading)
 
-    def _give_up(self, wanted):
-        records = self._catchups.take(wanted)
-        log.warning("%s %s: the catch-up for %s gave up waiting for its marker after %d records", *wanted[:2],
-                    f"session {wanted[2]}" if wanted[2] else "what the lost queue held", len(records))
-        self._caught_up(wanted, records)
+    def _watch_read_back(self):
+        """While catch-ups wait, they give up when the read has brought
+        nothing for HANDOVER_WAIT (the broker is gone, or a marker never
+        came); once none has waited for HANDOVER_WAIT, the read ends (the
+        next catch-up of a deploy is served by what it read)."""
+        while True:
+            gevent.sleep(self._catchup_wait / 5)
+            now = time.monotonic()
+            if self._catchups.waiting and now - self._progress > self._catchup_wait:
+                log.warning("the read back of the record brought nothing for %.0fs; %d catch-ups give up waiting "
+                            "for their marker", self._catchup_wait, len(self._catchups.waiting))
+                for wanted in list(self._catchups.waiting):
+                    self._caught_up(wanted, self._catchups.take(wanted))
+            elif not self._catchups.waiting and now - self._idle_since > self._catchup_wait:
+                break
+        self._watcher = None
+        self._catchups.end()
+        self._stop_reading_back()
 
     def _caught_up(self, wanted, records):
-        timer = self._catchup_timers.pop(wanted, None)
-        if timer is not None and timer is not gevent.getcurrent():
-            timer.kill(block=False)
         self._reader.caught_up(*wanted, records)
         if not self._catchups.waiting:
-            self._stop_reading_back()
-            if self._reading is not None and self._reading.is_open:
-                self._reading.close()  # none waits: no connection held for them
+            self._idle_since = time.monotonic()
 
     def _stop_reading_back(self):
         channel, self._read_back_channel = self._read_back_channel, None
@@ -605,12 +625,13 @@ class _Catchups:
         since = self.waiting.pop(wanted, None)
         self._end_at(wanted, None)
         markers = wanted[2] is None
-        records = [] if since is None else [
+        return [] if since is None else [
             (headers, message_id, body) for headers, message_id, body, at in self._kept.get(wanted[1], ())
             if (at is None or at >= int(since)) and (markers or headers.get("type") != CONNECTED)]
-        if not self.waiting:
-            self.since, self._kept, self._marked = None, {}, set()  # the read ends
-        return records
+
+    def end(self):
+        """The read ends: the next catch-up begins another."""
+        self.since, self._kept, self._marked = None, {}, set()
 
     def _end_at(self, wanted, until):
         """wanted ends at the marker keyed until (None: at none)."""
