@@ -110,8 +110,12 @@ class Driver(threading.Thread):
         send()
 
     def _paid(self, trip_id):
-        read = requests.get(f"{self.url}/trip/{trip_id}", params={"userID": self.id},
-                            headers=bearer(self.id, "driver"), timeout=15)
+        """Whether the trip has its payment session; False while it cannot be read (a replica killed)."""
+        try:
+            read = requests.get(f"{self.url}/trip/{trip_id}", params={"userID": self.id},
+                                headers=bearer(self.id, "driver"), timeout=15)
+        except requests.RequestException:
+            return False
         return read.status_code == 200 and "payment" in read.json()["data"]
 
 
