@@ -184,7 +184,8 @@ class Worker:
                     assert isinstance(decision, Cut)
                     self.broker.mark("left", phone.role, phone.user_id, phone.session,
                                      carried=phone.cut() + decision.owed, seen=decision.seen,
-                                     drained_at=self.broker.clock.now if decision.drained else None)
+                                     drained_at=(decision.lost_since or self.broker.clock.now) if decision.drained
+                                     else None)
 
 
 @pytest.fixture
@@ -297,12 +298,18 @@ def test_a_hand_over_on_one_worker_cuts_exactly_at_the_marker_and_keeps_the_bind
     assert worker.ledger.bound == {("rider", "r1")} and worker.ledger.users == 1
 
 
-def test_an_away_user_reconnecting_elsewhere_gets_what_was_owed_then_what_comes(broker):
+def one_written(broker):
+    """Two workers; a socket of r1 on the first, which has written one event."""
     a_worker, b_worker = Worker(broker), Worker(broker)
     a = a_worker.open()
     everything(a_worker, b_worker)
     written = broker.event()
     everything(a_worker)
+    return a_worker, b_worker, a, written
+
+
+def test_an_away_user_reconnecting_elsewhere_gets_what_was_owed_then_what_comes(broker):
+    a_worker, b_worker, a, written = one_written(broker)
     a_worker.close(a)
     everything(a_worker, b_worker)
     owed = [broker.event(), broker.event()]
@@ -323,7 +330,7 @@ def test_an_away_user_past_the_window_is_not_awaited_then_cut_with_nothing_and_u
     b = b_worker.open()
     b_worker.read_registry()
     assert b.started  # no wait for A's `left`
-    ((session, owed, seen, drained), unbind) = a_worker.expire()
+    ((session, owed, seen, drained, _lost_since), unbind) = a_worker.expire()
     assert (session, owed, seen, drained, unbind) == (a.session, [], [], False, Unbind("rider", "r1"))
     assert a_worker.ledger.users == 0 and broker.bound["rider", "r1"] == {b_worker}  # forgotten, unbound
     after = broker.event()
@@ -418,6 +425,20 @@ def test_a_hand_over_while_the_queue_was_lost_cuts_where_the_new_sockets_marker_
     a_worker.recover()
     everything(a_worker, b_worker)
     assert a.cut_off and a.written == [before, during] and b.written == [after]
+
+
+def test_a_worker_drained_while_recovering_hands_on_the_loss_and_the_next_socket_reads_it_back(broker):
+    a_worker, b_worker, a, written = one_written(broker)
+    a_worker.lose_queue()
+    lost_at = broker.clock.now
+    missed = broker.event()
+    broker.clock.now += 2 * MARGIN  # the drain comes later than a catch-up's margin reaches back
+    a_worker.make_queue_anew(lost_at)
+    a_worker.apply(a_worker.ledger.drain())  # before its recovery came
+    b = b_worker.open()
+    after = broker.event()
+    everything(a_worker, b_worker)
+    assert a.written == [written] and b.written == [missed, after]
 
 
 def test_a_late_bind_catches_up_from_the_upgrade(broker):

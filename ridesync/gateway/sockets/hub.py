@@ -198,7 +198,8 @@ class Hub:
         write and what was kept for it, and the ids it handled lately."""
         connection = self._connections[cut.session]
         carried = connection.cut() + list(cut.owed)
-        extra = {"drained_at": int(time.time())} if cut.drained else {}  # whole seconds: AMQP tables have no floats
+        # Whole seconds: AMQP tables have no floats. Of a user recovering, from the loss: it was not read back.
+        extra = {"drained_at": int(cut.lost_since or time.time())} if cut.drained else {}
         self._feed.mark(LEFT, connection.role, connection.user_id, cut.session, _left_body(carried, cut.seen), **extra)
 
     def _forfeit(self, forfeit):

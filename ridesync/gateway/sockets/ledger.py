@@ -45,7 +45,8 @@ Notice = namedtuple("Notice", "type message_id body headers")
 # What this worker does, in the order given:
 Deliver = namedtuple("Deliver", "session notice")  # the socket writes it, after what it was given
 Start = namedtuple("Start", "session first")  # the socket writes: first these, then what it was given
-Cut = namedtuple("Cut", "session owed seen drained", defaults=(False,))  # its `left`: unwritten + owed, and seen
+# its `left`: unwritten + owed, and seen; drained, since lost_since (epoch s) when its user was recovering
+Cut = namedtuple("Cut", "session owed seen drained lost_since", defaults=(False, None))
 Bind = namedtuple("Bind", "role user_id")  # the user's key to this worker's queue
 Unbind = namedtuple("Unbind", "role user_id")
 CatchUp = namedtuple("CatchUp", "role user_id session since skip")  # read back from since (epoch s) until M(session)
@@ -194,6 +195,7 @@ class Ledger:
         for (role, user_id), entry in self._entries.items():
             if entry.here:
                 entry.recovering = entry.recovering or []
+                entry.lost_since = min(since, entry.lost_since or since)
                 decided.append(Recover(role, user_id, since - self._catchup_margin))
         return decided
 
@@ -204,7 +206,7 @@ class Ledger:
         entry = self._entries.get((role, user_id))
         if entry is None or entry.recovering is None:
             return []
-        waited, entry.recovering = entry.recovering, None
+        waited, entry.recovering, entry.lost_since = entry.recovering, None, None
         had = max((held.seen or [] for held in entry.here or ()), key=len, default=[])
         decided = []
         for record in [*_from_seen(records, had), *waited]:
@@ -349,7 +351,8 @@ class Ledger:
         self._here.pop(held.session, None)
         owed, seen = ([], []) if expired else _first(held, [])
         unbind = self._drop(entry, held)
-        return [Cut(held.session, owed, seen, drained), *([] if drained else unbind)]  # a stopping queue just expires
+        cut = Cut(held.session, owed, seen, drained, entry.lost_since if drained else None)
+        return [cut, *([] if drained else unbind)]  # a stopping queue just expires
 
     def _drop(self, entry, held):
         entry.here = tuple(other for other in entry.here if other is not held) or None
@@ -411,7 +414,7 @@ def _noted(seen, ids):
 class _Entry:
     """One user in one role: the registry's view, and this worker's sockets."""
 
-    __slots__ = ("last", "settled", "expires", "awaiting", "past", "lefts", "here", "recovering")
+    __slots__ = ("last", "settled", "expires", "awaiting", "past", "lefts", "here", "recovering", "lost_since")
 
     def __init__(self):
         self.last = None  # the newest session in the registry
@@ -422,6 +425,7 @@ class _Entry:
         self.lefts = None  # the `left` of the newest session, for the user's next one
         self.here = None  # a tuple of _Held: the user's sockets on this worker, oldest first
         self.recovering = None  # while it reads back what the lost queue held: what the new queue brought
+        self.lost_since = None  # meanwhile: from when (epoch s)
 
     def order(self):
         return [*(self.past or ()), *([self.last] if self.last is not None else [])]
