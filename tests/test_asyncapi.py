@@ -105,7 +105,8 @@ def test_the_broker_messages_are_the_contracts_routing_keys_on_its_exchanges_and
     bound = {key for keys in contract.WORK_QUEUES.values() for key in keys}
     assert published == bound | contract.NOTIFICATION_KEYS
     markers = {contract.CONNECTED, contract.LEAVING, contract.LEFT}
-    assert {message["name"] for id_, message in messages.items() if id_.startswith("marker_")} == markers
+    assert {message["name"] for id_, message in messages.items() if id_.startswith("marker_")} == markers | {
+        contract.REFILLED}
     channels = [resolved(channel) for channel in ASYNCAPI["channels"].values() if "amqp" in channel.get("bindings", {})]
     exchanges = {c["bindings"]["amqp"]["exchange"]["name"]: c["address"]
                  for c in channels if c["bindings"]["amqp"]["is"] == "routingKey"}
@@ -116,7 +117,7 @@ def test_the_broker_messages_are_the_contracts_routing_keys_on_its_exchanges_and
               for c in channels if c["bindings"]["amqp"]["is"] == "queue"}
     live = contract.NOTIFICATION_KEYS | {contract.CONNECTED}
     assert queues == {**{queue: set(keys) for queue, keys in contract.WORK_QUEUES.items()},
-                      contract.SOCKETS_STREAM: markers, contract.NOTIFICATIONS_STREAM: live,
+                      contract.SOCKETS_STREAM: markers, contract.NOTIFICATIONS_STREAM: live | {contract.REFILLED},
                       contract.WORKER_QUEUE_PREFIX + "{worker}": live}
 
 
