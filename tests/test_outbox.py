@@ -176,6 +176,68 @@ def test_what_a_killed_process_committed_is_published_by_the_next_one(database_u
         database.close()
 
 
+# A driver's answer taken by TripService itself, not inside the consumer's
+# transaction (handle_once), in a process killed at the first publish to the
+# broker after the answer: what the answer publishes must commit with it.
+KILLED_AFTER_ANSWER = """
+import os, signal, sys
+from ridesync.settings import Settings
+from ridesync.trip.server import build
+from ridesync.driver.pool import new_driver
+from ridesync.trip.intake import trip_driver
+from tests.support import DESTINATION, PICKUP
+
+def killed(*_args, **_kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+trips, database, outbox, _offers, publisher = build(Settings.from_env())
+rider, driver, answer = sys.argv[1:]
+_route, fares = trips.preview(rider, PICKUP, DESTINATION)
+trip = trips.create_trip(fares[0].id, rider)
+trips.record_offer(trip.id, driver)
+print(trip.id, flush=True)
+publisher.publish = publisher.notify = killed
+if answer == "accept":
+    trips.accept(trip.id, trip_driver(new_driver(driver, "sedan").to_json()))
+else:
+    trips.decline(trip.id, driver)
+killed()
+"""
+
+
+@pytest.mark.parametrize("answer", ["accept", "decline"])
+def test_a_drivers_answer_whose_process_died_before_publishing_is_published_by_the_next_one(
+        database_url, tmp_path, osrm, amqp_tap, answer):
+    purge_queues(contract.DRIVER_TRIP_RESPONSE)
+    rider, driver = unique("rider"), unique("driver")
+    expected = {"accept": {(contract.PAYMENT_CREATE_SESSION, rider), (contract.TRIP_DRIVER_ASSIGNED, rider),
+                           (contract.TRIP_DRIVER_ASSIGNED, driver)},
+                "decline": {(contract.TRIP_DRIVER_NOT_INTERESTED, rider)}}[answer]
+    tap = amqp_tap(*{key for key, _ in expected})
+    env = {"DATABASE_URL": database_url, "OSRM_ENABLED": "false", "OUTBOX_HOLD": "1"}
+    victim = subprocess.run([sys.executable, "-c", KILLED_AFTER_ANSWER, rider, driver, answer], cwd=ROOT,
+                            env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert victim.returncode == -signal.SIGKILL, victim.stderr
+    trip_id = victim.stdout.strip()
+    database = Database(database_url)
+    assert _rows(database) == 1 + len(expected)  # the start's, left for the relay to delete, and the answer's
+    assert tap.empty()
+
+    service = start_trip_service(osrm, tmp_path, name="trip-after", **env)
+    try:
+        sent = {(key, message["ownerId"]): message["data"]
+                for key, _, message in (next_matching(tap, about_trip(trip_id)) for _ in expected)}
+        assert set(sent) == expected
+        if answer == "accept":
+            assert sent[(contract.TRIP_DRIVER_ASSIGNED, rider)]["driver"] == trip_driver_json(driver)
+        else:
+            assert sent[(contract.TRIP_DRIVER_NOT_INTERESTED, rider)]["declinedDriverIDs"] == [driver]
+        wait_until(lambda: _rows(database) == 0, message="the outbox to be emptied")
+    finally:
+        service.stop()
+        database.close()
+
+
 # A trip service's CreateTrip, in a process killed with SIGKILL between the
 # commit and the publish: the trip and its trip.event.created row are
 # committed, held back from the relay, and nothing was published.

@@ -106,39 +106,45 @@ class TripService:
     def accept(self, trip_id, driver):
         """The driver (a messages.TripDriver) the trip is offered to takes it: the
         rider and the driver are told, and a payment session is asked for.
-        Anyone else is refused. If the broker does not take both messages,
-        the trip is offered to them again and the error raised, so the
-        accept can be retried."""
-        step = self._answer(trip_id, driver.id, lambda t: lifecycle.accept(t, driver.id),
-                            lambda t: self._store.assign_driver(trip_id, messages.as_json(driver)))
-        if step is None or not step.changed:
-            return
-        trip = step.trip
-        try:
-            # The payment command first: a retry repeats it harmlessly (one
-            # session per trip), while a rider told of a driver stays told.
-            self._publisher.publish(contract.PAYMENT_CREATE_SESSION, trip.user_id, messages.as_json(
-                messages.SessionOrder(trip_id=trip.id, user_id=trip.user_id,
-                                      amount=round(trip.fare.total_price_in_cents), currency="USD")))
-            self._announce(contract.TRIP_DRIVER_ASSIGNED, trip)
-        except Exception:
-            self._store.unassign_driver(trip_id, driver.id)
-            raise
+        Anyone else is refused, and told why. With a database the accept and
+        its messages commit together, and the outbox's relay sends them even
+        if this process dies right after the commit. Without one, a broker
+        that does not take both messages has the trip offered to them again
+        and the error raised, so the accept can be retried."""
+        with self._transaction():  # the answer and its messages commit together
+            step = self._answer(trip_id, driver.id, lambda t: lifecycle.accept(t, driver.id),
+                                lambda t: self._store.assign_driver(trip_id, messages.as_json(driver)))
+            if step is None or not step.changed:
+                return
+            trip = step.trip
+            try:
+                # The payment command first: a retry repeats it harmlessly (one
+                # session per trip), while a rider told of a driver stays told.
+                self._publisher.publish(contract.PAYMENT_CREATE_SESSION, trip.user_id, messages.as_json(
+                    messages.SessionOrder(trip_id=trip.id, user_id=trip.user_id,
+                                          amount=round(trip.fare.total_price_in_cents), currency="USD")))
+                self._announce(contract.TRIP_DRIVER_ASSIGNED, trip)
+            except Exception:
+                if self._transaction is _each_by_itself:  # in a transaction, its rollback undoes the accept
+                    self._store.unassign_driver(trip_id, driver.id)
+                raise
         log.info("driver %s accepted trip %s of rider %s", driver.id, trip.id, trip.user_id)
 
     def decline(self, trip_id, driver_id):
         """The driver the trip is offered to passes: the trip goes back to
-        dispatch with every driver who declined it. Anyone else is refused,
+        dispatch with every driver who declined it (with a database, the
+        decline and that message commit together). Anyone else is refused,
         and the trip stays where it is."""
-        step = self._answer(trip_id, driver_id, lambda t: lifecycle.decline(t, driver_id),
-                            lambda t: self._store.decline(trip_id, driver_id))
-        if step is None or not step.changed:
-            return
-        trip = step.trip
-        self._publisher.publish(contract.TRIP_DRIVER_NOT_INTERESTED, trip.user_id, {
-            "trip": trip.to_json(),
-            "declinedDriverIDs": list(trip.declined),
-        })
+        with self._transaction():  # the answer and its message commit together
+            step = self._answer(trip_id, driver_id, lambda t: lifecycle.decline(t, driver_id),
+                                lambda t: self._store.decline(trip_id, driver_id))
+            if step is None or not step.changed:
+                return
+            trip = step.trip
+            self._publisher.publish(contract.TRIP_DRIVER_NOT_INTERESTED, trip.user_id, {
+                "trip": trip.to_json(),
+                "declinedDriverIDs": list(trip.declined),
+            })
         log.info("driver %s declined trip %s of rider %s (%d declined it)",
                  driver_id, trip.id, trip.user_id, len(trip.declined))
 
@@ -206,10 +212,11 @@ class TripService:
         return trip if trip is not None and lifecycle.is_current_for(trip, user_id) else None
 
     def _answer(self, trip_id, driver_id, decide, apply):
-        """A driver's accept or decline: the Step, or None when it was
-        refused and the driver told why. An answer that may have overtaken
-        its offer (another replica is still recording it) raises
-        OfferAwaited, to be handled again once the offer is recorded."""
+        """A driver's accept or decline, in the caller's transaction: the
+        Step, or None when it was refused and the driver told why (in that
+        transaction too). An answer that may have overtaken its offer (another
+        replica is still recording it) raises OfferAwaited, which rolls the
+        transaction back, to be handled again once the offer is recorded."""
         try:
             return self._step(trip_id, decide, apply)
         except lifecycle.NotYours as exc:
