@@ -153,6 +153,8 @@ class Settings:
     osrm_breaker_reset: float = setting("OSRM_BREAKER_RESET", 30.0, SECONDS,
                                         "before an open breaker lets one call try OSRM again")
     fare_ttl: float = setting("FARE_TTL", 900.0, SECONDS, "how long a previewed fare may be started")
+    fares_kept: int = setting("FARES_KEPT", 10_000, COUNT, "fares a TripService process keeps of those it priced, "
+                              "newest: starting one of them on PostgreSQL reads no fare first")
     max_trip_km: float = setting("MAX_TRIP_KM", 300.0, KM, "the longest trip, straight and by road")
     # Rides
     offer_timeout: float = setting("OFFER_TIMEOUT", 30.0, SECONDS,

@@ -31,7 +31,6 @@ SAVE_TRIP = Prebuilt(insert(trips).values(version=1, **{name: bindparam(name) fo
                                                         ("id", "user_id", "status", "driver_id", "data")}))
 
 
-PRICED_KEPT = 10_000  # fares priced by this process kept in it, newest: a start follows its preview within seconds
 NOT_NULL_VIOLATION = "23502"
 
 
@@ -79,7 +78,7 @@ class SqlTripStore:
             ])
         with self._priced_lock:
             self._priced.update((fare.id, fare) for fare in new_fares)
-            while len(self._priced) > PRICED_KEPT:
+            while len(self._priced) > process_settings().fares_kept:
                 self._priced.popitem(last=False)
 
     def _forget_expired(self):
