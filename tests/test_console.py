@@ -13,8 +13,9 @@ from tests.browser import browser, console  # noqa: F401 (fixtures)
 from tests.ride import new_id, ride  # noqa: F401 (ride is a fixture)
 from tests.support import ROOT, answer_http, serve_http, token
 
+STATIC = Path(ROOT) / "ridesync/gateway/console/static"
 # Any PNG will do as a map tile.
-TILE = (Path(ROOT) / "ridesync/gateway/console/static/vendor/leaflet-1.9.4/images/layers.png").read_bytes()
+TILE = (STATIC / "vendor/leaflet-1.9.4/images/layers.png").read_bytes()
 
 # No offer here expires on its own; open mode unless a test says otherwise.
 OPEN = pytest.mark.ride_env(OFFER_TIMEOUT="60", AUTH_MODE="open")
@@ -25,6 +26,7 @@ def sign_in(page, role, user_id=None, package="sedan", jwt=None):
     if jwt:
         page.locator("#token").fill(jwt)
     else:
+        expect(page.locator("#user-id")).to_have_value(re.compile(f"^{role}-[0-9a-f]+$"))  # one suggested
         page.locator("#user-id").fill(user_id)
     if role == "driver":
         page.locator("#package").select_option(package)
@@ -63,7 +65,9 @@ def choose_places_and_start(rider, package="sedan"):
 def offered(rider, driver, package="sedan"):
     """The rider starts a ride, and the driver's page shows it offered."""
     choose_places_and_start(rider, package)
-    expect(driver.locator("#request-text")).to_contain_text(f"asks for a {package} ride")
+    expect(driver.locator("#request-text")).to_contain_text(
+        re.compile(rf"asks for a {package} ride of \d+\.\d km, fare \$\d+\.\d\d\."))
+    expect(driver.locator(".leaflet-overlay-pane path")).to_have_count(3)  # the route, the pickup, the destination
     expect(status(driver)).to_have_text("A ride is offered to you.")
 
 
@@ -215,3 +219,14 @@ def test_with_map_tiles_url_the_map_is_drawn_on_tiles_from_it(ride, console):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_console_loads_nothing_from_a_cdn_and_leaflet_is_vendored_pinned_with_its_licence():
+    loaded = re.findall(r'(?:src|href)="([^"]+)"', (STATIC / "index.html").read_text())
+    assert loaded and all((STATIC / path.removeprefix("/console/static/")).is_file() for path in loaded)
+    for script in (STATIC / "js").glob("*.js"):
+        assert all(name.startswith("./") for name in re.findall(r'from "([^"]+)"', script.read_text()))
+    assert not re.search(r"url\((?!images/|#)", (STATIC / "vendor/leaflet-1.9.4/leaflet.css").read_text())
+    assert (STATIC / "vendor/leaflet-1.9.4/LICENSE").is_file()
+    assert 't.version="1.9.4"' in (STATIC / "vendor/leaflet-1.9.4/leaflet.js").read_text()
+    assert "| Leaflet | 1.9.4 |" in (STATIC / "vendor/README.md").read_text()

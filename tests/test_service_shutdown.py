@@ -60,6 +60,7 @@ def test_a_payment_in_hand_at_the_signal_is_finished_and_acked(payments, publish
     assert payment.proc.wait(EXIT_DEADLINE) == 0
     assert next_matching(tap, about_trip(trip_id))[2]["data"]["tripID"] == trip_id
     assert ready_messages(contract.PAYMENT_TRIP_RESPONSE) == 0  # acked: not back on the queue
+    assert f"stopping on {sig.name}" in payment.output()  # the signal, then what it drained
     assert f"finished {contract.PAYMENT_CREATE_SESSION} of {rider}" in payment.output()
 
 

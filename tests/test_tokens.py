@@ -1,6 +1,9 @@
 """Tokens (ridesync/tokens.py): what a valid token is, with a shared secret
 and with keys published at a JWKS URL (a real HTTP server on loopback)."""
 import json
+import os
+import subprocess
+import sys
 import time
 from http.server import BaseHTTPRequestHandler
 
@@ -10,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ridesync.settings import Settings
 from ridesync.tokens import Identity, InvalidToken, KeysUnavailable, Verifier, mint
-from tests.support import answer_http, closed_port_address, serve_http
+from tests.support import ROOT, answer_http, closed_port_address, serve_http
 
 SECRET = "a-secret-of-thirty-two-bytes-or-more"
 LEEWAY = Settings().token_leeway
@@ -18,6 +21,12 @@ LEEWAY = Settings().token_leeway
 
 def test_a_minted_token_says_who_and_as_what():
     assert Verifier(SECRET).verify(mint(SECRET, "r1", "rider")) == Identity("r1", "rider")
+
+
+def test_the_command_line_prints_a_token_the_gateway_takes():
+    printed = subprocess.run([sys.executable, "-m", "ridesync.tokens", "--user", "r1", "--role", "rider"], cwd=ROOT,
+                             env={**os.environ, "AUTH_SECRET": SECRET}, capture_output=True, text=True, check=True)
+    assert Verifier(SECRET).verify(printed.stdout.strip()) == Identity("r1", "rider")
 
 
 @pytest.mark.parametrize("token, says", [

@@ -2,6 +2,8 @@
 pushes of it (driver/locations.py) on both stores, in the process and in
 Redis (a real server, `make test` starts it), with a fake clock and the
 route planner's answers given by the test."""
+import math
+
 import pytest
 
 from ridesync import contract, messages
@@ -19,6 +21,10 @@ from tests.support import DESTINATION, PICKUP
 
 def north(metres, of=PICKUP):
     return Coordinate(of.latitude + metres / 111_195, of.longitude)
+
+
+def east(metres, of):
+    return Coordinate(of.latitude, of.longitude + metres / (111_195 * math.cos(math.radians(of.latitude))))
 
 
 def on_the_way(status="accepted", trip_id="t1", rider="r1", driver="d1"):
@@ -57,6 +63,14 @@ def test_heading_follows_consecutive_fixes_and_is_kept_while_the_car_stands():
     east = tracking.next_fix(standing, Coordinate(standing.location.latitude, standing.location.longitude + 0.001), 13)
     assert east.heading == pytest.approx(90, abs=0.1)
     assert tracking.bearing(north(100), PICKUP) == 180.0
+
+
+def test_a_move_under_2_m_keeps_the_heading_and_one_of_2_m_turns_it():
+    northward = tracking.next_fix(tracking.next_fix(None, PICKUP, 10.0), north(100), 11.0)
+    for metres, heading in ((1.9, 0.0), (2.1, 90.0)):
+        aside = east(metres, northward.location)
+        assert great_circle_m(northward.location, aside) == pytest.approx(metres, abs=0.01)
+        assert tracking.next_fix(northward, aside, 12.0).heading == pytest.approx(heading, abs=0.1)
 
 
 def test_eta_is_the_route_less_the_distance_driven_since_it_was_asked():
