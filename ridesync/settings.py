@@ -275,8 +275,7 @@ class Settings:
                                         "read back from the registry of sockets before RECONNECT_WINDOW when a "
                                         "gateway worker starts")
     marker_wait: float = setting("MARKER_WAIT", 5.0, SECONDS,
-                                 "an upgrade's wait for its user's binding and its `connected` marker to be on the "
-                                 "broker (then it opens anyway)")
+                                 "an upgrade's wait for its user's binding (then it opens anyway)")
     handover_wait: float = setting("HANDOVER_WAIT", 5.0, SECONDS,
                                    "a socket's wait for the `left` of the one it replaced (then that worker is "
                                    "taken for dead)")

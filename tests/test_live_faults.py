@@ -1,8 +1,8 @@
 """Sockets when what the gateway needs fails, through real sockets: a
-socket whose `connected` marker the broker does not confirm within 5 s (the
-gateway's broker connection stalls: a SilentProxy between them) opens
-anyway, and what lands in the feed for its user before that marker is
-delivered to it, not dropped; a driver's socket that DriverService cannot
+socket whose user the broker does not bind within 5 s (the gateway's
+broker connection stalls: a SilentProxy between them) opens anyway, and
+what lands in the feed for its user before its bind and its `connected`
+marker is delivered to it, not dropped; a driver's socket that DriverService cannot
 register is refused with 503 before the upgrade, and riders' sockets open."""
 from urllib.parse import urlsplit
 
@@ -25,14 +25,14 @@ def broker_proxy():
     proxy.close()
 
 
-def test_a_socket_whose_marker_the_broker_does_not_confirm_opens_and_gets_what_landed_before_it(ride, broker_proxy):
+def test_a_socket_whose_user_the_broker_does_not_bind_in_time_opens_and_gets_what_landed_before_it(ride, broker_proxy):
     proxy, proxied_amqp_url = broker_proxy
     _gateway, url = ride.replica(workers=1, name="gateway-stalled", AMQP_URL=proxied_amqp_url)
     rider_id = new_id("rider")
     proxy.stall()
     try:
         rider = Phone(url, f"/ws/riders?userID={rider_id}")  # the upgrade answers after MARKER_WAIT
-        wait_until(lambda: "has not confirmed the socket's marker; opening it anyway" in ride.gateway_log(),
+        wait_until(lambda: "has not bound the user within MARKER_WAIT; opening the socket anyway" in ride.gateway_log(),
                    message="the gateway's log line")
         publisher = Publisher(AMQP_URL, "test")  # straight to the broker: ahead of the stalled marker
         try:

@@ -61,8 +61,8 @@ class Feed:
         queued(headers, message_id, body) for each message of the queue,
         caught_up(role, user_id, session, records) (session None: what the
         queue lost), queue_lost(since) when the queue turns out to have
-        lost what it held from since (epoch s) on, confirmed(session) once
-        a `connected` marker is on the broker, and tick() every FEED_ACK_PAUSE."""
+        lost what it held from since (epoch s) on, and tick() every
+        FEED_ACK_PAUSE."""
         self._nodes = itertools.cycle(rabbit.connection_parameters(settings.amqp_url, name))  # the next node each time
         self._reading_nodes = itertools.cycle(rabbit.connection_parameters(settings.amqp_url, f"{name}-catch-up"))
         self._replay = f"{int(settings.reconnect_window + settings.feed_replay_margin)}s"
@@ -428,8 +428,6 @@ class Feed:
             self._publish(self._channel, marker, kind, headers, body)
             return
         del self._unseen[marker]
-        if kind == CONNECTED:
-            self._reader.confirmed(headers["session"])
 
     def _read_one(self, channel, method):
         self._unacked = (channel, method.delivery_tag)

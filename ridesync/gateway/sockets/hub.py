@@ -16,10 +16,11 @@ feed. The Hub is the only registry of this worker's sockets. Made on first
 use inside the worker process (after gunicorn's fork and gevent's
 patching), never at import; drained when the worker is told to stop.
 
-A socket's upgrade: its user's key bound here (bind-ok), then its
-`connected` marker published (confirmed): from then on nothing for the
-user is missed, and an older socket of theirs, on any worker, is cut where
-that marker is in its worker's queue (bench/RESULTS.md, pitfall 1)."""
+A socket's upgrade: its user's key bound here (bind-ok): from then on
+nothing for the user is missed. Then its `connected` marker goes out
+(published again until the broker confirms it), and an older socket of
+theirs, on any worker, is cut where that marker is in its worker's queue
+(bench/RESULTS.md, pitfall 1); the upgrade does not wait for that."""
 import json
 import logging
 import os
@@ -58,26 +59,27 @@ class Hub:
         self._started()._connections[connection.session] = connection
 
     def open(self, connection):
-        """The user bound here, then the socket's `connected` marker
-        published: from here on nothing for the user is missed, and an older
-        socket of theirs is cut. False if the broker did not do both within
-        MARKER_WAIT: the socket opens anyway, and reads back from the record
-        what came for its user before its bind (what came before its marker
-        is kept, not lost)."""
+        """The user bound here: from here on nothing for the user is missed.
+        The socket's `connected` marker then goes out, which cuts an older
+        socket of theirs; the upgrade does not wait for its confirm (in a
+        connect storm, 1-1.5 s p50 of a 1.5-2 s upgrade, loaded), as the
+        socket writes nothing before the registry has it. False if the
+        broker did not bind within MARKER_WAIT: the socket opens anyway, and
+        reads back from the record what came for its user before its bind."""
         session, role, user_id = connection.session, connection.role, connection.user_id
         self._unsettled.add(session)
         self._unmarked[session] = time.time()
-        confirmed = self._confirmed[session] = Event()
+        bound = self._bound[session] = Event()
         self._apply(self._ledger.register(role, user_id, session))
         self._feed.bind(live_key(role, user_id), then=lambda: self._marked(connection))
         try:
-            if confirmed.wait(self._settings.marker_wait):
+            if bound.wait(self._settings.marker_wait):
                 return True
             if session in self._unmarked:
                 self._late.add(session)
             return False
         finally:
-            self._confirmed.pop(session, None)
+            self._bound.pop(session, None)
 
     def close(self, connection):
         """Its socket is gone; what it did not write goes to the user's next one."""
@@ -120,7 +122,6 @@ class Hub:
         role, session = _marker(kind, headers)
         if kind == CONNECTED:
             self._apply(self._ledger.connected(role, owner, session))
-            self.confirmed(session)  # read back before its confirm came
         elif kind == LEAVING:
             self._apply(self._ledger.leaving(role, owner, session))
         else:
@@ -150,11 +151,6 @@ class Hub:
         """The queue lost what it held from since (epoch s) on; it is made anew."""
         self._apply(self._ledger.queue_lost(since))
 
-    def confirmed(self, session):
-        confirmed = self._confirmed.get(session)
-        if confirmed is not None:
-            confirmed.set()
-
     def tick(self):
         """Forfeits, and users away past the window forgotten (ledger.expire)."""
         self._apply(self._ledger.expire())
@@ -170,6 +166,9 @@ class Hub:
             log.warning("%s %s: bound after the socket opened; reading back what came before", role, user_id)
             self._apply(self._ledger.late(role, user_id, session, opened))
         self._feed.mark(CONNECTED, role, user_id, session)
+        bound = self._bound.get(session)
+        if bound is not None:
+            bound.set()
         if session in self._leaving_early:
             self._leaving_early.discard(session)
             self._feed.mark(LEAVING, role, user_id, session)
@@ -231,7 +230,7 @@ class Hub:
             self._connections = {}  # session -> Connection
             self._unsettled = set()  # sessions whose `left` is not yet read in the registry
             self._unmarked = {}  # session -> when its socket began to open, until its `connected` is published
-            self._confirmed = {}  # session -> Event set once its `connected` marker is on the broker
+            self._bound = {}  # session -> Event set once its user is bound and its `connected` marker published
             self._late = set()  # sessions whose upgrade gave up waiting for their bind
             self._leaving_early = set()  # sessions whose socket closed before their `connected` was published
             settings = self._settings

@@ -62,7 +62,8 @@ def open_connection():
         connection.driver = drivers.register(user_id, package, connection.session)
         drivers.keep_registered()
     if not hub.open(connection):
-        log.warning("%s %s: the broker has not confirmed the socket's marker; opening it anyway", role, user_id)
+        log.warning("%s %s: the broker has not bound the user within MARKER_WAIT; opening the socket anyway",
+                    role, user_id)
     connection.first = connection.dialect.opening(connection.driver, _current_trip(user_id) if v2 else None)
 
 
