@@ -1,11 +1,14 @@
 """The live side through deploys and rushes: a rider away while every
 gateway worker is replaced gets, on their return within the reconnect
 window, every event published meanwhile, once and in order; riders who
-connect while events are published for them lose none."""
+connect while events are published for them lose none; a new worker holds
+its own queue before its first socket comes."""
 import os
 import signal
+import socket
 import threading
 import time
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -13,6 +16,7 @@ from ridesync import contract
 from ridesync.rabbit import Publisher
 from tests.ride import new_id, ride  # noqa: F401 (ride is a fixture)
 from tests.support import AMQP_URL, gunicorn_worker_pids, wait_until
+from tests.test_live import rabbitmqctl
 
 WINDOW = "20"  # seconds: room for a deploy on a loaded machine
 
@@ -121,3 +125,12 @@ def test_riders_connecting_in_a_rush_while_their_events_are_published_lose_none(
             got.append(int(phone.next(contract.TRIP_CREATED, timeout=15)["data"]["id"].rsplit("/", 1)[1]))
         assert got == sorted(set(got)), f"{rider_id}: out of order or twice: {got}"
         assert set(owed) <= set(got), f"{rider_id} lost {sorted(set(owed) - set(got))}"
+
+
+def test_a_new_worker_declares_its_queue_before_its_first_socket_or_request(ride):
+    gateway, _url = ride.replica(workers=1, name="gateway-booted")
+    [worker] = gunicorn_worker_pids(gateway)
+    own = f"{contract.WORKER_QUEUE_PREFIX}{socket.gethostname()}.{worker}."
+    vhost = urlsplit(AMQP_URL).path.lstrip("/") or "/"
+    wait_until(lambda: any(row["name"].startswith(own) for row in rabbitmqctl("list_queues", "-p", vhost, "name")),
+               timeout=20, interval=0.2, message="the booted worker's own queue, with nothing asked of it")

@@ -83,6 +83,7 @@ class GatewayWorker(GeventWorker):
         gevent.spawn(self._quit)  # out of the signal handler: worker_int may block
 
     def run(self):
+        _gateway(self.wsgi).start()  # the live side's broker connection, before the first socket
         super().run()  # returns once no request is in flight
         if self._drain is not None:
             self._drain.join(self.cfg.graceful_timeout)
