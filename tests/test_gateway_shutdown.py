@@ -4,6 +4,7 @@ unregistered, and the worker leaves nothing on the broker."""
 import json
 import signal
 import threading
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -12,7 +13,14 @@ from ridesync import contract
 from ridesync.rabbit import Publisher
 from tests.ride import new_id, ride  # noqa: F401,F811 (ride is a fixture)
 from tests.support import AMQP_URL, DESTINATION_JSON, PICKUP_JSON, bearer, gunicorn_worker_pids, start_gateway, wait_until
-from tests.test_live import gateway_connections
+from tests.test_live import gateway_connections, rabbitmqctl
+
+def worker_queues(pids):
+    """The names of these gateway workers' own queues on the broker."""
+    vhost = urlsplit(AMQP_URL).path.lstrip("/") or "/"
+    return [row["name"] for row in rabbitmqctl("list_queues", "-p", vhost, "name")
+            if row["name"].startswith(contract.WORKER_QUEUE_PREFIX) and int(row["name"].split(".")[-2]) in pids]
+
 
 # "Promptly": far inside the 10 s graceful timeout, with room for a loaded CI machine.
 PROMPTLY = 3.0
@@ -23,8 +31,10 @@ def test_a_stopping_gateway_answers_in_flight_requests_and_closes_sockets_going_
     gateway, url = start_gateway(ride.process_env, tmp_path, workers=2, name=f"stopping-{signum.name}")
     rider = ride.rider(url=url)
     driver = ride.driver("luxury", url=url)
-    workers = {f"gateway-{pid}" for pid in gunicorn_worker_pids(gateway)}
+    pids = gunicorn_worker_pids(gateway)
+    workers = {f"gateway-{pid}" for pid in pids}
     assert {name for name, *_ in gateway_connections()} & workers, "the sockets' worker is on the broker"
+    assert len(worker_queues(pids)) == 2
 
     osrm.mode, osrm.delay = "slow", 3.0
     preview = {}
@@ -44,6 +54,7 @@ def test_a_stopping_gateway_answers_in_flight_requests_and_closes_sockets_going_
         assert preview["response"].status_code == 201
     assert gateway.proc.wait(10) == 0
     assert not {name for name, *_ in gateway_connections()} & workers, "the worker left connections behind"
+    assert worker_queues(pids) == [], "a drained worker deletes its queue"
 
     # The driver is gone from DriverService: a trip for their package finds no one.
     rider_id = new_id("rider")
