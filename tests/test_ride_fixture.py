@@ -23,6 +23,6 @@ def processes_of(tmp_path):
 
 def test_a_ride_whose_driver_service_cannot_start_leaves_its_trip_service_stopped(osrm, tmp_path):
     with pytest.raises(AssertionError, match="driver exited"):
-        with riding(osrm, tmp_path, {"DRIVER_SERVICE_ADDR": "192.0.2.1:50051"}):  # an address not ours to bind
+        with riding(osrm, tmp_path, {"DRIVER_LISTEN_ADDR": "192.0.2.1:50051"}):  # an address not ours to bind
             pass
     assert processes_of(tmp_path) == []
