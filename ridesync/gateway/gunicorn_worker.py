@@ -83,7 +83,9 @@ class GatewayWorker(GeventWorker):
         gevent.spawn(self._quit)  # out of the signal handler: worker_int may block
 
     def run(self):
-        _gateway(self.wsgi).start()  # the live side's broker connection, before the first socket
+        hub = getattr(self.wsgi, "extensions", {}).get("ridesync.hub")  # none in bench's bare echo app
+        if hub is not None:
+            hub.start()  # the live side's broker connection, before the first socket
         super().run()  # returns once no request is in flight
         if self._drain is not None:
             self._drain.join(self.cfg.graceful_timeout)
