@@ -112,7 +112,7 @@ def declare_topology(channel, work_queue_type=None):
         channel.queue_bind(contract.NOTIFICATIONS_STREAM, contract.TRIP_EXCHANGE, routing_key=key)
     channel.queue_declare(contract.SOCKETS_STREAM, durable=True, arguments=contract.SOCKETS_STREAM_ARGUMENTS)
     channel.queue_bind(contract.SOCKETS_STREAM, contract.TRIP_EXCHANGE, routing_key=contract.MARKER_KEYS)
-    channel.exchange_declare(contract.LIVE_EXCHANGE, "direct", durable=True)
+    channel.exchange_declare(contract.LIVE_EXCHANGE, "topic", durable=True)
     channel.exchange_bind(contract.LIVE_EXCHANGE, contract.TRIP_EXCHANGE, routing_key=contract.LIVE_KEYS)
 
 
