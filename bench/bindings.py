@@ -41,7 +41,7 @@ import time
 import pika
 
 from bench import capacity
-from bench.support import Bench, CpuMeter, broker_counts, broker_pid, load, machine, percentile, rss_kib, wait_until
+from bench.support import BINDING_TABLES, Bench, CpuMeter, broker_counts, broker_pid, load, machine, percentile, rss_kib, wait_until
 from ridesync import contract
 
 DIRECT_EXCHANGE = "bench.live"
@@ -49,7 +49,6 @@ WORKER_QUEUE = "bench.live.worker-1"
 RECONNECT_TARGET = (10_000, 15.0)  # riders reconnecting, seconds to upgrade them all
 IDLE_RIDER_GOAL = 0.05  # broker memory per idle rider, of the gateway worker's own per rider
 WINDOW = 10  # the gateway's RECONNECT_WINDOW: how long a rider who left stays bound
-TABLES = ("mnesia", "other_ets")  # memory_breakdown's categories holding bindings (in Mnesia's tables)
 SETTLE = 10.0  # seconds after the last connect: what the connects left in flight (markers, acks) is gone
 
 
@@ -177,8 +176,8 @@ def idle_riders(riders=10_000, steps=2):
         after = capacity.sample(bench, gateway.workers()[0], 0, 0.0, stats, broker=True)
     n = full["sockets"]
     memory = lambda row, *kinds: sum(row["broker_memory"][kind] for kind in kinds)  # noqa: E731
-    tables = (memory(full, *TABLES) - memory(none, *TABLES)) / n
-    tables_after = (memory(full, *TABLES) - memory(after, *TABLES)) / n
+    tables = (memory(full, *BINDING_TABLES) - memory(none, *BINDING_TABLES)) / n
+    tables_after = (memory(full, *BINDING_TABLES) - memory(after, *BINDING_TABLES)) / n
     queues = (full["broker"]["queue_memory_kib"] - none["broker"]["queue_memory_kib"]) / n
     held = tables + queues
     worker = (full["rss_kib"] - none["rss_kib"]) / n
@@ -189,7 +188,7 @@ def idle_riders(riders=10_000, steps=2):
           f"{full['broker']['queues']}; the worker says bound {full['stats'].get('bound', '(not reported)')}")
     allocated = [(memory(full, "allocated") - memory(row, "allocated")) / n for row in (none, after)]
     print(f"  broker memory per idle rider, against 0 riders (against after they left): in its tables "
-          f"({' + '.join(TABLES)}: bindings, queues, exchanges) {tables:.2f} KiB ({tables_after:.2f}), in the "
+          f"({' + '.join(BINDING_TABLES)}: bindings, queues, exchanges) {tables:.2f} KiB ({tables_after:.2f}), in the "
           f"vhost's queues {queues:.2f} KiB; all it allocated {allocated[0]:.2f} KiB ({allocated[1]:.2f}), beam VmRSS "
           f"{(full['broker_kib'] - none['broker_kib']) / n:.2f} KiB (these two move with other sessions' traffic)")
     print(f"  tables + queues against the gateway worker's own memory per rider, same run ({worker:.1f} KiB): "

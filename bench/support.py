@@ -282,6 +282,15 @@ def broker_memory_kib():
     return kib
 
 
+BINDING_TABLES = ("mnesia", "other_ets")  # memory_breakdown's categories holding bindings (in Mnesia's tables)
+
+
+def broker_tables_kib():
+    """What the broker's tables hold, bindings, queues and exchanges among them, in KiB."""
+    memory = broker_memory_kib()
+    return sum(memory[kind] for kind in BINDING_TABLES)
+
+
 def machine():
     with open("/proc/meminfo") as f:
         mem_gib = int(f.readline().split()[1]) / 2**20
