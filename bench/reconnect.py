@@ -7,7 +7,11 @@ while away, and the same riders connect to the new worker: timed until
 every one is upgraded, until each has the event published while it was
 away (exactly once), and until each has one more published after. The
 baseline, in the same run: the same riders connecting to a bare flask-sock
-echo socket (bench/bare_app.py).
+echo socket (bench/bare_app.py). The worker's CPU seconds in each connect
+are printed; --profile PREFIX also records the worker with py-spy (pip
+install py-spy) in each connect, and the new one from its boot to its
+connect, as collapsed stacks (PREFIX.fresh.txt, PREFIX.boot.txt,
+PREFIX.back.txt).
 
     python -m bench.reconnect --riders 10000
 """
@@ -16,13 +20,15 @@ import signal
 import time
 
 from bench.fanout import ROUTING_KEY, PacedPublisher, check, received_rows, serving
-from bench.support import Bench, load, machine, wait_until
+from bench.support import Bench, broker_pid, cpu_seconds, load, machine, wait_until
 
 TARGET_SECONDS = 15.0
 CLIENT_PROCESSES = 4
 WINDOW = 60  # RECONNECT_WINDOW: the riders come back well within it
 STALL = 20.0  # seconds without one more event: what has not come is missing
 LIMIT = 120.0  # seconds a phase is waited for at most: what has not come by then is late (counted as lost)
+NOT_BOUND = "has not bound the user within MARKER_WAIT"  # the worker's warning (routes.py)
+SPY_LONGEST = 600  # seconds; a py-spy record is stopped (SIGINT) when its phase ends
 
 
 def connect(bench, server, label, riders, concurrency):
@@ -37,6 +43,28 @@ def connect(bench, server, label, riders, concurrency):
     if upgraded != riders:
         raise RuntimeError(f"{label}: {upgraded} of {riders} upgraded: {reports}")
     return seconds, fleets
+
+
+class Spied:
+    """A phase of the worker: its CPU seconds and the broker's, the upgrades
+    that outwaited MARKER_WAIT (the worker's log says so), and its py-spy
+    record if profile (a file prefix) is given."""
+
+    def __init__(self, bench, gateway, pid, profile, phase):
+        self.pid, self._gateway, self._broker = pid, gateway, broker_pid()
+        self._before = self._now()
+        self._spy = bench.spy(pid, f"{profile}.{phase}.txt", SPY_LONGEST) if profile else None
+
+    def done(self):
+        """What it used since, as text."""
+        worker, broker, late = (after - before for after, before in zip(self._now(), self._before))
+        if self._spy is not None:
+            self._spy.send_signal(signal.SIGINT)  # py-spy writes what it recorded
+            self._spy.wait(30)
+        return f"CPU: worker {worker:.1f} s, broker {broker:.1f} s; {late} upgrades past MARKER_WAIT"
+
+    def _now(self):
+        return cpu_seconds(self.pid), cpu_seconds(self._broker), self._gateway.output().count(NOT_BOUND)
 
 
 def owners_of(fleets):
@@ -78,17 +106,21 @@ def served(gateway, riders):
     return gateway.get_json("/live/stats")["consuming"]
 
 
-def deploy(gateway):
-    """gunicorn's HUP: a new worker boots, the old one drains and exits. Seconds it took."""
+def deploy(bench, gateway, profile):
+    """gunicorn's HUP: a new worker boots, the old one drains and exits.
+    Seconds it took, and the new worker Spied from its boot on."""
     [old] = gateway.workers()
     started = time.monotonic()
     gateway.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: set(gateway.workers()) - {old}, 60, "the new worker to boot", interval=0.05)
+    [new] = set(gateway.workers()) - {old}
+    boot = Spied(bench, gateway, new, profile, "boot")
     wait_until(lambda: old not in gateway.workers(), 120, "the old worker to drain and exit", interval=0.2)
     gateway.wait_ready(1)
-    return time.monotonic() - started
+    return time.monotonic() - started, boot
 
 
-def run(riders=10_000, concurrency=250, rate=5000):
+def run(riders=10_000, concurrency=250, rate=5000, profile=None):
     print(f"reconnect: {riders} riders at once to one gevent worker, then again after a deploy; {machine()}",
           flush=True)
     print(f"  machine before: {load()}", flush=True)
@@ -101,8 +133,10 @@ def run(riders=10_000, concurrency=250, rate=5000):
         print(f"  bare flask-sock echo: {riders} upgraded in {bare_seconds:.1f} s", flush=True)
 
         gateway = bench.gunicorn("app:app", name="gateway", RECONNECT_WINDOW=str(WINDOW))
-        started = time.monotonic()
+        [worker] = gateway.workers()
+        spied, started = Spied(bench, gateway, worker, profile, "fresh"), time.monotonic()
         upgraded, fleets = connect(bench, gateway, "rider", riders, concurrency)
+        fresh_cpu = spied.done()
         fresh_served = served(gateway, riders)
         owners = owners_of(fleets)
         publish_one_each(bench, owners, rate, "fresh")
@@ -111,12 +145,15 @@ def run(riders=10_000, concurrency=250, rate=5000):
         print(f"  gateway, fresh: {riders} upgraded in {upgraded:.1f} s, {fresh_served} served, each with an event by "
               f"{receiving:.1f} s", flush=True)
 
-        drained = deploy(gateway)
+        drained, boot = deploy(bench, gateway, profile)
         for fleet in fleets:
             fleet.stop()
         away = publish_one_each(bench, owners, rate, "away")
+        boot_cpu = boot.done()
+        spied = Spied(bench, gateway, boot.pid, profile, "back")
         started, boundary = time.monotonic(), time.time()  # events published before it: while away
         back, fleets = connect(bench, gateway, "rider", riders, concurrency)
+        back_cpu = spied.done()
         caught_up = received_by(fleets, riders, started, "every rider's event published while away")
         back_served = served(gateway, riders)
         before = received(fleets)  # counted before the publish: its first events arrive while it publishes
@@ -134,9 +171,10 @@ def run(riders=10_000, concurrency=250, rate=5000):
     print(f"  fresh: all upgraded in {upgraded:.1f} s ({riders / upgraded:.0f} riders/s), {fresh_served} served; "
           f"{fresh_received} of {riders} riders' events received by {receiving:.1f} s after the first connect; "
           f"bare echo: all upgraded in {bare_seconds:.1f} s "
-          f"({riders / bare_seconds:.0f}/s); ours/bare connect rate {bare_seconds / upgraded:.2f}x")
+          f"({riders / bare_seconds:.0f}/s); ours/bare connect rate {bare_seconds / upgraded:.2f}x; while they connected, {fresh_cpu}")
     print(f"  after a deploy (HUP: the old worker drained in {drained:.1f} s): all upgraded in {back:.1f} s "
-          f"({bare_seconds / back:.2f}x the bare echo's rate), {back_served} served; the events published while "
+          f"({bare_seconds / back:.2f}x the bare echo's rate), {back_served} served; from the new worker's boot to "
+          f"the connect, {boot_cpu}; while they connected, {back_cpu}; the events published while "
           f"away received by {caught_up:.1f} s (missing at the end {away_check['lost']}, duplicates "
           f"{away_check['duplicates']}, at the wrong rider {away_check['wrong_rider']}), one more each by "
           f"{receiving_back:.1f} s (missing {later_check['lost']}, duplicates {later_check['duplicates']})")
@@ -150,8 +188,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--riders", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=250, help="handshakes in flight per client process")
+    parser.add_argument("--profile", metavar="PREFIX", help="py-spy the worker in each connect: PREFIX.<phase>.txt")
     args = parser.parse_args()
-    run(args.riders, args.concurrency)
+    run(args.riders, args.concurrency, profile=args.profile)
 
 
 if __name__ == "__main__":
