@@ -16,10 +16,12 @@ from select import POLLIN, poll
 import psycopg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event, insert, select, text
+from sqlalchemy import bindparam, create_engine, event, insert, literal_column, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.elements import BindParameter
 
 from ridesync.rabbit import Retry
 from ridesync.settings import process_settings
@@ -31,7 +33,6 @@ MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migration
 RESTARTING = ("Connection refused", "the database system is starting up", "the database system is shutting down")
 RESTART_RETRY_PAUSE = 0.05  # seconds between connection attempts while PostgreSQL restarts
 MIGRATION_LOCK = 0x7269646573796E63  # "ridesync": replicas starting at once migrate one at a time
-PIPELINE = "ridesync_pipeline"  # the connection's psycopg pipeline, in its info, while a transaction is pipelined
 
 
 def engine_for(url):
@@ -54,18 +55,18 @@ def engine_for(url):
     return engine
 
 
-def at_once_engine_for(url):
-    """On PostgreSQL, an Engine whose every statement commits by itself and
-    does not wait for the disk (synchronous_commit off): a statement that
-    stands alone then costs one round trip instead of four (BEGIN, SET,
-    the statement, COMMIT). None on SQLite, where a transaction costs
-    little more than its statement."""
+def at_once_engine_for(url, durable=False):
+    """On PostgreSQL, an Engine whose every statement commits by itself: a
+    statement that stands alone then costs one round trip instead of three
+    (BEGIN, the statement, COMMIT). Unless durable, its COMMIT does not wait
+    for the disk (synchronous_commit off). None on SQLite, where a
+    transaction costs little more than its statement."""
     url = _with_driver(url)
     if url.get_backend_name() != "postgresql":
         return None
     return _postgresql_engine(url, pool_size=5, max_overflow=10, isolation_level="AUTOCOMMIT",
                               pool_reset_on_return=None,  # nothing to roll back
-                              options="-c synchronous_commit=off")
+                              options="" if durable else "-c synchronous_commit=off")
 
 
 def _with_driver(url):
@@ -81,18 +82,7 @@ def _postgresql_engine(url, options="", **pool):
                                          "options": f"-c statement_timeout={statement_timeout_ms} {options}".strip()})
     event.listen(engine, "checkout", _ended_by_server)
     event.listen(engine, "do_connect", _connect_through_restart)
-    event.listen(engine, "after_cursor_execute", _answered_when_needed)
     return engine
-
-
-def _answered_when_needed(conn, _cursor, _statement, _parameters, context, _many):
-    """In a pipelined transaction, the statements sent so far are answered
-    before the caller reads this one's result: every statement but an INSERT
-    without RETURNING, whose only answer is success or an error (raised by
-    the next answered statement or by the commit, in the same transaction)."""
-    pipeline = conn.info.get(PIPELINE)
-    if pipeline is not None and not (context.isinsert and not context.compiled.effective_returning):
-        pipeline.sync()
 
 
 def _connect_through_restart(dialect, _record, cargs, cparams):
@@ -146,6 +136,7 @@ class Database:
         self.url = url
         self.engine = engine_for(url)
         self._at_once = at_once_engine_for(url)
+        self._durable_at_once = at_once_engine_for(url, durable=True)
         self._local = threading.local()
         migrate(self.engine)
 
@@ -154,20 +145,21 @@ class Database:
         return self.engine.dialect.name == "postgresql"
 
     @contextmanager
-    def transaction(self, pipelined=False):
+    def transaction(self, one_statement=False):
         """The thread's open transaction, or a new one committed at the end
         (rolled back on an exception). Callbacks given to after_commit run
         once it has committed, those given to on_refusal if it is refused.
-        pipelined, on PostgreSQL: in psycopg's pipeline mode, a statement
-        waits for its answer only when its rows are read; a transaction that
-        reads none takes one round trip, one that reads one answer two."""
+        one_statement, on PostgreSQL: its statements (Prebuilt, none of them
+        read, none reading another's rows) are sent at its end as one
+        statement, which commits by itself: one exchange with the server,
+        no BEGIN, no COMMIT (OneStatement)."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             yield conn
             return
         self._local.after_commit, self._local.on_refusal = [], []
         try:
-            with self.engine.connect() as conn, self._begun(conn, pipelined):
+            with self._begun(one_statement) as conn:
                 self._local.conn = conn
                 yield conn
         except DBAPIError as error:
@@ -181,15 +173,23 @@ class Database:
         for callback in callbacks:
             callback()
 
-    def _begun(self, conn, pipelined):
-        return _pipelined(conn) if pipelined and self.is_postgresql else conn.begin()
+    @contextmanager
+    def _begun(self, one_statement):
+        if one_statement and self.is_postgresql:
+            statements = OneStatement(self.engine.dialect)
+            yield statements
+            statements.send(self._durable_at_once)
+            return
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
 
     @contextmanager
     def at_once(self):
         """A connection for one statement that stands alone: a read, or a
         write whose loss in a database server crash is harmless (never in
-        ours). Inside the thread's open transaction, that transaction's."""
-        if self._at_once is None or self.in_transaction():
+        ours). Inside the thread's open transaction, that transaction's; but
+        beside one sent as one statement, where nothing is read."""
+        if self._at_once is None or (self.in_transaction() and not isinstance(self._local.conn, OneStatement)):
             with self.transaction() as conn:
                 yield conn
             return
@@ -204,9 +204,8 @@ class Database:
 
     def on_refusal(self, explain):
         """explain(error) runs, outside the thread's open transaction, if the
-        database refuses it (a DBAPIError: in a pipelined transaction, a
-        statement sent unanswered fails with the COMMIT); it may raise what
-        the refusal means instead."""
+        database refuses it (a DBAPIError: in a transaction sent as one
+        statement, at its end); it may raise what the refusal means instead."""
         self._local.on_refusal.append(explain)
 
     def handle_once(self, consumer, message_id, work):
@@ -231,40 +230,37 @@ class Database:
 
     def close(self):
         self.engine.dispose()
-        if self._at_once is not None:
-            self._at_once.dispose()
+        for engine in (self._at_once, self._durable_at_once):
+            if engine is not None:
+                engine.dispose()
 
 
-@contextmanager
-def _pipelined(conn):
-    """A transaction in pipeline mode whose BEGIN and COMMIT are sent as
-    statements: BEGIN goes with the first statement (psycopg's own would
-    wait for its answer), the COMMIT with the statements still unanswered
-    and the closing Sync; ROLLBACK after an error. Meanwhile the driver is
-    in autocommit, so that it begins nothing itself: set on the driver, as
-    SQLAlchemy's isolation level (set, then reset at the checkin) it cost a
-    tenth of the start's CPU (bench/RESULTS.md)."""
-    driver = conn.connection.driver_connection
-    driver.autocommit = True
-    try:
-        with _as_dbapi_errors(conn, "COMMIT"), driver.pipeline() as pipeline:
-            driver.execute("BEGIN")
-            conn.info[PIPELINE] = pipeline
+class OneStatement:
+    """What a transaction sent as one statement holds until its end: the
+    Prebuilt statements run in it, each with its parameters. Sent as one
+    statement on PostgreSQL, each a data-modifying CTE of it: all of them
+    commit, or none; they see the database as it was before any of them,
+    so none may read another's rows. Nothing can be read in it (no execute)."""
+
+    def __init__(self, dialect):
+        self.dialect = dialect
+        self._parts = []
+
+    def add(self, prebuilt, params):
+        self._parts.append((prebuilt, params))
+
+    def send(self, engine):
+        if not self._parts:
+            return
+        statement = Prebuilt.joined(tuple(prebuilt for prebuilt, _ in self._parts))
+        params = {f"{name}_{n}": value for n, (_, given) in enumerate(self._parts) for name, value in given.items()}
+        with engine.connect() as conn:
             try:
-                yield
-                driver.execute("COMMIT")
-            finally:
-                del conn.info[PIPELINE]
-    except BaseException:
-        if driver.closed:  # the server ended the connection: the pool drops it
-            conn.invalidate()
-        else:
-            with _as_dbapi_errors(conn, "ROLLBACK"):
-                driver.rollback()
-        raise
-    finally:
-        if not driver.closed:
-            driver.autocommit = False
+                statement.run(conn, **params)
+            except DBAPIError:
+                if conn.connection.driver_connection.closed:  # the server ended the connection: the pool drops it
+                    conn.invalidate()
+                raise
 
 
 class Prebuilt:
@@ -273,14 +269,30 @@ class Prebuilt:
     path then costs no statement built, no cache key, no execution context
     or Result around the driver's (about a sixth of conn.execute's Python,
     bench/RESULTS.md). run() takes its bind parameters by name and returns
-    the driver's cursor (rows as tuples); in a pipelined transaction the
-    statement is sent at once and answered when its rows are fetched."""
+    the driver's cursor (rows as tuples); in a transaction sent as one
+    statement (OneStatement) it is kept for the end, and returns None."""
+
+    _joined = {}  # tuple of Prebuilt -> the one statement of all of them
 
     def __init__(self, statement):
         self._statement = statement
         self._compiled = {}  # dialect name -> (SQL, parameters' defaults, their order when positional)
 
+    @classmethod
+    def joined(cls, prebuilts):
+        """One statement of prebuilts, each a data-modifying CTE, whose n-th
+        bind parameters are named with _n after their own."""
+        joined = cls._joined.get(prebuilts)
+        if joined is None:
+            parts = [_numbered(prebuilt._statement, n) for n, prebuilt in enumerate(prebuilts)]
+            joined = cls._joined[prebuilts] = cls(parts[0] if len(parts) == 1 else select(literal_column("1")).add_cte(
+                *(part.cte(f"part_{n}") for n, part in enumerate(parts))))
+        return joined
+
     def run(self, conn, **params):
+        if isinstance(conn, OneStatement):
+            conn.add(self, params)
+            return None
         sql, defaults, order = self._compiled.get(conn.dialect.name) or self._compile(conn.dialect)
         values = {**defaults, **params}
         cursor = conn.connection.driver_connection.cursor()
@@ -292,6 +304,15 @@ class Prebuilt:
         compiled = self._statement.compile(dialect=dialect)
         self._compiled[dialect.name] = str(compiled), compiled.params, compiled.positiontup
         return self._compiled[dialect.name]
+
+
+def _numbered(statement, n):
+    """statement with each named bind parameter's name followed by _n."""
+    def renamed(element):
+        if isinstance(element, BindParameter) and not element.unique:
+            return bindparam(f"{element.key}_{n}", type_=element.type)
+        return None
+    return visitors.replacement_traverse(statement, {}, renamed)
 
 
 @contextmanager

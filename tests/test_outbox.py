@@ -68,31 +68,30 @@ def test_of_replicas_given_one_message_at_once_one_handles_it(database_url):
         replica.close()
 
 
-def test_a_pipelined_transaction_whose_unanswered_insert_is_refused_commits_nothing(database_url):
-    """Nor does its connection stay in autocommit: the next transaction on it
-    still rolls back."""
+def test_a_transaction_sent_as_one_statement_one_of_whose_parts_is_refused_commits_nothing(database_url):
+    """On PostgreSQL its statements are parts of one (on SQLite a transaction as
+    any other); what was refused commits nothing, and the pool's connection serves again."""
     database = Database(database_url)
     record = Prebuilt(insert(handled_messages).values(consumer="c", message_id=bindparam("id"), handled_at=0))
     try:
         with database.transaction() as conn:
             record.run(conn, id="m")
-        with pytest.raises(IntegrityError), database.transaction(pipelined=True) as conn:
-            conn.execute(insert(handled_messages).values(consumer="c", message_id="other", handled_at=0))
-            record.run(conn, id="m")  # a second copy: refused, answered with the COMMIT
-        with pytest.raises(RuntimeError), database.transaction() as conn:  # the pool's one connection again
-            record.run(conn, id="rolled back")
-            raise RuntimeError("rolled back")
-        with database.transaction(pipelined=True) as conn:  # the connection serves again
-            assert conn.execute(select(handled_messages.c.message_id)).scalars().all() == ["m"]
+        with pytest.raises(IntegrityError), database.transaction(one_statement=True) as conn:
+            record.run(conn, id="other")
+            record.run(conn, id="m")  # a second copy: refused, and "other" with it
+        with database.transaction(one_statement=True) as conn:
+            record.run(conn, id="next")
+        with database.transaction() as conn:
+            assert sorted(conn.execute(select(handled_messages.c.message_id)).scalars()) == ["m", "next"]
     finally:
         database.close()
 
 
 def test_a_trip_is_started_on_postgresql_in_one_exchange_with_the_server_two_if_priced_elsewhere(tmp_path):
-    """BEGIN, the start's one statement (fare taken, trip, current trip),
-    the outbox row's INSERT and the COMMIT go in one exchange when this
-    process priced the fare; one priced by another replica is read first
-    (what the libpq trace of the connection shows)."""
+    """The start's one statement (fare taken, trip, current trip, outbox
+    row) goes in one exchange when this process priced the fare; one priced
+    by another replica is read first (what the libpq traces of the pools'
+    connections show)."""
     url = create_database()
     database, elsewhere = Database(url), Database(url)
     try:
@@ -100,16 +99,22 @@ def test_a_trip_is_started_on_postgresql_in_one_exchange_with_the_server_two_if_
                             Outbox(database, Broker(), "trip"), transaction=database.transaction)
         other_replica = TripService(RoutePlanner(None, enabled=False), SqlTripStore(elsewhere), Broker())
         rider = unique("rider")
-        with database.engine.connect() as conn:  # the pool's one connection, which the starts take next
-            server = conn.connection.driver_connection.pgconn
+        servers = []
+        for engine in (database._at_once, database._durable_at_once):  # the read's pool, the start's
+            with engine.connect() as conn:  # the pool's one connection, which the start takes next
+                servers.append(conn.connection.driver_connection.pgconn)
         for replica, exchanges in ((trips, "F+B+"), (other_replica, "F+B+F+B+")):
             fare = _fare(replica, rider)
-            with open(tmp_path / "trace", "w") as trace:
+            paths = [tmp_path / f"trace-{n}" for n in range(len(servers))]
+            traces = [open(path, "w") for path in paths]
+            for server, trace in zip(servers, traces):
                 server.trace(trace.fileno())
                 server.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
-                trips.create_trip(fare.id, rider)
+            trips.create_trip(fare.id, rider)
+            for server, trace in zip(servers, traces):
                 server.untrace()
-            senders = "".join(line[0] for line in (tmp_path / "trace").read_text().splitlines()
+                trace.close()
+            senders = "".join(line[0] for path in paths for line in path.read_text().splitlines()
                               if line[:2] in ("F\t", "B\t"))  # F(rontend), B(ackend); not a statement's next line
             assert re.fullmatch(exchanges, senders), f"exchanges: {re.findall('F+B+', senders)}"
     finally:

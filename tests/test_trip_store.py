@@ -105,10 +105,10 @@ def test_a_fare_is_taken_once_by_its_rider_before_it_expires(store, clock):
 
 
 def start(store, fare_id, rider):
-    """store.start_trip in a transaction as CreateTrip's (pipelined: on
-    PostgreSQL a refusal comes with the COMMIT); in memory, as it is."""
+    """store.start_trip in a transaction as CreateTrip's (sent as one
+    statement: on PostgreSQL a refusal comes at its end); in memory, as it is."""
     database = getattr(store, "_db", None)
-    with nullcontext() if database is None else database.transaction(pipelined=True):
+    with nullcontext() if database is None else database.transaction(one_statement=True):
         return store.start_trip(new_id("trip"), fare_id, rider)
 
 

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 class TripService:
     def __init__(self, planner, store, publisher, fare_ttl=900, clock=time.time, max_trip_km=300,
                  transaction=None, offers=None):
-        """transaction(pipelined=False): what the store's changes and the
+        """transaction(one_statement=False): what the store's changes and the
         publisher's outbox rows of one step commit in together
         (Database.transaction); None: each change commits by itself.
         offers: the AwaitedOffers of replicas sharing a database, for an
@@ -74,7 +74,7 @@ class TripService:
         trip exists. With a database, the fare, the trip and the announcement
         commit together, so a trip whose process dies right after the commit
         is still announced (Outbox.publish_or_undo)."""
-        with self._transaction(pipelined=True):  # on PostgreSQL one exchange: the start, its row and the COMMIT
+        with self._transaction(one_statement=True):  # on PostgreSQL the start and its outbox row are one statement
             trip = self._store.start_trip(str(uuid.uuid4()), fare_id, user_id)  # before the event, acted on at once
             self._publisher.publish_or_undo(contract.TRIP_CREATED, user_id, trip.to_json(), lambda: self._forget(trip))
         log.info("rider %s started trip %s (%s, %s cents)", user_id, trip.id, trip.fare.package_slug,

@@ -21,7 +21,7 @@ from ridesync.ride.lifecycle import ACCEPTED, CANCELLED, NO_DRIVERS_FOUND, PENDI
 from ridesync.ride.model import Coordinate, RideFare, Route, Trip
 from ridesync.settings import process_settings
 from ridesync.tables import current_trips, fares, trips
-from ridesync.trip.store import ANYONE, FareNotFound, FareNotYours, FareUnavailable, start_by_steps
+from ridesync.trip.store import ANYONE, refusal, start_by_steps
 
 # CreateTrip's statements, built once (database.Prebuilt).
 FARE_TAKEN = update(fares).where(fares.c.id == bindparam("fare"), fares.c.user_id == bindparam("rider"),
@@ -102,31 +102,27 @@ class SqlTripStore:
 
     @staticmethod
     def _why_not_taken(conn, fare_id, user_id):
+        """The error of a fare the store refused to take: not known, another
+        rider's, used, or else expired."""
         row = conn.execute(select(fares.c.user_id, fares.c.used).where(fares.c.id == fare_id)).first()
-        if row is None:
-            return FareNotFound(f"no fare {fare_id!r}")
-        if row.user_id != user_id:
-            return FareNotYours(f"fare {fare_id!r} belongs to another rider")
-        if row.used:
-            return FareUnavailable(f"fare {fare_id!r} was already used for a trip")
-        return FareUnavailable(f"fare {fare_id!r} expired; preview the trip again")
+        return refusal(fare_id, user_id, owner=row and row.user_id, used=row is not None and row.used, expired=True)
 
     def start_trip(self, trip_id, fare_id, user_id):
         """take_fare and save_trip. On PostgreSQL one statement, the fare
         known before it (priced by this process, read otherwise): in a
-        pipelined transaction it goes unanswered, with the COMMIT, and a
-        refusal is explained after the transaction with take_fare's errors."""
+        transaction sent as one statement it goes at the end, and a refusal
+        is explained after the transaction with take_fare's errors."""
         if not self._db.is_postgresql:
             with self._db.transaction():
                 return start_by_steps(self, trip_id, fare_id, user_id)
-        trip = Trip(id=trip_id, fare=self._fare(fare_id), user_id=user_id)
+        trip = Trip(id=trip_id, fare=self._fare(fare_id, user_id), user_id=user_id)
         with self._db.transaction() as conn:
             self._db.on_refusal(lambda error: self._explain_refusal(error, fare_id, user_id))
             START_TRIP.run(conn, fare=fare_id, rider=user_id, now=self._clock(), id=trip_id, status=trip.status,
                            driver_id=None, data=_json(trip))
         return trip
 
-    def _fare(self, fare_id):
+    def _fare(self, fare_id, user_id):
         with self._priced_lock:
             fare = self._priced.pop(fare_id, None)
         if fare is not None:
@@ -134,7 +130,7 @@ class SqlTripStore:
         with self._db.at_once() as conn:
             row = conn.execute(select(fares.c.data).where(fares.c.id == fare_id)).first()
         if row is None:
-            raise FareNotFound(f"no fare {fare_id!r}")
+            raise refusal(fare_id, user_id, owner=None, used=False, expired=False)
         return fare_of(orjson.loads(row.data))
 
     def _explain_refusal(self, error, fare_id, user_id):

@@ -50,14 +50,10 @@ class TripStore:
         """The fare, now reserved for one trip; give_back_fare undoes it."""
         with self._lock:
             fare = self._fares.get(fare_id)
-            if fare is None and fare_id not in self._used_fares:
-                raise FareNotFound(f"no fare {fare_id!r}")
-            if fare is not None and fare.user_id != user_id:
-                raise FareNotYours(f"fare {fare_id!r} belongs to another rider")
-            if fare_id in self._used_fares:
-                raise FareUnavailable(f"fare {fare_id!r} was already used for a trip")
-            if fare.expires_at <= self._clock():
-                raise FareUnavailable(f"fare {fare_id!r} expired; preview the trip again")
+            refused = refusal(fare_id, user_id, owner=fare and fare.user_id, used=fare_id in self._used_fares,
+                              expired=fare is not None and fare.expires_at <= self._clock())
+            if refused is not None:
+                raise refused
             self._used_fares.add(fare_id)
             return fare
 
@@ -171,6 +167,21 @@ class TripStore:
             if fare.expires_at > now:
                 return
             del self._fares[fare_id]
+
+
+def refusal(fare_id, user_id, owner, used, expired):
+    """Why user_id cannot take the fare, as the error to raise (take_fare's,
+    on every store), or None when they can. owner: the fare's rider, None
+    when no such fare is known."""
+    if owner is None and not used:
+        return FareNotFound(f"no fare {fare_id!r}")
+    if owner not in (None, user_id):
+        return FareNotYours(f"fare {fare_id!r} belongs to another rider")
+    if used:
+        return FareUnavailable(f"fare {fare_id!r} was already used for a trip")
+    if expired:
+        return FareUnavailable(f"fare {fare_id!r} expired; preview the trip again")
+    return None
 
 
 def start_by_steps(store, trip_id, fare_id, user_id):
