@@ -256,7 +256,16 @@ def test_an_event_a_reads_before_the_new_sockets_marker_is_as_and_b_skips_its_co
     assert a.cut_off and b.started
     assert a.written + b.written == [only_a, both, after]
     assert a.written == ([] if stalled else [only_a, both])
-    assert broker.bound["rider", "r1"] == {b_worker}
+    assert_unbound_after_the_window(a_worker, broker, {b_worker})
+
+
+def assert_unbound_after_the_window(worker, broker, holders):
+    """A worker whose socket was replaced keeps its user bound for the window (dropping what comes), then unbinds."""
+    assert broker.bound["rider", "r1"] == {worker, *holders}
+    broker.clock.now += WINDOW + 1
+    everything(worker, *holders)
+    worker.expire()
+    assert broker.bound["rider", "r1"] == set(holders) and not worker.ledger.bound
 
 
 def test_more_events_between_the_new_sockets_bind_and_its_marker_than_a_left_names_are_still_skipped(broker):
@@ -319,7 +328,7 @@ def test_an_away_user_reconnecting_elsewhere_gets_what_was_owed_then_what_comes(
     after = broker.event()
     everything(a_worker, b_worker)
     assert b.written == owed + [after]
-    assert not a_worker.ledger.bound and broker.bound["rider", "r1"] == {b_worker}
+    assert_unbound_after_the_window(a_worker, broker, {b_worker})
 
 
 def test_an_away_user_past_the_window_is_not_awaited_then_cut_with_nothing_and_unbound(broker):
@@ -543,3 +552,25 @@ def test_an_idle_users_entry_and_socket_hold_no_lists(broker):
     for kept in [*entries, held]:
         slots = _Entry.__slots__ if isinstance(kept, _Entry) else _Held.__slots__
         assert [name for name in slots if isinstance(getattr(kept, name), (list, set, dict))] == []
+
+
+def test_a_worker_taking_a_user_back_before_it_read_past_its_cut_writes_nothing_twice(broker):
+    """A cut a at M(b) and unbound the user, but had not yet read the events
+    routed to its queue meanwhile (b had them) when c opened there: b wrote
+    over SEEN_IDS more since, so its `left` names none of them, nor any of
+    c's buffer (c's marker came before what followed)."""
+    a_worker, b_worker = Worker(broker), Worker(broker)
+    a = a_worker.open()
+    everything(a_worker, b_worker)
+    b = b_worker.open()
+    meanwhile = [broker.event(), broker.event()]  # in both queues, behind M(b) in A's
+    a_worker.apply(a_worker.ledger.marker(*a_worker.queue.pop(0)[1:]))  # A reads M(b) only: cuts a, unbinds
+    everything(b_worker)
+    assert a.cut_off and b.written == meanwhile
+    later = [broker.event() for _ in range(SEEN_IDS + 1)]  # more than b's `left` will name
+    everything(b_worker)
+    c = a_worker.open()  # A's queue still holds `meanwhile`
+    after = broker.event()
+    everything(a_worker, b_worker)
+    assert b.cut_off and c.started
+    assert a.written + b.written + c.written == [*meanwhile, *later, after]

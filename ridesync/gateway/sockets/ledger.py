@@ -18,7 +18,12 @@ maybe A itself):
 4. A reads M in ITS queue and cuts a there (Cut): what came before M was a's
    (written, unwritten, or owed while away), what comes after is dropped.
    Its `left` carries the unwritten and owed, and the ids a had lately
-   (seen); A unbinds U unless it holds another socket of theirs.
+   (seen). A keeps U bound for the window, dropping what comes, then
+   unbinds U unless it holds a socket of theirs again: so a socket of U
+   opened on A meanwhile buffers from where A's queue is read, with no
+   gap. (Unbound at once, what A had not read yet of its queue, b's,
+   came first in that buffer; b's `left` names only the ids b had lately,
+   so older ones were written twice, in front of newer.)
 5. B reads left(a): b starts (Start) with what it carried, then its buffer
    less the ids carried or seen; then it is given what comes, in order.
 
@@ -75,6 +80,7 @@ class Ledger:
         # What expire() looks at, so that it costs nothing per user held or known:
         self._waiting = {}  # session -> _Held awaiting `left`s, oldest first
         self._expiring = {}  # (role, user id) -> _Entry whose newest session left, soonest to expire first
+        self._unbinding = {}  # (role, user id) -> when its binding goes: its sockets here were cut, soonest first
 
     # This worker's sockets.
 
@@ -235,7 +241,8 @@ class Ledger:
 
     def expire(self):
         """Forfeits of sockets that waited too long for a `left` (its worker
-        died); cuts of sockets away longer than the window; forgets users."""
+        died); cuts of sockets away longer than the window; forgets users;
+        unbinds users whose sockets here were replaced a window ago."""
         now = self._clock()
         decided = []
         for session, held in list(self._waiting.items()):
@@ -253,6 +260,11 @@ class Ledger:
                 decided += self._cut(entry, held, expired=True)
             if not entry.here:
                 self._entries.pop(key, None)  # (a cut above forgot it already)
+        for key, at in list(itertools.takewhile(lambda item: item[1] < now, self._unbinding.items())):
+            del self._unbinding[key]
+            entry = self._entries.get(key)
+            if entry is None or not entry.here:
+                decided.append(Unbind(*key))
         return decided
 
     def drain(self):
@@ -266,7 +278,7 @@ class Ledger:
 
     @property
     def bound(self):
-        return {key for key, entry in self._entries.items() if entry.here}
+        return {key for key, entry in self._entries.items() if entry.here} | set(self._unbinding)
 
     def _expires(self, key, entry):
         """Its newest session left: the user is forgotten after the window."""
@@ -352,7 +364,13 @@ class Ledger:
         owed, seen = ([], []) if expired else _first(held, [])
         unbind = self._drop(entry, held)
         cut = Cut(held.session, owed, seen, drained, entry.lost_since if drained else None)
-        return [cut, *([] if drained else unbind)]  # a stopping queue just expires
+        if drained:
+            return [cut]  # a stopping queue just expires
+        if unbind and not expired:  # replaced: bound for the window yet (the module's step 4)
+            key, unbind = (held.role, held.user_id), []
+            self._unbinding.pop(key, None)
+            self._unbinding[key] = self._clock() + self._window
+        return [cut, *unbind]
 
     def _drop(self, entry, held):
         entry.here = tuple(other for other in entry.here if other is not held) or None
