@@ -254,13 +254,15 @@ class OneStatement:
             return
         statement = Prebuilt.joined(tuple(prebuilt for prebuilt, _ in self._parts))
         params = {f"{name}_{n}": value for n, (_, given) in enumerate(self._parts) for name, value in given.items()}
-        with engine.connect() as conn:
-            try:
-                statement.run(conn, **params)
-            except DBAPIError:
-                if conn.connection.driver_connection.closed:  # the server ended the connection: the pool drops it
-                    conn.invalidate()
-                raise
+        connection = engine.raw_connection()  # the pool's own: no Connection around it
+        try:
+            statement.run_on(self.dialect, connection.driver_connection, params)
+        except DBAPIError:
+            if connection.driver_connection.closed:  # the server ended the connection: the pool drops it
+                connection.invalidate()
+            raise
+        finally:
+            connection.close()
 
 
 class Prebuilt:
@@ -293,10 +295,13 @@ class Prebuilt:
         if isinstance(conn, OneStatement):
             conn.add(self, params)
             return None
-        sql, defaults, order = self._compiled.get(conn.dialect.name) or self._compile(conn.dialect)
+        return self.run_on(conn.dialect, conn.connection.driver_connection, params)
+
+    def run_on(self, dialect, driver_connection, params):
+        sql, defaults, order = self._compiled.get(dialect.name) or self._compile(dialect)
         values = {**defaults, **params}
-        cursor = conn.connection.driver_connection.cursor()
-        with _as_dbapi_errors(conn, sql):
+        cursor = driver_connection.cursor()
+        with _as_dbapi_errors(dialect, sql):
             cursor.execute(sql, values if order is None else [values[name] for name in order])
         return cursor
 
@@ -316,12 +321,12 @@ def _numbered(statement, n):
 
 
 @contextmanager
-def _as_dbapi_errors(conn, statement):
+def _as_dbapi_errors(dialect, statement):
     """The driver's errors as conn.execute raises them (IntegrityError, OperationalError...)."""
     try:
         yield
-    except conn.dialect.loaded_dbapi.Error as exc:
-        raise DBAPIError.instance(statement, None, exc, conn.dialect.loaded_dbapi.Error) from exc
+    except dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(statement, None, exc, dialect.loaded_dbapi.Error) from exc
 
 
 def migrate(engine):

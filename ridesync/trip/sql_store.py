@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 
 import orjson
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, literal_column, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ridesync.database import Prebuilt
@@ -23,12 +23,14 @@ from ridesync.settings import process_settings
 from ridesync.tables import current_trips, fares, trips
 from ridesync.trip.store import ANYONE, refusal, start_by_steps
 
-# CreateTrip's statements, built once (database.Prebuilt).
+# CreateTrip's statements, built once (database.Prebuilt); their constants
+# are SQL, not parameters for the driver to convert at every call.
+FIRST_VERSION = literal_column("1")
 FARE_TAKEN = update(fares).where(fares.c.id == bindparam("fare"), fares.c.user_id == bindparam("rider"),
-                                 fares.c.used.is_(False), fares.c.expires_at > bindparam("now")).values(used=True)
+                                 fares.c.used.is_(False), fares.c.expires_at > bindparam("now")).values(used=true())
 TAKE_FARE = Prebuilt(FARE_TAKEN.returning(fares.c.data))
-SAVE_TRIP = Prebuilt(insert(trips).values(version=1, **{name: bindparam(name) for name in
-                                                        ("id", "user_id", "status", "driver_id", "data")}))
+SAVE_TRIP = Prebuilt(insert(trips).values(version=FIRST_VERSION, **{
+    name: bindparam(name) for name in ("id", "user_id", "status", "driver_id", "data")}))
 
 
 NOT_NULL_VIOLATION = "23502"
@@ -39,7 +41,7 @@ def _start_trip():
     taken gives the trip its rider; a fare it cannot take leaves the
     trip's user_id NULL, which refuses the whole transaction."""
     taken = FARE_TAKEN.returning(fares.c.user_id).cte("taken")
-    trip = (insert(trips).values(version=1, user_id=select(taken.c.user_id).scalar_subquery(),
+    trip = (insert(trips).values(version=FIRST_VERSION, user_id=select(taken.c.user_id).scalar_subquery(),
                                  **{name: bindparam(name) for name in ("id", "status", "driver_id", "data")})
             .returning(trips.c.id, trips.c.user_id).cte("trip"))
     current = postgresql.insert(current_trips).from_select(["user_id", "trip_id"], select(trip.c.user_id, trip.c.id))
