@@ -28,6 +28,7 @@ One AMQP connection per worker, on pika's gevent adapter: its callbacks run
 in gevent's hub and only hand records on; the greenlet that owns a socket
 writes them. pika is used from this one OS thread only, and none of its
 calls here block."""
+import collections
 import datetime
 import itertools
 import logging
@@ -90,7 +91,8 @@ class Feed:
         self._lag = 0.0  # seconds between the publish and the read of the last message read from the queue
         self._rebinding = set()  # keys to bind again to a queue made anew before its `refilled` marker goes
         self._refilled = None  # the id of that marker, which ends what the queue lost
-        self._catchups = _Catchups()  # the sockets waiting to catch up, and the one read back for them
+        # The sockets waiting to catch up, and the one read back for them:
+        self._catchups = _Catchups(settings.reconnect_window)
         self._watcher = None  # the greenlet watching the read back, while one is on
         self._progress = 0.0  # when the read back last brought a record, or began to be waited for (monotonic)
         self._idle_since = 0.0  # when the last catch-up waiting was served (monotonic)
@@ -580,24 +582,33 @@ class _Catchups:
     them), each catch-up ending at the marker it waits for (at once, if the
     read is past it already): a socket's own `connected` marker, keyed
     (role, user id, session), or this worker's `refilled` one, keyed by its
-    id. No I/O."""
+    id. A record read more than keep seconds ago (RECONNECT_WINDOW: a
+    deploy's riders are back by then) is dropped once no catch-up waiting
+    takes it; one asking from before a dropped record begins the read
+    again. No I/O."""
 
-    def __init__(self):
+    def __init__(self, keep, clock=time.time):
         self.waiting = {}  # (role, user id, session or None) -> since (epoch s)
         self.since = None  # where the read began; None while none is reading
+        self._keep, self._clock = keep, clock
         self._until = {}  # wanted -> the key of the marker that ends it
         self._ending = {}  # a marker's key -> the catch-ups it ends
         self._kept = {}  # owner -> [(headers, message id, body, timestamp)] of records read, in order
         self._marked = set()  # the keys of the markers read
+        self._reads = collections.deque()  # (read at (epoch s), record, owner): the kept records with a time, in order
+        self._kept_from = None  # records published before then (epoch s) may have been dropped
+        self._next_drop = 0.0  # when to look for records to drop next (epoch s)
 
     def add(self, wanted, since, until):
-        """True when the read must begin (again): none reads, or it began after since."""
+        """True when the read must begin (again): none reads, or it began
+        after since, or dropped records from since on."""
         since = self.waiting[wanted] = min(since, self.waiting.get(wanted, since))
         self._end_at(wanted, until)
-        return self.since is None or since < self.since
+        return self.since is None or since < self.since or (self._kept_from is not None and since < self._kept_from)
 
     def begin(self):
         self.since, self._kept, self._marked = min(self.waiting.values()), {}, set()
+        self._reads, self._kept_from = collections.deque(), None
         return self.since
 
     def marked(self, until):
@@ -609,7 +620,11 @@ class _Catchups:
         if kind == REFILLED:
             until = message_id
         else:
-            self._kept.setdefault(owner, []).append((headers, message_id, body, timestamp))
+            record = (headers, message_id, body, timestamp)
+            self._kept.setdefault(owner, []).append(record)
+            if timestamp is not None:  # one with no time is kept: take() cannot tell which catch-ups want it
+                self._reads.append((self._clock(), record, owner))
+                self._drop_old()
             if kind != CONNECTED:
                 return []
             until = (headers.get("role"), owner, headers.get("session"))
@@ -630,6 +645,23 @@ class _Catchups:
     def end(self):
         """The read ends: the next catch-up begins another."""
         self.since, self._kept, self._marked = None, {}, set()
+        self._reads, self._kept_from = collections.deque(), None
+
+    def _drop_old(self):
+        """Records read more than keep seconds ago, oldest first, until one
+        a catch-up waiting takes (from its since on); once a second at most."""
+        now = self._clock()
+        if now < self._next_drop or self._reads[0][0] > now - self._keep:
+            return
+        self._next_drop = now + 1.0
+        taken_from = int(min(self.waiting.values(), default=now))  # as take() compares
+        while self._reads and self._reads[0][0] <= now - self._keep and self._reads[0][1][3] < taken_from:
+            _read_at, record, owner = self._reads.popleft()
+            kept = self._kept[owner]
+            del kept[next(i for i, other in enumerate(kept) if other is record)]
+            if not kept:
+                del self._kept[owner]
+            self._kept_from = max(self._kept_from or 0, record[3] + 1)
 
     def _end_at(self, wanted, until):
         """wanted ends at the marker keyed until (None: at none)."""
