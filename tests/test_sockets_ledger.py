@@ -419,6 +419,21 @@ def test_what_a_lost_queue_held_or_missed_is_read_back_and_what_the_new_one_brin
     assert a.written == [written, held, missed, twice, after] and other.written == []
 
 
+def test_more_events_between_the_bind_again_and_refilled_than_a_socket_remembers_are_each_written_once(broker):
+    worker = Worker(broker)
+    a = worker.open()
+    everything(worker)
+    worker.lose_queue()
+    missed = broker.event()
+    worker.make_queue_anew(broker.clock.now)
+    twice = [broker.event() for _ in range(SEEN_IDS + 5)]  # in the record and in the new queue
+    worker.read_queue()
+    worker.recover()
+    after = broker.event()
+    everything(worker)
+    assert a.written == [missed, *twice, after]
+
+
 def test_a_hand_over_while_the_queue_was_lost_cuts_where_the_new_sockets_marker_is_in_the_record(broker):
     a_worker, b_worker = Worker(broker), Worker(broker)
     a = a_worker.open()

@@ -208,11 +208,14 @@ class Ledger:
     def recovered(self, role, user_id, records):
         """What the lost queue held for the user, read back from the record
         in its order (notices and `connected` markers), less what the
-        user's sockets had; then what the new queue brought meanwhile."""
+        user's sockets had; then what the new queue brought meanwhile, less
+        what the record had (all of it: more than SEEN_IDS may be in both)."""
         entry = self._entries.get((role, user_id))
         if entry is None or entry.recovering is None:
             return []
-        waited, entry.recovering, entry.lost_since = entry.recovering, None, None
+        read = {record.message_id for record in records}
+        waited = [record for record in entry.recovering if isinstance(record, str) or record.message_id not in read]
+        entry.recovering, entry.lost_since = None, None
         had = max((held.seen or [] for held in entry.here or ()), key=len, default=[])
         decided = []
         for record in [*_from_seen(records, had), *waited]:
