@@ -51,6 +51,9 @@ class Fleet:
     def __init__(self, url, prefix):
         parts = urlsplit(url)
         self.host, self.port = parts.hostname, parts.port or 80
+        # Resolved once: socket.create_connection asks gevent's resolver (a
+        # thread pool) at each connect, a quarter of the clients' CPU.
+        self.family, _, _, _, self.address = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)[0]
         self.path = parts.path + ("?" + parts.query if parts.query else "")
         self.prefix = prefix
         self.open = {}  # user -> Client
@@ -82,8 +85,10 @@ class Fleet:
         gevent.spawn(self._read, client, rest)
 
     def _handshake(self, user):
-        sock = socket.create_connection((self.host, self.port), timeout=HANDSHAKE_TIMEOUT)
+        sock = socket.socket(self.family, socket.SOCK_STREAM)
         try:
+            sock.settimeout(HANDSHAKE_TIMEOUT)
+            sock.connect(self.address)
             key = base64.b64encode(os.urandom(16))
             sock.sendall(b"GET %s%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                          b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"

@@ -32,7 +32,9 @@ SPY_LONGEST = 600  # seconds; a py-spy record is stopped (SIGINT) when its phase
 
 
 def connect(bench, server, label, riders, concurrency):
-    """Seconds until every rider is upgraded; the client fleets."""
+    """Seconds until every rider is upgraded; the client fleets; the CPU
+    seconds their processes used, their start included (on the same cores
+    as the server)."""
     started = time.monotonic()
     per_fleet = -(-riders // CLIENT_PROCESSES)
     fleets = [bench.clients(server.ws_base + "/ws/riders?userID=", f"{label}-{n}-", min(per_fleet, riders - n * per_fleet),
@@ -42,7 +44,7 @@ def connect(bench, server, label, riders, concurrency):
     upgraded = sum(report["open"] for report in reports)
     if upgraded != riders:
         raise RuntimeError(f"{label}: {upgraded} of {riders} upgraded: {reports}")
-    return seconds, fleets
+    return seconds, fleets, sum(cpu_seconds(fleet.proc.pid) for fleet in fleets)
 
 
 class Spied:
@@ -126,17 +128,18 @@ def run(riders=10_000, concurrency=250, rate=5000, profile=None):
     print(f"  machine before: {load()}", flush=True)
     with Bench("reconnect") as bench:
         bare_server = bench.gunicorn("bench.bare_app:app", name="bare")
-        bare_seconds, fleets = connect(bench, bare_server, "bare", riders, concurrency)
+        bare_seconds, fleets, bare_clients = connect(bench, bare_server, "bare", riders, concurrency)
         for fleet in fleets:
             fleet.stop()
         bare_server.stop()
-        print(f"  bare flask-sock echo: {riders} upgraded in {bare_seconds:.1f} s", flush=True)
+        print(f"  bare flask-sock echo: {riders} upgraded in {bare_seconds:.1f} s, clients' CPU {bare_clients:.1f} s",
+              flush=True)
 
         gateway = bench.gunicorn("app:app", name="gateway", RECONNECT_WINDOW=str(WINDOW))
         [worker] = gateway.workers()
         spied, started = Spied(bench, gateway, worker, profile, "fresh"), time.monotonic()
-        upgraded, fleets = connect(bench, gateway, "rider", riders, concurrency)
-        fresh_cpu = spied.done()
+        upgraded, fleets, fresh_clients = connect(bench, gateway, "rider", riders, concurrency)
+        fresh_cpu = f"{spied.done()}; clients' CPU {fresh_clients:.1f} s"
         fresh_served = served(gateway, riders)
         owners = owners_of(fleets)
         publish_one_each(bench, owners, rate, "fresh")
@@ -152,8 +155,8 @@ def run(riders=10_000, concurrency=250, rate=5000, profile=None):
         boot_cpu = boot.done()
         spied = Spied(bench, gateway, boot.pid, profile, "back")
         started, boundary = time.monotonic(), time.time()  # events published before it: while away
-        back, fleets = connect(bench, gateway, "rider", riders, concurrency)
-        back_cpu = spied.done()
+        back, fleets, back_clients = connect(bench, gateway, "rider", riders, concurrency)
+        back_cpu = f"{spied.done()}; clients' CPU {back_clients:.1f} s"
         caught_up = received_by(fleets, riders, started, "every rider's event published while away")
         back_served = served(gateway, riders)
         before = received(fleets)  # counted before the publish: its first events arrive while it publishes
@@ -171,7 +174,7 @@ def run(riders=10_000, concurrency=250, rate=5000, profile=None):
     print(f"  fresh: all upgraded in {upgraded:.1f} s ({riders / upgraded:.0f} riders/s), {fresh_served} served; "
           f"{fresh_received} of {riders} riders' events received by {receiving:.1f} s after the first connect; "
           f"bare echo: all upgraded in {bare_seconds:.1f} s "
-          f"({riders / bare_seconds:.0f}/s); ours/bare connect rate {bare_seconds / upgraded:.2f}x; while they connected, {fresh_cpu}")
+          f"({riders / bare_seconds:.0f}/s, clients' CPU {bare_clients:.1f} s); ours/bare connect rate {bare_seconds / upgraded:.2f}x; while they connected, {fresh_cpu}")
     print(f"  after a deploy (HUP: the old worker drained in {drained:.1f} s): all upgraded in {back:.1f} s "
           f"({bare_seconds / back:.2f}x the bare echo's rate), {back_served} served; from the new worker's boot to "
           f"the connect, {boot_cpu}; while they connected, {back_cpu}; the events published while "
