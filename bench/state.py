@@ -1,6 +1,8 @@
 """The price of keeping state outside the process, each figure against a
-baseline measured in the same run, rounds interleaved so that a busy
-machine weighs on both alike:
+baseline measured in the same run, the stores taking turns call by call
+(their order reversed at each turn: ABBA), so that the machine's drift,
+which moved the in-memory baseline by half between runs, weighs on all
+alike; each ratio is given with the spread of its rounds' ratios:
 
 1. TripService's preview and start (no gRPC; OSRM off; the start publishes
    trip.event.created to a real RabbitMQ, confirmed, through the outbox as
@@ -47,6 +49,8 @@ from ridesync.trip.store import TripStore
 from tests.databases import POSTGRES_URL, REDIS_URL, create_database, drop_database
 from tests.support import DESTINATION, DESTINATION_JSON, PICKUP, PICKUP_JSON
 
+PREVIEW, START = 0, 1  # the timings of a ride (ride()): its preview's, its start's
+IN_MEMORY = "in memory"  # the baseline
 
 
 def percentiles(samples):
@@ -66,22 +70,19 @@ def timed(call, n):
 def stores_section(bench, calls, rounds, postgres):
     publisher = rabbit.Publisher(bench.amqp_url, "bench-state")
     databases = {"SQLite": Database(f"sqlite:///{bench.tmp}/bench.db"), "PostgreSQL": Database(postgres)}
-    services = {"in memory": TripService(RoutePlanner(None, enabled=False), TripStore(), publisher)}
+    services = {IN_MEMORY: TripService(RoutePlanner(None, enabled=False), TripStore(), publisher)}
     outboxes = [Outbox(database, publisher, "trip").start() for database in databases.values()]
     for (name, database), outbox in zip(databases.items(), outboxes):  # wired as ridesync/trip/server.py does
         services[name] = TripService(RoutePlanner(None, enabled=False), SqlTripStore(database), outbox,
                                      transaction=database.transaction)
-    previews, starts, rides = ({name: [] for name in services} for _ in range(3))
-    for _ in range(rounds):
-        for name, trips in services.items():
-            fares = []
-            previews[name] += timed(lambda: fares.append(trips.preview(_rider(), PICKUP, DESTINATION)[1][0]), calls)
-            starts[name] += timed(lambda: trips.create_trip(fares[-1].id, fares.pop().user_id), calls)
-            rides[name].append(rides_per_second(trips, seconds=2, threads=4))
+    samples = alternated({name: ride(lambda trips=trips: trips.preview(_rider(), PICKUP, DESTINATION)[1][0],
+                                      lambda fare, trips=trips: trips.create_trip(fare.id, fare.user_id))
+                          for name, trips in services.items()}, calls, rounds)
+    rides = {name: [rides_per_second(trips, seconds=2, threads=4) for _ in range(rounds)]
+             for name, trips in services.items()}
     print(f"TripService in process, OSRM off, {rounds} rounds x {calls} calls; rides/s with 4 threads:")
-    for name, preview, start, preview_ratio, start_ratio in against_memory(previews, starts):
-        print(f"  {name:10s} preview p50 {preview[0]:6.2f} ms p99 {preview[1]:6.2f} ms ({preview_ratio:.2f}x)"
-              f" | start p50 {start[0]:6.2f} ms p99 {start[1]:6.2f} ms ({start_ratio:.2f}x)"
+    for name in services:
+        print(f"  {name:10s} preview {against_memory(samples, name, PREVIEW)} | start {against_memory(samples, name, START)}"
               f" | rides/s {statistics.median(rides[name]):7.1f} (rounds {', '.join(f'{r:.0f}' for r in rides[name])})")
     for outbox in outboxes:
         outbox.stop(timeout=10)
@@ -90,12 +91,51 @@ def stores_section(bench, calls, rounds, postgres):
         database.close()
 
 
-def against_memory(previews, starts):
-    """Per store: its name, preview and start (p50, p99), and each p50 over the in-memory store's."""
-    base_preview, base_start = percentiles(previews["in memory"])[0], percentiles(starts["in memory"])[0]
-    for name in previews:
-        preview, start = percentiles(previews[name]), percentiles(starts[name])
-        yield name, preview, start, preview[0] / base_preview, start[0] / base_start
+def ride(preview, start):
+    """A step of alternated(): preview() gives a fare, start(fare) starts a
+    trip on it; (the preview's seconds, the start's)."""
+    def step():
+        began = time.perf_counter()
+        fare = preview()
+        previewed = time.perf_counter()
+        start(fare)
+        return previewed - began, time.perf_counter() - previewed
+    return step
+
+
+def alternated(steps, calls, rounds):
+    """{name: [each round's [step's timings of each call]]}: each name's step
+    run calls times a round, the names taking turns call by call, their
+    order reversed at each turn (ABBA), so that what moves the machine
+    meanwhile weighs on every name alike."""
+    samples, order = {name: [] for name in steps}, list(steps)
+    for _ in range(rounds):
+        for name in steps:
+            samples[name].append([])
+        for _ in range(calls):
+            for name in order:
+                samples[name][-1].append(steps[name]())
+            order.reverse()
+    return samples
+
+
+def against_memory(samples, name, kind):
+    """name's p50 and p99 of the kind-th timing over all rounds, its p50
+    over the in-memory store's, and the lowest and highest of each round's ratio."""
+    def p50(*rounds):
+        return percentile(_kind(rounds, kind), 50)
+
+    mine = _kind(samples[name], kind)
+    figures = f"p50 {percentile(mine, 50) * 1000:5.2f} ms p99 {percentile(mine, 99) * 1000:5.2f} ms"
+    if name == IN_MEMORY:
+        return figures
+    ratios = [p50(round_) / p50(base) for round_, base in zip(samples[name], samples[IN_MEMORY])]
+    return (f"{figures} ({p50(*samples[name]) / p50(*samples[IN_MEMORY]):.2f}x {IN_MEMORY},"
+            f" rounds {min(ratios):.2f}-{max(ratios):.2f}x)")
+
+
+def _kind(rounds, kind):
+    return [timings[kind] for round_ in rounds for timings in round_]
 
 
 def rides_per_second(trips, seconds, threads):
@@ -118,28 +158,26 @@ def rides_per_second(trips, seconds, threads):
 
 def grpc_section(bench, calls, rounds, postgres):
     stubs = {name: start_trip_service(bench, name, url) for name, url in
-             (("in memory", None), ("SQLite", f"sqlite:///{bench.tmp}/grpc.db"), ("PostgreSQL", postgres))}
+             ((IN_MEMORY, None), ("SQLite", f"sqlite:///{bench.tmp}/grpc.db"), ("PostgreSQL", postgres))}
     request = trip_pb2.PreviewTripRequest(
         userID="bench-rider", startLocation=trip_pb2.Coordinate(latitude=PICKUP.latitude, longitude=PICKUP.longitude),
         endLocation=trip_pb2.Coordinate(latitude=DESTINATION.latitude, longitude=DESTINATION.longitude))
-    previews, starts, checks = {name: [] for name in stubs}, {name: [] for name in stubs}, []
-    for trips, _health, _address in stubs.values():
-        timed(lambda: trips.PreviewTrip(request, timeout=5), 50)  # warm up
-    for _ in range(rounds):
-        checks += timed(lambda: stubs["SQLite"][1].Check(health_pb2.HealthCheckRequest(), timeout=5), calls)
-        for name, (trips, _health, _address) in stubs.items():
-            fares = []
-            previews[name] += timed(lambda: fares.append(trips.PreviewTrip(request, timeout=5).rideFares[0].id), calls)
-            starts[name] += timed(lambda: trips.CreateTrip(
-                trip_pb2.CreateTripRequest(rideFareID=fares.pop(), userID=request.userID), timeout=5), calls)
-    check = percentiles(checks)
+    health_check = health_pb2.HealthCheckRequest()
+    steps = {name: ride(lambda trips=trips: trips.PreviewTrip(request, timeout=5).rideFares[0].id,
+                        lambda fare, trips=trips: trips.CreateTrip(
+                            trip_pb2.CreateTripRequest(rideFareID=fare, userID=request.userID), timeout=5))
+             for name, (trips, _health, _address) in stubs.items()}
+    steps["health check"] = lambda: timed(lambda: stubs["SQLite"][1].Check(health_check, timeout=5), 1)
+    alternated(steps, 50, 1)  # warm up
+    samples = alternated(steps, calls, rounds)
+    floor = percentiles(_kind(samples["health check"], 0))
     print(f"over gRPC, one call at a time, {rounds} x {calls}: health check (the floor of any call) "
-          f"p50 {check[0]:.2f} ms p99 {check[1]:.2f} ms")
-    for name, preview, start, preview_ratio, start_ratio in against_memory(previews, starts):
-        print(f"  {name:10s} PreviewTrip p50 {preview[0]:5.2f} ms p99 {preview[1]:5.2f} ms ({preview_ratio:.2f}x"
-              f" in memory, {preview[0] / check[0]:.2f}x the floor) | CreateTrip p50 {start[0]:5.2f} ms"
-              f" p99 {start[1]:5.2f} ms ({start_ratio:.2f}x in memory)")
-    return {name: address for name, (_trips, _health, address) in stubs.items()}, percentiles(previews["SQLite"])
+          f"p50 {floor[0]:.2f} ms p99 {floor[1]:.2f} ms")
+    for name in stubs:
+        print(f"  {name:10s} PreviewTrip {against_memory(samples, name, PREVIEW)}"
+              f" | CreateTrip {against_memory(samples, name, START)}")
+    return ({name: address for name, (_trips, _health, address) in stubs.items()},
+            percentile(_kind(samples["SQLite"], PREVIEW), 50))
 
 
 def gateway_section(bench, calls, rounds, addresses, direct_sqlite):
@@ -159,22 +197,19 @@ def gateway_section(bench, calls, rounds, addresses, direct_sqlite):
             raise SystemExit(f"{url} answered {answer.status_code}: {answer.text}")
         return answer.json()["data"]
 
-    previews, starts = {name: [] for name in gateways}, {name: [] for name in gateways}
-    for base in gateways.values():
-        timed(lambda: call(f"{base}/trip/preview", body), 50)  # warm up
-    for _ in range(rounds):
-        for name, base in gateways.items():
-            fares = []
-            previews[name] += timed(lambda: fares.append(call(f"{base}/trip/preview", body)["rideFares"][0]["id"]), calls)
-            starts[name] += timed(lambda: call(f"{base}/trip/start", json.dumps(
-                {"userID": "bench-rider", "rideFareID": fares.pop()})), calls)
+    steps = {name: ride(lambda base=base: call(f"{base}/trip/preview", body)["rideFares"][0]["id"],
+                        lambda fare, base=base: call(f"{base}/trip/start", json.dumps(
+                            {"userID": "bench-rider", "rideFareID": fare})))
+             for name, base in gateways.items()}
+    alternated(steps, 50, 1)  # warm up
+    samples = alternated(steps, calls, rounds)
     print(f"through the gateway (1 gevent worker), one request at a time, {rounds} x {calls}:")
-    for name, preview, start, preview_ratio, start_ratio in against_memory(previews, starts):
-        print(f"  {name:10s} POST /trip/preview p50 {preview[0]:5.2f} ms p99 {preview[1]:5.2f} ms ({preview_ratio:.2f}x"
-              f" in memory) | /trip/start p50 {start[0]:5.2f} ms p99 {start[1]:5.2f} ms ({start_ratio:.2f}x in memory)")
-    through = percentiles(previews["SQLite"])
-    print(f"  SQLite: POST /trip/preview p50 {through[0]:.2f} ms against PreviewTrip direct {direct_sqlite[0]:.2f} ms:"
-          f" {through[0] - direct_sqlite[0]:+.2f} ms")
+    for name in gateways:
+        print(f"  {name:10s} POST /trip/preview {against_memory(samples, name, PREVIEW)}"
+              f" | /trip/start {against_memory(samples, name, START)}")
+    through = percentile(_kind(samples["SQLite"], PREVIEW), 50)
+    print(f"  SQLite: POST /trip/preview p50 {through * 1000:.2f} ms against PreviewTrip direct"
+          f" {direct_sqlite * 1000:.2f} ms: {(through - direct_sqlite) * 1000:+.2f} ms")
 
 
 def start_trip_service(bench, name, database_url):
