@@ -31,11 +31,12 @@ import uuid
 import grpc
 import redis
 import requests
+from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.support import Bench, percentile
-from ridesync import rabbit
-from ridesync.database import Database
+from ridesync import contract, rabbit
+from ridesync.database import Database, at_once_engine_for
 from ridesync.driver.dispatch import TripToDispatch
 from ridesync.driver.pool import DriverPool
 from ridesync.driver.redis_pool import RedisDriverPool
@@ -51,6 +52,7 @@ from tests.support import DESTINATION, DESTINATION_JSON, PICKUP, PICKUP_JSON
 
 PREVIEW, START = 0, 1  # the timings of a ride (ride()): its preview's, its start's
 IN_MEMORY = "in memory"  # the baseline
+CONFIRMED_PUBLISH, DURABLE_INSERT = "confirmed publish", "durable INSERT"  # parts_of_a_start's steps
 
 
 def percentiles(samples):
@@ -93,13 +95,15 @@ def stores_section(bench, calls, rounds, postgres):
 
 def ride(preview, start):
     """A step of alternated(): preview() gives a fare, start(fare) starts a
-    trip on it; (the preview's seconds, the start's)."""
+    trip on it; (the preview's seconds, the start's). Its start_trip()
+    does both untimed, and returns what start returned."""
     def step():
         began = time.perf_counter()
         fare = preview()
         previewed = time.perf_counter()
         start(fare)
         return previewed - began, time.perf_counter() - previewed
+    step.start_trip = lambda: start(preview())
     return step
 
 
@@ -125,13 +129,17 @@ def against_memory(samples, name, kind):
     def p50(*rounds):
         return percentile(_kind(rounds, kind), 50)
 
-    mine = _kind(samples[name], kind)
-    figures = f"p50 {percentile(mine, 50) * 1000:5.2f} ms p99 {percentile(mine, 99) * 1000:5.2f} ms"
     if name == IN_MEMORY:
-        return figures
+        return figures(samples, name, kind)
     ratios = [p50(round_) / p50(base) for round_, base in zip(samples[name], samples[IN_MEMORY])]
-    return (f"{figures} ({p50(*samples[name]) / p50(*samples[IN_MEMORY]):.2f}x {IN_MEMORY},"
+    return (f"{figures(samples, name, kind)} ({p50(*samples[name]) / p50(*samples[IN_MEMORY]):.2f}x {IN_MEMORY},"
             f" rounds {min(ratios):.2f}-{max(ratios):.2f}x)")
+
+
+def figures(samples, name, kind=0):
+    """name's p50 and p99 of the kind-th timing over all rounds."""
+    timings = _kind(samples[name], kind)
+    return f"p50 {percentile(timings, 50) * 1000:5.2f} ms p99 {percentile(timings, 99) * 1000:5.2f} ms"
 
 
 def _kind(rounds, kind):
@@ -168,16 +176,44 @@ def grpc_section(bench, calls, rounds, postgres):
                             trip_pb2.CreateTripRequest(rideFareID=fare, userID=request.userID), timeout=5))
              for name, (trips, _health, _address) in stubs.items()}
     steps["health check"] = lambda: timed(lambda: stubs["SQLite"][1].Check(health_check, timeout=5), 1)
+    trip = json_format.MessageToDict(steps[IN_MEMORY].start_trip().trip)
+    steps.update(parts_of_a_start(bench, postgres, trip))
     alternated(steps, 50, 1)  # warm up
     samples = alternated(steps, calls, rounds)
-    floor = percentiles(_kind(samples["health check"], 0))
     print(f"over gRPC, one call at a time, {rounds} x {calls}: health check (the floor of any call) "
-          f"p50 {floor[0]:.2f} ms p99 {floor[1]:.2f} ms")
+          f"{figures(samples, 'health check')}")
     for name in stubs:
         print(f"  {name:10s} PreviewTrip {against_memory(samples, name, PREVIEW)}"
               f" | CreateTrip {against_memory(samples, name, START)}")
+    print("  what a start waits on beside its store, from this process in the same turns:"
+          f" a confirmed publish of {contract.TRIP_CREATED} (every store's start waits for one)"
+          f" {figures(samples, CONFIRMED_PUBLISH)}; one durable INSERT on CreateTrip's PostgreSQL pool"
+          f" (the least a durable store adds) {figures(samples, DURABLE_INSERT)}")
     return ({name: address for name, (_trips, _health, address) in stubs.items()},
             percentile(_kind(samples["SQLite"], PREVIEW), 50))
+
+
+def parts_of_a_start(bench, postgres, trip):
+    """Steps of alternated() timing, from this process, the confirmed
+    publish of the trip's trip.event.created (as TripService publishes it)
+    and one durable INSERT of a row on the pool CreateTrip's statement
+    goes through on PostgreSQL (its round trip and its commit's flush)."""
+    publisher = rabbit.Publisher(bench.amqp_url, "bench-state-publish")
+    bench.defer(publisher.close)
+    engine = at_once_engine_for(postgres, durable=True)
+    bench.defer(engine.dispose)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("CREATE TABLE durable_insert (id bigserial PRIMARY KEY, at double precision)")
+
+    def insert():
+        connection = engine.raw_connection()
+        try:
+            connection.driver_connection.execute("INSERT INTO durable_insert (at) VALUES (%s)", (time.time(),))
+        finally:
+            connection.close()
+
+    return {CONFIRMED_PUBLISH: lambda: timed(lambda: publisher.publish(contract.TRIP_CREATED, trip["userID"], trip), 1),
+            DURABLE_INSERT: lambda: timed(insert, 1)}
 
 
 def gateway_section(bench, calls, rounds, addresses, direct_sqlite):
