@@ -11,7 +11,9 @@ alike; each ratio is given with the spread of its rounds' ratios:
    (a preview and a start) per second with 4 threads.
 2. PreviewTrip and CreateTrip over gRPC to a TripService process on
    SQLite and on PostgreSQL, against the same process on the in-memory
-   store and the gRPC health check (the floor of any call).
+   store and the gRPC health check (the floor of any call); and, in the
+   same turns, what a start waits on beside its store: a confirmed
+   publish of trip.event.created, one durable INSERT on PostgreSQL.
 3. POST /trip/preview and /trip/start through a gateway (one gevent
    worker) in front of each of those processes, against the in-memory
    one; and the gateway's preview against PreviewTrip direct, on SQLite.
