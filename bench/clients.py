@@ -7,7 +7,8 @@ benchmark event ({"seq", "t"} in its data).
 
 It connects riders <prefix>0 .. <prefix>N-1 (a client counts as connected
 once the server's 101 answer carries the right Sec-WebSocket-Accept), prints
-one JSON line when done, then obeys commands on stdin, one per line, each
+one JSON line when done (with --wait-for-go it first says it is ready and
+connects on a `go` line, so that its start is not timed), then obeys commands on stdin, one per line, each
 answered by one JSON line: `status`, `dump <path>` (the events received, as
 [user, seq, published, received] rows) and `quit` (close every socket with
 1000 and exit; end of input does the same)."""
@@ -202,13 +203,17 @@ def main():
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--concurrency", type=int, default=100, help="handshakes in flight")
     parser.add_argument("--connect-timeout", type=float, default=600.0, help="seconds for all handshakes")
+    parser.add_argument("--wait-for-go", action="store_true", help="say ready, then connect on a `go` line")
     args = parser.parse_args()
 
     fleet = Fleet(args.url, args.prefix)
+    commands = FileObjectPosix(sys.stdin.fileno(), "rb")
+    if args.wait_for_go:
+        _say({"event": "ready"})
+        commands.readline()
     started = time.monotonic()
     fleet.connect_all(args.count, args.concurrency, started + args.connect_timeout)
     _say({"event": "connected", "seconds": round(time.monotonic() - started, 2), **fleet.status()})
-    commands = FileObjectPosix(sys.stdin.fileno(), "rb")
     try:
         for line in commands:
             command, _, arg = line.decode().strip().partition(" ")

@@ -1,6 +1,6 @@
 """Riders coming back: N riders connecting to one worker at once (each
-client process keeps --concurrency handshakes in flight), timed until every
-one is upgraded, then one event published to each, timed until every one
+client process keeps --concurrency handshakes in flight), timed from when
+the started client processes are told to go until every one is upgraded, then one event published to each, timed until every one
 has arrived. Then a deploy: gunicorn's HUP, the old worker drains (every
 socket closed 1001, every rider away), an event is published to each rider
 while away, and the same riders connect to the new worker: timed until
@@ -32,19 +32,24 @@ SPY_LONGEST = 600  # seconds; a py-spy record is stopped (SIGINT) when its phase
 
 
 def connect(bench, server, label, riders, concurrency):
-    """Seconds until every rider is upgraded; the client fleets; the CPU
-    seconds their processes used, their start included (on the same cores
-    as the server)."""
-    started = time.monotonic()
+    """Seconds from the go of the started client processes until every
+    rider is upgraded; the client fleets; the CPU seconds their processes
+    used meanwhile (on the same cores as the server)."""
     per_fleet = -(-riders // CLIENT_PROCESSES)
     fleets = [bench.clients(server.ws_base + "/ws/riders?userID=", f"{label}-{n}-", min(per_fleet, riders - n * per_fleet),
-                            concurrency, name=f"{label}-clients-{n}") for n in range(CLIENT_PROCESSES)]
+                            concurrency, name=f"{label}-clients-{n}", wait_for_go=True) for n in range(CLIENT_PROCESSES)]
+    for fleet in fleets:
+        fleet.wait_ready(60)
+    cpu_before = sum(cpu_seconds(fleet.proc.pid) for fleet in fleets)
+    started = time.monotonic()
+    for fleet in fleets:
+        fleet.go()
     reports = [fleet.wait_connected(900) for fleet in fleets]
     seconds = time.monotonic() - started
     upgraded = sum(report["open"] for report in reports)
     if upgraded != riders:
         raise RuntimeError(f"{label}: {upgraded} of {riders} upgraded: {reports}")
-    return seconds, fleets, sum(cpu_seconds(fleet.proc.pid) for fleet in fleets)
+    return seconds, fleets, sum(cpu_seconds(fleet.proc.pid) for fleet in fleets) - cpu_before
 
 
 class Spied:

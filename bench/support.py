@@ -82,10 +82,11 @@ class Bench:
         server.wait_ready(workers)
         return server
 
-    def clients(self, url, prefix, count, concurrency=100, name="clients"):
-        """A bench.clients process connecting count WebSockets; returns once all
-        handshakes are done, with its first report."""
-        clients = Clients(url, prefix, count, concurrency, self.tmp, name)
+    def clients(self, url, prefix, count, concurrency=100, name="clients", wait_for_go=False):
+        """A bench.clients process connecting count WebSockets, at once or, if
+        wait_for_go, once started and told to go (Clients.go); wait_connected
+        waits for its first report."""
+        clients = Clients(url, prefix, count, concurrency, self.tmp, name, wait_for_go)
         self.defer(clients.stop)
         return clients
 
@@ -165,13 +166,24 @@ class Gunicorn:
 
 
 class Clients:
-    def __init__(self, url, prefix, count, concurrency, directory, name):
+    def __init__(self, url, prefix, count, concurrency, directory, name, wait_for_go=False):
         self.process = Process(
             name, [sys.executable, "-m", "bench.clients", "--url", url, "--prefix", prefix, "--count", str(count),
-                   "--concurrency", str(concurrency)], {}, directory, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                   "--concurrency", str(concurrency)] + (["--wait-for-go"] if wait_for_go else []),
+            {}, directory, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         )
         self.proc = self.process.proc
         self.count = count
+
+    def wait_ready(self, timeout):
+        """Waits until a process started with wait_for_go is started (imports, resolving)."""
+        if self._read(timeout).get("event") != "ready":
+            raise RuntimeError(f"clients {self.process.name}: not ready")
+
+    def go(self):
+        """Tells a ready process to connect."""
+        self.proc.stdin.write(b"go\n")
+        self.proc.stdin.flush()
 
     def wait_connected(self, timeout):
         report = self._read(timeout)
@@ -213,8 +225,6 @@ def read_json_line(proc, timeout):
     return json.loads(line)
 
 
-
-
 def raise_nofile(want=NOFILE):
     """More descriptors for this process and every process it starts."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -227,10 +237,6 @@ def raise_nofile(want=NOFILE):
 
 def _exit_on_sigterm(_signum, _frame):
     raise SystemExit(143)
-
-
-
-
 
 
 def percentile(samples, p):
@@ -303,7 +309,6 @@ def machine():
     broker = subprocess.run(["rabbitmqctl", "-q", "version"], capture_output=True, text=True, timeout=60).stdout.strip()
     return (f"{os.cpu_count()} cores ({model}), {mem_gib:.0f} GiB, {platform.system()} {platform.release()}, "
             f"Python {platform.python_version()}, RabbitMQ {broker}")
-
 
 
 def cpu_seconds(pid):
