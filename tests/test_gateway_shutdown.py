@@ -3,6 +3,7 @@ requests get their answers, sockets get 1001 at once, drivers are
 unregistered, and the worker leaves nothing on the broker."""
 import json
 import signal
+import socket
 import threading
 from urllib.parse import urlsplit
 
@@ -72,6 +73,19 @@ def test_a_gateway_stopped_while_its_workers_boot_exits_without_waiting_out_the_
         gateway.signal(signal.SIGTERM)
         assert gateway.proc.wait(timeout=8) == 0
         assert "Worker exiting" in gateway.output()
+
+
+def test_a_worker_stopped_while_its_broker_connections_open_exits_without_waiting_out_its_drain(ride, tmp_path):
+    # A deploy stopping a worker just booted: here its broker never answers, so the feed is still connecting.
+    with socket.create_server(("127.0.0.1", 0)) as silent_broker:
+        silent_broker.settimeout(20)
+        broker_url = f"amqp://guest:guest@127.0.0.1:{silent_broker.getsockname()[1]}/%2F"
+        gateway, _url = start_gateway({**ride.process_env, "AMQP_URL": broker_url}, tmp_path, name="silent-broker")
+        feed, _ = silent_broker.accept()
+        with feed:
+            gateway.signal(signal.SIGTERM)
+            assert gateway.proc.wait(timeout=PROMPTLY + 2) == 0, "a 9 s drain waited for a queue it never read"
+    assert "queue kept, broker connections closed" in gateway.output()
 
 
 @pytest.mark.ride_env(RECONNECT_WINDOW="30")  # the reconnect is quick; the window is not what this test is about

@@ -39,7 +39,7 @@ import uuid
 import zlib
 
 import gevent
-from gevent.event import Event
+from gevent.event import AsyncResult
 from pika import BasicProperties
 from pika.spec import Basic
 from pika.adapters.gevent_connection import GeventConnection
@@ -205,12 +205,15 @@ class Feed:
 
     def drop_queue(self):
         """The worker stops: its queue goes now, not at its expiry. An
-        Event set once the broker has deleted it."""
-        dropped = Event()
+        AsyncResult: True once the broker has deleted it, False at once
+        when no open channel can ask (the queue then goes at its expiry)."""
+        deleted = AsyncResult()
         channel = self._channel
         if channel is not None and channel.is_open:
-            channel.queue_delete(self.queue, callback=lambda _ok: dropped.set())
-        return dropped
+            channel.queue_delete(self.queue, callback=lambda _ok: deleted.set(True))
+        else:
+            deleted.set(False)
+        return deleted
 
     def stop(self):
         self._stopping = True
@@ -219,8 +222,8 @@ class Feed:
         if self._watcher is not None:
             self._watcher.kill(block=False)
         for connection in (self._connection, self._reading):
-            if connection is not None and connection.is_open:
-                connection.close()
+            if connection is not None and not (connection.is_closing or connection.is_closed):
+                connection.close()  # one still opening too: a worker stopped as it boots waits for no broker
 
     @property
     def stopped(self):

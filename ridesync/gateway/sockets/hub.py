@@ -269,12 +269,11 @@ class Hub:
         if self._connections or self._feed.publishing:
             log.warning("draining: %d sockets not yet handed on, %d markers unconfirmed at the deadline",
                         len(self._connections), self._feed.publishing)
-        dropped = self._feed.drop_queue()
-        dropped.wait(max(0.0, deadline - time.monotonic()))
+        deleted = self._feed.drop_queue().wait(max(0.0, deadline - time.monotonic()))
         self._feed.stop()
         self._publisher.close()
         _wait(lambda: self._feed.stopped, deadline)
-        log.info("drained: sockets closed, queue %s, broker connections %s", "deleted" if dropped.is_set() else "kept",
+        log.info("drained: sockets closed, queue %s, broker connections %s", "deleted" if deleted else "kept",
                  "closed" if self._feed.stopped else "still closing")
 
 
