@@ -87,6 +87,7 @@ class Process:
             args, cwd=ROOT, env={**os.environ, **env}, stdin=stdin, stdout=stdout or self._log, stderr=self._log,
             start_new_session=True,
         )
+        self._terminated = False
 
     def output(self):
         with open(self.log_path, errors="replace") as f:
@@ -95,10 +96,16 @@ class Process:
     def signal(self, sig):
         self.proc.send_signal(sig)
 
+    def terminate(self):
+        """SIGTERM, once, while it runs: the start of stop(), for stop_all()."""
+        if self.proc.poll() is None and not self._terminated:
+            self.proc.send_signal(signal.SIGTERM)
+            self._terminated = True
+
     def stop(self, timeout=15):
         """SIGTERM, and SIGKILL to its whole session after timeout; what it left of its session is killed too."""
+        self.terminate()
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -113,6 +120,15 @@ class Process:
     def assert_running(self):
         if self.proc.poll() is not None:
             raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.output()}")
+
+
+def stop_all(processes, timeout=15):
+    """Each process stopped as by Process.stop, all told at once: a test's
+    teardown waits for the slowest drain, not for every drain in turn."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.stop(timeout)
 
 
 # Where a test's service listens: a port it is given as it binds. A port

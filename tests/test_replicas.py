@@ -24,7 +24,7 @@ from tests.phone import Phone
 from tests.ride import answer, new_id
 from tests.service_support import purge_queues
 from tests.support import (ANY_PORT, DESTINATION_JSON, PICKUP_JSON, Process, bearer, start_gateway, start_service,
-                           wait_until)
+                           stop_all, wait_until)
 
 RIDES = int(os.environ.get("REPLICA_RIDES", "50"))
 RIDE_DEADLINE = 180  # seconds for all the rides, on a busy machine
@@ -58,9 +58,7 @@ def cluster(tmp_path, request):
 
     Cluster.replicas = replicas
     yield Cluster
-    gateway.stop()
-    for process in [p for group in replicas.values() for p in group]:
-        process.stop()
+    stop_all([gateway, *(p for group in replicas.values() for p in group)])
     Cluster.pool.close()
     Cluster.db.dispose()
     drop_database(database)
