@@ -12,9 +12,9 @@ from ridesync.identity import is_id, outgoing_headers
 from ridesync.settings import Settings
 from ridesync.ride.fares import price_in_cents
 from tests.support import (
-    AMQP_URL, AUTH_SECRET, DESTINATION_JSON, PICKUP_JSON, HangingTripService, assert_route_follows_osrm,
-    assert_trip_created_published, bearer, closed_port_address, made_by, new_rider, sockets_of, tcp_sockets,
-    wait_until,
+    AMQP_URL, AUTH_SECRET, DESTINATION_JSON, PICKUP_JSON, FakeOsrm, HangingTripService, assert_route_follows_osrm,
+    assert_trip_created_published, bearer, closed_port_address, made_by, new_rider, sockets_of, start_trip_service,
+    tcp_sockets, wait_until,
 )
 
 PREFLIGHT = {
@@ -61,6 +61,25 @@ def make_client(gateway_apps):
 @pytest.fixture
 def client(make_client, trip_service):
     return make_client(TRIP_SERVICE_ADDR=trip_service.address)
+
+
+@pytest.fixture(scope="module")
+def unreached_upstream(tmp_path_factory):
+    """(OSRM stand-in, TripService asking it), started once for the tests
+    whose requests must reach neither: what they change there is what they fail on."""
+    osrm = FakeOsrm()
+    trip_service = start_trip_service(osrm, tmp_path_factory.mktemp("unreached"))
+    yield osrm, trip_service
+    trip_service.stop()
+    osrm.close()
+
+
+@pytest.fixture
+def unreached(unreached_upstream, make_client):
+    """(client, osrm): a test client in front of unreached_upstream's TripService, osrm asked nothing yet."""
+    osrm, trip_service = unreached_upstream
+    osrm.requests.clear()
+    return make_client(TRIP_SERVICE_ADDR=trip_service.address), osrm
 
 
 def post(client, path, body, **kwargs):
@@ -151,7 +170,8 @@ def test_starting_a_trip_gets_201_and_trip_created_on_rabbitmq(client, amqp_tap)
     ("[" * 5000 + "]" * 5000, "nested too deeply"),
     ("{" + '"a":{' * 2500 + "}" * 2501, "nested too deeply"),
 ])
-def test_a_bad_preview_is_400_with_a_message_and_never_goes_upstream(client, osrm, body, says):
+def test_a_bad_preview_is_400_with_a_message_and_never_goes_upstream(unreached, body, says):
+    client, osrm = unreached
     assert_error(post(client, "/trip/preview", body), 400, "invalid_argument", says)
     assert osrm.requests == []
 
@@ -170,7 +190,8 @@ def test_a_request_leaves_neither_its_request_id_nor_its_user_behind(client):
     assert (logs.ride_field("request_id"), logs.ride_field("user"), outgoing_headers()) == (None, None, {})
 
 
-def test_a_body_over_16_kib_is_413_json(client, osrm):
+def test_a_body_over_16_kib_is_413_json(unreached):
+    client, osrm = unreached
     body = preview_body("r1") | {"padding": "x" * (16 * 1024)}
     assert_error(post(client, "/trip/preview", body), 413, "request_entity_too_large")
     assert osrm.requests == []
@@ -180,7 +201,8 @@ def test_a_body_over_16_kib_is_413_json(client, osrm):
     ({"userID": "r1"}, "rideFareID is required"),
     ({"rideFareID": "f1", "userID": "r" * 129}, "userID must be at most 128 characters"),
 ])
-def test_a_bad_start_is_400(client, body, says):
+def test_a_bad_start_is_400(unreached, body, says):
+    client, _osrm = unreached
     assert_error(post(client, "/trip/start", body), 400, "invalid_argument", says)
 
 
