@@ -65,14 +65,15 @@ def test_a_payment_in_hand_at_the_signal_is_finished_and_acked(payments, publish
 
 
 def test_a_payment_still_in_hand_at_the_grace_goes_to_the_next_payment_service(payments, publisher, amqp_tap):
-    slow = payments(PAYMENT_LOCAL_LATENCY=str(GRACE_SECONDS + 5))
+    grace = 2  # seconds: the default's 10 are waited out whole
+    slow = payments(SHUTDOWN_GRACE=str(grace), PAYMENT_LOCAL_LATENCY=str(grace + 5))
     trip_id, rider = unique("trip"), unique("rider")
     tap = amqp_tap(contract.PAYMENT_SESSION_CREATED)
     ask_for_session(publisher, trip_id, rider)
     wait_until(lambda: f"making the session for trip {trip_id}" in slow.output(), message="the payment in hand")
 
     slow.signal(signal.SIGTERM)
-    assert slow.proc.wait(EXIT_DEADLINE) == 0
+    assert slow.proc.wait(grace + 3) == 0
     assert "left for redelivery" in slow.output()
     payments()
     assert next_matching(tap, about_trip(trip_id))[2]["data"]["tripID"] == trip_id
