@@ -1,7 +1,6 @@
 """The `ride` fixture: every process of a ride (gunicorn with 2 gevent
 workers, the three services, real RabbitMQ), and phones on real sockets."""
 import json
-import re
 import signal
 import sys
 import uuid
@@ -14,9 +13,8 @@ from ridesync import contract
 from tests.phone import Phone
 from tests.service_support import purge_queues
 from tests.support import (AMQP_URL, ANY_PORT, DESTINATION_JSON, PICKUP_JSON, Process, bearer, start_gateway,
-                           start_service, stop_all, wait_until)
+                           start_service, stop_all)
 
-READING = re.compile(r"gateway\[(\d+)\] ridesync\.gateway\.sockets\.feed: reading queue ")
 AS_NAMED = {"X-RideSync-Dialect": "v2"}  # route points in HTTP answers as named, not in the original client's order
 
 
@@ -53,7 +51,8 @@ def _started(osrm, tmp_path, settings, processes, phones):
         env[variable] = processes[-1].address
     trip_addr, driver_addr = env["TRIP_SERVICE_ADDR"], env["DRIVER_SERVICE_ADDR"]
     processes.append(Process("payment", [sys.executable, "-m", "ridesync.payment"], env, tmp_path))
-    gateway, base = start_live_gateway(env, tmp_path, processes, workers=2)
+    gateway, base = start_gateway(env, tmp_path, workers=2)
+    processes.append(gateway)
 
     class Ride:
         url = base
@@ -77,7 +76,8 @@ def _started(osrm, tmp_path, settings, processes, phones):
 
         def replica(self, workers=2, name="gateway-2", **settings):
             """Another gateway replica, with these settings too: (its process, its base URL)."""
-            replica, replica_url = start_live_gateway({**env, **settings}, tmp_path, processes, workers, name)
+            replica, replica_url = start_gateway({**env, **settings}, tmp_path, workers=workers, name=name)
+            processes.append(replica)
             self.logs.append(replica)
             return replica, replica_url
 
@@ -126,18 +126,6 @@ def _started(osrm, tmp_path, settings, processes, phones):
             return "".join(process.output() for process in self.logs)
 
     return Ride()
-
-
-def start_live_gateway(env, tmp_path, processes, workers, name="gateway"):
-    """start_gateway's (process, base URL) once each worker reads its own
-    queue, the process put in processes. A worker stopped before then waits
-    out its whole drain (GATEWAY_DRAIN) for the queue it had not yet
-    declared: 9 s in a short test's teardown."""
-    gateway, base = start_gateway(env, tmp_path, workers=workers, name=name)
-    processes.append(gateway)
-    wait_until(lambda: len(set(READING.findall(gateway.output()))) >= workers, timeout=20,
-               message=f"the {workers} workers of {name} to read their queues")
-    return gateway, base
 
 
 def start_trip(base, rider_id, package="sedan", headers=None, fare_id=None):
