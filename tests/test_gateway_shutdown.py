@@ -37,6 +37,9 @@ def test_a_stopping_gateway_answers_in_flight_requests_and_closes_sockets_going_
     assert {name for name, *_ in gateway_connections()} & workers, "the sockets' worker is on the broker"
     assert len(worker_queues(pids)) == 2
 
+    idle = requests.Session()  # a keep-alive connection between two requests, as a browser keeps one
+    assert idle.get(f"{url}/healthz", timeout=5).headers.get("Connection") != "close"
+
     osrm.mode, osrm.delay = "slow", 3.0
     preview = {}
     rider_id = new_id("rider")
@@ -53,7 +56,10 @@ def test_a_stopping_gateway_answers_in_flight_requests_and_closes_sockets_going_
     in_flight.join(15)
     if signum is signal.SIGTERM:  # a quick stop (SIGINT) does not wait for slow requests
         assert preview["response"].status_code == 201
-    assert gateway.proc.wait(10) == 0
+    # Neither the answered request's connection nor the idle one holds a worker to the graceful timeout.
+    assert gateway.proc.wait(PROMPTLY) == 0
+    assert gateway.output().count("Worker exiting") == 2, "the master killed a worker at the graceful timeout"
+    idle.close()
     assert not {name for name, *_ in gateway_connections()} & workers, "the worker left connections behind"
     assert worker_queues(pids) == [], "a drained worker deletes its queue"
 

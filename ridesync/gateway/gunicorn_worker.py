@@ -5,7 +5,8 @@ one-second tick, then waits for every handler to return; a WebSocket handler
 never returns on its own, so every stop took the whole graceful_timeout and
 phones saw 1006. This worker starts the drain in the signal handler: every
 socket gets 1001 at once, its handler returns, and the worker exits as soon
-as in-flight HTTP requests have their answers.
+as in-flight HTTP requests have their answers: a keep-alive connection is
+closed after its answer, and one idle between two requests at once.
 
 It also bounds how long a request may take to arrive: its line and headers,
 then its body (read here, whole, before the app sees it), each within
@@ -19,6 +20,7 @@ import io
 import json
 import queue
 import signal
+import weakref
 
 import gevent
 from gunicorn.http.body import Body
@@ -43,10 +45,16 @@ class RequestTimedOut(Exception):
     """A request's head or body did not arrive within BODY_TIMEOUT."""
 
 
+class WorkerStopping(Exception):
+    """Thrown into a keep-alive connection idle between two requests when
+    the worker stops: it is closed without an answer (no request came)."""
+
+
 class GatewayWorker(GeventWorker):
     def init_process(self):
         gc.set_threshold(*gc.get_threshold()[:2], FULL_COLLECTION_AFTER)
         self._drain = None
+        self._between_requests = weakref.WeakSet()  # handlers of keep-alive connections waiting for their next request
         self._body_timeout = process_settings().body_timeout
         super().init_process()
 
@@ -56,14 +64,20 @@ class GatewayWorker(GeventWorker):
         return gevent.Timeout(self._body_timeout, RequestTimedOut("the request's headers"))
 
     def handle_request(self, listener_name, req, sock, addr):
+        self._between_requests.discard(gevent.getcurrent())
         with gevent.Timeout(self._body_timeout, RequestTimedOut("the request's body")):
             body = req.body.read(MAX_BODY_BYTES + 1)  # no more: the app refuses larger ones (413)
         if len(body) > MAX_BODY_BYTES:
             req.must_close = True  # the rest is never read, so the connection cannot be reused
         req.body = Body(io.BytesIO(body))
         super().handle_request(listener_name, req, sock, addr)
+        if not self.alive:
+            raise StopIteration  # gunicorn's way to close the connection: answered during a stop, kept for no other
+        self._between_requests.add(gevent.getcurrent())
 
     def handle_error(self, req, client, addr, exc):
+        if isinstance(exc, WorkerStopping):
+            return
         if not isinstance(exc, RequestTimedOut):
             return super().handle_error(req, client, addr, exc)
         self.log.info("408 to %s: %s did not arrive within BODY_TIMEOUT (%ss)", addr[0], exc, self._body_timeout)
@@ -104,6 +118,8 @@ class GatewayWorker(GeventWorker):
             self._drain.join(self.cfg.graceful_timeout)
 
     def _start_drain(self, timeout):
+        for handler in list(self._between_requests):  # they would hold the worker up to BODY_TIMEOUT
+            handler.kill(WorkerStopping(), block=False)
         if self._drain is None and hasattr(self, "wsgi"):  # still booting: nothing to drain
             self._drain = gevent.spawn(_gateway(self.wsgi).drain, timeout)
 
