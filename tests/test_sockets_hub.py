@@ -32,11 +32,14 @@ class WebSocket:
     def __init__(self):
         self.sock, self.written, self.gone, self.close_reason = None, [], False, None
         self.event = Event()
+        self.writable = None  # an Event a write waits for (a phone's full TCP buffer), when set here
 
     def send(self, frame):
         if self.gone:
             raise OSError("the phone is gone")
         gevent.sleep(0)  # a real write switches greenlets
+        if self.writable is not None:
+            self.writable.wait()
         self.written.append(json.loads(frame)["data"]["id"])
 
     def close(self, code, reason):
@@ -104,7 +107,8 @@ def test_what_the_dialect_holds_back_is_handed_on_first_when_cut():
     ws.gone = True
     connection.give(notice(3))
     written(connection)
-    assert ws.written == [2] and [n.message_id for n in connection.cut()] == ["m1", "m3"]
+    assert connection.cut() is None  # its writer is done
+    assert ws.written == [2] and [n.message_id for n in connection.unwritten()] == ["m1", "m3"]
 
 
 class RecordingFeed:
@@ -230,6 +234,35 @@ def test_a_socket_replaced_on_another_worker_is_cut_where_the_newer_ones_marker_
     assert hub.feed.unbound_keys == [live_key("rider", "rider-1")]  # it holds no other session of theirs
     hub.close(connection)
     assert kinds(hub)[-1] == (LEFT, "s1")  # cut already: no `leaving`
+
+
+def test_a_notice_a_replaced_socket_was_writing_reaches_its_phone_or_the_next_socket_never_both(hub):
+    connection, ws = writing_here(hub, "s1")
+    ws.writable = Event()  # the phone's buffer is full: the next write waits
+    queued(hub, 2, 3)
+    gevent.sleep(0.01)  # the writer is in the middle of writing 2
+    registry(hub, CONNECTED, "s2")
+    ws.writable.set()  # the phone takes 2 just as the newer socket's marker is read: the writer is woken first
+    marker_in_queue(hub, "s2")
+    gevent.wait(timeout=5)
+    assert ws.written == [1, 2] and ws.close_reason == REPLACED
+    kind, session, body, _extra = hub.feed.marks[-1]
+    assert (kind, session) == (LEFT, "s1")
+    assert [n[1] for n in body["carried"]] == ["m3"]  # not m2 again
+
+
+def test_a_notice_a_replaced_socket_could_not_write_in_time_goes_on_in_its_left(hub):
+    hub._settings = replace(hub._settings, handover_wait=0.2)
+    connection, ws = writing_here(hub, "s1")
+    ws.writable = Event()  # the phone takes nothing more
+    queued(hub, 2)
+    gevent.sleep(0.01)
+    registry(hub, CONNECTED, "s2")
+    marker_in_queue(hub, "s2")
+    gevent.wait(timeout=5)
+    assert ws.written == [1]
+    kind, session, body, _extra = hub.feed.marks[-1]
+    assert (kind, session) == (LEFT, "s1") and [n[1] for n in body["carried"]] == ["m2"]
 
 
 def test_a_closed_socket_says_it_is_leaving_and_hands_on_what_it_did_not_write_at_the_next_sockets_marker(hub):

@@ -47,7 +47,7 @@ class ReadByHandler:
 class Connection:
     __slots__ = ("role", "user_id", "v2", "dialect", "session", "first", "driver", "position", "closed", "replaced",
                  "started", "cut_off", "_unwritable", "_ws", "_sock", "_readable", "_next_ping", "_recent", "_pending",
-                 "_writer", "_read_trip")
+                 "_writer", "_writing", "_read_trip")
 
     def __init__(self, role, user_id, v2, read_trip):
         """read_trip() -> the user's current trip (JSON), None, or dialects.UNREAD: for the v1 dialect."""
@@ -68,6 +68,7 @@ class Connection:
         self._recent = []  # the last RECENT_MESSAGES message ids it wrote, oldest first
         self._pending = []  # notifications given, not yet written, oldest first
         self._writer = None  # the greenlet writing, while there is something to write
+        self._writing = None  # the notice it is writing, out of _pending: back in front unless written
 
     # The socket.
 
@@ -197,13 +198,21 @@ class Connection:
 
     def cut(self):
         """Nothing more for it: a socket still open was replaced by a newer
-        one and is closed. Returns what it was given and did not write."""
+        one and is closed. Returns its writer if that is in the middle of a
+        notice, which its phone then gets or not: what it did not write
+        (unwritten()) is known once that writer is done."""
         self.cut_off = True
-        self._stop_writing()
+        writer = self._writer if self._writing is not None else None
+        if writer is None:
+            self._stop_writing()  # one not started yet
         if not self.closed:
             self.replaced = True
             if self._ws is not None:
                 gevent.spawn(self._close_replaced)
+        return writer
+
+    def unwritten(self):
+        """What it was given and did not write, oldest first; it writes nothing more."""
         unwritten, self._pending = [*self.dialect.held, *self._pending], []  # held back by the dialect: older
         return unwritten
 
@@ -224,16 +233,20 @@ class Connection:
     def _write_all(self):
         try:
             while self._pending and not self.cut_off:
-                if not self._write(self._pending[0]):
+                self._writing = self._pending.pop(0)
+                if not self._write(self._writing):
                     self._unwritable = True  # its teardown hands on what is left
                     return
-                self._pending.pop(0)
+                self._writing = None
         finally:
+            if self._writing is not None:  # not written (the socket failed, or the writer was killed)
+                self._pending.insert(0, self._writing)
+                self._writing = None
             self._writer = None  # no switch since the list was seen empty: give() cannot slip in between
 
     def _stop_writing(self):
         if self._writer is not None:
-            self._writer.kill(block=False)  # one it was writing stays in the list: at worst, sent again
+            self._writer.kill(block=False)  # one it was writing goes back in front: at worst, sent again
             self._writer = None
 
     def _write(self, notice):

@@ -202,9 +202,25 @@ class Hub:
 
     def _leave(self, cut):
         """A session cut here: its `left` carries what its socket did not
-        write and what was kept for it, and the ids it handled lately."""
+        write and what was kept for it, and the ids it handled lately; sent
+        once a notice its socket was in the middle of writing is written or
+        not, so that it reaches the phone or the next socket, never both."""
         connection = self._connections[cut.session]
-        carried = connection.cut() + list(cut.owed)
+        writer = connection.cut()
+        if writer is None:
+            self._hand_on(connection, cut)
+        else:
+            gevent.spawn(self._hand_on_once_written, writer, connection, cut)
+
+    def _hand_on_once_written(self, writer, connection, cut):
+        # Well inside HANDOVER_WAIT, for which the next socket waits for this `left`; a phone
+        # slower than that loses its socket anyway, and the notice goes on in the `left`.
+        writer.join(self._settings.handover_wait / 2)
+        writer.kill()
+        self._hand_on(connection, cut)
+
+    def _hand_on(self, connection, cut):
+        carried = connection.unwritten() + list(cut.owed)
         # Whole seconds: AMQP tables have no floats. Of a user recovering, from the loss: it was not read back.
         extra = {"drained_at": int(cut.lost_since or time.time())} if cut.drained else {}
         self._feed.mark(LEFT, connection.role, connection.user_id, cut.session, _left_body(carried, cut.seen), **extra)
