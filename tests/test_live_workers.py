@@ -45,9 +45,9 @@ def test_an_idle_worker_reads_none_of_the_events_of_the_users_another_worker_hol
 # passes). Fresh-clone CI at 11ed1b3 (2026-12-04 15:07 UTC): event 212 reached the rider
 # twice, one right after the other (212, 212), as when the first quarantine saw "one event
 # written by the cut socket and carried on too". 56fe964 fixed that run's out-of-order
-# half; the commit after this one the written-and-carried half (a notice the cut socket was
-# writing goes on in its `left` only if not written; test_sockets_hub reproduces it). Kept
-# quarantined until fresh-clone CI runs show it (issue 15).
+# half, 9a17455 the written-and-carried half (a notice the cut socket was writing goes on in
+# its `left` only if not written; test_sockets_hub reproduces it). Kept quarantined until
+# fresh-clone CI runs show it (issue 15).
 @pytest.mark.xfail(strict=False, reason="hand-over under a fast publisher: rarely one event twice (issue 15)")
 def test_a_rider_moving_between_two_workers_while_events_are_published_gets_each_once_in_order(ride):
     urls = [ride.replica(workers=1, name=f"gateway-{side}")[1] for side in "ab"]
