@@ -34,7 +34,7 @@ SPY_LONGEST = 600  # seconds; a py-spy record is stopped (SIGINT) when its phase
 def connect(bench, server, label, riders, concurrency):
     """Seconds from the go of the started client processes until every
     rider is upgraded; the client fleets; the CPU seconds their processes
-    used meanwhile (on the same cores as the server)."""
+    used meanwhile (on the same cores as the server); when they went (monotonic)."""
     per_fleet = -(-riders // CLIENT_PROCESSES)
     fleets = [bench.clients(server.ws_base + "/ws/riders?userID=", f"{label}-{n}-", min(per_fleet, riders - n * per_fleet),
                             concurrency, name=f"{label}-clients-{n}", wait_for_go=True) for n in range(CLIENT_PROCESSES)]
@@ -49,7 +49,7 @@ def connect(bench, server, label, riders, concurrency):
     upgraded = sum(report["open"] for report in reports)
     if upgraded != riders:
         raise RuntimeError(f"{label}: {upgraded} of {riders} upgraded: {reports}")
-    return seconds, fleets, sum(cpu_seconds(fleet.proc.pid) for fleet in fleets) - cpu_before
+    return seconds, fleets, sum(cpu_seconds(fleet.proc.pid) for fleet in fleets) - cpu_before, started
 
 
 class Spied:
@@ -133,7 +133,7 @@ def run(riders=10_000, concurrency=250, rate=5000, profile=None):
     print(f"  machine before: {load()}", flush=True)
     with Bench("reconnect") as bench:
         bare_server = bench.gunicorn("bench.bare_app:app", name="bare")
-        bare_seconds, fleets, bare_clients = connect(bench, bare_server, "bare", riders, concurrency)
+        bare_seconds, fleets, bare_clients, _ = connect(bench, bare_server, "bare", riders, concurrency)
         for fleet in fleets:
             fleet.stop()
         bare_server.stop()
@@ -142,8 +142,8 @@ def run(riders=10_000, concurrency=250, rate=5000, profile=None):
 
         gateway = bench.gunicorn("app:app", name="gateway", RECONNECT_WINDOW=str(WINDOW))
         [worker] = gateway.workers()
-        spied, started = Spied(bench, gateway, worker, profile, "fresh"), time.monotonic()
-        upgraded, fleets, fresh_clients = connect(bench, gateway, "rider", riders, concurrency)
+        spied = Spied(bench, gateway, worker, profile, "fresh")
+        upgraded, fleets, fresh_clients, started = connect(bench, gateway, "rider", riders, concurrency)
         fresh_cpu = f"{spied.done()}; clients' CPU {fresh_clients:.1f} s"
         fresh_served = served(gateway, riders)
         owners = owners_of(fleets)
@@ -159,8 +159,8 @@ def run(riders=10_000, concurrency=250, rate=5000, profile=None):
         away = publish_one_each(bench, owners, rate, "away")
         boot_cpu = boot.done()
         spied = Spied(bench, gateway, boot.pid, profile, "back")
-        started, boundary = time.monotonic(), time.time()  # events published before it: while away
-        back, fleets, back_clients = connect(bench, gateway, "rider", riders, concurrency)
+        boundary = time.time()  # events published before it: while away
+        back, fleets, back_clients, started = connect(bench, gateway, "rider", riders, concurrency)
         back_cpu = f"{spied.done()}; clients' CPU {back_clients:.1f} s"
         caught_up = received_by(fleets, riders, started, "every rider's event published while away")
         back_served = served(gateway, riders)
