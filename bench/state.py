@@ -23,6 +23,7 @@ alike; each ratio is given with the spread of its rounds' ratios:
     python -m bench.state [--calls 300] [--rounds 3] [--drivers 10000]
 """
 import argparse
+import collections
 import json
 import statistics
 import sys
@@ -52,7 +53,8 @@ from ridesync.trip.store import TripStore
 from tests.databases import POSTGRES_URL, REDIS_URL, create_database, drop_database
 from tests.support import DESTINATION, DESTINATION_JSON, PICKUP, PICKUP_JSON
 
-PREVIEW, START = 0, 1  # the timings of a ride (ride()): its preview's, its start's
+PREVIEW, START = "preview", "start"
+RideSeconds = collections.namedtuple("RideSeconds", (PREVIEW, START))  # what a ride() step gives
 IN_MEMORY = "in memory"  # the baseline
 CONFIRMED_PUBLISH, DURABLE_INSERT = "confirmed publish", "durable INSERT"  # parts_of_a_start's steps
 
@@ -62,13 +64,13 @@ def percentiles(samples):
     return percentile(samples, 50) * 1000, percentile(samples, 99) * 1000
 
 
-def timed(call, n):
-    samples = []
-    for _ in range(n):
+def seconds_of(call):
+    """A step of alternated() timing one call: its seconds."""
+    def step():
         began = time.perf_counter()
         call()
-        samples.append(time.perf_counter() - began)
-    return samples
+        return time.perf_counter() - began
+    return step
 
 
 def stores_section(bench, calls, rounds, postgres):
@@ -97,20 +99,20 @@ def stores_section(bench, calls, rounds, postgres):
 
 def ride(preview, start):
     """A step of alternated(): preview() gives a fare, start(fare) starts a
-    trip on it; (the preview's seconds, the start's). Its start_trip()
+    trip on it; the step gives the RideSeconds of both. Its start_trip()
     does both untimed, and returns what start returned."""
     def step():
         began = time.perf_counter()
         fare = preview()
         previewed = time.perf_counter()
         start(fare)
-        return previewed - began, time.perf_counter() - previewed
+        return RideSeconds(previewed - began, time.perf_counter() - previewed)
     step.start_trip = lambda: start(preview())
     return step
 
 
 def alternated(steps, calls, rounds):
-    """{name: [each round's [step's timings of each call]]}: each name's step
+    """{name: [each round's [what its step gave at each call]]}: each name's step
     run calls times a round, the names taking turns call by call, their
     order reversed at each turn (ABBA), so that what moves the machine
     meanwhile weighs on every name alike."""
@@ -126,8 +128,8 @@ def alternated(steps, calls, rounds):
 
 
 def against_memory(samples, name, kind):
-    """name's p50 and p99 of the kind-th timing over all rounds, its p50
-    over the in-memory store's, and the lowest and highest of each round's ratio."""
+    """name's p50 and p99 of its rides' kind (PREVIEW or START) over all rounds,
+    its p50 over the in-memory store's, and the lowest and highest of each round's ratio."""
     def p50(*rounds):
         return percentile(_kind(rounds, kind), 50)
 
@@ -138,14 +140,15 @@ def against_memory(samples, name, kind):
             f" rounds {min(ratios):.2f}-{max(ratios):.2f}x)")
 
 
-def figures(samples, name, kind=0):
-    """name's p50 and p99 of the kind-th timing over all rounds."""
-    timings = _kind(samples[name], kind)
-    return f"p50 {percentile(timings, 50) * 1000:5.2f} ms p99 {percentile(timings, 99) * 1000:5.2f} ms"
+def figures(samples, name, kind=None):
+    """name's p50 and p99 over all rounds: of its one call, or of its rides' kind."""
+    seconds = _kind(samples[name], kind)
+    return f"p50 {percentile(seconds, 50) * 1000:5.2f} ms p99 {percentile(seconds, 99) * 1000:5.2f} ms"
 
 
 def _kind(rounds, kind):
-    return [timings[kind] for round_ in rounds for timings in round_]
+    """Each call's seconds over rounds: a one-call step's, or its rides' kind."""
+    return [seconds if kind is None else getattr(seconds, kind) for round_ in rounds for seconds in round_]
 
 
 def rides_per_second(trips, seconds, threads):
@@ -177,7 +180,7 @@ def grpc_section(bench, calls, rounds, postgres):
                         lambda fare, trips=trips: trips.CreateTrip(
                             trip_pb2.CreateTripRequest(rideFareID=fare, userID=request.userID), timeout=5))
              for name, (trips, _health, _address) in stubs.items()}
-    steps["health check"] = lambda: timed(lambda: stubs["SQLite"][1].Check(health_check, timeout=5), 1)
+    steps["health check"] = seconds_of(lambda: stubs["SQLite"][1].Check(health_check, timeout=5))
     trip = json_format.MessageToDict(steps[IN_MEMORY].start_trip().trip)
     steps.update(parts_of_a_start(bench, postgres, trip))
     alternated(steps, 50, 1)  # warm up
@@ -214,8 +217,8 @@ def parts_of_a_start(bench, postgres, trip):
         finally:
             connection.close()
 
-    return {CONFIRMED_PUBLISH: lambda: timed(lambda: publisher.publish(contract.TRIP_CREATED, trip["userID"], trip), 1),
-            DURABLE_INSERT: lambda: timed(insert, 1)}
+    return {CONFIRMED_PUBLISH: seconds_of(lambda: publisher.publish(contract.TRIP_CREATED, trip["userID"], trip)),
+            DURABLE_INSERT: seconds_of(insert)}
 
 
 def gateway_section(bench, calls, rounds, addresses, direct_sqlite):
@@ -275,7 +278,8 @@ def search_section(drivers, calls, rounds):
     samples = {name: [] for name in pools}
     for _ in range(rounds):
         for name, pool in pools.items():
-            samples[name] += timed(lambda: next(iter(pool.candidates(trip))), calls)
+            search = seconds_of(lambda: next(iter(pool.candidates(trip))))
+            samples[name] += [search() for _ in range(calls)]
     base = percentiles(samples["in process"])
     for name in pools:
         p50, p99 = percentiles(samples[name])
