@@ -589,3 +589,23 @@ def test_a_worker_taking_a_user_back_before_it_read_past_its_cut_writes_nothing_
     everything(a_worker, b_worker)
     assert b.cut_off and c.started
     assert a.written + b.written + c.written == [*meanwhile, *later, after]
+
+
+def test_a_socket_started_before_its_worker_read_its_own_marker_skips_what_the_socket_before_had(broker):
+    """c's worker A read left(b) in the registry (c starts) before it read,
+    in its own queue, what b had written and c's own marker behind it: what
+    b had is not written again, what comes after c's marker is."""
+    a_worker, b_worker = Worker(broker), Worker(broker)
+    a_worker.open()
+    everything(a_worker, b_worker)
+    b = b_worker.open()
+    everything(a_worker, b_worker)  # a cut; A keeps r1 bound for the window
+    c = a_worker.open(marked=False)
+    had = [broker.event(), broker.event()]  # in both queues, in front of M(c)
+    a_worker.mark(c)
+    after = broker.event()
+    everything(b_worker)  # b writes `had`, is cut at M(c): its `left` names them
+    a_worker.read_registry()  # left(b): c starts, A's queue not read yet
+    assert c.started and b.written[-2:] == had
+    everything(a_worker, b_worker)
+    assert c.written == [after]

@@ -25,7 +25,10 @@ maybe A itself):
    came first in that buffer; b's `left` names only the ids b had lately,
    so older ones were written twice, in front of newer.)
 5. B reads left(a): b starts (Start) with what it carried, then its buffer
-   less the ids carried or seen; then it is given what comes, in order.
+   less the ids carried or seen; then it is given what comes, in order,
+   less those ids until B has read M in its own queue (B may read left(a)
+   in the registry before its queue reaches M: what is in front of M there
+   was a's, written or carried).
 
 No left(a) within HANDOVER_WAIT (A died): B forfeits a (Forfeit) and goes
 on. A socket that closed stays held, bound, and owed what comes for the
@@ -303,6 +306,9 @@ class Ledger:
         return decided
 
     def _cut_at(self, entry, session):
+        mine = self._here.get(session)
+        if mine is not None:  # its own marker: what comes after it is this socket's alone
+            mine.marked, mine.had = True, None
         for held in entry.here or ():
             if held.started and held.session != session and not entry.older(session, held.session):
                 return self._cut(entry, held)
@@ -314,8 +320,8 @@ class Ledger:
                 if notice.type in types and (named not in self._roles or named == role)]
 
     def _take(self, held, notice):
-        if notice.message_id in (held.seen or ()):
-            return []  # read again after a broker reconnect
+        if notice.message_id in (held.seen or ()) or notice.message_id in (held.had or ()):
+            return []  # read again after a broker reconnect, or the sockets before it had it
         held.seen = _noted(held.seen, [notice.message_id])
         if held.started and not held.away:
             return [Deliver(held.session, notice)]
@@ -348,11 +354,14 @@ class Ledger:
     def _start(self, held, caught):
         """First what the sockets before it carried, what was caught up, its
         buffer, each less what came before (no driver's location: the last
-        one is in `trip.state`); then what it is given. Owed, if its socket
-        closed meanwhile."""
-        first = without_locations(_first(held, caught)[0])
+        one is in `trip.state`); then what it is given, less what they had
+        until its own marker is read here. Owed, if its socket closed meanwhile."""
+        first, had = _first(held, caught)
+        first = without_locations(first)
         held.started, held.lefts, held.kept = True, None, first if held.away and first else None
         held.seen = _noted(held.seen, [notice.message_id for notice in first])
+        if not held.marked:  # what its queue brings before its marker may be theirs (read late here)
+            held.had = set(had).union(held.seen or ()) or None
         return [] if held.away else [Start(held.session, first)]
 
     def _give_late(self, held, carried):
@@ -467,8 +476,8 @@ class _Entry:
 class _Held:
     """One socket of this worker, from its registration to its cut."""
 
-    __slots__ = ("session", "role", "user_id", "started", "away", "catching", "dropping", "kept", "seen", "lefts",
-                 "waiting_since", "late_since")
+    __slots__ = ("session", "role", "user_id", "started", "away", "catching", "dropping", "marked", "kept", "seen",
+                 "had", "lefts", "waiting_since", "late_since")
 
     def __init__(self, session, role, user_id):
         self.session, self.role, self.user_id = session, role, user_id
@@ -476,8 +485,10 @@ class _Held:
         self.away = False  # its socket closed: what comes is owed
         self.catching = False  # a CatchUp is out for it
         self.dropping = False  # over max_owed: the oldest kept are being dropped
+        self.marked = False  # its own `connected` marker was read in this worker's queue
         self.kept = None  # its buffer before it starts, what it is owed once away; oldest first
         self.seen = None  # the last SEEN_IDS ids it had
+        self.had = None  # started before its marker was read: ids the sockets before it had (or it was first given)
         self.lefts = None  # _Left of the sockets before it, read before it started
         self.waiting_since = 0.0  # its `connected` was read then
         self.late_since = None  # its bind-ok came late: catch up from then (epoch s)
