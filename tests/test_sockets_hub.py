@@ -150,12 +150,23 @@ class RecordingFeed:
         self.catch_ups.append((role, user_id, session, since))
 
 
+class Clock:
+    """The hub's clock, which a test moves on."""
+
+    def __init__(self):
+        self.ahead = 0.0
+
+    def __call__(self):
+        return time.monotonic() + self.ahead
+
+
 @pytest.fixture
 def hub(monkeypatch):
     """A worker's Hub whose feed is a RecordingFeed; its inputs are handed in with registry() and queued()."""
     monkeypatch.setattr(hub_module, "Feed", RecordingFeed)
-    made = Hub(replace(process_settings(), marker_wait=0.01, reconnect_window=30.0))._started()
-    made.feed = made._feed
+    clock = Clock()
+    made = Hub(replace(process_settings(), marker_wait=0.01, reconnect_window=30.0), clock)._started()
+    made.feed, made.clock = made._feed, clock
     yield made
     made._publisher.close()
 
@@ -229,7 +240,7 @@ def test_a_socket_replaced_on_another_worker_is_cut_where_the_newer_ones_marker_
     assert (kind, session) == (LEFT, "s1")
     assert [n[1] for n in body["carried"]] == ["m2", "m3"] and "m1" in body["seen"]
     assert hub.feed.unbound_keys == []  # bound for the window yet (what comes is dropped)
-    hub._ledger._clock = lambda: time.monotonic() + 31.0  # the window (30 s) is over
+    hub.clock.ahead = 31.0  # the window (30 s) is over
     hub.tick()
     assert hub.feed.unbound_keys == [live_key("rider", "rider-1")]  # it holds no other session of theirs
     hub.close(connection)
