@@ -237,7 +237,7 @@ def live_stats(url):
 def test_a_user_who_leaves_leaves_nothing_behind(ride):
     """Nothing but a binding of their key to the worker's queue while it
     holds them: while their socket is open, and the reconnect window after."""
-    url = ride.another_gateway(workers=1)
+    url = ride.another_gateway(workers=1, RECONNECT_WINDOW="1")  # waited out twice: 1 s, not the ride's 3
     stats = lambda: live_stats(url)  # noqa: E731
     # The worker's broker connection and gRPC channel, and their greenlets, exist from here on.
     ride.rider(url=url).close()
