@@ -269,6 +269,7 @@ def test_a_user_who_leaves_leaves_nothing_behind(ride):
     assert wait_until(lambda: broker_objects(idle["queue"]) == objects_before, message="the bindings to go")
 
 
+@pytest.mark.ride_env(RECONNECT_WINDOW="1")  # waited out twice: 1 s, not the ride's 3
 def test_reconnecting_over_and_over_multiplies_nothing_on_the_broker(ride):
     rider_id = new_id("rider")
     ride.rider(rider_id).close()
