@@ -62,6 +62,8 @@ def test_a_stopping_gateway_answers_in_flight_requests_and_closes_sockets_going_
     idle.close()
     assert not {name for name, *_ in gateway_connections()} & workers, "the worker left connections behind"
     assert worker_queues(pids) == [], "a drained worker deletes its queue"
+    drain_log = gateway.output()
+    assert "connecting again" not in drain_log and "reconnecting" not in drain_log, "its own delete is no lost queue"
 
     # The driver is gone from DriverService: a trip for their package finds no one.
     rider_id = new_id("rider")

@@ -85,6 +85,7 @@ class Feed:
         self._fences = [None] * len(self._binders)  # keys the fence awaited on each binder covers; None: none awaited
         self._declaring = None  # the main channel while it declares the queue
         self._queue_tag = None  # the consumer tag of the queue's consumer
+        self._dropping = False  # the worker stops and deletes its queue: the broker cancels its consumer
         self._made = False  # the queue was declared once: from then on passively, to notice it gone
         self._gone = False  # the passive declare found it gone: the next declare makes it anew
         self._lost_at, self._lost_how = None, None  # when and how the queue may have lost what it held (epoch s)
@@ -210,6 +211,7 @@ class Feed:
         deleted = AsyncResult()
         channel = self._channel
         if channel is not None and channel.is_open:
+            self._dropping = True
             channel.queue_delete(self.queue, callback=lambda _ok: deleted.set(True))
         else:
             deleted.set(False)
@@ -328,11 +330,15 @@ class Feed:
     def _on_cancelled(self, frame):
         """The broker cancelled a consumer of ours (its queue deleted, its
         node lost): the connection is made again, and the queue declared
-        passively tells whether it is gone."""
-        if frame.method.consumer_tag == self._queue_tag:
+        passively tells whether it is gone. Not when the worker deleted it
+        itself (drop_queue): nothing is lost, and nothing connects again."""
+        queue = frame.method.consumer_tag == self._queue_tag
+        if queue and self._dropping:
+            return
+        if queue:
             self._may_have_lost("when the broker cancelled its consumer")
         log.warning("the broker cancelled the feed's consumer of %s; connecting again",
-                    self.queue if frame.method.consumer_tag == self._queue_tag else "the registry")
+                    self.queue if queue else "the registry")
         if self._connection is not None and self._connection.is_open:
             self._connection.close()
 
