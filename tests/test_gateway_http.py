@@ -245,6 +245,7 @@ def hanging_trip_service():
 def test_a_hanging_trip_service_is_504_when_the_deadline_passes(make_client, hanging_trip_service, monkeypatch):
     # A preview's deadline is OSRM_TIMEOUT plus a margin; a start's is the call deadline.
     client = make_client(TRIP_SERVICE_ADDR=hanging_trip_service.address, OSRM_TIMEOUT="0.2")
+    monkeypatch.setattr(trips_module, "PREVIEW_MARGIN", 0.3)
     monkeypatch.setattr(trips_module, "CALL_DEADLINE", 0.5)
     assert_error(post(client, "/trip/preview", preview_body("r1")), 504, "deadline_exceeded", "took too long")
     assert_error(post(client, "/trip/start", {"rideFareID": "f1", "userID": "r1"}), 504, "deadline_exceeded")
