@@ -3,7 +3,7 @@ services, real RabbitMQ, phones on real WebSockets."""
 import json
 import re
 import subprocess
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pika
 import pytest
@@ -11,8 +11,11 @@ import requests
 
 from ridesync import contract
 from ridesync.rabbit import Publisher
+from tests import vhost
 from tests.ride import answer, assert_a_ride_completes, new_id, ride  # noqa: F401,F811 (ride is a fixture)
 from tests.support import AMQP_URL, bearer, wait_until
+
+VHOST = unquote(urlsplit(AMQP_URL).path.lstrip("/")) or "/"
 
 
 def test_a_whole_ride(ride):
@@ -193,10 +196,9 @@ def gateway_connections():
 
 def our_connections():
     """[(process name, channels, connection)] of every connection to this test run's vhost."""
-    vhost = urlsplit(AMQP_URL).path.lstrip("/") or "/"
     rows = rabbitmqctl("list_connections", "name", "vhost", "client_properties", "channels")
     return sorted((_connection_name(row["client_properties"]) or "", row["channels"], row["name"])
-                  for row in rows if row["vhost"] == vhost)
+                  for row in rows if row["vhost"] == VHOST)
 
 
 def close_connections(names):
@@ -210,6 +212,15 @@ def close_connections(names):
                            capture_output=True, timeout=60)
 
 
+def drop_every_connection():
+    """Closes every connection to this run's vhost (the gateways', the
+    services', the test's own) from the broker's side, as a broker restart
+    would: in one rabbitmqctl call, which never reaches another vhost."""
+    assert VHOST.startswith(vhost.PREFIX), f"{VHOST!r} is not this test run's own vhost"
+    subprocess.run(["rabbitmqctl", "-q", "close_all_connections", "--vhost", VHOST, "test drops the connection"],
+                   capture_output=True, timeout=60, check=True)
+
+
 def _connection_name(client_properties):
     # rabbitmqctl renders the AMQP table as [[key, type, value], ...]
     return next((value for key, _type, value in client_properties if key == "connection_name"), None)
@@ -220,13 +231,12 @@ def broker_objects(worker_queue=None):
     (but the gateway workers' own, each named by its process and coming and
     going with it), the bindings of users' keys to worker_queue (every
     worker's when None), and every consumer."""
-    vhost = urlsplit(AMQP_URL).path.lstrip("/") or "/"
-    queues = sorted(row["name"] for row in rabbitmqctl("list_queues", "-p", vhost, "name")
+    queues = sorted(row["name"] for row in rabbitmqctl("list_queues", "-p", VHOST, "name")
                     if not row["name"].startswith(contract.WORKER_QUEUE_PREFIX))
-    bindings = len([row for row in rabbitmqctl("list_bindings", "-p", vhost, "source_name", "destination_name")
+    bindings = len([row for row in rabbitmqctl("list_bindings", "-p", VHOST, "source_name", "destination_name")
                     if row["source_name"] == contract.LIVE_EXCHANGE
                     and row["destination_name"] == (worker_queue or row["destination_name"])])
-    consumers = len(rabbitmqctl("list_consumers", "-p", vhost))
+    consumers = len(rabbitmqctl("list_consumers", "-p", VHOST))
     return queues, bindings, consumers
 
 
@@ -301,7 +311,7 @@ def test_the_broker_dropping_every_connection_loses_nothing_and_keeps_sockets_op
         assert rider.next(contract.TRIP_CREATED)["data"]["id"] == "before"
 
         dropped = gateway_connections()
-        close_connections(name for *_, name in our_connections())  # gateway, services, this test
+        drop_every_connection()
         publisher.publish(contract.TRIP_CREATED, rider_id, {"id": "during"})
         wait_until(lambda: len(now := gateway_connections()) >= len(dropped) and
                    not {c for *_, c in now} & {c for *_, c in dropped},
@@ -339,12 +349,11 @@ def test_a_broker_that_refuses_new_queues_stops_no_socket_from_opening_or_gettin
     """A vhost at its queue limit refuses every declare: no socket's
     delivery depends on one, so those opened before, under and after the
     limit all get their events (a delivery that needed a declare would never come)."""
-    vhost = urlsplit(AMQP_URL).path.lstrip("/") or "/"
     before_id, under_id, after_id = new_id("rider"), new_id("rider"), new_id("rider")
     both_up(ride.url)  # each worker declares its queue once, when it starts: not per socket
     before = ride.rider(before_id)
     queues = len(broker_objects()[0])
-    subprocess.run(["rabbitmqctl", "-q", "set_vhost_limits", "-p", vhost, json.dumps({"max-queues": queues})],
+    subprocess.run(["rabbitmqctl", "-q", "set_vhost_limits", "-p", VHOST, json.dumps({"max-queues": queues})],
                    check=True, capture_output=True, timeout=60)
     try:
         with pytest.raises(pika.exceptions.ChannelClosedByBroker):  # the limit is in force
@@ -361,7 +370,7 @@ def test_a_broker_that_refuses_new_queues_stops_no_socket_from_opening_or_gettin
         for rider_id, phone in ((before_id, before), (under_id, under), (after_id, after)):
             assert phone.next(contract.TRIP_CREATED)["data"]["id"] == f"for-{rider_id}"
     finally:
-        subprocess.run(["rabbitmqctl", "-q", "clear_vhost_limits", "-p", vhost], capture_output=True, timeout=60)
+        subprocess.run(["rabbitmqctl", "-q", "clear_vhost_limits", "-p", VHOST], capture_output=True, timeout=60)
 
 
 def test_riders_see_the_driver_as_registered_not_as_the_phone_claims(ride):
