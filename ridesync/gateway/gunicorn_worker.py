@@ -5,8 +5,9 @@ one-second tick, then waits for every handler to return; a WebSocket handler
 never returns on its own, so every stop took the whole graceful_timeout and
 phones saw 1006. This worker starts the drain in the signal handler: every
 socket gets 1001 at once, its handler returns, and the worker exits as soon
-as in-flight HTTP requests have their answers: a keep-alive connection is
-closed after its answer, and one idle between two requests at once.
+as in-flight HTTP requests have their answers and the drain is done, not at
+a tick: a keep-alive connection is closed after its answer, and one idle
+between two requests at once.
 
 It also bounds how long a request may take to arrive: its line and headers,
 then its body (read here, whole, before the app sees it), each within
@@ -20,9 +21,12 @@ import io
 import json
 import queue
 import signal
+import sys
+import time
 import weakref
 
 import gevent
+from gevent.event import Event
 from gunicorn.http.body import Body
 from gunicorn.workers.ggevent import GeventWorker
 
@@ -54,6 +58,8 @@ class GatewayWorker(GeventWorker):
     def init_process(self):
         gc.set_threshold(*gc.get_threshold()[:2], FULL_COLLECTION_AFTER)
         self._drain = None
+        self._stopped = None  # an Event once run() began: set when the worker is told to stop
+        self._handling = set()  # each connection's handler, while it lasts (what gunicorn's pool holds)
         self._between_requests = weakref.WeakSet()  # handlers of keep-alive connections waiting for their next request
         self._body_timeout = process_settings().body_timeout
         super().init_process()
@@ -62,6 +68,15 @@ class GatewayWorker(GeventWorker):
         """Around reading each request's line and headers (an idle
         keep-alive connection waits as long, then gets its 408 too)."""
         return gevent.Timeout(self._body_timeout, RequestTimedOut("the request's headers"))
+
+    def handle(self, listener, client, addr):
+        """A connection, while it lasts: a stop waits for these."""
+        handler = gevent.getcurrent()
+        self._handling.add(handler)
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            self._handling.discard(handler)
 
     def handle_request(self, listener_name, req, sock, addr):
         self._between_requests.discard(gevent.getcurrent())
@@ -113,7 +128,9 @@ class GatewayWorker(GeventWorker):
         hub = getattr(self.wsgi, "extensions", {}).get("ridesync.hub")  # none in bench's bare echo app
         if hub is not None:
             hub.start()  # the live side's broker connection, before the first socket
-        super().run()  # returns once no request is in flight
+        self._stopped = Event()
+        gevent.spawn(self._exit_once_stopped)
+        super().run()  # returns once no request is in flight, unless the worker exited first
         if self._drain is not None:
             self._drain.join(self.cfg.graceful_timeout)
 
@@ -122,10 +139,26 @@ class GatewayWorker(GeventWorker):
             handler.kill(WorkerStopping(), block=False)
         if self._drain is None and hasattr(self, "wsgi"):  # still booting: nothing to drain
             self._drain = gevent.spawn(_gateway(self.wsgi).drain, timeout)
+        if self._stopped is not None:
+            self._stopped.set()
+
+    def _exit_once_stopped(self):
+        """gunicorn's loop (run()) notices a stop at its next one-second
+        tick, and that its connections are done at a tick after: 0.5-1 s of
+        every stop. Once stopped, this exits the worker as soon as its
+        connections are done and its drain is; what outlasts the graceful
+        timeout is left to gunicorn's loop, which kills it."""
+        self._stopped.wait()
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+        while self._handling and time.monotonic() < deadline:  # new ones while it still accepts
+            gevent.joinall(list(self._handling), timeout=deadline - time.monotonic())
+        if self._drain is not None:
+            self._drain.join(max(0.0, deadline - time.monotonic()))
+        if not self._handling and (self._drain is None or self._drain.dead):
+            sys.exit(0)  # as gunicorn's own quick stop ends a gevent worker: gevent raises it in the main greenlet
 
     def _quit(self):
-        # run() sees alive is False within its one-second tick and returns
-        # once the drained handlers have: well inside the master's 2 s.
+        # The worker exits once the drained handlers have returned: well inside the master's 2 s.
         self.cfg.worker_int(self)
         self._start_drain(QUICK_DRAIN)
 
