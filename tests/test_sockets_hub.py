@@ -321,6 +321,7 @@ def test_a_malformed_left_reaches_no_socket_and_a_good_one_still_does(hub, body)
     newer, _ws = open_here(hub, "s2")
     registry(hub, CONNECTED, "s1")  # a socket on another worker
     registry(hub, CONNECTED, "s2")  # this one cuts it, and waits for what it left
+    marker_in_queue(hub, "s2")
     with pytest.raises(ValueError):
         registry(hub, LEFT, "s1", body)
     assert not newer.started

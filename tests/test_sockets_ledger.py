@@ -337,7 +337,7 @@ def test_an_away_user_past_the_window_is_not_awaited_then_cut_with_nothing_and_u
     everything(a_worker, b_worker)
     broker.clock.now += WINDOW + 1
     b = b_worker.open()
-    b_worker.read_registry()
+    b_worker.read()
     assert b.started  # no wait for A's `left`
     ((session, owed, seen, drained, _lost_since), unbind) = a_worker.expire()
     assert (session, owed, seen, drained, unbind) == (a.session, [], [], False, Unbind("rider", "r1"))
@@ -591,21 +591,25 @@ def test_a_worker_taking_a_user_back_before_it_read_past_its_cut_writes_nothing_
     assert a.written + b.written + c.written == [*meanwhile, *later, after]
 
 
-def test_a_socket_started_before_its_worker_read_its_own_marker_skips_what_the_socket_before_had(broker):
-    """c's worker A read left(b) in the registry (c starts) before it read,
-    in its own queue, what b had written and c's own marker behind it: what
-    b had is not written again, what comes after c's marker is."""
+def test_a_socket_starts_once_its_worker_read_its_own_marker_and_writes_nothing_the_socket_before_had(broker):
+    """A keeps r1 bound after a's cut, and c opens there. b writes what came
+    in front of M(c), more than a `left` names, and is cut at M(c). A reads
+    left(b) in the registry having read only the front of that in its
+    queue: c starts once A's queue reaches M(c), its buffer whole."""
     a_worker, b_worker = Worker(broker), Worker(broker)
     a_worker.open()
     everything(a_worker, b_worker)
     b = b_worker.open()
     everything(a_worker, b_worker)  # a cut; A keeps r1 bound for the window
     c = a_worker.open(marked=False)
-    had = [broker.event(), broker.event()]  # in both queues, in front of M(c)
+    had = [broker.event() for _ in range(SEEN_IDS + 5)]  # in both queues, in front of M(c)
     a_worker.mark(c)
     after = broker.event()
-    everything(b_worker)  # b writes `had`, is cut at M(c): its `left` names them
-    a_worker.read_registry()  # left(b): c starts, A's queue not read yet
-    assert c.started and b.written[-2:] == had
+    everything(b_worker)
+    assert b.written[-len(had):] == had and b.cut_off
+    for _ in range(3):  # A reads the front of its queue only
+        a_worker.apply(a_worker.ledger.notice(*a_worker.queue.pop(0)[1:]))
+    a_worker.read_registry()  # left(b)
+    assert not c.started
     everything(a_worker, b_worker)
     assert c.written == [after]

@@ -24,11 +24,12 @@ maybe A itself):
    gap. (Unbound at once, what A had not read yet of its queue, b's,
    came first in that buffer; b's `left` names only the ids b had lately,
    so older ones were written twice, in front of newer.)
-5. B reads left(a): b starts (Start) with what it carried, then its buffer
-   less the ids carried or seen; then it is given what comes, in order,
-   less those ids until B has read M in its own queue (B may read left(a)
-   in the registry before its queue reaches M: what is in front of M there
-   was a's, written or carried).
+5. B has read left(a) in the registry and M in its own queue: b starts
+   (Start) with what it carried, then its buffer (what B's queue held in
+   front of M) less the ids carried or seen; then it is given what comes,
+   in order. (Started on left(a) alone, with B's queue read behind its
+   registry, the buffer was only the front of that, older than any id
+   a's `left` names, and was written twice, as was what came up to M.)
 
 No left(a) within HANDOVER_WAIT (A died): B forfeits a (Forfeit) and goes
 on. A socket that closed stays held, bound, and owed what comes for the
@@ -306,13 +307,18 @@ class Ledger:
         return decided
 
     def _cut_at(self, entry, session):
-        mine = self._here.get(session)
-        if mine is not None:  # its own marker: what comes after it is this socket's alone
-            mine.marked, mine.had = True, None
+        """M(session), read in order: the socket writing here before it is
+        cut; the socket of that session, if here, has its buffer whole."""
+        decided = []
         for held in entry.here or ():
             if held.started and held.session != session and not entry.older(session, held.session):
-                return self._cut(entry, held)
-        return []
+                decided = self._cut(entry, held)
+                break
+        mine = self._here.get(session)
+        if mine is None:
+            return decided
+        mine.marked = True
+        return decided + self._ready(entry)
 
     def _roles_taking(self, notice):
         named = notice.headers.get(ROLE_HEADER)
@@ -320,8 +326,8 @@ class Ledger:
                 if notice.type in types and (named not in self._roles or named == role)]
 
     def _take(self, held, notice):
-        if notice.message_id in (held.seen or ()) or notice.message_id in (held.had or ()):
-            return []  # read again after a broker reconnect, or the sockets before it had it
+        if notice.message_id in (held.seen or ()):
+            return []  # read again after a broker reconnect
         held.seen = _noted(held.seen, [notice.message_id])
         if held.started and not held.away:
             return [Deliver(held.session, notice)]
@@ -336,10 +342,11 @@ class Ledger:
         return []
 
     def _ready(self, entry):
-        """The user's newest socket, if here and awaiting nothing more, starts
-        (or first catches up what reached only the stream)."""
+        """The user's newest socket, if here, its marker read in this
+        worker's queue and awaiting nothing more, starts (or first catches
+        up what reached only the stream)."""
         held = self._here.get(entry.last)
-        if held is None or held.started or held.catching or entry.awaiting:
+        if held is None or held.started or held.catching or entry.awaiting or not held.marked:
             return []
         if held.lefts:
             held.lefts.sort(key=lambda part: entry.position(part.session))
@@ -354,14 +361,11 @@ class Ledger:
     def _start(self, held, caught):
         """First what the sockets before it carried, what was caught up, its
         buffer, each less what came before (no driver's location: the last
-        one is in `trip.state`); then what it is given, less what they had
-        until its own marker is read here. Owed, if its socket closed meanwhile."""
-        first, had = _first(held, caught)
-        first = without_locations(first)
+        one is in `trip.state`); then what it is given. Owed, if its socket
+        closed meanwhile."""
+        first = without_locations(_first(held, caught)[0])
         held.started, held.lefts, held.kept = True, None, first if held.away and first else None
         held.seen = _noted(held.seen, [notice.message_id for notice in first])
-        if not held.marked:  # what its queue brings before its marker may be theirs (read late here)
-            held.had = set(had).union(held.seen or ()) or None
         return [] if held.away else [Start(held.session, first)]
 
     def _give_late(self, held, carried):
@@ -477,7 +481,7 @@ class _Held:
     """One socket of this worker, from its registration to its cut."""
 
     __slots__ = ("session", "role", "user_id", "started", "away", "catching", "dropping", "marked", "kept", "seen",
-                 "had", "lefts", "waiting_since", "late_since")
+                 "lefts", "waiting_since", "late_since")
 
     def __init__(self, session, role, user_id):
         self.session, self.role, self.user_id = session, role, user_id
@@ -485,10 +489,9 @@ class _Held:
         self.away = False  # its socket closed: what comes is owed
         self.catching = False  # a CatchUp is out for it
         self.dropping = False  # over max_owed: the oldest kept are being dropped
-        self.marked = False  # its own `connected` marker was read in this worker's queue
+        self.marked = False  # its `connected` marker was read in this worker's queue: its buffer is whole
         self.kept = None  # its buffer before it starts, what it is owed once away; oldest first
         self.seen = None  # the last SEEN_IDS ids it had
-        self.had = None  # started before its marker was read: ids the sockets before it had (or it was first given)
         self.lefts = None  # _Left of the sockets before it, read before it started
         self.waiting_since = 0.0  # its `connected` was read then
         self.late_since = None  # its bind-ok came late: catch up from then (epoch s)
