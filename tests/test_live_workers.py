@@ -6,8 +6,6 @@ import subprocess
 import threading
 from urllib.parse import urlsplit, urlunsplit
 
-import pytest
-
 from ridesync import contract, rabbit
 from ridesync.rabbit import Publisher
 from ridesync.settings import Settings
@@ -41,17 +39,9 @@ def test_an_idle_worker_reads_none_of_the_events_of_the_users_another_worker_hol
     assert live_stats(idle_url)["received"] == idle["received"] == 1
 
 
-# Quarantined again, not fixed: a known bug of the hand-over, kept visible (XPASS when it
-# passes). Fresh-clone CI at 11ed1b3 (2026-12-04 15:07 UTC): event 212 reached the rider
-# twice, one right after the other (212, 212), as when the first quarantine saw "one event
-# written by the cut socket and carried on too". 56fe964 fixed that run's out-of-order
-# half, 9a17455 the written-and-carried half (a notice the cut socket was writing goes on in
-# its `left` only if not written; test_sockets_hub reproduces it). A third path is open: after
-# 9a17455, 2 of 27 runs still saw one event twice, written by a v1 socket just before its cut
-# and again by the next socket, opened on the worker that still held the user bound for the
-# window after cutting its own earlier socket (issue 15, stop 24's note).
-@pytest.mark.xfail(strict=False, reason="hand-over under a fast publisher: rarely one event twice (issue 15)")
 def test_a_rider_moving_between_two_workers_while_events_are_published_gets_each_once_in_order(ride):
+    """Quarantined in stops 22-24 (one event twice, rarely); the last path was a socket
+    started before its worker's queue reached its own marker (test_sockets_ledger)."""
     urls = [ride.replica(workers=1, name=f"gateway-{side}")[1] for side in "ab"]
     rider_id = new_id("rider")
     phones = [ride.rider(rider_id, urls[0])]
