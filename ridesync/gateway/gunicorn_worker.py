@@ -138,6 +138,9 @@ class GatewayWorker(GeventWorker):
         for handler in list(self._between_requests):  # they would hold the worker up to BODY_TIMEOUT
             handler.kill(WorkerStopping(), block=False)
         if self._drain is None and hasattr(self, "wsgi"):  # still booting: nothing to drain
+            # The drain only lets go of what the worker holds, and the worker exits after it: no full
+            # collection walks it again (one took 0.7-0.8 s of a 10,000-socket drain); young ones go on.
+            gc.freeze()
             self._drain = gevent.spawn(_gateway(self.wsgi).drain, timeout)
         if self._stopped is not None:
             self._stopped.set()
