@@ -207,8 +207,9 @@ class Settings:
                                       "worker_connections)")
     worker_timeout: int = setting("WORKER_TIMEOUT", 30, WHOLE_SECONDS,
                                   "after which gunicorn restarts a gateway worker that stopped answering its master")
-    gateway_drain: int = setting("GATEWAY_DRAIN", 10, WHOLE_SECONDS,
-                                   "a gateway worker's drain after SIGTERM (gunicorn's graceful_timeout)")
+    gateway_drain: int = setting("GATEWAY_DRAIN", 25, WHOLE_SECONDS,
+                                   "a gateway worker's drain after SIGTERM (gunicorn's graceful_timeout); it exits "
+                                   "as soon as the drain is done")
     readyz_timeout: float = setting("READYZ_TIMEOUT", 2.0, SECONDS, "for each dependency /readyz asks")
     asked_memory: int = setting("ASKED_MEMORY", 4096, COUNT,
                                 "trip requests a gateway worker remembers, to trace the drivers' answers")

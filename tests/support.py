@@ -166,7 +166,7 @@ def start_gateway(env, tmp_path, workers=1, name="gateway"):
     port = free_port()
     process = Process(
         name, [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
-        {**env, "PORT": str(port), "WEB_CONCURRENCY": str(workers)}, tmp_path,
+        {"GATEWAY_DRAIN": "10", **env, "PORT": str(port), "WEB_CONCURRENCY": str(workers)}, tmp_path,
     )
     base = f"http://127.0.0.1:{port}"
 
